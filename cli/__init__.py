@@ -1,0 +1,1 @@
+"""The openclaw-sup command line."""

@@ -1,0 +1,1 @@
+"""Paths, profiles and settings. Imports nothing of ours."""

@@ -1,0 +1,98 @@
+"""Where a profile keeps its config, state, sockets and logs.
+
+Import-light on purpose: the `status` command resolves paths with nothing but `os`.
+Precedence follows the upstream gateway: explicit env vars beat the profile, the profile beats the default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = 18789
+DEV_PORT = 19001
+DEV_PROFILE = "dev"
+
+
+def home_dir(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    for key in ("OPENCLAW_HOME", "HOME", "USERPROFILE"):
+        if env.get(key):
+            return Path(env[key]).expanduser()
+    return Path.home()
+
+
+@dataclass(frozen=True)
+class ProfilePaths:
+    """Every filesystem location of one gateway instance."""
+
+    profile: str | None
+    state_dir: Path
+    config_path: Path
+    dev: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def bus_endpoint(self) -> str:
+        return f"ipc://{self.run_dir / 'bus.sock'}"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "ctl.sock"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.run_dir / "gateway.lock"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "state"
+
+    @property
+    def label(self) -> str:
+        return self.profile or "default"
+
+    def default_log_file(self, date: str) -> Path:
+        """Upstream's dated JSONL log: /tmp/openclaw/openclaw[-<profile>]-YYYY-MM-DD.log."""
+        name = f"openclaw-{self.profile}-{date}.log" if self.profile else f"openclaw-{date}.log"
+        return Path("/tmp/openclaw") / name
+
+
+def resolve(
+    profile: str | None = None, dev: bool = False, env: dict[str, str] | None = None
+) -> ProfilePaths:
+    """Resolve paths as upstream does: `--dev` is profile `dev`; env vars beat the profile defaults."""
+    env = os.environ if env is None else env
+    if dev:
+        profile = DEV_PROFILE
+    profile = profile or env.get("OPENCLAW_PROFILE") or None
+    if profile is not None:
+        validate_profile_name(profile)
+    home = home_dir(env)
+    default_state = home / (f".openclaw-{profile}" if profile else ".openclaw")
+    state_dir = Path(env["OPENCLAW_STATE_DIR"]).expanduser() if env.get("OPENCLAW_STATE_DIR") else default_state
+    if env.get("OPENCLAW_CONFIG_PATH"):
+        config_path = Path(env["OPENCLAW_CONFIG_PATH"]).expanduser()
+    else:
+        config_path = state_dir / "openclaw.json"
+    return ProfilePaths(profile=profile, state_dir=state_dir, config_path=config_path, dev=dev or profile == "dev")
+
+
+def validate_profile_name(name: str) -> None:
+    ok = name and len(name) <= 64 and all(c.isalnum() or c in "-_" for c in name)
+    if not ok:
+        raise ValueError(
+            f"invalid profile name {name!r}: use letters, digits, '-' or '_' (at most 64 characters)"
+        )
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create a directory readable by its owner only (0700), tightening it if it already exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path

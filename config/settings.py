@@ -1,0 +1,166 @@
+"""The supervisor's own settings and the set of workers a config asks for.
+
+The gateway config (`openclaw.json`) stays exactly upstream's, so the real `openclaw` CLI can share it.
+openclaw-sup's tuning (restart policy, liveness bounds, bus limits, extra worker kinds) lives in a side file,
+`OPENCLAW_SUP_CONFIG` or `<stateDir>/openclaw-sup.json`, JSON5, every key optional:
+
+    {
+      restart:  { backoffBaseMs, backoffMaxMs, jitter, stableAfterMs, crashLoopMax, crashLoopWindowMs,
+                  failedRetryMs },
+      liveness: { heartbeatIntervalMs, heartbeatTimeoutMs, startTimeoutMs, rssLimitMb },
+      stop:     { busTimeoutMs, termTimeoutMs },
+      bus:      { maxMessageBytes, rcvHwm, sndHwm },
+      kinds:    ["module.that.registers.kinds"],
+      workers:  { "<name>": { kind, options: {...}, restart: {...}, liveness: {...} } }
+    }
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from openclaw_sup.config.loader import ConfigError, load_json5
+from openclaw_sup.config.paths import ProfilePaths
+
+
+@dataclass(frozen=True)
+class RestartLimits:
+    """Numbers for the restart policy (the logic is supervisor/restart.py)."""
+
+    backoff_base_ms: int = 100
+    backoff_max_ms: int = 30_000
+    jitter: float = 0.2
+    stable_after_ms: int = 10_000
+    crash_loop_max: int = 5
+    crash_loop_window_ms: int = 60_000
+    failed_retry_ms: int = 60_000
+
+
+@dataclass(frozen=True)
+class Liveness:
+    heartbeat_interval_ms: int = 1_000
+    heartbeat_timeout_ms: int = 5_000
+    start_timeout_ms: int = 30_000
+    rss_limit_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class StopLadder:
+    bus_timeout_ms: int = 3_000
+    term_timeout_ms: int = 3_000
+
+
+@dataclass(frozen=True)
+class BusLimits:
+    max_message_bytes: int = 1 << 20
+    rcv_hwm: int = 10_000
+    snd_hwm: int = 1_000
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One wanted worker: its name (also its bus identity), its kind and its effective settings."""
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    restart: RestartLimits = RestartLimits()
+    liveness: Liveness = Liveness()
+    stop: StopLadder = StopLadder()
+
+    def digest(self) -> str:
+        """Hash of the effective config: a worker is respawned on reload only when this changes."""
+        blob = orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    restart: RestartLimits = RestartLimits()
+    liveness: Liveness = Liveness()
+    stop: StopLadder = StopLadder()
+    bus: BusLimits = BusLimits()
+    kind_modules: tuple[str, ...] = ()
+    workers: tuple[WorkerSpec, ...] = ()
+    source: str | None = None
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _section(cls: type, base: Any, data: Any, where: str) -> Any:
+    """Overlay a camelCase JSON object onto a dataclass instance, checking names and types."""
+    if data is None:
+        return base
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    known = {_camel(f.name): f for f in fields(cls)}
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        f = known.get(key)
+        if f is None:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+        default = getattr(base, f.name)
+        ok_types: tuple[type, ...] = (int, float) if isinstance(default, float) or default is None else (int,)
+        if value is None and default is None:
+            changes[f.name] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, ok_types) or value < 0:
+            raise ConfigError(f"{where}.{key}: {value!r} is not a non-negative number")
+        changes[f.name] = value
+    return replace(base, **changes)
+
+
+def parse_settings(data: dict[str, Any], source: str) -> SupervisorSettings:
+    where = f"Invalid config at {source}: "
+    try:
+        restart = _section(RestartLimits, RestartLimits(), data.get("restart"), "restart")
+        liveness = _section(Liveness, Liveness(), data.get("liveness"), "liveness")
+        stop = _section(StopLadder, StopLadder(), data.get("stop"), "stop")
+        bus = _section(BusLimits, BusLimits(), data.get("bus"), "bus")
+        kinds = data.get("kinds", [])
+        if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+            raise ConfigError("kinds: expected a list of module names")
+        workers = []
+        raw_workers = data.get("workers", {})
+        if not isinstance(raw_workers, dict):
+            raise ConfigError("workers: expected an object of name -> {kind, options}")
+        for name, w in raw_workers.items():
+            if not isinstance(w, dict) or not isinstance(w.get("kind"), str):
+                raise ConfigError(f"workers.{name}: expected an object with a string 'kind'")
+            opts = w.get("options", {})
+            if not isinstance(opts, dict):
+                raise ConfigError(f"workers.{name}.options: expected an object")
+            workers.append(
+                WorkerSpec(
+                    name=name,
+                    kind=w["kind"],
+                    options=opts,
+                    restart=_section(RestartLimits, restart, w.get("restart"), f"workers.{name}.restart"),
+                    liveness=_section(Liveness, liveness, w.get("liveness"), f"workers.{name}.liveness"),
+                    stop=_section(StopLadder, stop, w.get("stop"), f"workers.{name}.stop"),
+                )
+            )
+    except ConfigError as exc:
+        raise ConfigError(where + str(exc)) from None
+    return SupervisorSettings(restart, liveness, stop, bus, tuple(kinds), tuple(workers), source)
+
+
+def settings_path(paths: ProfilePaths, env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("OPENCLAW_SUP_CONFIG"):
+        return Path(env["OPENCLAW_SUP_CONFIG"]).expanduser()
+    return paths.state_dir / "openclaw-sup.json"
+
+
+def load_settings(paths: ProfilePaths, env: dict[str, str] | None = None) -> SupervisorSettings:
+    path = settings_path(paths, env)
+    return parse_settings(load_json5(path, env), str(path))

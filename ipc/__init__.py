@@ -1,0 +1,1 @@
+"""Inter-process messages: the envelope codec and the ZeroMQ bus."""

@@ -1,0 +1,1 @@
+"""launchd: filled in by later issues."""

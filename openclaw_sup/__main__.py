@@ -1,0 +1,3 @@
+from openclaw_sup.entry import main
+
+main()

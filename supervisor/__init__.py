@@ -1,0 +1,1 @@
+"""The supervisor: the parent process that owns the port, the bus and the process table."""

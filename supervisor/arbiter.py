@@ -1,0 +1,627 @@
+"""The supervisor: one class whose lifecycle reads top to bottom.
+
+    run      -> signals, bus, control socket, listener, wanted workers
+    reap     -> exit reports from the fork server drive the state machine (no polling decides restarts)
+    manage   -> readiness, heartbeats, start timeouts, RSS ceilings, backoff and slow retries
+    reload   -> SIGHUP re-reads the settings and applies a ReloadPlan; SIGUSR1 restarts everything in place
+    stop     -> SIGTERM/SIGINT: every worker down the stop ladder (bus `stop`, SIGTERM, SIGKILL), then exit
+
+Nothing a worker or a client sends can raise out of a callback here: every inbound path validates, and a
+failure in one handler is logged and contained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from openclaw_sup import __version__
+from openclaw_sup.config.paths import ProfilePaths, ensure_private_dir
+from openclaw_sup.config.plan import ReloadPlan
+from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
+from openclaw_sup.gateway.server import GatewayServer
+from openclaw_sup.ipc.bus import RouterBus
+from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
+from openclaw_sup.ipc.forkproto import describe_status
+from openclaw_sup.supervisor.control import ControlServer
+from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
+from openclaw_sup.supervisor.logsink import LogSink
+from openclaw_sup.supervisor.restart import Event, State
+from openclaw_sup.supervisor.table import Incarnation, ProcessTable, WorkerRecord
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+READ_CHUNK = 65536
+LINE_LIMIT = 8192
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    host: str
+    port: int
+    verbose: bool = False
+
+
+def _own_rss() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+class Supervisor:
+    def __init__(self, paths: ProfilePaths, settings: SupervisorSettings, opts: RunOptions,
+                 fork_server: ForkServer, sink: LogSink,
+                 reload_settings: Callable[[], SupervisorSettings]) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.opts = opts
+        self.fs = fork_server
+        self.sink = sink
+        self._reload_settings = reload_settings
+        self.table = ProcessTable()
+        self.started = time.monotonic()
+        self.exit_code = 0
+        self.stopping = False
+        self.bus: RouterBus | None = None
+        self.control: ControlServer | None = None
+        self.gateway: GatewayServer | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._fs_ready: asyncio.Event | None = None
+        self._flush_scheduled = False
+        self._bad: dict[str, int] = {}
+        self._ops_lock: asyncio.Lock | None = None
+        self.on_worker_event: Callable[[str, dict[str, Any]], None] | None = None
+
+    # ================================================================ run
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        self._fs_ready = asyncio.Event()
+        self._ops_lock = asyncio.Lock()
+        self._install_signals(loop)
+        ensure_private_dir(self.paths.run_dir)
+        with contextlib.suppress(FileNotFoundError):
+            (self.paths.run_dir / "bus.sock").unlink()
+        b = self.settings.bus
+        self.bus = RouterBus(self.paths.bus_endpoint, self._on_bus, self._on_bad_frames,
+                             max_message_bytes=b.max_message_bytes, rcv_hwm=b.rcv_hwm, snd_hwm=b.snd_hwm)
+        await self._attach_fork_server(self.fs)
+        self.control = ControlServer(self.paths.control_socket, self._on_control)
+        await self.control.start()
+        self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, __version__)
+        try:
+            await self.gateway.start()
+        except Exception as exc:
+            self.log("error", str(exc))
+            self.exit_code = 1
+            await self._teardown()
+            return self.exit_code
+        self.log("info", f"gateway listening on ws://{self.opts.host}:{self.opts.port} (pid {os.getpid()}, "
+                         f"profile {self.paths.label}, {len(self.settings.workers)} workers)")
+        for spec in self.settings.workers:
+            self._start(self.table.add(spec))
+        self._every_second()
+        await self._stop_requested.wait()
+        await self.shutdown()
+        return self.exit_code
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self.reload(), "reload"))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: self._spawn_task(self.restart_all(), "restart"))
+
+    def request_stop(self, sig: int | None = None) -> None:
+        if sig is not None and not self.stopping:
+            self.log("info", f"received {signal.Signals(sig).name}; shutting down")
+        assert self._stop_requested is not None
+        self._stop_requested.set()
+
+    def _spawn_task(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(lambda t: self._task_failed(t, what))
+
+    def _task_failed(self, task: asyncio.Task[Any], what: str) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log("error", f"{what} failed: {type(exc).__name__}: {exc}")
+
+    # ================================================================ fork server
+
+    async def _attach_fork_server(self, fs: ForkServer) -> None:
+        assert self._fs_ready is not None
+        self.fs = fs
+        fs.attach(self._on_exit, self._on_fork_server_lost)
+        assert fs.booted is not None
+        try:
+            boot = await asyncio.wait_for(fs.booted, 60)
+        except asyncio.TimeoutError:
+            self.log("error", "fork server did not boot within 60s")
+            return
+        for err in boot.get("errors", []):
+            self.log("error", f"fork server: {err}")
+        self._fs_ready.set()
+
+    def _on_fork_server_lost(self) -> None:
+        if self.stopping:
+            return
+        assert self._fs_ready is not None
+        self._fs_ready.clear()
+        self.log("error", f"fork server (pid {self.fs.pid}) exited; every worker went with it; starting a new one")
+        for rec in self.table:
+            inc = rec.current
+            if inc is not None and inc.exit is None and inc.pid in self.table.by_pid:
+                inc.kill_reason = inc.kill_reason or "fork server exited"
+                self._on_exit(inc.pid, -1)
+        self._spawn_task(self._replace_fork_server(), "fork server restart")
+
+    async def _replace_fork_server(self) -> None:
+        fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
+        await self._attach_fork_server(fs)
+
+    # ================================================================ manage: starting
+
+    def _start(self, rec: WorkerRecord, event: Event = Event.START) -> None:
+        rec.cancel_timer()
+        rec.retry_at = None
+        rec.fire(event)
+        rec.spawning = True
+        self._spawn_task(self._spawn(rec), f"spawn of {rec.name}")
+
+    async def _spawn(self, rec: WorkerRecord) -> None:
+        assert self._fs_ready is not None
+        if not self._fs_ready.is_set():
+            await self._fs_ready.wait()
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        spec = rec.spec
+        try:
+            fut = self.fs.spawn(spec.name, spec.kind, spec.options, self.paths.bus_endpoint,
+                                spec.liveness.heartbeat_interval_ms, out_w, err_w)
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        try:
+            pid = await fut
+        except ForkServerError as exc:
+            os.close(out_r)
+            os.close(err_r)
+            rec.spawning = False
+            rec.spawn_error = f"spawn failed: {exc}"
+            self.log("error", f"worker {rec.name}: {rec.spawn_error}")
+            if rec.state == State.STARTING:
+                rec.fire(Event.EXIT)
+                self._after_crash(rec, ran_for=None)
+            elif rec.state == State.STOPPING:
+                rec.fire(Event.EXIT)
+            return
+        rec.spawning = False
+        rec.spawn_error = None
+        inc = Incarnation(pid=pid, started=time.monotonic())
+        inc.done = asyncio.get_running_loop().create_future()
+        rec.previous, rec.current = rec.current, inc
+        self.table.by_pid[pid] = rec
+        self._watch_output(rec, inc, out_r, "info")
+        self._watch_output(rec, inc, err_r, "error")
+        self._arm(rec, inc, spec.liveness.start_timeout_ms / 1000)
+
+    def _watch_output(self, rec: WorkerRecord, inc: Incarnation, fd: int, level: str) -> None:
+        """Read a worker's raw stdout/stderr until EOF, even after it exits: no line is lost."""
+        os.set_blocking(fd, False)
+        loop = asyncio.get_running_loop()
+        partial = bytearray()
+        inc.fds.add(fd)
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                partial.extend(data)
+                *lines, rest = partial.split(b"\n")
+                partial[:] = rest[-LINE_LIMIT:]
+                for line in lines:
+                    self._output_line(rec, inc, level, line)
+                return
+            if partial:
+                self._output_line(rec, inc, level, bytes(partial))
+            loop.remove_reader(fd)
+            os.close(fd)
+            inc.fds.discard(fd)
+
+        loop.add_reader(fd, readable)
+
+    def _output_line(self, rec: WorkerRecord, inc: Incarnation, level: str, raw: bytes) -> None:
+        text = raw[:LINE_LIMIT].decode("utf-8", "replace").rstrip()
+        if not text:
+            return
+        if level == "error":
+            inc.errors.append(self.sink.redact(text))
+        self._write_log(level, text, subsystem="stderr" if level == "error" else "stdout", worker=rec.name)
+
+    # ================================================================ manage: bus
+
+    def _on_bus(self, identity: bytes, payload: bytes) -> None:
+        name = identity.decode("utf-8", "replace")
+        rec = self.table.get(name)
+        if rec is None:
+            self._note_bad(name, "message from an unknown worker identity")
+            return
+        try:
+            msg = decode(payload, self.settings.bus.max_message_bytes)
+        except EnvelopeError as exc:
+            self._note_bad(name, str(exc))
+            return
+        try:
+            self._dispatch(rec, msg)
+        except Exception as exc:
+            self._note_bad(name, f"{msg.get('kind')} message could not be handled: {type(exc).__name__}: {exc}")
+
+    def _dispatch(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
+        kind = msg["kind"]
+        inc = rec.current
+        if inc is None or inc.exit is not None:
+            if kind == Kind.LOG:
+                self._worker_log(rec, None, msg)
+            return
+        if kind == Kind.HB:
+            if msg.get("pid") != inc.pid:
+                return
+            now = time.monotonic()
+            stats = msg.get("stats")
+            if isinstance(stats, dict):
+                cpu, prev_cpu = stats.get("cpu"), inc.stats.get("cpu")
+                if isinstance(cpu, (int, float)) and isinstance(prev_cpu, (int, float)) and inc.last_hb:
+                    inc.cpu_pct = round(100 * max(0.0, cpu - prev_cpu) / max(1e-3, now - inc.last_hb), 1)
+                inc.stats = stats
+                self._check_rss(rec, inc)
+            inc.last_hb = now
+        elif kind == Kind.LOG:
+            self._worker_log(rec, inc, msg)
+        elif kind == Kind.READY:
+            if msg.get("pid") == inc.pid and rec.state == State.STARTING:
+                now = time.monotonic()
+                inc.ready_at = inc.last_hb = now
+                rec.fire(Event.READY)
+                self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
+                                 f"{(now - inc.started) * 1000:.1f} ms after spawn)")
+                self._arm(rec, inc, rec.spec.liveness.heartbeat_timeout_ms / 1000)
+        elif kind == Kind.HELLO:
+            if msg.get("pid") == inc.pid:
+                inc.last_hb = time.monotonic()
+        elif kind == Kind.EVENT:
+            if self.on_worker_event is not None:
+                self.on_worker_event(rec.name, msg)
+        elif kind in (Kind.REQ, Kind.RES):
+            self._route(rec, msg)
+
+    def _worker_log(self, rec: WorkerRecord, inc: Incarnation | None, msg: dict[str, Any]) -> None:
+        level = str(msg.get("level", "info"))[:8]
+        text = str(msg.get("msg", ""))[:LINE_LIMIT]
+        ts = msg.get("ts")
+        if inc is not None and level in ("error", "critical", "fatal"):
+            inc.errors.append(self.sink.redact(text.splitlines()[-1] if text else text))
+        self._write_log(level, text, subsystem=str(msg.get("subsystem", "worker"))[:64], worker=rec.name,
+                        ts=ts if isinstance(ts, (int, float)) else None)
+
+    def _route(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
+        """Worker-to-worker traffic goes through here; the supervisor itself serves no worker methods yet."""
+        assert self.bus is not None
+        target = msg.get("to")
+        if isinstance(target, str) and target in self.table.records:
+            fwd = dict(msg)
+            fwd.pop("to", None)
+            fwd["from"] = rec.name
+            if self.bus.send(target.encode(), fwd) or msg["kind"] != Kind.REQ:
+                return
+            error = f"worker {target} is not accepting messages"
+        elif msg["kind"] == Kind.RES:
+            return
+        else:
+            error = f"no worker named {target!r}" if target else f"unknown method {msg.get('method')!r}"
+        self.bus.send(rec.name.encode(), {"kind": Kind.RES, "id": msg.get("id"), "ok": False,
+                                          "error": {"code": "UNAVAILABLE", "message": error}})
+
+    def _on_bad_frames(self, frames: list[bytes]) -> None:
+        who = frames[0].decode("utf-8", "replace") if frames else "?"
+        self._note_bad(who, f"message with {len(frames) - 1} payload frames (expected 1)")
+
+    def _note_bad(self, who: str, reason: str) -> None:
+        """Drop a bad message with a log line; a source that keeps sending them is summarised each second."""
+        n = self._bad.get(who, 0)
+        self._bad[who] = n + 1
+        if n == 0:
+            self.log("warn", f"dropped a bad bus message from {who!r}: {reason}")
+
+    # ================================================================ manage: liveness
+
+    def _arm(self, rec: WorkerRecord, inc: Incarnation, delay: float) -> None:
+        rec.cancel_timer()
+        rec.timer = asyncio.get_running_loop().call_later(delay, self._check_liveness, rec, inc)
+
+    def _check_liveness(self, rec: WorkerRecord, inc: Incarnation) -> None:
+        rec.timer = None
+        if inc is not rec.current or inc.exit is not None or inc.kill_reason:
+            return
+        now = time.monotonic()
+        live = rec.spec.liveness
+        if rec.state == State.STARTING:
+            self._kill(rec, inc, f"did not say ready within {live.start_timeout_ms / 1000:g}s")
+        elif rec.state == State.RUNNING:
+            timeout = live.heartbeat_timeout_ms / 1000
+            last = inc.last_hb or inc.ready_at or inc.started
+            if now - last >= timeout:
+                self._kill(rec, inc, f"no heartbeat for {now - last:.1f}s (bound {timeout:g}s)")
+            else:
+                self._arm(rec, inc, last + timeout - now)
+
+    def _check_rss(self, rec: WorkerRecord, inc: Incarnation) -> None:
+        limit = rec.spec.liveness.rss_limit_mb
+        rss = inc.stats.get("rss")
+        if limit and isinstance(rss, int) and rss > limit * 1024 * 1024 and not inc.kill_reason:
+            self._kill(rec, inc, f"RSS {rss / 1048576:.0f} MB over the {limit:g} MB ceiling")
+
+    def _kill(self, rec: WorkerRecord, inc: Incarnation, reason: str) -> None:
+        inc.kill_reason = reason
+        self.log("warn", f"worker {rec.name} (pid {inc.pid}): {reason}; killing it")
+        self.fs.signal(inc.pid, signal.SIGKILL)
+
+    # ================================================================ reap
+
+    def _on_exit(self, pid: int, status: int) -> None:
+        rec = self.table.by_pid.pop(pid, None)
+        if rec is None:
+            return
+        inc = rec.current
+        if inc is None or inc.pid != pid:
+            return
+        now = time.monotonic()
+        inc.exit = describe_status(status) if status >= 0 else {"code": None, "signal": None,
+                                                                "text": "lost with the fork server"}
+        inc.exit["atS"] = round(time.time(), 3)
+        rec.cancel_timer()
+        if inc.done is not None and not inc.done.done():
+            inc.done.set_result(inc.exit)
+        if rec.state == State.STOPPING:
+            rec.fire(Event.EXIT)
+            self.log("info", f"worker {rec.name} stopped (pid {pid}, {inc.exit['text']})")
+            return
+        rec.fire(Event.EXIT)
+        ran_for = now - inc.ready_at if inc.ready_at else None
+        why = inc.last_error
+        self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
+                         + (f": {why}" if why else ""))
+        self._after_crash(rec, ran_for)
+
+    def _after_crash(self, rec: WorkerRecord, ran_for: float | None) -> None:
+        if self.stopping or not rec.wanted:
+            rec.fire(Event.STOP)
+            return
+        now = time.monotonic()
+        delay = rec.policy.on_exit(now, ran_for)
+        loop = asyncio.get_running_loop()
+        if delay is None:
+            rec.fire(Event.GIVE_UP)
+            retry = rec.policy.failed_retry
+            rec.retry_at = now + retry
+            lim = rec.spec.restart
+            self.log("error", f"worker {rec.name} is crash-looping ({lim.crash_loop_max} exits within "
+                              f"{lim.crash_loop_window_ms / 1000:g}s); marked failed, next try in {retry:g}s")
+            rec.timer = loop.call_later(retry, self._retry, rec)
+            return
+        rec.fire(Event.RETRY_LATER)
+        if delay <= 0:
+            self._retry(rec)
+        else:
+            rec.retry_at = now + delay
+            rec.timer = loop.call_later(delay, self._retry, rec)
+
+    def _retry(self, rec: WorkerRecord) -> None:
+        rec.timer = None
+        if rec.state not in (State.BACKOFF, State.FAILED) or self.stopping:
+            return
+        rec.restarts += 1
+        self._start(rec, Event.RETRY)
+
+    # ================================================================ stop
+
+    async def stop_worker(self, rec: WorkerRecord) -> None:
+        """The stop ladder: `stop` on the bus, then SIGTERM, then SIGKILL to the group, each bounded."""
+        rec.cancel_timer()
+        rec.retry_at = None
+        if rec.state in (State.CRASHED, State.BACKOFF, State.FAILED):
+            rec.fire(Event.STOP)
+            return
+        if rec.state not in (State.STARTING, State.RUNNING):
+            return
+        rec.fire(Event.STOP)
+        deadline = time.monotonic() + 5
+        while rec.spawning and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        inc = rec.current
+        if rec.state != State.STOPPING or inc is None or inc.exit is not None or inc.done is None:
+            if rec.state == State.STOPPING:
+                rec.fire(Event.EXIT)
+            return
+        assert self.bus is not None
+        ladder = rec.spec.stop
+        self.bus.send(rec.name.encode(), {"kind": Kind.STOP})
+        for sig, bound in ((signal.SIGTERM, ladder.bus_timeout_ms / 1000),
+                           (signal.SIGKILL, ladder.term_timeout_ms / 1000),
+                           (None, 5.0)):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(inc.done), bound)
+                return
+            if sig is None:
+                break
+            self.log("warn", f"worker {rec.name} (pid {inc.pid}) did not stop within {bound:g}s; "
+                             f"sending {signal.Signals(sig).name}")
+            self.fs.signal(inc.pid, sig)
+        self.log("error", f"worker {rec.name} (pid {inc.pid}) survived SIGKILL; giving up on it")
+
+    async def shutdown(self) -> None:
+        self.stopping = True
+        self.log("info", "stopping every worker")
+        if self.gateway is not None:
+            self.gateway.draining = True
+        await asyncio.gather(*(self.stop_worker(r) for r in self.table), return_exceptions=True)
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
+        if self.control is not None:
+            await self.control.close()
+        self.fs.close()
+        for rec in self.table:
+            for inc in (rec.current, rec.previous):
+                self._drain_output(inc)
+        if self.bus is not None:
+            self.bus.close()
+        self.log("info", "gateway stopped")
+        self.sink.close()
+
+    def _drain_output(self, inc: Incarnation | None) -> None:
+        if inc is None:
+            return
+        loop = asyncio.get_running_loop()
+        for fd in list(inc.fds):
+            loop.remove_reader(fd)
+            with contextlib.suppress(OSError):
+                while data := os.read(fd, READ_CHUNK):
+                    for line in data.splitlines():
+                        text = line.decode("utf-8", "replace").rstrip()
+                        if text:
+                            self._write_log("error", text, subsystem="stderr")
+            os.close(fd)
+            inc.fds.discard(fd)
+
+    # ================================================================ reload
+
+    async def reload(self) -> ReloadPlan | None:
+        """SIGHUP: re-read the settings and touch only the workers whose own config changed."""
+        assert self._ops_lock is not None
+        async with self._ops_lock:
+            try:
+                new = self._reload_settings()
+            except Exception as exc:
+                self.log("error", f"config reload skipped (invalid config): {exc}")
+                return None
+            plan = ReloadPlan.between(self.settings.workers, new.workers)
+            self.settings = new
+            self.log("info", f"config reload: {plan.summary()}")
+            for name in plan.stop:
+                rec = self.table.get(name)
+                if rec is not None:
+                    rec.wanted = False
+            await asyncio.gather(*(self.stop_worker(self.table.records[n]) for n in plan.stop))
+            for name in plan.stop:
+                self.table.records.pop(name, None)
+            for spec in plan.respawn:
+                await self._respawn(spec)
+            for spec in plan.start:
+                self._start(self.table.add(spec))
+            return plan
+
+    async def _respawn(self, spec: WorkerSpec) -> None:
+        rec = self.table.records[spec.name]
+        await self.stop_worker(rec)
+        fresh = self.table.add(spec)
+        fresh.restarts = rec.restarts
+        fresh.previous = rec.current
+        self._start(fresh)
+
+    async def restart_all(self) -> None:
+        """SIGUSR1: stop every worker, take a fresh fork server and settings, start everything again."""
+        assert self._ops_lock is not None and self._fs_ready is not None
+        async with self._ops_lock:
+            self.log("info", "received SIGUSR1; restarting every worker in place")
+            try:
+                self.settings = self._reload_settings()
+            except Exception as exc:
+                self.log("error", f"config reload skipped (invalid config): {exc}; restarting with the last good one")
+            for rec in self.table:
+                rec.wanted = False
+            await asyncio.gather(*(self.stop_worker(r) for r in self.table))
+            self._fs_ready.clear()
+            old = self.fs
+            self.fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
+            old._on_lost = None
+            old.close()
+            await self._attach_fork_server(self.fs)
+            self.table = ProcessTable()
+            for spec in self.settings.workers:
+                self._start(self.table.add(spec))
+
+    # ================================================================ status
+
+    def readiness(self) -> dict[str, Any]:
+        states = {r.name: r.state.value for r in self.table}
+        pending = [n for n, s in states.items() if s != State.RUNNING]
+        started = self._fs_ready is not None and self._fs_ready.is_set()
+        return {"started": started, "ready": started and not pending, "pending": pending or None,
+                "workers": states}
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        ru = os.times()
+        return {
+            "ok": True,
+            "supervisor": {
+                "pid": os.getpid(), "version": __version__, "profile": self.paths.label,
+                "stateDir": str(self.paths.state_dir), "configPath": str(self.paths.config_path),
+                "uptimeS": round(now - self.started, 3), "rss": _own_rss(),
+                "cpuS": round(ru.user + ru.system, 3), "forkServerPid": self.fs.pid,
+                "listen": f"ws://{self.opts.host}:{self.opts.port}", "bus": self.paths.bus_endpoint,
+                "logFile": str(self.sink.path) if self.sink.path else None,
+                "busDropped": self.bus.dropped if self.bus else 0, "stopping": self.stopping,
+            },
+            "workers": [r.snapshot(now) for r in self.table],
+        }
+
+    async def _on_control(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req["op"]
+        if op == "status":
+            return self.snapshot()
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "reload":
+            plan = await self.reload()
+            return {"ok": plan is not None, "plan": plan.summary() if plan else None,
+                    "error": None if plan else "config reload skipped (invalid config); see the log"}
+        return {"ok": False, "error": f"unknown control op {op!r} (known: status, ping, reload)"}
+
+    # ================================================================ logging
+
+    def log(self, level: str, message: str) -> None:
+        self._write_log(level, message, subsystem="supervisor")
+
+    def _write_log(self, level: str, message: str, **kw: Any) -> None:
+        self.sink.write(level, message, **kw)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.sink.flush()
+
+    def _every_second(self) -> None:
+        """Housekeeping only (log summaries); restarts are never decided here."""
+        if self.stopping:
+            return
+        for who, n in list(self._bad.items()):
+            if n > 1:
+                self.log("warn", f"dropped {n - 1} more bad bus messages from {who!r}")
+        self._bad.clear()
+        self.sink.report_drops()
+        asyncio.get_running_loop().call_later(1.0, self._every_second)
+

@@ -1,0 +1,190 @@
+"""The supervisor's handle on its fork server (the serving side is workers/forkserver.py).
+
+The first fork server is forked before the supervisor creates any thread, event loop or ZeroMQ context, so
+it inherits nothing but imported modules. If it ever dies, its replacement is started by fork+exec of a
+fresh interpreter, which is safe from a threaded process. The supervisor process itself never imports the
+serving code: only the forked child does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from openclaw_sup.ipc.forkproto import MAX_PACKET
+
+ExitCallback = Callable[[int, int], None]
+
+
+class ForkServerError(RuntimeError):
+    pass
+
+
+class ForkServer:
+    def __init__(self, pid: int, sock: socket.socket, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self.sock = sock
+        self._popen = popen
+        self._seq = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_exit: ExitCallback | None = None
+        self._on_lost: Callable[[], None] | None = None
+        self.booted: asyncio.Future[dict[str, Any]] | None = None
+        self.alive = True
+        self.status: int | None = None
+
+    # -- starting ------------------------------------------------------------------------------------
+
+    @classmethod
+    def fork(cls, profile: str, kind_modules: list[str], close_fds: tuple[int, ...] = ()) -> ForkServer:
+        """Fork the fork server; call before any thread, event loop or ZeroMQ context exists."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            ours.close()
+            for fd in close_fds:
+                os.close(fd)
+            from openclaw_sup.workers import forkserver
+
+            forkserver.run(theirs, parent_pid, profile, kind_modules)
+        theirs.close()
+        return cls(pid, ours)
+
+    @classmethod
+    def exec(cls, profile: str, kind_modules: list[str]) -> ForkServer:
+        """Start a fork server in a fresh interpreter (safe once threads exist)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [sys.executable, "-m", "openclaw_sup.workers.forkserver", str(theirs.fileno()),
+                str(os.getpid()), profile, *kind_modules]
+        popen = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        return cls(popen.pid, ours, popen)
+
+    def attach(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_exit, self._on_lost = on_exit, on_lost
+        self.booted = self._loop.create_future()
+        self.sock.setblocking(False)
+        self._loop.add_reader(self.sock.fileno(), self._readable)
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    def spawn(self, name: str, kind: str, options: dict[str, Any], bus: str, hb_ms: int,
+              out_fd: int, err_fd: int) -> asyncio.Future[int]:
+        """Ask for a worker; the future resolves to its pid. The fds become its stdout and stderr."""
+        assert self._loop is not None
+        seq = next(self._seq)
+        fut = self._loop.create_future()
+        msg = {"op": "spawn", "seq": seq, "name": name, "kind": kind, "options": options, "bus": bus,
+               "hb_ms": hb_ms}
+        try:
+            socket.send_fds(self.sock, [orjson.dumps(msg)], [out_fd, err_fd])
+        except OSError as exc:
+            fut.set_exception(ForkServerError(f"fork server did not take the request: {exc}"))
+            return fut
+        self._pending[seq] = fut
+        return fut
+
+    def signal(self, pid: int, sig: int) -> None:
+        """Signal a worker's process group; the fork server ignores pids it has already reaped."""
+        with contextlib.suppress(OSError):
+            self.sock.send(orjson.dumps({"op": "signal", "pid": pid, "sig": int(sig)}))
+
+    def quit(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(b'{"op":"quit"}')
+
+    # -- replies -------------------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost()
+                return
+            try:
+                msg = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "exit" and self._on_exit:
+            self._on_exit(int(msg["pid"]), int(msg["status"]))
+        elif op in ("spawned", "spawn_failed"):
+            fut = self._pending.pop(int(msg.get("seq", 0)), None)
+            if fut is None or fut.done():
+                return
+            if op == "spawned":
+                fut.set_result(int(msg["pid"]))
+            else:
+                fut.set_exception(ForkServerError(str(msg.get("error"))))
+        elif op == "boot" and self.booted is not None and not self.booted.done():
+            self.booted.set_result(msg)
+
+    def _lost(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        assert self._loop is not None
+        self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ForkServerError("fork server exited"))
+        self._pending.clear()
+        self.reap(block=False)
+        if self._on_lost:
+            self._on_lost()
+
+    def reap(self, block: bool) -> int | None:
+        """Collect the fork server's own exit status (it is our only direct child)."""
+        if self.status is not None:
+            return self.status
+        if self._popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.status = self._popen.wait(timeout=None if block else 0)
+            return self.status
+        try:
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            self.status = -1
+            return self.status
+        if pid:
+            self.status = status
+        return self.status
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Tell it to quit (it SIGKILLs any worker left), and wait for it, bounded."""
+        if self.alive:
+            self.quit()
+            self.alive = False
+            if self._loop is not None:
+                self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.reap(block=False) is not None:
+                return
+            time.sleep(0.01)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 9)
+        self.reap(block=True)

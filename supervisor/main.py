@@ -1,0 +1,150 @@
+"""`openclaw-sup gateway`: resolve the profile, take the state lock, fork the fork server, run.
+
+Order matters: the fork server is forked before anything creates a thread, an event loop or a ZeroMQ
+context, so every worker starts from a clean, single-threaded image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from openclaw_sup.config.loader import ConfigError, load_json5
+from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, ensure_private_dir, resolve
+from openclaw_sup.config.settings import load_settings
+
+EXIT_CONFIG = 78
+
+USAGE = """openclaw-sup gateway [--port N] [--verbose] [--profile NAME | --dev] [--allow-unconfigured]
+
+Runs the gateway in the foreground: the supervisor binds the port and forks one worker per channel
+account, plus the scheduler, browser and agent workers.
+
+Other gateway commands: openclaw-sup gateway status | call (see `openclaw-sup gateway status --help`)."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="openclaw-sup gateway", usage=USAGE)
+    p.add_argument("--port", type=int, help="port for WebSocket and HTTP (default 18789, --dev 19001)")
+    p.add_argument("--verbose", action="store_true", help="mirror the log to stdout")
+    p.add_argument("--profile", help="isolated profile: state in ~/.openclaw-NAME")
+    p.add_argument("--dev", action="store_true", help="the dev profile: ~/.openclaw-dev, port 19001")
+    p.add_argument("--allow-unconfigured", action="store_true",
+                   help="start even when gateway.mode is not local")
+    args = p.parse_args(argv)
+    if args.port is not None and not 0 < args.port < 65536:
+        p.error(f"--port {args.port}: must be between 1 and 65535")
+    return args
+
+
+def resolve_port(cli: int | None, cfg: dict[str, Any], dev: bool) -> int:
+    if cli:
+        return cli
+    env = os.environ.get("OPENCLAW_GATEWAY_PORT")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise ConfigError(f"OPENCLAW_GATEWAY_PORT={env!r} is not a port number") from None
+    port = (cfg.get("gateway") or {}).get("port")
+    if isinstance(port, int) and not isinstance(port, bool):
+        return port
+    return DEV_PORT if dev else DEFAULT_PORT
+
+
+def mode_guard(paths: ProfilePaths, cfg: dict[str, Any], allow_unconfigured: bool) -> str | None:
+    """Upstream's start guard: only `gateway.mode=local` starts, unless --allow-unconfigured."""
+    if allow_unconfigured:
+        return None
+    mode = (cfg.get("gateway") or {}).get("mode")
+    if mode == "local":
+        return None
+    if mode is None and paths.config_path.exists():
+        return ("Gateway start blocked: existing config is missing gateway.mode; set gateway.mode=local "
+                f"in {paths.config_path} (or pass --allow-unconfigured)")
+    return "Gateway start blocked: set gateway.mode=local (or pass --allow-unconfigured)"
+
+
+def write_dev_config(paths: ProfilePaths) -> None:
+    """`--dev` with no config: write the minimal local one, as upstream's `gateway --dev` does."""
+    if paths.config_path.exists():
+        return
+    ensure_private_dir(paths.config_path.parent)
+    tmp = paths.config_path.with_suffix(".json.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write('{\n  "gateway": { "mode": "local", "bind": "loopback" }\n}\n')
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, paths.config_path)
+
+
+def secrets_in(cfg: dict[str, Any]) -> list[str]:
+    auth = (cfg.get("gateway") or {}).get("auth") or {}
+    found = [auth.get("token"), auth.get("password"), os.environ.get("OPENCLAW_GATEWAY_TOKEN"),
+             os.environ.get("OPENCLAW_GATEWAY_PASSWORD")]
+    return [s for s in found if isinstance(s, str)]
+
+
+def run(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        paths = resolve(args.profile, args.dev)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        if paths.dev:
+            write_dev_config(paths)
+        cfg = load_json5(paths.config_path)
+        settings = load_settings(paths)
+        port = resolve_port(args.port, cfg, paths.dev)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    blocked = mode_guard(paths, cfg, args.allow_unconfigured)
+    if blocked:
+        print(blocked, file=sys.stderr)
+        return EXIT_CONFIG
+
+    from openclaw_sup.supervisor.lock import LockHeld, StateLock
+
+    ensure_private_dir(paths.state_dir)
+    ensure_private_dir(paths.run_dir)
+    try:
+        lock = StateLock.acquire(paths.lock_file)
+    except LockHeld as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    from openclaw_sup.supervisor.forkserver import ForkServer
+
+    fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), close_fds=(lock.fd,))
+
+    # Only now: modules that may start threads or loops.
+    import setproctitle
+    import uvloop
+
+    from openclaw_sup.supervisor.arbiter import RunOptions, Supervisor
+    from openclaw_sup.supervisor.logsink import LogSink, Redactor
+
+    setproctitle.setproctitle(f"openclaw-sup: gateway [{paths.label}]")
+    logging_cfg = cfg.get("logging") or {}
+    log_file = logging_cfg.get("file")
+    sink = LogSink(
+        file=Path(log_file).expanduser() if log_file else None,
+        profile=paths.profile,
+        max_file_bytes=int(logging_cfg.get("maxFileBytes") or 104_857_600),
+        redactor=Redactor(secrets_in(cfg)),
+        console=sys.stdout if args.verbose else None,
+    )
+
+    sup = Supervisor(paths, settings, RunOptions(host="127.0.0.1", port=port, verbose=args.verbose),
+                     fork_server, sink, lambda: load_settings(paths))
+    try:
+        return uvloop.run(sup.run())
+    finally:
+        lock.release()

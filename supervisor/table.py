@@ -1,0 +1,123 @@
+"""The process table: one record per wanted worker, one incarnation per process it has had."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from openclaw_sup.config.settings import WorkerSpec
+from openclaw_sup.supervisor.restart import Event, RestartPolicy, State, next_state
+
+ERROR_LINES = 20
+
+
+@dataclass
+class Incarnation:
+    """One process of a worker, from spawn to reaped exit."""
+
+    pid: int
+    started: float
+    ready_at: float | None = None
+    last_hb: float | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    cpu_pct: float | None = None
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=ERROR_LINES))
+    kill_reason: str | None = None
+    exit: dict[str, Any] | None = None
+    fds: set[int] = field(default_factory=set)
+    done: Any = None
+
+    @property
+    def last_error(self) -> str | None:
+        return self.kill_reason or (self.errors[-1] if self.errors else None)
+
+
+@dataclass
+class WorkerRecord:
+    spec: WorkerSpec
+    policy: RestartPolicy
+    state: State = State.STOPPED
+    since: float = field(default_factory=time.monotonic)
+    current: Incarnation | None = None
+    previous: Incarnation | None = None
+    restarts: int = 0
+    retry_at: float | None = None
+    spawn_error: str | None = None
+    timer: Any = None
+    spawning: bool = False
+    wanted: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def fire(self, event: Event) -> State:
+        self.state = next_state(self.state, event)
+        self.since = time.monotonic()
+        return self.state
+
+    @property
+    def pid(self) -> int | None:
+        return self.current.pid if self.current else None
+
+    @property
+    def last_exit(self) -> dict[str, Any] | None:
+        inc = self.current if self.current and self.current.exit else self.previous
+        return inc.exit if inc else None
+
+    @property
+    def last_error(self) -> str | None:
+        if self.spawn_error:
+            return self.spawn_error
+        for inc in (self.current, self.previous):
+            if inc is not None and inc.last_error:
+                return inc.last_error
+        return None
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        inc = self.current
+        alive = inc is not None and inc.exit is None
+        hb_age = round(now - inc.last_hb, 3) if alive and inc and inc.last_hb else None
+        return {
+            "name": self.name,
+            "kind": self.spec.kind,
+            "state": self.state.value,
+            "pid": inc.pid if alive and inc else None,
+            "uptimeS": round(now - inc.started, 3) if alive and inc else None,
+            "readyS": round(now - inc.ready_at, 3) if alive and inc and inc.ready_at else None,
+            "restarts": self.restarts,
+            "lastExit": self.last_exit,
+            "rss": inc.stats.get("rss") if alive and inc else None,
+            "cpuPct": inc.cpu_pct if alive and inc else None,
+            "heartbeatAgeS": hb_age,
+            "lastError": self.last_error,
+            "retryInS": round(max(0.0, self.retry_at - now), 3) if self.retry_at else None,
+            "digest": self.spec.digest(),
+        }
+
+
+class ProcessTable:
+    def __init__(self) -> None:
+        self.records: dict[str, WorkerRecord] = {}
+        self.by_pid: dict[int, WorkerRecord] = {}
+
+    def add(self, spec: WorkerSpec) -> WorkerRecord:
+        rec = WorkerRecord(spec=spec, policy=RestartPolicy(spec.restart))
+        self.records[spec.name] = rec
+        return rec
+
+    def get(self, name: str) -> WorkerRecord | None:
+        return self.records.get(name)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self.records.values()))
+
+    def live_pids(self) -> list[int]:
+        return list(self.by_pid)

@@ -1,0 +1,125 @@
+"""Worker kinds the tests register through the supervisor settings (`kinds: ["sup_test_kinds"]`).
+
+Each misbehaves in one specific, file-controlled way, so a test can turn a fault on and off while the
+gateway runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from openclaw_sup.workers.forkserver import set_parent_death_signal
+from openclaw_sup.workers.registry import register
+from openclaw_sup.workers.runtime import WorkerContext
+
+
+async def _idle(ctx: WorkerContext) -> None:
+    await ctx.stopping.wait()
+
+
+@register("sleeper")
+async def sleeper(ctx: WorkerContext) -> None:
+    """Says ready, answers `echo` requests, logs what it is told to, idles until stopped."""
+
+    async def echo(params: dict) -> dict:
+        return {"echo": params, "pid": os.getpid()}
+
+    ctx.handle("echo", echo)
+    ctx.ready()
+    ctx.log.info("sleeper %s up", ctx.name)
+    await _idle(ctx)
+    ctx.log.info("sleeper %s stopping cleanly", ctx.name)
+
+
+@register("crasher")
+async def crasher(ctx: WorkerContext) -> None:
+    """Crashes right after start while its fault file exists; behaves like a sleeper once it is gone."""
+    fault = Path(ctx.options["faultFile"])
+    if fault.exists():
+        print(f"crasher: fatal: {fault.read_text().strip()}", file=sys.stderr, flush=True)
+        os._exit(3)
+    ctx.ready()
+    await _idle(ctx)
+
+
+@register("hanger")
+async def hanger(ctx: WorkerContext) -> None:
+    """Blocks its own event loop (so heartbeats stop) once its trigger file appears."""
+    trigger = Path(ctx.options["triggerFile"])
+    ctx.ready()
+    while not ctx.stopping.is_set():
+        if trigger.exists():
+            time.sleep(3600)
+        await asyncio.sleep(0.05)
+
+
+@register("never_ready")
+async def never_ready(ctx: WorkerContext) -> None:
+    await _idle(ctx)
+
+
+@register("stubborn")
+async def stubborn(ctx: WorkerContext) -> None:
+    """Ignores `stop` on the bus and SIGTERM: only SIGKILL ends it."""
+    import signal
+
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ctx.ready()
+    while True:
+        await asyncio.sleep(3600)
+
+
+@register("flood")
+async def flood(ctx: WorkerContext) -> None:
+    """Sends `count` events as fast as the bus takes them, then reports how many went out."""
+    ctx.ready()
+    count = int(ctx.options.get("count", 100_000))
+    kind = ctx.options.get("msgKind", "event")
+    await asyncio.sleep(float(ctx.options.get("delay", 0.2)))
+    sent = 0
+    t0 = time.perf_counter()
+    for i in range(count):
+        if kind == "log":
+            ctx.log.info("flood line %d", i)
+            sent += 1
+        elif ctx.send({"kind": "event", "event": "flood", "payload": i}):
+            sent += 1
+        if i % 1000 == 999:
+            await asyncio.sleep(0)
+    ctx.log.info("flood done: %d of %d sent in %.3fs", sent, count, time.perf_counter() - t0)
+    await _idle(ctx)
+
+
+@register("garbage")
+async def garbage(ctx: WorkerContext) -> None:
+    """Sends non-JSON, wrong-kind, multi-frame and oversized messages on a raw socket with its identity."""
+    ctx.ready()
+    size = int(ctx.options.get("oversize", 4 << 20))
+    sock = ctx.link.sock
+    for payload in (b"not json", b"[1,2,3]", b'{"kind":"nope"}', b'{"no":"kind"}'):
+        sock.send(payload)
+    sock.send_multipart([b"a", b"b", b"c"])
+    for _ in range(int(ctx.options.get("repeat", 1000))):
+        sock.send(b"\xff\xfe garbage")
+        await asyncio.sleep(0)
+    sock.send(b"x" * size, zmq.NOBLOCK)
+    await _idle(ctx)
+
+
+@register("spawner")
+async def spawner(ctx: WorkerContext) -> None:
+    """Starts a grandchild (`sleep`) and reports its pid, to check nothing outlives the worker."""
+    child = subprocess.Popen(["sleep", "3600"], preexec_fn=lambda: set_parent_death_signal(9))
+    if ctx.options.get("ownGroup"):
+        pass
+    Path(ctx.options["pidFile"]).write_text(f"{child.pid}\n")
+    ctx.ready()
+    await _idle(ctx)

@@ -1,0 +1,246 @@
+"""The fork server: a process forked before the supervisor has any thread, loop or ZeroMQ context.
+
+It imports the heavy modules once, freezes them out of the garbage collector (so forked pages stay shared)
+and forks a worker per request: a respawn costs a fork, not an interpreter start. It is the parent of every
+worker, so it alone reaps them, reports their exit status, and signals a worker's process group only while
+that worker is unreaped (no pid-reuse race). It is a child subreaper: a worker's orphaned children come back
+to it and are reaped too. When the supervisor dies it gets SIGTERM (PR_SET_PDEATHSIG), kills every worker
+group and exits; workers in turn have PR_SET_PDEATHSIG=SIGKILL on the fork server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+import orjson
+
+from openclaw_sup.ipc.forkproto import MAX_PACKET
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+PRELOAD = ("zmq", "uvloop", "asyncio", "orjson", "psutil", "setproctitle", "sqlite3", "logging",
+           "openclaw_sup.ipc.bus", "openclaw_sup.workers.runtime")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, arg: int) -> None:
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def set_parent_death_signal(sig: int) -> None:
+    if sys.platform.startswith("linux"):
+        prctl(PR_SET_PDEATHSIG, sig)
+
+
+class ForkServerLoop:
+    def __init__(self, sock: socket.socket, profile: str) -> None:
+        self.sock = sock
+        self.profile = profile
+        self.server_pid = os.getpid()
+        self.children: dict[int, str] = {}
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.quitting = False
+
+    # -- set-up --------------------------------------------------------------------------------------
+
+    def boot(self, kind_modules: list[str]) -> None:
+        import importlib
+
+        from openclaw_sup.workers import registry
+
+        errors = []
+        for mod in PRELOAD:
+            try:
+                importlib.import_module(mod)
+            except ImportError as exc:
+                errors.append(f"cannot preload {mod}: {exc}")
+        errors += registry.load(kind_modules)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        with contextlib.suppress(OSError):
+            prctl(PR_SET_CHILD_SUBREAPER, 1)
+        gc.collect()
+        gc.freeze()
+        self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
+
+    def _on_term(self, *_: Any) -> None:
+        self._kill_all()
+        os._exit(0)
+
+    # -- main loop -----------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, "ctl")
+        sel.register(self.wake_r, selectors.EVENT_READ, "chld")
+        while True:
+            for key, _ in sel.select():
+                if key.data == "chld":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_r, 4096)
+                    self._reap()
+                elif not self._on_ctl():
+                    self._kill_all()
+                    return
+            self._reap()
+
+    def _on_ctl(self) -> bool:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_PACKET, 4)
+        except InterruptedError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return False
+        try:
+            req = orjson.loads(data)
+            op = req.get("op")
+        except (orjson.JSONDecodeError, AttributeError):
+            for fd in fds:
+                os.close(fd)
+            return True
+        if op == "spawn":
+            self._spawn(req, fds)
+            for fd in fds:
+                os.close(fd)
+        elif op == "signal":
+            pid = int(req.get("pid", 0))
+            if pid in self.children:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, int(req.get("sig", signal.SIGKILL)))
+        elif op == "quit":
+            return False
+        return True
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(orjson.dumps(msg))
+
+    # -- spawning ------------------------------------------------------------------------------------
+
+    def _spawn(self, req: dict[str, Any], fds: list[int]) -> None:
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self._send({"op": "spawn_failed", "seq": req.get("seq"), "name": req.get("name"),
+                        "error": f"fork failed: {exc.strerror}"})
+            return
+        if pid == 0:
+            self._become_worker(req, fds)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        self.children[pid] = str(req.get("name"))
+        self._send({"op": "spawned", "seq": req.get("seq"), "name": req.get("name"), "pid": pid})
+
+    def _become_worker(self, req: dict[str, Any], fds: list[int]) -> None:
+        code = 70
+        try:
+            set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != self.server_pid:
+                os._exit(code)
+            with contextlib.suppress(OSError):
+                os.setpgid(0, 0)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                signal.signal(sig, signal.SIG_DFL)
+            self.sock.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+            for target, fd in zip((1, 2), fds, strict=False):
+                os.dup2(fd, target)
+            for fd in fds:
+                if fd > 2:
+                    os.close(fd)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            gc.unfreeze()
+            import setproctitle
+
+            name = str(req["name"])
+            setproctitle.setproctitle(f"openclaw-sup: {name} [{self.profile}]")
+            from openclaw_sup.workers.runtime import run_worker
+
+            code = run_worker(name, str(req["kind"]), req.get("options") or {}, str(req["bus"]),
+                              self.profile, int(req.get("hb_ms") or 1000))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+                sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+    # -- reaping -------------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            pid = info.si_pid
+            if pid in self.children:
+                # Still a zombie, so the group id cannot have been reused: clear the worker's leftovers.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue
+            if self.children.pop(pid, None) is not None:
+                self._send({"op": "exit", "pid": pid, "status": status})
+
+    def _kill_all(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str]) -> None:
+    """Entry in the forked (or exec'd) fork-server process; never returns."""
+    code = 0
+    try:
+        set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        os.setpgid(0, 0)
+        import setproctitle
+
+        setproctitle.setproctitle(f"openclaw-sup: forkserver [{profile}]")
+        server = ForkServerLoop(sock, profile)
+        server.boot(kind_modules)
+        server.serve()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    fd, ppid, profile_label, *mods = sys.argv[1:]
+    run(socket.socket(fileno=int(fd)), int(ppid), profile_label, mods)

@@ -1,0 +1,209 @@
+"""What every worker process runs after the fork: bus link, hello/ready, heartbeats, requests, clean stop.
+
+A kind is `async def main(ctx)`: it sets itself up, calls `ctx.ready()`, then works until `ctx.stopping`
+is set (a `stop` on the bus or SIGTERM) and returns. Heartbeats come from the worker's own event loop, so a
+worker whose loop is stuck goes silent and the supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvloop
+
+from openclaw_sup.ipc.bus import DealerLink
+from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
+from openclaw_sup.workers import registry
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class RequestError(Exception):
+    """Raised by a handler to answer a request with an error code and message."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+class BusLogHandler(logging.Handler):
+    """Ship log records to the supervisor's log sink over the bus."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if record.exc_info:
+                msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            self.ctx.send(
+                {"kind": Kind.LOG, "level": record.levelname.lower(), "subsystem": record.name,
+                 "msg": msg, "ts": record.created}
+            )
+        except Exception:
+            self.handleError(record)
+
+
+class WorkerContext:
+    """A worker kind's view of its process: identity, options, logging, bus requests and stop."""
+
+    def __init__(self, name: str, kind: str, options: dict[str, Any], profile: str, link: DealerLink) -> None:
+        self.name = name
+        self.kind = kind
+        self.options = options
+        self.profile = profile
+        self.link = link
+        self.log = logging.getLogger(f"worker.{name}")
+        self.stopping = asyncio.Event()
+        self.is_ready = False
+        self.stats: dict[str, Any] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+
+    def send(self, msg: dict[str, Any]) -> bool:
+        return self.link.send(msg)
+
+    def ready(self) -> None:
+        """Tell the supervisor this worker finished its start-up; it is `running` from now on."""
+        if not self.is_ready:
+            self.is_ready = True
+            self.send({"kind": Kind.READY, "pid": os.getpid()})
+
+    def handle(self, method: str, fn: Handler) -> None:
+        self._handlers[method] = fn
+
+    def emit(self, event: str, payload: Any = None) -> bool:
+        return self.send({"kind": Kind.EVENT, "event": event, "payload": payload})
+
+    async def request(self, method: str, params: Any = None, *, to: str | None = None,
+                      timeout: float = 30.0) -> Any:
+        """Ask the supervisor (or, through it, worker `to`) and wait for the answer."""
+        rid = f"{self.name}:{next(self._ids)}"
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        msg: dict[str, Any] = {"kind": Kind.REQ, "id": rid, "method": method, "params": params}
+        if to:
+            msg["to"] = to
+        if not self.send(msg):
+            self._pending.pop(rid, None)
+            raise RequestError("UNAVAILABLE", "bus queue full")
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(rid, None)
+
+    # -- inbound -------------------------------------------------------------------------------------
+
+    def _on_bus(self, raw: bytes) -> None:
+        try:
+            msg = decode(raw)
+        except EnvelopeError as exc:
+            self.log.warning("dropped a bad message from the supervisor: %s", exc)
+            return
+        kind = msg["kind"]
+        if kind == Kind.STOP:
+            self.stopping.set()
+        elif kind == Kind.REQ:
+            asyncio.get_running_loop().create_task(self._serve(msg))
+        elif kind == Kind.RES:
+            fut = self._pending.get(str(msg.get("id")))
+            if fut is not None and not fut.done():
+                if msg.get("ok", True):
+                    fut.set_result(msg.get("payload"))
+                else:
+                    err = msg.get("error") or {}
+                    fut.set_exception(RequestError(err.get("code", "UNAVAILABLE"), err.get("message", "")))
+
+    async def _serve(self, msg: dict[str, Any]) -> None:
+        rid = msg.get("id")
+        method = msg.get("method")
+        handler = self._handlers.get(str(method))
+        reply: dict[str, Any] = {"kind": Kind.RES, "id": rid}
+        if msg.get("from"):
+            reply["to"] = msg["from"]
+        try:
+            if handler is None:
+                raise RequestError("INVALID_REQUEST", f"unknown method {method!r} for worker {self.name}")
+            reply["ok"], reply["payload"] = True, await handler(msg.get("params") or {})
+        except RequestError as exc:
+            reply["ok"] = False
+            reply["error"] = {"code": exc.code, "message": str(exc), **({"details": exc.details}
+                                                                         if exc.details else {})}
+        except Exception as exc:
+            self.log.exception("request %s failed", method)
+            reply["ok"] = False
+            reply["error"] = {"code": "UNAVAILABLE", "message": f"{type(exc).__name__}: {exc}"}
+        self.send(reply)
+
+    # -- heartbeats ----------------------------------------------------------------------------------
+
+    async def _heartbeats(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            self.send({
+                "kind": Kind.HB, "pid": os.getpid(), "ts": time.time(),
+                "stats": {"rss": _rss_bytes(), "cpu": ru.ru_utime + ru.ru_stime,
+                          "sent": self.link.sent, "dropped": self.link.dropped, **self.stats},
+            })
+            await asyncio.sleep(interval)
+            self.stats["lagMs"] = round(max(0.0, loop.time() - t0 - interval) * 1000, 2)
+
+
+async def _amain(ctx: WorkerContext, hb_interval: float) -> int:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, ctx.stopping.set)
+    ctx.link.attach()
+    ctx.send({"kind": Kind.HELLO, "pid": os.getpid(), "workerKind": ctx.kind})
+    hb = loop.create_task(ctx._heartbeats(hb_interval))
+    try:
+        main = registry.get(ctx.kind)
+        await main(ctx)
+        return 0
+    finally:
+        hb.cancel()
+
+
+def run_worker(name: str, kind: str, options: dict[str, Any], bus: str, profile: str, hb_ms: int) -> int:
+    """The whole life of a worker process; returns its exit code."""
+    link = DealerLink(bus, name, lambda raw: ctx._on_bus(raw))
+    ctx = WorkerContext(name, kind, options, profile, link)
+    root = logging.getLogger()
+    root.handlers[:] = [BusLogHandler(ctx)]
+    root.setLevel(logging.INFO)
+    code = 1
+    try:
+        code = uvloop.run(_amain(ctx, hb_ms / 1000))
+    except LookupError as exc:
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        code = 78
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        code = 1
+    finally:
+        logging.shutdown()
+        link.close()
+    return code
