@@ -92,11 +92,13 @@ class RouterBus:
         sock.bind(endpoint)
         self.sock = sock
         self.dropped = 0
+        self.received = 0
         self._on_message = on_message
         self._on_bad = on_bad_frames
         self._pump = _Pump(sock, self._frames)
 
     def _frames(self, frames: list[bytes]) -> None:
+        self.received += 1
         if len(frames) == 2:
             self._on_message(frames[0], frames[1])
         else:

@@ -582,6 +582,7 @@ class Supervisor:
                 "cpuS": round(ru.user + ru.system, 3), "forkServerPid": self.fs.pid,
                 "listen": f"ws://{self.opts.host}:{self.opts.port}", "bus": self.paths.bus_endpoint,
                 "logFile": str(self.sink.path) if self.sink.path else None,
+                "busReceived": self.bus.received if self.bus else 0,
                 "busDropped": self.bus.dropped if self.bus else 0, "stopping": self.stopping,
             },
             "workers": [r.snapshot(now) for r in self.table],
