@@ -42,7 +42,7 @@ def call(path: Path, op: str, timeout: float = 5.0, **args: Any) -> dict[str, An
             size += len(data)
             if data.endswith(b"\n") or size > MAX_REPLY:
                 break
-    except socket.timeout:
+    except TimeoutError:
         raise ControlError(f"the gateway did not answer within {timeout:g}s on {path}") from None
     except OSError as exc:
         raise ControlError(f"cannot talk to the gateway on {path}: {exc.strerror or exc}") from None

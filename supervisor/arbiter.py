@@ -116,6 +116,26 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self.reload(), "reload"))
         loop.add_signal_handler(signal.SIGUSR1, lambda: self._spawn_task(self.restart_all(), "restart"))
 
+    def _reap_adopted(self) -> None:
+        """The supervisor is a child subreaper: workers orphaned by a dying fork server come back here.
+
+        uvloop owns SIGCHLD, so this runs right after a fork-server loss and in the once-a-second
+        housekeeping; exits of workers are still reported by the fork server as they happen.
+        """
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            if info.si_pid == self.fs.pid:
+                if self.fs.reap(block=False) is None:
+                    return
+                continue
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(info.si_pid, os.WNOHANG)
+
     def request_stop(self, sig: int | None = None) -> None:
         if sig is not None and not self.stopping:
             self.log("info", f"received {signal.Signals(sig).name}; shutting down")
@@ -140,7 +160,7 @@ class Supervisor:
         assert fs.booted is not None
         try:
             boot = await asyncio.wait_for(fs.booted, 60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.log("error", "fork server did not boot within 60s")
             return
         for err in boot.get("errors", []):
@@ -159,6 +179,9 @@ class Supervisor:
                 inc.kill_reason = inc.kill_reason or "fork server exited"
                 self._on_exit(inc.pid, -1)
         self._spawn_task(self._replace_fork_server(), "fork server restart")
+        loop = asyncio.get_running_loop()
+        for delay in (0.02, 0.1, 0.5):
+            loop.call_later(delay, self._reap_adopted)
 
     async def _replace_fork_server(self) -> None:
         fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
@@ -624,5 +647,6 @@ class Supervisor:
                 self.log("warn", f"dropped {n - 1} more bad bus messages from {who!r}")
         self._bad.clear()
         self.sink.report_drops()
+        self._reap_adopted()
         asyncio.get_running_loop().call_later(1.0, self._every_second)
 

@@ -42,7 +42,7 @@ class ControlServer:
                 reply = {"ok": False, "error": f"bad control request: {exc}"}
             writer.write(orjson.dumps(reply) + b"\n")
             await writer.drain()
-        except (asyncio.TimeoutError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+        except (TimeoutError, asyncio.LimitOverrunError, ConnectionError, ValueError):
             pass
         finally:
             writer.close()

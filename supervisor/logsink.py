@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -126,7 +125,7 @@ class LogSink:
 
     def _append(self, level: str, message: str, subsystem: str, worker: str | None, ts: float | None,
                 extra: dict[str, Any]) -> None:
-        when = datetime.fromtimestamp(ts if ts is not None else time.time(), tz=timezone.utc)
+        when = datetime.fromtimestamp(ts if ts is not None else time.time(), tz=UTC)
         date = when.astimezone().strftime("%Y-%m-%d")
         if self._fh is None or (date != self._date and self._fixed is None):
             self._open(date)

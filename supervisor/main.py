@@ -89,6 +89,14 @@ def secrets_in(cfg: dict[str, Any]) -> list[str]:
     return [s for s in found if isinstance(s, str)]
 
 
+def set_child_subreaper() -> None:
+    """Orphans of a dying fork server re-parent to us (and are reaped) rather than to init."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
@@ -132,6 +140,7 @@ def run(argv: list[str]) -> int:
     from openclaw_sup.supervisor.logsink import LogSink, Redactor
 
     setproctitle.setproctitle(f"openclaw-sup: gateway [{paths.label}]")
+    set_child_subreaper()
     logging_cfg = cfg.get("logging") or {}
     log_file = logging_cfg.get("file")
     sink = LogSink(

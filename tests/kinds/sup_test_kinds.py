@@ -94,7 +94,7 @@ async def flood(ctx: WorkerContext) -> None:
             sent += 1
         if i % 1000 == 999:
             await asyncio.sleep(0)
-    ctx.log.info("flood done: %d of %d sent in %.3fs", sent, count, time.perf_counter() - t0)
+    ctx.log.warning("%s flood done: %d of %d sent in %.3fs", ctx.name, sent, count, time.perf_counter() - t0)
     await _idle(ctx)
 
 
@@ -118,8 +118,22 @@ async def garbage(ctx: WorkerContext) -> None:
 async def spawner(ctx: WorkerContext) -> None:
     """Starts a grandchild (`sleep`) and reports its pid, to check nothing outlives the worker."""
     child = subprocess.Popen(["sleep", "3600"], preexec_fn=lambda: set_parent_death_signal(9))
-    if ctx.options.get("ownGroup"):
-        pass
     Path(ctx.options["pidFile"]).write_text(f"{child.pid}\n")
     ctx.ready()
+    await _idle(ctx)
+
+
+@register("asker")
+async def asker(ctx: WorkerContext) -> None:
+    """Asks another worker through the supervisor, and a worker that does not exist."""
+    from openclaw_sup.workers.runtime import RequestError
+
+    ctx.ready()
+    await asyncio.sleep(0.3)
+    for target in (ctx.options["target"], "ghost"):
+        try:
+            answer = await ctx.request("echo", {"hello": 1}, to=target, timeout=5)
+            ctx.log.info("asker got %s", answer)
+        except RequestError as exc:
+            ctx.log.info("asker error: %s %s", exc.code, exc)
     await _idle(ctx)

@@ -1,0 +1,257 @@
+"""Shared pieces of the recovery bench: the report listener, percentiles, process-tree memory, CLI timing.
+
+Every timestamp is `time.monotonic()` (CLOCK_MONOTONIC, system-wide), so times taken by the bench, by the
+workers and by the listener thread compare directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Report:
+    """One line a worker sent: `name pid t0 ppid [extra...]`, stamped when the listener had it whole."""
+
+    name: str
+    pid: int
+    t0: float
+    ppid: int
+    received: float
+    extra: tuple[str, ...] = ()
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 in its own thread, so arrivals are stamped without waiting on the bench.
+
+    It keeps every report in order; `wait_for` blocks the bench until a matching one arrives.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        self.port: int = self.sock.getsockname()[1]
+        self.reports: list[Report] = []
+        self.bad_lines: list[str] = []
+        self._cond = threading.Condition()
+        self._stop_r, self._stop_w = os.pipe()
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.sock, selectors.EVENT_READ, None)
+        self._sel.register(self._stop_r, selectors.EVENT_READ, "stop")
+        self._buffers: dict[socket.socket, bytearray] = {}
+        self._thread = threading.Thread(target=self._run, name="report-listener", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            for key, _ in self._sel.select():
+                if key.data == "stop":
+                    return
+                if key.fileobj is self.sock:
+                    with contextlib.suppress(BlockingIOError):
+                        conn, _addr = self.sock.accept()
+                        conn.setblocking(False)
+                        self._buffers[conn] = bytearray()
+                        self._sel.register(conn, selectors.EVENT_READ, "conn")
+                    continue
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                try:
+                    data = conn.recv(4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                now = time.monotonic()
+                if not data:
+                    self._sel.unregister(conn)
+                    self._buffers.pop(conn, None)
+                    conn.close()
+                    continue
+                buf = self._buffers[conn]
+                buf.extend(data)
+                while b"\n" in buf:
+                    line, _, rest = bytes(buf).partition(b"\n")
+                    buf[:] = rest
+                    self._add(line.decode("utf-8", "replace"), now)
+
+    def _add(self, line: str, now: float) -> None:
+        parts = line.split()
+        try:
+            report = Report(parts[0], int(parts[1]), float(parts[2]), int(parts[3]), now, tuple(parts[4:]))
+        except (IndexError, ValueError):
+            with self._cond:
+                self.bad_lines.append(line)
+            return
+        with self._cond:
+            self.reports.append(report)
+            self._cond.notify_all()
+
+    def mark(self) -> int:
+        """Index of the next report to arrive: pass it to `wait_for` to ignore older ones."""
+        with self._cond:
+            return len(self.reports)
+
+    def wait_for(self, pred: Callable[[Report], bool], start: int, timeout: float) -> Report | None:
+        """The first report from index `start` on that matches `pred`, or None after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        i = start
+        with self._cond:
+            while True:
+                while i < len(self.reports):
+                    if pred(self.reports[i]):
+                        return self.reports[i]
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def wait_names(self, names: Sequence[str], start: int, timeout: float) -> dict[str, Report]:
+        """Latest report of each name from `start` on, waiting until all names reported or timeout."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, Report] = {}
+        i = start
+        with self._cond:
+            while True:
+                while i < len(self.reports):
+                    r = self.reports[i]
+                    if r.name in names:
+                        seen[r.name] = r
+                    i += 1
+                left = deadline - time.monotonic()
+                if len(seen) == len(names) or left <= 0:
+                    return seen
+                self._cond.wait(left)
+
+    def pids(self) -> set[int]:
+        with self._cond:
+            return {r.pid for r in self.reports}
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(timeout=5)
+        for conn in list(self._buffers):
+            conn.close()
+        self.sock.close()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+        self._sel.close()
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on an already sorted sequence."""
+    if not sorted_values:
+        return float("nan")
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99, min, max and n: the spread matters as much as the median for a supervisor."""
+    s = sorted(values)
+    if not s:
+        return {
+            "p50": float("nan"),
+            "p90": float("nan"),
+            "p99": float("nan"),
+            "min": float("nan"),
+            "max": float("nan"),
+            "n": 0,
+        }
+    return {
+        "p50": percentile(s, 50),
+        "p90": percentile(s, 90),
+        "p99": percentile(s, 99),
+        "min": s[0],
+        "max": s[-1],
+        "n": len(s),
+    }
+
+
+def tree_memory(pid: int) -> dict[str, Any]:
+    """RSS, PSS and USS of a manager alone and summed with all its descendants.
+
+    PSS is the fair total: pages shared between forked processes are split between them, not counted
+    once per process as RSS does.
+    """
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    rows = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            mi = p.memory_full_info()
+            rows.append(
+                {
+                    "pid": p.pid,
+                    "name": " ".join(p.cmdline())[:80],
+                    "rss": mi.rss,
+                    "pss": mi.pss,
+                    "uss": mi.uss,
+                }
+            )
+    mgr = next((r for r in rows if r["pid"] == pid), {"rss": 0, "pss": 0, "uss": 0})
+    return {
+        "managerRss": mgr["rss"],
+        "managerPss": mgr["pss"],
+        "managerUss": mgr["uss"],
+        "treeRss": sum(r["rss"] for r in rows),
+        "treePss": sum(r["pss"] for r in rows),
+        "treeUss": sum(r["uss"] for r in rows),
+        "procs": len(rows),
+        "detail": rows,
+    }
+
+
+def time_cli(argv: list[str], env: dict[str, str] | None, runs: int) -> tuple[list[float], list[int], str]:
+    """Wall time (ms) of the whole CLI process, as a user waits for it; also exit codes and last output."""
+    times: list[float] = []
+    codes: list[int] = []
+    out = ""
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = subprocess.run(
+            argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60
+        )
+        times.append((time.perf_counter() - t) * 1000)
+        codes.append(r.returncode)
+        out = (r.stdout + r.stderr).strip()
+    return times, codes, out
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for our gateway's own listener)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def kill_leftovers(pids: set[int], since: float) -> list[int]:
+    """SIGKILL reported worker pids still alive, only processes born after `since` (no pid-reuse kills)."""
+    killed = []
+    for pid in sorted(pids):
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            if p.create_time() >= since - 1 and p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+                killed.append(pid)
+    return killed

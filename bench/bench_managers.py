@@ -1,0 +1,350 @@
+"""The managers the recovery bench drives: openclaw-sup, circus (defaults and check_delay 0.1), supervisord.
+
+Each one supervises five equivalent workers w0..w4 that report to the bench listener. The peers run from
+their own venvs in a cache dir outside the repo, installed on first use, so the bench needs nothing but
+PyPI to compare against them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bench_common import free_port
+
+from openclaw_sup.ipc.control import ControlError, call
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+OUR_BIN = Path(sys.executable).parent / "openclaw-sup"
+WORKER_PY = BENCH_DIR / "worker.py"
+WORKERS = ("w0", "w1", "w2", "w3", "w4")
+
+PEER_PACKAGES = {"circus": ("circus==0.19.0", "circusd"), "supervisor": ("supervisor==4.3.0", "supervisord")}
+
+
+class Unavailable(Exception):
+    """A manager cannot be measured here (install or start failed); its column is printed as skipped."""
+
+
+def ensure_peer(cache: Path, dist: str) -> Path:
+    """The bin dir of a venv holding the pinned peer, created with `python -m venv` + pip only if missing."""
+    requirement, probe = PEER_PACKAGES[dist]
+    venv = cache / dist
+    bindir = venv / "bin"
+    marker = venv / ".bench-installed"
+    if marker.exists() and marker.read_text().strip() == requirement and (bindir / probe).exists():
+        return bindir
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (bindir / "python").exists():
+        r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+        if r.returncode:
+            raise Unavailable(f"python -m venv {venv} failed: {_last_line(r.stderr)}")
+    print(f"[bench] installing {requirement} into {venv}", file=sys.stderr, flush=True)
+    try:
+        r = subprocess.run(
+            [
+                str(bindir / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                requirement,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"pip install {requirement} timed out") from None
+    if r.returncode or not (bindir / probe).exists():
+        raise Unavailable(f"pip install {requirement} failed: {_last_line(r.stderr or r.stdout)}")
+    marker.write_text(requirement + "\n")
+    return bindir
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Manager:
+    """One supervisor under test: start it, know its pid and status command, stop it cleanly."""
+
+    key: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    # Random wait before each kill, counted from the previous respawn's report (seconds).
+    wait_range: ClassVar[tuple[float, float]] = (1.2, 2.2)
+
+    def __init__(self, report_port: int, keep_tmp: bool = False) -> None:
+        self.report_port = report_port
+        self.keep_tmp = keep_tmp
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"ocsb-{self.key}-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.problems: list[str] = []
+
+    # -- to be filled by each manager -----------------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def status_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def log_file(self) -> Path:
+        return self.tmp / "manager.out"
+
+    def after_kills(self, kills: int) -> None:
+        """Cross-check the manager's own view after the kill series; add anything odd to `problems`."""
+
+    # -- common ---------------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        self.started_at = time.time()
+        out = open(self.tmp / "manager.out", "wb")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self.proc = subprocess.Popen(
+                self.argv(),
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp,
+            )
+        finally:
+            out.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`: a manager that needs the SIGKILL is worth noting."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.problems.append(f"{self.title}: did not exit within {timeout:g}s of SIGTERM; SIGKILLed")
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        if code not in (0, -signal.SIGTERM):
+            self.problems.append(f"{self.title}: exited with status {code} after SIGTERM")
+
+    def cleanup(self) -> None:
+        if not self.keep_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def tail(self) -> str:
+        return _tail(self.log_file()) or _tail(self.tmp / "manager.out")
+
+
+class Ours(Manager):
+    """openclaw-sup: the supervisor, its fork server, and five `tiny` workers forked from it."""
+
+    key = "ours"
+    title = "openclaw-sup"
+
+    def __init__(
+        self, report_port: int, keep_tmp: bool = False, workers: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(report_port, keep_tmp)
+        self.state_dir = self.tmp / "state"
+        self.state_dir.mkdir()
+        self.gw_log = self.tmp / "gw.log"
+        (self.state_dir / "openclaw.json").write_text(
+            json.dumps({"gateway": {"mode": "local"}, "logging": {"file": str(self.gw_log)}})
+        )
+        if workers is None:
+            workers = {w: {"kind": "tiny", "options": {"port": report_port}} for w in WORKERS}
+        self.settings_file = self.tmp / "sup.json"
+        self.settings_file.write_text(
+            json.dumps({"kinds": ["bench_kinds"], "restart": {"stableAfterMs": 500}, "workers": workers})
+        )
+        self.gateway_port = free_port()
+
+    def argv(self) -> list[str]:
+        return [str(OUR_BIN), "gateway", "--allow-unconfigured", "--port", str(self.gateway_port)]
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
+        env.update(
+            OPENCLAW_STATE_DIR=str(self.state_dir),
+            HOME=str(self.tmp),
+            OPENCLAW_SUP_CONFIG=str(self.settings_file),
+            PYTHONPATH=str(BENCH_DIR),
+        )
+        return env
+
+    def status_argv(self) -> list[str]:
+        return [str(OUR_BIN), "status"]
+
+    def log_file(self) -> Path:
+        return self.gw_log
+
+    @property
+    def control(self) -> Path:
+        return self.state_dir / "run" / "ctl.sock"
+
+    def snapshot(self, timeout: float = 5.0) -> dict[str, Any]:
+        return call(self.control, "status", timeout=timeout)
+
+    def after_kills(self, kills: int) -> None:
+        try:
+            snap = self.snapshot()
+        except ControlError as exc:
+            self.problems.append(f"openclaw-sup: status failed after the kill series: {exc}")
+            return
+        for w in snap["workers"]:
+            want = kills if w["name"] == "w0" else 0
+            if w["state"] != "running" or w["restarts"] != want:
+                self.problems.append(
+                    f"openclaw-sup: after {kills} kills worker {w['name']} is {w['state']} "
+                    f"with {w['restarts']} restarts (expected running, {want})"
+                )
+        log = self.gw_log.read_text(errors="replace") if self.gw_log.exists() else ""
+        for needle in ("crash-looping", "Traceback", "fork server (pid", "did not say ready", "no heartbeat"):
+            n = log.count(needle)
+            if n:
+                self.problems.append(f"openclaw-sup: gateway log has {n} line(s) containing {needle!r}")
+
+
+class Circus(Manager):
+    """circusd 0.19.0 in the foreground, one watcher per worker; `check_delay` left at its 5 s default."""
+
+    key = "circus"
+    title = "circus (defaults)"
+    wait_range = (2.2, 7.2)  # wide enough that kills do not phase-lock with the fixed 5 s poll
+    check_delay: ClassVar[float | None] = None
+
+    def __init__(self, report_port: int, bindir: Path, keep_tmp: bool = False) -> None:
+        super().__init__(report_port, keep_tmp)
+        self.bindir = bindir
+        self.endpoint = f"ipc://{self.tmp / 'endpoint.sock'}"
+        lines = [
+            "[circus]",
+            f"endpoint = {self.endpoint}",
+            f"pubsub_endpoint = ipc://{self.tmp / 'pubsub.sock'}",
+            "statsd = False",
+            f"logoutput = {self.tmp / 'circus.log'}",
+            "loglevel = INFO",
+        ]
+        if self.check_delay is not None:
+            lines.append(f"check_delay = {self.check_delay}")
+        for w in WORKERS:
+            lines += [
+                "",
+                f"[watcher:{w}]",
+                f"cmd = {sys.executable}",
+                f"args = -u {WORKER_PY} {w} {report_port}",
+                "numprocesses = 1",
+                "copy_env = True",
+            ]
+        self.ini = self.tmp / "circus.ini"
+        self.ini.write_text("\n".join(lines) + "\n")
+
+    def argv(self) -> list[str]:
+        return [str(self.bindir / "circusd"), str(self.ini)]
+
+    def status_argv(self) -> list[str]:
+        return [str(self.bindir / "circusctl"), "--endpoint", self.endpoint, "status"]
+
+    def log_file(self) -> Path:
+        return self.tmp / "circus.log"
+
+
+class CircusFast(Circus):
+    """circus with the one change that makes it competitive: poll every 0.1 s instead of 5 s."""
+
+    key = "circus-fast"
+    title = "circus (check_delay 0.1)"
+    wait_range = (1.2, 2.2)
+    check_delay = 0.1
+
+
+class Supervisord(Manager):
+    """supervisord 4.3.0 with every program setting at its default (startsecs 1, autorestart unexpected)."""
+
+    key = "supervisord"
+    title = "supervisord (defaults)"
+    # startsecs=1 is only judged on a loop pass, and the loop wakes at least once a second: a kill sooner than
+    # ~2 s after the spawn can land while the program is still STARTING, which supervisord treats as a failed
+    # start (BACKOFF, retry after 1 s) rather than an exit. Waiting 2.2-3.2 s measures the ordinary restart.
+    wait_range = (2.2, 3.2)
+
+    def __init__(self, report_port: int, bindir: Path, keep_tmp: bool = False) -> None:
+        super().__init__(report_port, keep_tmp)
+        self.bindir = bindir
+        sock = self.tmp / "supervisor.sock"
+        lines = [
+            "[unix_http_server]",
+            f"file = {sock}",
+            "",
+            "[supervisord]",
+            f"logfile = {self.tmp / 'supervisord.log'}",
+            f"pidfile = {self.tmp / 'supervisord.pid'}",
+            "nodaemon = true",
+            f"childlogdir = {self.tmp}",
+            "loglevel = info",
+            "",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+            "",
+            "[supervisorctl]",
+            f"serverurl = unix://{sock}",
+        ]
+        for w in WORKERS:
+            lines += ["", f"[program:{w}]", f"command = {sys.executable} -u {WORKER_PY} {w} {report_port}"]
+        self.conf = self.tmp / "supervisord.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def argv(self) -> list[str]:
+        return [str(self.bindir / "supervisord"), "-c", str(self.conf)]
+
+    def status_argv(self) -> list[str]:
+        return [str(self.bindir / "supervisorctl"), "-c", str(self.conf), "status"]
+
+    def log_file(self) -> Path:
+        return self.tmp / "supervisord.log"
+
+    def after_kills(self, kills: int) -> None:
+        log = _tail(self.log_file(), 100_000)
+        backoff = log.count("entered BACKOFF")
+        if backoff:
+            self.problems.append(
+                f"supervisord: {backoff} kill(s) landed before startsecs (BACKOFF in its log)"
+            )
+
+
+def stop_quietly(mgr: Manager) -> None:
+    """Best-effort stop used on error paths: never raises."""
+    with contextlib.suppress(Exception):
+        mgr.stop()

@@ -1,0 +1,542 @@
+"""Recovery bench: openclaw-sup beside circus 0.19.0 and supervisord 4.3.0, measured the same way.
+
+Run: .venv/bin/python bench/recovery.py [--kills N] [--peers ours,circus,circus-fast,supervisord]
+
+For each manager (five equivalent workers w0..w4, kill target always w0) it measures kill -9 -> replacement
+reported, kill -9 -> replacement's first line, idle memory of the whole tree, and the wall time of the
+`status` CLI; for openclaw-sup also the worker -> supervisor bus throughput. It prints one table per
+measure, checks our figures against the targets, and writes every raw number to
+bench/results/recovery-<date>.json. See bench/README.md for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_common import MB, Listener, Report, kill_leftovers, summarize, time_cli, tree_memory
+from bench_managers import (
+    WORKERS,
+    Circus,
+    CircusFast,
+    Manager,
+    Ours,
+    Supervisord,
+    Unavailable,
+    ensure_peer,
+    stop_quietly,
+)
+
+from openclaw_sup.ipc.control import ControlError, call
+
+PEERS = ("ours", "circus", "circus-fast", "supervisord")
+TITLES = {
+    "ours": Ours.title,
+    "circus": Circus.title,
+    "circus-fast": CircusFast.title,
+    "supervisord": Supervisord.title,
+}
+TARGETS = {
+    "recovery_p50_ms": 15.0,
+    "recovery_p99_ms": 40.0,
+    "pss_mb": 120.0,
+    "bus_msg_s": 100_000.0,
+    "status_ms": 100.0,
+}
+START_TIMEOUT = 30.0
+RESPAWN_TIMEOUT = 30.0
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr so stdout stays the report."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="kill -9 recovery, memory, status and bus bench, side by side")
+    p.add_argument("--kills", type=int, default=100, help="kill -9 of w0 per manager (default 100)")
+    p.add_argument("--peers", default=",".join(PEERS), help=f"comma list from {','.join(PEERS)}")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds idle before the memory sample")
+    p.add_argument("--status-runs", type=int, default=20, help="runs of each status CLI")
+    p.add_argument("--bus-count", type=int, default=500_000, help="events the flood worker sends per rep")
+    p.add_argument("--bus-reps", type=int, default=3, help="bus throughput repetitions (0 to skip)")
+    p.add_argument("--seed", type=int, default=None, help="seed for the waits between kills")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".cache" / "openclaw-sup-bench",
+        help="where the peers' venvs live",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="raw JSON (default bench/results/recovery-<date>.json)"
+    )
+    p.add_argument("--keep-tmp", action="store_true", help="keep each manager's temp dir (configs, logs)")
+    args = p.parse_args(argv)
+    args.peer_list = [s.strip() for s in args.peers.split(",") if s.strip()]
+    unknown = [s for s in args.peer_list if s not in PEERS]
+    if unknown:
+        p.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+    if args.kills < 1:
+        p.error("--kills must be at least 1")
+    return args
+
+
+def make_manager(key: str, port: int, args: argparse.Namespace) -> Manager:
+    """Build a manager; for a peer, install it first (raises Unavailable when that fails)."""
+    if key == "ours":
+        return Ours(port, args.keep_tmp)
+    if key in ("circus", "circus-fast"):
+        bindir = ensure_peer(args.cache, "circus")
+        return (Circus if key == "circus" else CircusFast)(port, bindir, args.keep_tmp)
+    return Supervisord(port, ensure_peer(args.cache, "supervisor"), args.keep_tmp)
+
+
+# ==================================================================================== one manager
+
+
+def run_manager(key: str, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+    """Start one manager, then memory, status and the kill series on it; always tear it down."""
+    listener = Listener()
+    try:
+        mgr = make_manager(key, listener.port, args)
+    except Unavailable as exc:
+        listener.close()
+        return {"skipped": str(exc)}
+    result: dict[str, Any] = {"title": mgr.title, "waitRangeS": list(mgr.wait_range)}
+    log(f"{mgr.title}: starting ({' '.join(mgr.argv())})")
+    try:
+        mark = listener.mark()
+        t_start = time.monotonic()
+        mgr.start()
+        first = listener.wait_names(WORKERS, mark, START_TIMEOUT)
+        if len(first) < len(WORKERS):
+            missing = sorted(set(WORKERS) - set(first))
+            tail = mgr.tail()
+            raise Unavailable(
+                f"{', '.join(missing)} did not report within {START_TIMEOUT:g}s"
+                + (f"; log tail: {tail[-400:]}" if tail else "")
+            )
+        result["coldStartMs"] = (max(r.received for r in first.values()) - t_start) * 1000
+        log(f"{mgr.title}: 5 workers reported in {result['coldStartMs']:.0f} ms; settling {args.settle:g}s")
+        time.sleep(args.settle)
+        if not mgr.alive():
+            raise Unavailable(f"exited during the settle: {mgr.tail()[-400:]}")
+        mem = tree_memory(mgr.pid)
+        result["memory"] = mem
+        result["memory"]["workers"] = {n: r.pid for n, r in first.items()}
+        times, codes, out = time_cli(mgr.status_argv(), mgr.env(), args.status_runs)
+        result["status"] = {"argv": mgr.status_argv(), "wallMs": times, "exitCodes": codes, "lastOutput": out}
+        if any(codes):
+            mgr.problems.append(
+                f"{mgr.title}: status CLI exited non-zero ({sorted(set(codes))}): {out[-200:]}"
+            )
+        if isinstance(mgr, Ours):
+            result["status"]["rpcMs"] = _rpc_times(mgr, args.status_runs)
+        log(
+            f"{mgr.title}: status p50 {statistics.median(times):.1f} ms; {args.kills} kills "
+            f"(wait {mgr.wait_range[0]:g}-{mgr.wait_range[1]:g}s each)"
+        )
+        kills = kill_series(mgr, listener, first, args.kills, rng)
+        result["kills"] = kills
+        mgr.after_kills(len(kills))
+    except Unavailable as exc:
+        result["skipped"] = str(exc)
+        log(f"{mgr.title}: skipped: {exc}")
+    finally:
+        stop_quietly(mgr)
+        leftovers = kill_leftovers(listener.pids(), mgr.started_at)
+        if leftovers:
+            mgr.problems.append(
+                f"{mgr.title}: worker pid(s) {leftovers} outlived the manager; killed by the bench"
+            )
+        if listener.bad_lines:
+            mgr.problems.append(f"{mgr.title}: listener got unparsable lines: {listener.bad_lines[:3]}")
+        listener.close()
+        mgr.cleanup()
+    result["problems"] = mgr.problems
+    return result
+
+
+def _rpc_times(mgr: Ours, runs: int) -> list[float]:
+    """The same status request in-process: separates the supervisor's answer from CLI start-up."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call(mgr.control, "status")
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def kill_series(
+    mgr: Manager, listener: Listener, first: dict[str, Report], n: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    """SIGKILL w0 n times; each latency runs from just before os.kill to the new w0's report arriving."""
+    current = first["w0"]
+    others = {name: r.pid for name, r in first.items() if name != "w0"}
+    records: list[dict[str, Any]] = []
+    for i in range(n):
+        wait = rng.uniform(*mgr.wait_range)
+        time.sleep(max(0.0, current.received + wait - time.monotonic()))
+        mark = listener.mark()
+        old = current.pid
+        t_kill = time.monotonic()
+        try:
+            os.kill(old, signal.SIGKILL)
+        except ProcessLookupError:
+            mgr.problems.append(f"{mgr.title}: w0 pid {old} was already gone before kill #{i + 1}")
+            break
+        new = listener.wait_for(lambda r, old=old: r.name == "w0" and r.pid != old, mark, RESPAWN_TIMEOUT)
+        if new is None:
+            mgr.problems.append(
+                f"{mgr.title}: w0 did not come back within {RESPAWN_TIMEOUT:g}s of kill #{i + 1}"
+            )
+            break
+        records.append(
+            {
+                "i": i + 1,
+                "waitS": round(wait, 4),
+                "oldPid": old,
+                "newPid": new.pid,
+                "newPpid": new.ppid,
+                "tKill": t_kill,
+                "tFirstLine": new.t0,
+                "tReported": new.received,
+                "latencyMs": (new.received - t_kill) * 1000,
+                "firstLineMs": (new.t0 - t_kill) * 1000,
+            }
+        )
+        current = new
+        if (i + 1) % 10 == 0 or i + 1 == n:
+            recent = [r["latencyMs"] for r in records[-10:]]
+            log(f"{mgr.title}: {i + 1}/{n} kills, last 10 p50 {statistics.median(recent):.1f} ms")
+    again = [r for r in listener.reports if r.name in others and r.pid != others[r.name]]
+    if again:
+        mgr.problems.append(
+            f"{mgr.title}: untouched workers were respawned: {sorted({r.name for r in again})}"
+        )
+    return records
+
+
+# ==================================================================================== bus
+
+
+def run_bus(args: argparse.Namespace) -> dict[str, Any]:
+    """One flood worker per fresh gateway, args.bus_reps times; rates from the supervisor's own counter."""
+    reps: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for rep in range(args.bus_reps):
+        log(f"bus: rep {rep + 1}/{args.bus_reps}, {args.bus_count} events")
+        listener = Listener()
+        mgr = Ours(
+            listener.port,
+            args.keep_tmp,
+            workers={
+                "flood": {
+                    "kind": "flood",
+                    "options": {"port": listener.port, "count": args.bus_count, "delayS": 1.0},
+                }
+            },
+        )
+        try:
+            mgr.start()
+            reps.append(_one_flood(mgr, listener))
+            log(
+                f"bus: rep {rep + 1}: {reps[-1].get('receivedPerS', float('nan')):,.0f} msg/s received, "
+                f"{reps[-1].get('dropped')} dropped at the sender"
+            )
+        except Unavailable as exc:
+            problems.append(f"bus rep {rep + 1}: {exc}")
+        finally:
+            stop_quietly(mgr)
+            kill_leftovers(listener.pids(), mgr.started_at)
+            listener.close()
+            problems += mgr.problems
+            mgr.cleanup()
+    return {"count": args.bus_count, "reps": reps, "problems": problems}
+
+
+def _one_flood(mgr: Ours, listener: Listener) -> dict[str, Any]:
+    """Poll busReceived every 50 ms; the end is interpolated where it reaches baseline + events sent."""
+    samples: list[tuple[float, int]] = []
+    call_ms: list[float] = []
+    end: Report | None = None
+    deadline = time.monotonic() + 180
+    target: int | None = None
+    end_seen_at = 0.0
+    while time.monotonic() < deadline:
+        t = time.perf_counter()
+        try:
+            snap = mgr.snapshot(timeout=5)
+        except ControlError:
+            if not mgr.alive():
+                raise Unavailable(f"gateway exited: {mgr.tail()[-400:]}") from None
+            time.sleep(0.05)
+            continue
+        now = time.monotonic()
+        samples.append((now, int(snap["supervisor"]["busReceived"])))
+        call_ms.append((time.perf_counter() - t) * 1000)
+        if end is None:
+            end = listener.wait_for(lambda r: r.extra[:1] == ("end",), 0, 0)
+            if end is not None:
+                end_seen_at = now
+        if end is not None:
+            t_start = float(end.extra[1])
+            base = [v for ts, v in samples if ts <= t_start]
+            if not base:
+                raise Unavailable("no status sample before the flood started")
+            target = base[-1] + int(end.extra[2])
+            if samples[-1][1] >= target or now - end_seen_at > 10:
+                break
+        time.sleep(0.05)
+    if end is None or target is None:
+        raise Unavailable("the flood worker never reported its end")
+    t_start, t_end = float(end.extra[1]), end.t0
+    sent, dropped = int(end.extra[2]), int(end.extra[3])
+    baseline = target - sent
+    t_done = _crossing(samples, target)
+    received = samples[-1][1] - baseline
+    out: dict[str, Any] = {
+        "sent": sent,
+        "dropped": dropped,
+        "received": received,
+        "baseline": baseline,
+        "tStart": t_start,
+        "tSendEnd": t_end,
+        "tReceivedAll": t_done,
+        "senderAttemptsPerS": (sent + dropped) / (t_end - t_start),
+        "statusCallMs": summarize(call_ms),
+        "samples": len(samples),
+    }
+    if t_done is None:
+        mgr.problems.append(f"bus: only {received} of {sent} accepted events reached the supervisor")
+    else:
+        out["receivedPerS"] = sent / (t_done - t_start)
+    return out
+
+
+def _crossing(samples: list[tuple[float, int]], target: int) -> float | None:
+    """Time the counter reached `target`, linearly interpolated between the two polls around it."""
+    for (t0, v0), (t1, v1) in itertools.pairwise(samples):
+        if v1 >= target > v0:
+            return t0 + (t1 - t0) * (target - v0) / (v1 - v0)
+    return None
+
+
+# ==================================================================================== report
+
+
+def fmt(v: float, digits: int = 1) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n== {title}")
+    for j, r in enumerate([header, *rows]):
+        cells = [str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)]
+        print("  ".join(cells).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def spread_rows(results: dict[str, Any], field: str, extra: bool = False) -> list[list[str]]:
+    rows = []
+    for key, res in results.items():
+        title = TITLES[key]
+        if "kills" not in res:
+            rows.append([title, f"skipped: {res.get('skipped', 'no data')}"] + [""] * (6 + extra))
+            continue
+        s = summarize([k[field] for k in res["kills"]])
+        row = [title, *(fmt(s[c]) for c in ("p50", "p90", "p99", "min", "max")), str(s["n"])]
+        if extra:
+            lo, hi = res["waitRangeS"]
+            row.append(f"{lo:g}-{hi:g}s")
+        rows.append(row)
+    return rows
+
+
+def report(results: dict[str, Any], bus: dict[str, Any] | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Print every table and the targets; return the target verdicts for the JSON."""
+    cols = ["manager", "p50", "p90", "p99", "min", "max", "n"]
+    print_table(
+        f"kill -9 of w0 -> replacement reported to the bench (ms), {args.kills} kills requested",
+        [*cols, "wait"],
+        spread_rows(results, "latencyMs", extra=True),
+    )
+    print_table(
+        "kill -9 of w0 -> replacement's first line of code (ms)", cols, spread_rows(results, "firstLineMs")
+    )
+
+    rows = []
+    for key, res in results.items():
+        m = res.get("memory")
+        if not m:
+            rows.append([TITLES[key], f"skipped: {res.get('skipped', 'no data')}", "", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                TITLES[key],
+                fmt(m["managerRss"] / MB),
+                fmt(m["managerPss"] / MB),
+                fmt(m["treeRss"] / MB),
+                fmt(m["treePss"] / MB),
+                fmt(m["treeUss"] / MB),
+                str(m["procs"]),
+            ]
+        )
+    print_table(
+        f"idle memory, manager + 5 idle workers, after {args.settle:g}s settle (MB)",
+        ["manager", "mgr RSS", "mgr PSS", "tree RSS", "tree PSS", "tree USS", "procs"],
+        rows,
+    )
+    ours_mem = results.get("ours", {}).get("memory")
+    if ours_mem:
+        fs = [d for d in ours_mem["detail"] if d["pid"] != results["ours"]["memory"]["detail"][0]["pid"]]
+        if fs:
+            print(
+                f"   openclaw-sup tree: supervisor {fmt(ours_mem['managerPss'] / MB)} MB PSS, fork server "
+                f"{fmt(fs[0]['pss'] / MB)} MB, workers "
+                f"{', '.join(fmt(d['pss'] / MB) for d in fs[1:])} MB PSS each"
+            )
+
+    rows = []
+    for key, res in results.items():
+        st = res.get("status")
+        if not st:
+            rows.append([TITLES[key], f"skipped: {res.get('skipped', 'no data')}", "", "", "", "", ""])
+            continue
+        s = summarize(st["wallMs"])
+        cmd = Path(st["argv"][0]).name + " " + st["argv"][-1]
+        rows.append(
+            [
+                TITLES[key],
+                cmd,
+                fmt(s["p50"]),
+                fmt(s["p90"]),
+                fmt(s["min"]),
+                fmt(s["max"]),
+                f"{s['n']} (exit {','.join(map(str, sorted(set(st['exitCodes']))))})",
+            ]
+        )
+    print_table(
+        "status CLI wall time, whole process (ms)",
+        ["manager", "command", "p50", "p90", "min", "max", "n"],
+        rows,
+    )
+    rpc = results.get("ours", {}).get("status", {}).get("rpcMs")
+    if rpc:
+        s = summarize(rpc)
+        print(f"   openclaw-sup in-process status RPC: p50 {fmt(s['p50'], 2)} ms, p90 {fmt(s['p90'], 2)} ms")
+
+    bus_rate = None
+    if bus is not None:
+        rates = [r["receivedPerS"] for r in bus["reps"] if "receivedPerS" in r]
+        print(
+            f"\n== bus throughput worker -> supervisor (openclaw-sup, one flood worker, "
+            f"{bus['count']:,} events "
+            f"per rep)"
+        )
+        if rates:
+            s = summarize(rates)
+            bus_rate = s["p50"]
+            sender = summarize([r["senderAttemptsPerS"] for r in bus["reps"]])
+            drops = [r["dropped"] for r in bus["reps"]]
+            calls = max(r["statusCallMs"]["max"] for r in bus["reps"])
+            print(
+                f"   received: p50 {s['p50']:,.0f} msg/s (min {s['min']:,.0f}, max {s['max']:,.0f}, "
+                f"n {s['n']}); "
+                f"sender attempts p50 {sender['p50']:,.0f}/s; dropped at the sender (queue full) per rep: "
+                f"{', '.join(f'{d:,}' for d in drops)}; slowest status call during the flood {calls:.1f} ms"
+            )
+        else:
+            print("   no rep completed: " + "; ".join(bus["problems"]))
+
+    verdicts: dict[str, Any] = {}
+    ours = results.get("ours")
+    if ours is not None:
+        checks: list[tuple[str, float | None, float, bool]] = []
+        if "kills" in ours:
+            s = summarize([k["latencyMs"] for k in ours["kills"]])
+            checks += [
+                ("recovery p50 <= 15 ms", s["p50"], TARGETS["recovery_p50_ms"], True),
+                ("recovery p99 <= 40 ms", s["p99"], TARGETS["recovery_p99_ms"], True),
+            ]
+        if "memory" in ours:
+            checks.append(("total PSS < 120 MB", ours["memory"]["treePss"] / MB, TARGETS["pss_mb"], True))
+        if bus is not None:
+            checks.append(("bus >= 100k msg/s", bus_rate, TARGETS["bus_msg_s"], False))
+        if "status" in ours:
+            checks.append(
+                (
+                    "status < 100 ms (p50)",
+                    statistics.median(ours["status"]["wallMs"]),
+                    TARGETS["status_ms"],
+                    True,
+                )
+            )
+        print("\n== targets (openclaw-sup)")
+        for name, value, limit, below in checks:
+            met = value is not None and (value <= limit if below else value >= limit)
+            shown = "-" if value is None else (f"{value:,.0f}" if limit > 1000 else f"{value:.1f}")
+            print(f"   {name:<24} {shown:>10}   {'met' if met else 'NOT MET'}")
+            verdicts[name] = {"value": value, "limit": limit, "met": met}
+
+    problems = [p for res in results.values() for p in res.get("problems", [])]
+    problems += bus["problems"] if bus else []
+    print("\n== problems seen")
+    for p in problems or ["none"]:
+        print(f"   - {p}")
+    return verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    rng = random.Random(seed)
+    started = dt.datetime.now(dt.UTC)
+    log(f"peers {','.join(args.peer_list)}; {args.kills} kills each; seed {seed}")
+    results: dict[str, Any] = {}
+    for key in args.peer_list:
+        results[key] = run_manager(key, args, rng)
+    bus = run_bus(args) if "ours" in args.peer_list and args.bus_reps > 0 else None
+    finished = dt.datetime.now(dt.UTC)
+    print(
+        f"recovery bench {started:%Y-%m-%d %H:%M}-{finished:%H:%M} UTC; {os.cpu_count()} cpus, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}; seed {seed}"
+    )
+    verdicts = report(results, bus, args)
+    out = args.out or Path(__file__).resolve().parent / "results" / f"recovery-{started:%Y-%m-%d}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = {
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "seed": seed,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "managers": results,
+        "bus": bus,
+        "targets": verdicts,
+    }
+    out.write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    print(f"\nraw numbers: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Shared harness: a real `openclaw-sup gateway` process with its own state dir, port and settings."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openclaw_sup.ipc.control import ControlError, call
+
+REPO = Path(__file__).resolve().parent.parent
+KINDS_DIR = REPO / "tests" / "kinds"
+BIN = Path(sys.executable).parent / "openclaw-sup"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll until `pred()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ControlError, OSError):
+            last = pred()
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}; last value: {last!r}")
+
+
+class Gateway:
+    """One gateway instance under test, with helpers to read its status and log."""
+
+    def __init__(self, root: Path, settings: dict[str, Any], *, profile: str | None = None,
+                 config: dict[str, Any] | None = None, port: int | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.profile = profile
+        self.state_dir = self.home / (f".openclaw-{profile}" if profile else ".openclaw")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.log_file = root / "gateway.log"
+        self.settings_file = root / "sup.json"
+        self.settings_file.write_text(json.dumps({"kinds": ["sup_test_kinds"], **settings}))
+        cfg = {"gateway": {"mode": "local", "port": self.port}, "logging": {"file": str(self.log_file)}}
+        if config:
+            cfg.update(config)
+        (self.state_dir / "openclaw.json").write_text(json.dumps(cfg))
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")},
+            "HOME": str(self.home),
+            "OPENCLAW_SUP_CONFIG": str(self.settings_file),
+            "PYTHONPATH": str(KINDS_DIR),
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stdout = root / "stdout.txt"
+
+    @property
+    def control(self) -> Path:
+        return self.state_dir / "run" / "ctl.sock"
+
+    def cli_args(self) -> list[str]:
+        return ["--profile", self.profile] if self.profile else []
+
+    def start(self, wait_running: bool = True, *args: str) -> Gateway:
+        out = self.stdout.open("ab")
+        self.proc = subprocess.Popen([str(BIN), *self.cli_args(), "gateway", *args], env=self.env,
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        wait_for(lambda: self.control.exists() and self.status(), 20, what="the control socket")
+        if wait_running:
+            self.wait_all_running()
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return call(self.control, "status", timeout=5)
+
+    def worker(self, name: str) -> dict[str, Any]:
+        for w in self.status()["workers"]:
+            if w["name"] == name:
+                return w
+        raise KeyError(name)
+
+    def pids(self) -> dict[str, int | None]:
+        return {w["name"]: w["pid"] for w in self.status()["workers"]}
+
+    def wait_all_running(self, timeout: float = 20) -> dict[str, Any]:
+        return wait_for(lambda: (s := self.status()) and all(w["state"] == "running" for w in s["workers"])
+                        and s, timeout, what="every worker running")
+
+    def wait_state(self, name: str, state: str, timeout: float = 20) -> dict[str, Any]:
+        return wait_for(lambda: (w := self.worker(name))["state"] == state and w, timeout,
+                        what=f"{name} {state}")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        if not self.log_file.exists():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+
+    def log_text(self) -> str:
+        return "\n".join(r["message"] for r in self.log_lines())
+
+    def run_cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN), *self.cli_args(), *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(f"gateway did not stop within {timeout}s of SIGTERM") from None
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    made: list[Gateway] = []
+
+    def make(settings: dict[str, Any], **kw: Any) -> Gateway:
+        gw = Gateway(tmp_path / f"gw{len(made)}", settings, **kw)
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        if gw.proc is not None and gw.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                gw.stop()
+        if gw.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(gw.proc.pid, signal.SIGKILL)

@@ -1,0 +1,320 @@
+"""The supervisor with real processes, real ZeroMQ and real signals (issue: supervisor core)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import Gateway, wait_for
+from openclaw_sup.ipc.control import ControlError, call
+
+FAST = {"restart": {"stableAfterMs": 200}, "liveness": {"heartbeatIntervalMs": 200}}
+
+
+def healthz(gw: Gateway) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw.port}/healthz", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def zombies_under(pid: int) -> list[int]:
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for k in kids:
+        try:
+            if k.status() == psutil.STATUS_ZOMBIE:
+                out.append(k.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_fifty_sigkills_each_back_running_with_new_pid(gateway_factory) -> None:
+    gw = gateway_factory({**FAST, "workers": {"victim": {"kind": "sleeper"}, "bystander": {"kind": "sleeper"}}})
+    gw.start()
+    bystander = gw.worker("bystander")["pid"]
+    seen = set()
+    for i in range(50):
+        w = gw.worker("victim")
+        assert w["state"] == "running" and w["restarts"] == i
+        seen.add(w["pid"])
+        time.sleep(0.25)  # past stableAfterMs: each kill is a first crash, restarted at once
+        os.kill(w["pid"], signal.SIGKILL)
+        wait_for(lambda old=w["pid"]: (x := gw.worker("victim"))["state"] == "running" and x["pid"] != old,
+                 10, what=f"victim back after kill {i + 1}")
+    final = gw.worker("victim")
+    seen.add(final["pid"])
+    assert final["restarts"] == 50
+    assert len(seen) == 51
+    assert final["lastExit"]["signal"] == signal.SIGKILL
+    assert gw.worker("bystander")["pid"] == bystander
+    assert gw.worker("bystander")["restarts"] == 0
+    sup = gw.status()["supervisor"]
+    assert zombies_under(sup["pid"]) == []
+    assert gw.stop() == 0
+
+
+def test_crash_loop_ends_failed_with_last_stderr_and_recovers(gateway_factory, tmp_path: Path) -> None:
+    fault = tmp_path / "fault"
+    fault.write_text("database file is corrupt")
+    gw = gateway_factory({"workers": {
+        "ok": {"kind": "sleeper"},
+        "loopy": {"kind": "crasher", "options": {"faultFile": str(fault)},
+                  "restart": {"crashLoopMax": 4, "crashLoopWindowMs": 30_000, "backoffBaseMs": 50,
+                              "failedRetryMs": 1500}}}})
+    gw.start(wait_running=False)
+    w = gw.wait_state("loopy", "failed")
+    assert w["lastError"] == "crasher: fatal: database file is corrupt"
+    assert w["lastExit"]["code"] == 3
+    assert w["retryInS"] is not None
+    # The gateway keeps answering: the port, the control socket and the healthy worker.
+    assert healthz(gw)["ok"] is True
+    assert gw.worker("ok")["state"] == "running"
+    res = gw.run_cli("status")
+    assert res.returncode == 1
+    assert "failed" in res.stdout and "database file is corrupt" in res.stdout
+    assert "is crash-looping" in gw.log_text()
+    # Slow retries go on while it is failed, then the fault is gone and it recovers.
+    fault.unlink()
+    gw.wait_state("loopy", "running", timeout=10)
+    assert gw.run_cli("status").returncode == 0
+    assert gw.stop() == 0
+
+
+def test_silent_worker_is_killed_and_restarted(gateway_factory, tmp_path: Path) -> None:
+    trigger = tmp_path / "hang"
+    gw = gateway_factory({"liveness": {"heartbeatIntervalMs": 100, "heartbeatTimeoutMs": 800},
+                          "workers": {"hang": {"kind": "hanger", "options": {"triggerFile": str(trigger)}}}})
+    gw.start()
+    old = gw.worker("hang")["pid"]
+    trigger.touch()
+    t0 = time.monotonic()
+    wait_for(lambda: gw.worker("hang")["restarts"] >= 1, 10, what="the hung worker killed")
+    detected = time.monotonic() - t0
+    w = gw.worker("hang")
+    assert "no heartbeat" in (w["lastError"] or "") and "bound 0.8s" in w["lastError"]
+    assert w["lastExit"]["signal"] == signal.SIGKILL
+    assert detected < 10
+    trigger.unlink()
+    w = gw.wait_state("hang", "running")
+    assert w["pid"] != old
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+
+
+def test_worker_that_never_says_ready_is_killed_after_start_timeout(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {"mute": {"kind": "never_ready",
+                                                "liveness": {"startTimeoutMs": 400},
+                                                "restart": {"failedRetryMs": 60_000, "crashLoopMax": 2}}}})
+    gw.start(wait_running=False)
+    w = gw.wait_state("mute", "failed", timeout=15)
+    assert w["lastError"] == "did not say ready within 0.4s"
+    assert w["restarts"] == 1
+
+
+def test_flood_and_garbage_cannot_crash_or_bloat_the_supervisor(gateway_factory) -> None:
+    gw = gateway_factory({"bus": {"maxMessageBytes": 65536, "rcvHwm": 1000},
+                          "workers": {"steady": {"kind": "sleeper"},
+                                      "flood": {"kind": "flood", "options": {"count": 300_000}},
+                                      "logflood": {"kind": "flood", "options": {"count": 50_000,
+                                                                                "msgKind": "log"}},
+                                      "junk": {"kind": "garbage", "options": {"oversize": 8 << 20}}}})
+    gw.start()
+    sup_pid = gw.status()["supervisor"]["pid"]
+    rss0 = psutil.Process(sup_pid).memory_info().rss
+    wait_for(lambda: "flood flood done" in (t := gw.log_text()) and "log rate limit: dropped" in t, 60,
+             interval=0.2, what="the event flood finished and the log flood throttled")
+    time.sleep(1.5)
+    s = gw.status()
+    rss1 = psutil.Process(sup_pid).memory_info().rss
+    assert s["supervisor"]["busReceived"] > 100_000
+    assert (rss1 - rss0) < 40 * 1024 * 1024, f"supervisor RSS grew by {(rss1 - rss0) >> 20} MB"
+    text = gw.log_text()
+    assert "dropped a bad bus message from 'junk': message is not JSON" in text
+    assert "more bad bus messages from 'junk'" in text
+    assert "log rate limit: dropped" in text
+    assert "Traceback" not in gw.stdout.read_text()
+    assert gw.worker("steady")["state"] == "running" and gw.worker("steady")["restarts"] == 0
+    assert healthz(gw)["ok"] is True
+    # The oversized frame made libzmq drop that peer's connection, not the supervisor.
+    assert psutil.pid_exists(sup_pid)
+    assert gw.stop() == 0
+
+
+def test_sigkill_of_supervisor_leaves_no_process_and_frees_the_port(gateway_factory, tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    gw = gateway_factory({"workers": {"a": {"kind": "sleeper"}, "b": {"kind": "sleeper"},
+                                      "parent": {"kind": "spawner", "options": {"pidFile": str(pidfile)}}}})
+    gw.start()
+    s = gw.status()
+    pids = [w["pid"] for w in s["workers"]] + [s["supervisor"]["forkServerPid"], int(pidfile.read_text())]
+    assert all(psutil.pid_exists(p) for p in pids)
+    os.kill(s["supervisor"]["pid"], signal.SIGKILL)
+    gw.proc.wait(5)
+    t0 = time.monotonic()
+
+    def all_gone() -> bool:
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+
+    wait_for(all_gone, 2.0, interval=0.01, what="every worker, the fork server and the grandchild gone")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", gw.port))
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_graceful_stop_keeps_every_log_record_and_uses_the_ladder(gateway_factory) -> None:
+    gw = gateway_factory({"stop": {"busTimeoutMs": 300, "termTimeoutMs": 300},
+                          "workers": {"chatty": {"kind": "flood", "options": {"count": 2000, "msgKind": "log",
+                                                                              "delay": 0}},
+                                      "stubborn": {"kind": "stubborn"}, "calm": {"kind": "sleeper"}}})
+    gw.start()
+    wait_for(lambda: "flood done" in gw.log_text(), 20, what="the chatty worker finished logging")
+    pids = gw.pids()
+    t0 = time.monotonic()
+    assert gw.stop() == 0
+    took = time.monotonic() - t0
+    lines = [r["message"] for r in gw.log_lines() if r.get("worker") == "chatty"]
+    assert sum(1 for m in lines if m.startswith("flood line ")) == 2000
+    text = gw.log_text()
+    assert "sleeper calm stopping cleanly" in text
+    assert "worker stubborn (pid" in text and "sending SIGTERM" in text and "sending SIGKILL" in text
+    assert "worker calm stopped (pid" in text and "exit code 0" in text
+    assert "gateway stopped" in text
+    assert all(not psutil.pid_exists(p) for p in pids.values() if p)
+    assert took < 20
+
+
+def test_status_command_exit_codes_and_json(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {"one": {"kind": "sleeper"}}})
+    res = gw.run_cli("status")
+    assert res.returncode == 2 and "no gateway is running" in res.stderr
+    gw.start()
+    res = gw.run_cli("status")
+    assert res.returncode == 0, res.stderr
+    header, _, table, row = res.stdout.splitlines()[:4]
+    assert f"pid {gw.status()['supervisor']['pid']}" in header
+    for col in ("NAME", "KIND", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%", "HB",
+                "LAST ERROR"):
+        assert col in table
+    assert row.split()[:4] == ["one", "sleeper", str(gw.worker("one")["pid"]), "running"]
+    data = json.loads(gw.run_cli("status", "--json").stdout)
+    assert data["workers"][0]["name"] == "one" and data["supervisor"]["rss"] > 0
+    assert data["workers"][0]["heartbeatAgeS"] is not None
+
+
+def test_worker_process_identity(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {"w1": {"kind": "sleeper"}}}, profile="blue")
+    gw.start()
+    s = gw.status()
+    pid = s["workers"][0]["pid"]
+    p = psutil.Process(pid)
+    assert " ".join(p.cmdline()).startswith("openclaw-sup: w1 [blue]")
+    assert os.getpgid(pid) == pid
+    assert p.ppid() == s["supervisor"]["forkServerPid"]
+    # A worker inherits neither the listening socket nor the supervisor's bus socket.
+    assert not [c for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    run_dir = gw.state_dir / "run"
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
+    assert (run_dir / "bus.sock").exists()
+
+
+def test_request_round_trip_between_workers(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {"asker": {"kind": "asker", "options": {"target": "answerer"}},
+                                      "answerer": {"kind": "sleeper"}}})
+    gw.start()
+    wait_for(lambda: "asker got" in gw.log_text(), 10, what="the answer")
+    assert f"'pid': {gw.worker('answerer')['pid']}" in gw.log_text()
+    assert "asker error: UNAVAILABLE no worker named 'ghost'" in gw.log_text()
+
+
+def test_sighup_reload_touches_only_changed_workers(gateway_factory) -> None:
+    workers = {"a": {"kind": "sleeper"}, "b": {"kind": "sleeper", "options": {"v": 1}},
+               "c": {"kind": "sleeper"}}
+    gw = gateway_factory({"workers": workers})
+    gw.start()
+    before = gw.pids()
+    settings = json.loads(gw.settings_file.read_text())
+    settings["workers"]["b"]["options"]["v"] = 2
+    del settings["workers"]["c"]
+    settings["workers"]["d"] = {"kind": "sleeper"}
+    gw.settings_file.write_text(json.dumps(settings))
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: set(gw.pids()) == {"a", "b", "d"} and gw.worker("b")["pid"] != before["b"]
+             and gw.worker("d")["state"] == "running" and gw.worker("b")["state"] == "running", 10,
+             what="the reload applied")
+    after = gw.pids()
+    assert after["a"] == before["a"]
+    assert not psutil.pid_exists(before["c"])
+    assert "config reload: start d; stop c; respawn b; keep a" in gw.log_text()
+    # An invalid edit is skipped and nothing restarts.
+    gw.settings_file.write_text("{ workers: { a: ")
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: "config reload skipped (invalid config)" in gw.log_text(), 5)
+    assert gw.pids() == after
+
+
+def test_sigusr1_restarts_every_worker_and_keeps_the_port(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {"a": {"kind": "sleeper"}, "b": {"kind": "sleeper"}}})
+    gw.start()
+    before = gw.pids()
+    fs_before = gw.status()["supervisor"]["forkServerPid"]
+    gw.signal(signal.SIGUSR1)
+    wait_for(lambda: all(p and p != before[n] for n, p in gw.pids().items())
+             and gw.status()["supervisor"]["forkServerPid"] != fs_before, 15, what="every worker replaced")
+    gw.wait_all_running()
+    assert healthz(gw)["ok"] is True
+    assert gw.stop() == 0
+
+
+def test_lost_fork_server_is_replaced_and_workers_come_back(gateway_factory) -> None:
+    gw = gateway_factory({**FAST, "workers": {"a": {"kind": "sleeper"}, "b": {"kind": "sleeper"}}})
+    gw.start()
+    s = gw.status()
+    old_fs = s["supervisor"]["forkServerPid"]
+    old = gw.pids()
+    os.kill(old_fs, signal.SIGKILL)
+    wait_for(lambda: (x := gw.status())["supervisor"]["forkServerPid"] != old_fs
+             and all(w["state"] == "running" and w["pid"] != old[w["name"]] for w in x["workers"]), 15,
+             what="a new fork server and both workers back")
+    assert all(not psutil.pid_exists(p) for p in old.values())
+    assert "fork server (pid" in gw.log_text()
+    assert gw.stop() == 0
+
+
+def test_second_gateway_on_same_state_dir_is_refused(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {}})
+    gw.start()
+    res = subprocess.run([str(gw.proc.args[0]), "gateway", "--port", str(gw.port + 1)], env=gw.env,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert f"gateway already running (pid {gw.status()['supervisor']['pid']})" in res.stderr
+
+
+def test_rss_ceiling_restarts_the_worker(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {"fat": {"kind": "sleeper", "liveness": {"rssLimitMb": 5,
+                                                                              "heartbeatIntervalMs": 100}}}})
+    gw.start(wait_running=False)
+    w = wait_for(lambda: (x := gw.worker("fat"))["restarts"] >= 1 and x, 10, what="a restart over the ceiling")
+    assert "over the 5 MB ceiling" in w["lastError"]
+
+
+def test_control_socket_rejects_bad_requests(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {}})
+    gw.start()
+    with pytest.raises(ControlError, match="unknown control op 'explode'"):
+        call(gw.control, "explode")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(gw.control))
+        s.sendall(b"this is not json\n")
+        assert b"bad control request" in s.recv(4096)
+    assert gw.status()["ok"]
