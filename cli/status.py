@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
 
 from openclaw_sup.config.paths import resolve
 from openclaw_sup.ipc.control import ControlError, call
@@ -36,11 +35,11 @@ def fmt_bytes(n: int | None) -> str:
     return "-" if n is None else f"{n / 1048576:.1f} MB"
 
 
-def exit_code(snapshot: dict[str, Any]) -> int:
+def exit_code(snapshot: dict[str, object]) -> int:
     return 0 if all(w["state"] == "running" for w in snapshot["workers"]) else 1
 
 
-def render(snap: dict[str, Any], width: int = 160) -> str:
+def render(snap: dict[str, object], width: int = 160) -> str:
     sup = snap["supervisor"]
     head = (f"openclaw-sup {sup['version']} [{sup['profile']}]  pid {sup['pid']}  rss {fmt_bytes(sup['rss'])}  "
             f"up {fmt_duration(sup['uptimeS'])}  {sup['listen']}")

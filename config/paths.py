@@ -7,7 +7,6 @@ Precedence follows the upstream gateway: explicit env vars beat the profile, the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PORT = 18789
@@ -23,14 +22,19 @@ def home_dir(env: dict[str, str] | None = None) -> Path:
     return Path.home()
 
 
-@dataclass(frozen=True)
 class ProfilePaths:
-    """Every filesystem location of one gateway instance."""
+    """Every filesystem location of one gateway instance (a plain class: `dataclasses` costs `status` 8 ms)."""
 
-    profile: str | None
-    state_dir: Path
-    config_path: Path
-    dev: bool = False
+    __slots__ = ("config_path", "dev", "profile", "state_dir")
+
+    def __init__(self, profile: str | None, state_dir: Path, config_path: Path, dev: bool = False) -> None:
+        self.profile = profile
+        self.state_dir = state_dir
+        self.config_path = config_path
+        self.dev = dev
+
+    def __repr__(self) -> str:
+        return f"ProfilePaths(profile={self.profile!r}, state_dir={self.state_dir!r}, config={self.config_path!r})"
 
     @property
     def run_dir(self) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
 
 MAX_REPLY = 16 << 20
 
@@ -18,7 +17,7 @@ class ControlError(Exception):
     """No supervisor answered; the message says why."""
 
 
-def call(path: Path, op: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
+def call(path: Path, op: str, timeout: float = 5.0, **args: object) -> dict[str, object]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

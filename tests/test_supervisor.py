@@ -318,3 +318,21 @@ def test_control_socket_rejects_bad_requests(gateway_factory) -> None:
         s.sendall(b"this is not json\n")
         assert b"bad control request" in s.recv(4096)
     assert gw.status()["ok"]
+
+
+def test_status_is_import_light_and_watch_refreshes(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {"one": {"kind": "sleeper"}}})
+    gw.start()
+    res = subprocess.run([str(Path(gw.proc.args[0]).parent / "python"), "-X", "importtime", "-m", "openclaw_sup",
+                          *gw.cli_args(), "status"], env=gw.env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "|" in line}
+    assert "openclaw_sup.cli.status" in imported
+    assert not imported & {"asyncio", "zmq", "typer", "rich", "aiohttp", "uvloop", "psutil", "orjson", "click"}
+    watch = subprocess.Popen([str(gw.proc.args[0]), *gw.cli_args(), "status", "--watch"], env=gw.env,
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    watch.send_signal(signal.SIGINT)
+    out, _ = watch.communicate(timeout=10)
+    assert watch.returncode == 0
+    assert out.count("NAME  ") >= 2
