@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from openclaw_sup import __version__
+from openclaw_sup.cli.config import config_app
+from openclaw_sup.cli.gateway_cmds import gateway_app, health
 
 app = typer.Typer(
     help="openclaw-sup: the OpenClaw gateway as a supervisor of isolated workers.\n\n"
@@ -13,6 +17,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    profile: Annotated[str | None, typer.Option("--profile", help="profile: state in ~/.openclaw-NAME")] = None,
+    dev: Annotated[bool, typer.Option("--dev", help="the dev profile: ~/.openclaw-dev, port 19001")] = False,
+) -> None:
+    """Keep upstream's global `--profile NAME` / `--dev` for every sub-command (they read `ctx.obj`)."""
+    ctx.obj = {"profile": profile, "dev": dev}
+
+
+app.add_typer(config_app, name="config")
+app.add_typer(gateway_app, name="gateway")
+app.command("health")(health)
 
 
 @app.command()

@@ -1,1 +1,1 @@
-"""Paths, profiles and settings. Imports nothing of ours."""
+"""Paths, profiles, settings, the schema, owned writes and the reload plan. Imports nothing of ours outside config/."""

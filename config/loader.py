@@ -37,14 +37,18 @@ def substitute_env(value: Any, env: dict[str, str] | None = None, missing: list[
 
 
 def parse_json5(text: str, source: str) -> Any:
+    """Parse JSON5 text; a syntax error names the source."""
     try:
         return pyjson5.decode(text)
     except pyjson5.Json5Exception as exc:
         raise ConfigError(f"Invalid config at {source}: not valid JSON5: {exc}") from None
 
 
-def load_json5(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Load a JSON5 object file; a missing file is an empty config."""
+def load_json5(path: Path, env: dict[str, str] | None = None, substitute: bool = True) -> dict[str, Any]:
+    """Load a JSON5 object file; a missing file is an empty config.
+
+    `substitute=False` keeps `${VAR}` literal: owned writes must not bake the environment into the file.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -54,4 +58,4 @@ def load_json5(path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     data = parse_json5(text, str(path)) if text.strip() else {}
     if not isinstance(data, dict):
         raise ConfigError(f"Invalid config at {path}: the top level must be an object, not {type(data).__name__}")
-    return substitute_env(data, env)
+    return substitute_env(data, env) if substitute else data

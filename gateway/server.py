@@ -1,17 +1,27 @@
 """The one listener of the gateway port, run inside the supervisor's event loop (aiohttp on uvloop).
 
-Serves the unauthenticated health probes of the spec (`/health(z)`, `/ready(z)`, `/startup(z)`); other
-paths answer 404 until their routes exist.
+`GET /` with an Upgrade is the WebSocket protocol; the unauthenticated health probes of the spec
+(`/health(z)`, `/ready(z)`, `/startup(z)`) answer on the same port; other paths answer 404 until their
+routes exist. Binding retries briefly on EADDRINUSE (a previous instance may still be closing), as upstream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from openclaw_sup.gateway.protocol import MAX_PAYLOAD
+
+if TYPE_CHECKING:
+    from openclaw_sup.gateway.core import GatewayCore
+
+BIND_RETRIES = 4
+BIND_RETRY_S = 0.5
 
 
 class BindError(RuntimeError):
@@ -19,8 +29,10 @@ class BindError(RuntimeError):
 
 
 class GatewayServer:
-    def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]], version: str) -> None:
+    def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]], version: str,
+                 core: GatewayCore | None = None) -> None:
         self.host, self.port = host, port
+        self.core = core
         self.readiness = readiness
         self.version = version
         self.started = time.monotonic()
@@ -35,7 +47,18 @@ class GatewayServer:
             app.router.add_route("GET", path, self._ready)
         for path in ("/startup", "/startupz"):
             app.router.add_route("GET", path, self._startup)
+        app.router.add_route("GET", "/", self._root)
         return app
+
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket" or self.core is None:
+            raise web.HTTPNotFound(text="Not Found")
+        from openclaw_sup.gateway.connection import Connection
+
+        ws = web.WebSocketResponse(max_msg_size=MAX_PAYLOAD, compress=False, autoping=True)
+        await ws.prepare(request)
+        await Connection(ws, request, self.core).run()
+        return ws
 
     def _local(self, request: web.Request) -> bool:
         peer = request.remote or ""
@@ -68,17 +91,22 @@ class GatewayServer:
                                  status=200 if ok else 503)
 
     async def start(self) -> None:
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            url = f"ws://{self.host}:{self.port}"
-            if exc.errno == errno.EADDRINUSE:
-                raise BindError(f"another gateway instance is already listening on {url}") from None
-            raise BindError(f"failed to bind gateway socket on {url}: {exc.strerror}") from None
+        url = f"ws://{self.host}:{self.port}"
+        for attempt in range(BIND_RETRIES + 1):
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True, backlog=1024)
+            try:
+                await site.start()
+                break
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE and attempt < BIND_RETRIES:
+                    await asyncio.sleep(BIND_RETRY_S)
+                    continue
+                await runner.cleanup()
+                if exc.errno == errno.EADDRINUSE:
+                    raise BindError(f"another gateway instance is already listening on {url}") from None
+                raise BindError(f"failed to bind gateway socket on {url}: {exc.strerror}") from None
         self._runner = runner
 
     async def stop(self) -> None:

@@ -14,17 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from openclaw_sup import __version__
 from openclaw_sup.config.paths import ProfilePaths, ensure_private_dir
 from openclaw_sup.config.plan import ReloadPlan
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
+from openclaw_sup.gateway.authn import AuthConfig
+from openclaw_sup.gateway.core import GatewayCore
+from openclaw_sup.gateway.host import Partial
+from openclaw_sup.gateway.methods import unavailable_worker
+from openclaw_sup.gateway.protocol import MethodError
 from openclaw_sup.gateway.server import GatewayServer
 from openclaw_sup.ipc.bus import RouterBus
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
@@ -44,6 +52,9 @@ LINE_LIMIT = 8192
 class RunOptions:
     host: str
     port: int
+    auth: AuthConfig
+    gateway_config: dict[str, Any]
+    tick_interval_ms: int
     verbose: bool = False
 
 
@@ -62,7 +73,7 @@ class Supervisor:
         self.fs = fork_server
         self.sink = sink
         self._reload_settings = reload_settings
-        self.table = ProcessTable()
+        self.table = ProcessTable(self._state_changed)
         self.started = time.monotonic()
         self.exit_code = 0
         self.stopping = False
@@ -74,7 +85,11 @@ class Supervisor:
         self._flush_scheduled = False
         self._bad: dict[str, int] = {}
         self._ops_lock: asyncio.Lock | None = None
-        self.on_worker_event: Callable[[str, dict[str, Any]], None] | None = None
+        self.core: GatewayCore | None = None
+        self.gateway_cfg = opts.gateway_config
+        self._pending: dict[str, tuple[asyncio.Future[Any], Partial | None, str]] = {}
+        self._req_ids = itertools.count(1)
+        self._health_scheduled = False
 
     # ================================================================ run
 
@@ -93,14 +108,18 @@ class Supervisor:
         await self._attach_fork_server(self.fs)
         self.control = ControlServer(self.paths.control_socket, self._on_control)
         await self.control.start()
-        self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, __version__)
+        self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
+                                tick_interval_ms=self.opts.tick_interval_ms)
+        self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, __version__, self.core)
         try:
             await self.gateway.start()
         except Exception as exc:
             self.log("error", str(exc))
+            print(exc, file=sys.stderr, flush=True)
             self.exit_code = 1
             await self._teardown()
             return self.exit_code
+        self.core.hub.start()
         self.log("info", f"gateway listening on ws://{self.opts.host}:{self.opts.port} (pid {os.getpid()}, "
                          f"profile {self.paths.label}, {len(self.settings.workers)} workers)")
         for spec in self.settings.workers:
@@ -114,7 +133,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self.reload(), "reload"))
-        loop.add_signal_handler(signal.SIGUSR1, lambda: self._spawn_task(self.restart_all(), "restart"))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: self._spawn_task(self.restart_all(True), "restart"))
 
     def _reap_adopted(self) -> None:
         """The supervisor is a child subreaper: workers orphaned by a dying fork server come back here.
@@ -313,6 +332,7 @@ class Supervisor:
             if msg.get("pid") == inc.pid and rec.state == State.STARTING:
                 now = time.monotonic()
                 inc.ready_at = inc.last_hb = now
+                rec.ever_ready = True
                 rec.fire(Event.READY)
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
@@ -321,10 +341,46 @@ class Supervisor:
             if msg.get("pid") == inc.pid:
                 inc.last_hb = time.monotonic()
         elif kind == Kind.EVENT:
-            if self.on_worker_event is not None:
-                self.on_worker_event(rec.name, msg)
+            self._worker_event(rec, msg)
+        elif kind == Kind.RES and str(msg.get("id")) in self._pending:
+            self._answer(msg)
         elif kind in (Kind.REQ, Kind.RES):
             self._route(rec, msg)
+
+    def _worker_event(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
+        """Fan a worker's event out to the WebSocket clients allowed to see it."""
+        event = msg.get("event")
+        if not isinstance(event, str) or self.core is None:
+            return
+        payload = msg.get("payload")
+        if event == "heartbeat" and isinstance(payload, dict):
+            self.core.methods.last_heartbeat = payload
+        self.core.hub.broadcast(event, payload, scope="operator.read")
+
+    def _answer(self, msg: dict[str, Any]) -> None:
+        rid = str(msg.get("id"))
+        fut, partial, _worker = self._pending[rid]
+        if msg.get("partial"):
+            if partial is not None:
+                self._spawn_task(partial(msg.get("payload")), "partial answer")
+            return
+        del self._pending[rid]
+        if fut.done():
+            return
+        if msg.get("ok", True):
+            fut.set_result(msg.get("payload"))
+        else:
+            err = msg.get("error") if isinstance(msg.get("error"), dict) else {}
+            fut.set_exception(MethodError(str(err.get("code", "UNAVAILABLE")), str(err.get("message", "failed")),
+                                          details=err.get("details") if isinstance(err.get("details"), dict)
+                                          else None))
+
+    def _fail_pending(self, worker: str, why: str) -> None:
+        for rid, (fut, _partial, name) in list(self._pending.items()):
+            if name == worker:
+                del self._pending[rid]
+                if not fut.done():
+                    fut.set_exception(MethodError("UNAVAILABLE", why, retryable=True))
 
     def _worker_log(self, rec: WorkerRecord, inc: Incarnation | None, msg: dict[str, Any]) -> None:
         level = str(msg.get("level", "info"))[:8]
@@ -411,6 +467,7 @@ class Supervisor:
                                                                 "text": "lost with the fork server"}
         inc.exit["atS"] = round(time.time(), 3)
         rec.cancel_timer()
+        self._fail_pending(rec.name, f"the {rec.name} worker exited ({inc.exit['text']}) before answering")
         if inc.done is not None and not inc.done.done():
             inc.done.set_result(inc.exit)
         if rec.state == State.STOPPING:
@@ -495,12 +552,16 @@ class Supervisor:
         self.log("info", "stopping every worker")
         if self.gateway is not None:
             self.gateway.draining = True
+        if self.core is not None:
+            await self.core.hub.shutdown("gateway stopping")
         await asyncio.gather(*(self.stop_worker(r) for r in self.table), return_exceptions=True)
         await self._teardown()
 
     async def _teardown(self) -> None:
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.core is not None:
+            self.core.close()
         if self.control is not None:
             await self.control.close()
         self.fs.close()
@@ -562,11 +623,18 @@ class Supervisor:
         fresh.previous = rec.current
         self._start(fresh)
 
-    async def restart_all(self) -> None:
-        """SIGUSR1: stop every worker, take a fresh fork server and settings, start everything again."""
+    async def restart_all(self, notify_clients: bool = False) -> None:
+        """SIGUSR1: stop every worker, take a fresh fork server and settings, start everything again.
+
+        The port stays bound; WebSocket clients get `shutdown` then 1012, as upstream's in-place restart.
+        """
         assert self._ops_lock is not None and self._fs_ready is not None
         async with self._ops_lock:
-            self.log("info", "received SIGUSR1; restarting every worker in place")
+            self.log("info", "restarting every worker in place")
+            if self.core is not None:
+                await self.core.hub.shutdown("gateway restarting", restart_expected_ms=1000)
+                self.core.hub.closing = False
+                self.core.hub.start()
             try:
                 self.settings = self._reload_settings()
             except Exception as exc:
@@ -580,16 +648,79 @@ class Supervisor:
             old._on_lost = None
             old.close()
             await self._attach_fork_server(self.fs)
-            self.table = ProcessTable()
+            self.table = ProcessTable(self._state_changed)
             for spec in self.settings.workers:
                 self._start(self.table.add(spec))
+
+    # ================================================================ gateway host
+
+    def worker_view(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [r.snapshot(now) for r in self.table]
+
+    def workers_of_kind(self, kind_prefix: str) -> list[str]:
+        return [r.name for r in self.table if r.spec.kind.startswith(kind_prefix)]
+
+    async def call_worker(self, name: str, method: str, params: dict[str, Any], *, timeout: float,
+                          partial: Partial | None = None) -> Any:
+        rec = self.table.get(name)
+        if rec is None or rec.state != State.RUNNING:
+            raise unavailable_worker(name, rec.state.value if rec else None)
+        assert self.bus is not None
+        rid = f"gw:{next(self._req_ids)}"
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = (fut, partial, name)
+        if not self.bus.send(name.encode(), {"kind": Kind.REQ, "id": rid, "method": method, "params": params}):
+            del self._pending[rid]
+            raise MethodError("UNAVAILABLE", f"the {name} worker is not accepting requests", retryable=True)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise MethodError("UNAVAILABLE", f"the {name} worker did not answer {method} within {timeout:g}s",
+                              retryable=True) from None
+        finally:
+            self._pending.pop(rid, None)
+
+    def gateway_config(self) -> dict[str, Any]:
+        return self.gateway_cfg
+
+    def config_path(self) -> Path:
+        return self.paths.config_path
+
+    def log_file(self) -> Path | None:
+        return self.sink.path
+
+    def supervisor_view(self) -> dict[str, Any]:
+        return self.snapshot()["supervisor"]
+
+    def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]:
+        self.log("info", f"restart requested ({reason}); restarting in {delay_ms} ms")
+        asyncio.get_running_loop().call_later(delay_ms / 1000, lambda: self._spawn_task(
+            self.restart_all(notify_clients=True), "requested restart"))
+        return {"ok": True, "scheduled": True, "delayMs": delay_ms}
+
+    def _state_changed(self) -> None:
+        """Worker states feed the `health` broadcast, coalesced over 50 ms."""
+        if self._health_scheduled or self.core is None:
+            return
+        self._health_scheduled = True
+
+        def push() -> None:
+            self._health_scheduled = False
+            if self.core is not None and not self.stopping:
+                snap = self.core.methods.health_snapshot()
+                snap.pop("durationUs", None)
+                self.core.hub.health_changed(snap)
+
+        asyncio.get_running_loop().call_later(0.05, push)
 
     # ================================================================ status
 
     def readiness(self) -> dict[str, Any]:
         states = {r.name: r.state.value for r in self.table}
         pending = [n for n, s in states.items() if s != State.RUNNING]
-        started = self._fs_ready is not None and self._fs_ready.is_set()
+        booting = [r.name for r in self.table if not r.ever_ready and r.state != State.FAILED]
+        started = self._fs_ready is not None and self._fs_ready.is_set() and not booting
         return {"started": started, "ready": started and not pending, "pending": pending or None,
                 "workers": states}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dev", action="store_true", help="the dev profile: ~/.openclaw-dev, port 19001")
     p.add_argument("--allow-unconfigured", action="store_true",
                    help="start even when gateway.mode is not local")
+    p.add_argument("--force", action="store_true", help="stop a gateway already listening on the port first")
     args = p.parse_args(argv)
     if args.port is not None and not 0 < args.port < 65536:
         p.error(f"--port {args.port}: must be between 1 and 65535")
@@ -76,7 +78,9 @@ def write_dev_config(paths: ProfilePaths) -> None:
     tmp = paths.config_path.with_suffix(".json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write('{\n  "gateway": { "mode": "local", "bind": "loopback" }\n}\n')
+        token = secrets.token_urlsafe(24)
+        f.write('{\n  "gateway": { "mode": "local", "bind": "loopback", "auth": { "mode": "token", "token": "'
+                + token + '" } }\n}\n')
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, paths.config_path)
@@ -118,6 +122,27 @@ def run(argv: list[str]) -> int:
         print(blocked, file=sys.stderr)
         return EXIT_CONFIG
 
+    from openclaw_sup.gateway.authn import AuthConfig
+    from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
+
+    gateway_cfg = cfg.get("gateway") or {}
+    try:
+        auth = AuthConfig.from_config(gateway_cfg, os.environ)
+        host = resolve_host(gateway_cfg)
+        guard(host, port, has_shared_secret=bool(auth.token or auth.password) and not auth.generated)
+    except (ValueError, BindRefused) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.force:
+        from openclaw_sup.supervisor.force import ForceRefused, free_port
+
+        try:
+            for line in free_port(port):
+                print(line, file=sys.stderr)
+        except ForceRefused as exc:
+            print(exc, file=sys.stderr)
+            return 1
+
     from openclaw_sup.supervisor.lock import LockHeld, StateLock
 
     ensure_private_dir(paths.state_dir)
@@ -151,8 +176,11 @@ def run(argv: list[str]) -> int:
         console=sys.stdout if args.verbose else None,
     )
 
-    sup = Supervisor(paths, settings, RunOptions(host="127.0.0.1", port=port, verbose=args.verbose),
-                     fork_server, sink, lambda: load_settings(paths))
+    from openclaw_sup.gateway.core import tick_interval_from_env
+
+    opts = RunOptions(host=host, port=port, auth=auth, gateway_config=cfg, tick_interval_ms=tick_interval_from_env(),
+                      verbose=args.verbose)
+    sup = Supervisor(paths, settings, opts, fork_server, sink, lambda: load_settings(paths))
     try:
         return uvloop.run(sup.run())
     finally:

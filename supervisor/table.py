@@ -48,6 +48,8 @@ class WorkerRecord:
     timer: Any = None
     spawning: bool = False
     wanted: bool = True
+    listener: Any = None
+    ever_ready: bool = False
 
     @property
     def name(self) -> str:
@@ -56,6 +58,8 @@ class WorkerRecord:
     def fire(self, event: Event) -> State:
         self.state = next_state(self.state, event)
         self.since = time.monotonic()
+        if self.listener is not None:
+            self.listener()
         return self.state
 
     @property
@@ -104,12 +108,13 @@ class WorkerRecord:
 
 
 class ProcessTable:
-    def __init__(self) -> None:
+    def __init__(self, on_change: Any = None) -> None:
         self.records: dict[str, WorkerRecord] = {}
         self.by_pid: dict[int, WorkerRecord] = {}
+        self.on_change = on_change
 
     def add(self, spec: WorkerSpec) -> WorkerRecord:
-        rec = WorkerRecord(spec=spec, policy=RestartPolicy(spec.restart))
+        rec = WorkerRecord(spec=spec, policy=RestartPolicy(spec.restart), listener=self.on_change)
         self.records[spec.name] = rec
         return rec
 

@@ -58,9 +58,8 @@ class Gateway:
         self.log_file = root / "gateway.log"
         self.settings_file = root / "sup.json"
         self.settings_file.write_text(json.dumps({"kinds": ["sup_test_kinds"], **settings}))
-        cfg = {"gateway": {"mode": "local", "port": self.port}, "logging": {"file": str(self.log_file)}}
-        if config:
-            cfg.update(config)
+        cfg: dict[str, Any] = {"logging": {"file": str(self.log_file)}, **(config or {})}
+        cfg["gateway"] = {"mode": "local", **cfg.get("gateway", {}), "port": self.port}
         (self.state_dir / "openclaw.json").write_text(json.dumps(cfg))
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")},

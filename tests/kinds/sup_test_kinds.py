@@ -137,3 +137,47 @@ async def asker(ctx: WorkerContext) -> None:
         except RequestError as exc:
             ctx.log.info("asker error: %s %s", exc.code, exc)
     await _idle(ctx)
+
+
+@register("fake_owner")
+async def fake_owner(ctx: WorkerContext) -> None:
+    """Stands in for a worker that owns RPC methods: answers `cron.list`, hangs on `cron.hang`, runs `agent`
+    in two stages (a partial `accepted`, then the final), and counts calls."""
+    calls = {"agent": 0}
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def cron_list(params: dict) -> dict:
+        return {"jobs": [], "total": 0, "servedBy": ctx.name, "params": params}
+
+    async def hang(params: dict) -> dict:
+        await asyncio.sleep(3600)
+        return {}
+
+    ctx.handle("cron.list", cron_list)
+    ctx.handle("cron.hang", hang)
+    ctx.ready()
+    loop = asyncio.get_running_loop()
+
+    def on_bus(raw: bytes) -> None:
+        import orjson
+
+        msg = orjson.loads(raw)
+        if msg.get("kind") == "req" and msg.get("method") == "agent":
+            calls["agent"] += 1
+            tasks.add(loop.create_task(run_agent(msg)))
+        else:
+            original(raw)
+
+    async def run_agent(msg: dict) -> None:
+        run_id = f"run-{calls['agent']}"
+        ctx.send({"kind": "res", "id": msg["id"], "ok": True, "partial": True,
+                  "payload": {"runId": run_id, "status": "accepted", "acceptedAt": int(time.time() * 1000)}})
+        ctx.emit("agent", {"runId": run_id, "seq": 1, "stream": "lifecycle", "ts": 0, "data": {"phase": "start"}})
+        await asyncio.sleep(0.2)
+        ctx.send({"kind": "res", "id": msg["id"], "ok": True,
+                  "payload": {"runId": run_id, "status": "ok", "summary": msg["params"].get("message"),
+                              "calls": calls["agent"]}})
+
+    original = ctx.link._on_message
+    ctx.link._on_message = on_bus
+    await _idle(ctx)

@@ -1,0 +1,371 @@
+"""One WebSocket client: challenge, the connect handshake, then requests and pushed events.
+
+The handshake follows the real server's order (spec/protocol.md section 2): frame checks, connect params,
+protocol window, role, failed-auth lockout, shared secret or device token, device proof and pairing,
+start-up gate, scopes, then `hello-ok`. Every failure answers with the upstream error object and closes
+with the upstream code; nothing a client sends can raise out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from openclaw_sup.gateway import authn, device
+from openclaw_sup.gateway.hub import EventQueue, now_ms
+from openclaw_sup.gateway.protocol import (
+    AUTH_KEYS,
+    CLIENT_IDS,
+    CLIENT_KEYS,
+    CLIENT_MODES,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL,
+    CLOSE_RESTART,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_LATER,
+    CONNECT_KEYS,
+    DEVICE_KEYS,
+    HANDSHAKE_TIMEOUT_S,
+    MIN_PROBE_PROTOCOL,
+    PRE_AUTH_MAX_BYTES,
+    PROTOCOL,
+    ROLES,
+    MethodError,
+    res_err,
+    res_ok,
+)
+
+if TYPE_CHECKING:
+    from openclaw_sup.gateway.core import GatewayCore
+
+MAX_INFLIGHT = 64
+
+
+class Reject(Exception):
+    """Handshake failure: the error to answer with (if any) and the close code and reason."""
+
+    def __init__(self, close_code: int, reason: str, error: dict[str, Any] | None = None, rid: Any = None) -> None:
+        super().__init__(reason)
+        self.close_code, self.reason, self.error, self.rid = close_code, reason, error, rid
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Connection:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, core: GatewayCore) -> None:
+        self.ws = ws
+        self.core = core
+        self.id = str(uuid.uuid4())
+        self.remote_ip = request.remote or ""
+        forwarded = any(h in request.headers for h in ("Forwarded", "X-Forwarded-For", "X-Real-IP"))
+        self.loopback_direct = is_loopback(self.remote_ip) and not forwarded
+        self.origin = request.headers.get("Origin")
+        self.nonce = str(uuid.uuid4())
+        self.challenge_ts = now_ms()
+        self.scopes: list[str] = []
+        self.role = "operator"
+        self.client: dict[str, Any] = {}
+        self.client_mode = ""
+        self.caps: list[str] = []
+        self.device_id: str | None = None
+        self.seq = 0
+        self.connected_at = now_ms()
+        self.events: EventQueue | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- identity ------------------------------------------------------------------------------------
+
+    @property
+    def presence_key(self) -> str:
+        return self.device_id or self.client.get("instanceId") or self.id
+
+    def presence_entry(self, reason: str) -> dict[str, Any]:
+        entry = {"ts": now_ms(), "reason": reason, "ip": self.remote_ip, "mode": self.client_mode,
+                 "roles": [self.role], "scopes": list(self.scopes)}
+        for key in ("version", "platform", "deviceFamily", "modelIdentifier", "instanceId"):
+            if self.client.get(key):
+                entry[key] = self.client[key]
+        if self.device_id:
+            entry["deviceId"] = self.device_id
+        if self.client.get("displayName"):
+            entry["host"] = self.client["displayName"]
+        return entry
+
+    def has_scope(self, scope: str) -> bool:
+        return authn.has_scope(self.scopes, scope)
+
+    # -- sending -------------------------------------------------------------------------------------
+
+    async def _send(self, data: bytes) -> None:
+        if not self.ws.closed:
+            await self.ws.send_frame(data, WSMsgType.TEXT)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._send(orjson.dumps(frame))
+
+    def push_event(self, event: str, payload: Any, state: dict[str, int] | None = None) -> bool:
+        if self.events is None or self._closed:
+            return False
+        self.seq += 1
+        frame: dict[str, Any] = {"type": "event", "event": event, "payload": payload, "seq": self.seq}
+        if state is not None:
+            frame["stateVersion"] = state
+        return self.events.put(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=code, message=reason.encode()[:123])
+
+    async def close_with_shutdown(self, payload: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.push_event("shutdown", payload)
+            await self.events.flush(1.0)
+        await self.close(CLOSE_RESTART, "service restart")
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.send({"type": "event", "event": "connect.challenge",
+                         "payload": {"nonce": self.nonce, "ts": self.challenge_ts}})
+        try:
+            hello = await self._handshake()
+        except Reject as rej:
+            if rej.error is not None and rej.rid is not None:
+                await self.send(res_err(rej.rid, rej.error))
+            await self.close(rej.close_code, rej.reason)
+            return
+        except TimeoutError:
+            await self.close(CLOSE_NORMAL, "handshake timeout")
+            return
+        self.events = EventQueue(self._send, self.close)
+        self.core.hub.add(self)
+        try:
+            await self.send(hello)
+            await self._serve()
+        finally:
+            self.core.hub.remove(self)
+            self.events.stop()
+            for task in list(self._inflight):
+                task.cancel()
+
+    async def _serve(self) -> None:
+        async for msg in self.ws:
+            if msg.type == WSMsgType.TEXT:
+                data: str | bytes = msg.data
+            elif msg.type == WSMsgType.BINARY:
+                data = msg.data
+            else:
+                break
+            try:
+                frame = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                await self.close(CLOSE_POLICY, "invalid request frame")
+                return
+            if not isinstance(frame, dict):
+                await self.close(CLOSE_POLICY, "invalid request frame")
+                return
+            kind = frame.get("type")
+            if kind == "cancel":
+                continue
+            if kind != "req":
+                await self.close(CLOSE_POLICY, "invalid request frame")
+                return
+            rid = frame.get("id")
+            if not isinstance(rid, (str, int)) or rid == "" or not isinstance(frame.get("method"), str):
+                await self.close(CLOSE_POLICY, "invalid request frame")
+                return
+            if len(self._inflight) >= MAX_INFLIGHT:
+                await self.send(res_err(rid, MethodError("UNAVAILABLE", "too many requests in flight on this "
+                                                        "connection", retryable=True).to_error()))
+                continue
+            task = asyncio.get_running_loop().create_task(self._request(rid, frame["method"], frame.get("params")))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _request(self, rid: Any, method: str, params: Any) -> None:
+        if params is None:
+            params = {}
+        try:
+            if not isinstance(params, dict):
+                raise MethodError("INVALID_REQUEST", f"invalid params for {method}: expected an object")
+
+            async def partial(payload: Any) -> None:
+                await self.send(res_ok(rid, payload))
+
+            payload = await self.core.methods.call(self, method, params, partial)
+            await self.send(res_ok(rid, payload))
+        except MethodError as exc:
+            await self.send(res_err(rid, exc.to_error()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.core.log("error", f"method {method} failed: {type(exc).__name__}: {exc}")
+            await self.send(res_err(rid, {"code": "UNAVAILABLE", "message": f"{method} failed: internal error"}))
+
+    # -- handshake -----------------------------------------------------------------------------------
+
+    async def _receive_first(self) -> dict[str, Any]:
+        msg = await asyncio.wait_for(self.ws.receive(), HANDSHAKE_TIMEOUT_S)
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            raise Reject(CLOSE_NORMAL, "closed before connect", None)
+        if len(msg.data) > PRE_AUTH_MAX_BYTES:
+            raise Reject(CLOSE_TOO_BIG, "pre-auth frame exceeds 65536 bytes", None)
+        try:
+            frame = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            raise Reject(CLOSE_POLICY, "invalid request frame", None) from None
+        if not isinstance(frame, dict) or frame.get("type") != "req":
+            raise Reject(CLOSE_POLICY, "invalid request frame", None)
+        return frame
+
+    async def _handshake(self) -> dict[str, Any]:
+        frame = await self._receive_first()
+        rid = frame.get("id")
+
+        def reject(code: int, reason: str, error: dict[str, Any] | None) -> Reject:
+            return Reject(code, reason, error, rid)
+
+        if frame.get("method") != "connect":
+            msg = "invalid handshake: first request must be connect"
+            raise reject(CLOSE_POLICY, msg, {"code": "INVALID_REQUEST", "message": msg})
+        params = frame.get("params")
+        problem = check_connect_params(params)
+        if problem:
+            msg = f"invalid connect params: {problem}"
+            raise reject(CLOSE_POLICY, msg, {"code": "INVALID_REQUEST", "message": msg})
+        assert isinstance(params, dict)
+        client = params["client"]
+        self.client = client
+        self.client_mode = client["mode"]
+        role = params.get("role", "operator")
+        lo, hi = params["minProtocol"], params["maxProtocol"]
+        floor = MIN_PROBE_PROTOCOL if client["mode"] in ("probe", "node") else PROTOCOL
+        if hi < floor or lo > PROTOCOL:
+            self.core.log("warn", f"protocol mismatch client={client['id']} v{client.get('version')} min={lo} "
+                                  f"max={hi} expected={PROTOCOL}")
+            raise reject(CLOSE_PROTOCOL, "protocol mismatch",
+                         {"code": "INVALID_REQUEST", "message": "protocol mismatch",
+                          "details": {"code": "PROTOCOL_MISMATCH", "expectedProtocol": PROTOCOL}})
+        if role not in ROLES:
+            raise reject(CLOSE_POLICY, "invalid role", {"code": "INVALID_REQUEST", "message": "invalid role"})
+        self.role = role
+
+        core = self.core
+        auth = params.get("auth") or {}
+        now = now_ms()
+        retry = core.limiter.check(self.remote_ip, authn.SHARED_SECRET_CLASS, now)
+        if retry is not None:
+            err = authn.rate_limited_error(retry)
+            raise reject(CLOSE_POLICY, err["message"], err)
+        dev = params.get("device")
+        result = authn.check_shared_secret(core.auth, auth, device_present=dev is not None, client=client)
+        token_record = None
+        if not result.ok:
+            presented = auth.get("token") or auth.get("deviceToken")
+            if presented and dev is not None:
+                token_record = core.devices.verify_token(presented, dev.get("id"))
+            if token_record is None:
+                if result.wrong_credential:
+                    core.limiter.fail(self.remote_ip, authn.SHARED_SECRET_CLASS, now)
+                assert result.error is not None
+                raise reject(CLOSE_POLICY, result.error["message"], result.error)
+        core.limiter.succeed(self.remote_ip, authn.SHARED_SECRET_CLASS)
+
+        requested = list(params.get("scopes") or [])
+        issued: dict[str, Any] | None = None
+        self_paired = authn.skips_self_pairing(client["id"], client["mode"], loopback_direct=self.loopback_direct,
+                                               shared_secret_ok=result.ok)
+        if dev is not None and not self_paired:
+            proof = device.verify_device(dev, nonce_issued=self.nonce, client=client, role=role, scopes=requested,
+                                         auth_token=device.signature_token(auth), now_ms=now, nonces=core.nonces)
+            if isinstance(proof, dict):
+                raise reject(CLOSE_POLICY, proof["message"], proof)
+            decision = device.decide_pairing(core.devices, proof, role, requested, client,
+                                             loopback_direct=self.loopback_direct,
+                                             auto_approve_local=core.auto_approve_local, now_ms=now)
+            if not decision.approved:
+                if decision.request_created:
+                    core.hub.broadcast("device.pair.requested", decision.request_event, scope="operator.pairing")
+                raise reject(CLOSE_POLICY, decision.close_reason, decision.error)
+            self.device_id = proof.device_id
+            self.scopes = list(decision.scopes)
+            if token_record is None:
+                token = core.devices.issue_token(proof.device_id, role, self.scopes, now)
+                issued = {"deviceToken": token, "issuedAtMs": now}
+        elif dev is not None:
+            self.scopes = requested
+        else:
+            self.scopes = authn.granted_scopes(client["id"], client["mode"], requested, device=False,
+                                               loopback_direct=self.loopback_direct, shared_secret_ok=result.ok)
+
+        ready = core.host.readiness()
+        if not ready["started"]:
+            err = {"code": "UNAVAILABLE", "message": "gateway starting", "retryable": True, "retryAfterMs": 500,
+                   "details": {"reason": "startup-sidecars"}}
+            raise reject(CLOSE_TRY_LATER, "gateway starting", err)
+        self.caps = [c for c in params.get("caps") or [] if isinstance(c, str)]
+        hello = core.hello_ok(self, method=result.method or ("device-token" if token_record else "none"))
+        if issued:
+            hello["auth"].update(issued)
+        return res_ok(rid, hello)
+
+
+def check_connect_params(params: Any) -> str | None:
+    """Validate the closed ConnectParams object; return what is wrong, or None."""
+    if not isinstance(params, dict):
+        return "params must be an object"
+    extra = set(params) - CONNECT_KEYS
+    if extra:
+        return f"unknown field {sorted(extra)[0]!r}"
+    for key in ("minProtocol", "maxProtocol"):
+        if not isinstance(params.get(key), int) or isinstance(params.get(key), bool):
+            return f"{key} must be an integer"
+    client = params.get("client")
+    if not isinstance(client, dict):
+        return "client must be an object"
+    extra = set(client) - CLIENT_KEYS
+    if extra:
+        return f"unknown field client.{sorted(extra)[0]}"
+    cid, mode = client.get("id"), client.get("mode")
+    if not isinstance(cid, str) or cid.lower() not in CLIENT_IDS:
+        return f"client.id {cid!r} is not a known client id"
+    client["id"] = cid.lower()
+    if mode not in CLIENT_MODES:
+        return f"client.mode {mode!r} is not one of {', '.join(sorted(CLIENT_MODES))}"
+    if not isinstance(client.get("version"), str) or not isinstance(client.get("platform"), str):
+        return "client.version and client.platform must be strings"
+    scopes = params.get("scopes")
+    if scopes is not None and (not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)):
+        return "scopes must be an array of strings"
+    auth = params.get("auth")
+    if auth is not None:
+        if not isinstance(auth, dict) or set(auth) - AUTH_KEYS:
+            return "auth has unknown fields"
+        if not all(isinstance(v, str) for v in auth.values()):
+            return "auth values must be strings"
+    dev = params.get("device")
+    if dev is not None:
+        if not isinstance(dev, dict) or set(dev) != DEVICE_KEYS:
+            return "device needs exactly id, publicKey, signature, signedAt and nonce"
+        if not isinstance(dev.get("signedAt"), int):
+            return "device.signedAt must be an integer"
+    if "role" in params and not isinstance(params["role"], str):
+        return "role must be a string"
+    return None
+

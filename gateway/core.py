@@ -1,0 +1,84 @@
+"""The gateway's shared state: auth, device store, hub, methods and the `hello-ok` it builds."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from openclaw_sup import __version__
+from openclaw_sup.gateway import authn, device
+from openclaw_sup.gateway.hub import Hub
+from openclaw_sup.gateway.methods import SCOPES, Methods
+from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL
+
+if TYPE_CHECKING:
+    from openclaw_sup.gateway.connection import Connection
+    from openclaw_sup.gateway.host import GatewayHost
+
+ATTACHMENT_MAX = 20 * 1024 * 1024
+IMAGE_MAX = 6 * 1024 * 1024
+
+
+class GatewayCore:
+    def __init__(self, host: GatewayHost, state_dir: Path, auth: authn.AuthConfig, *, tick_interval_ms: int,
+                 auto_approve_local: bool = True) -> None:
+        self.host = host
+        self.state_dir = state_dir
+        self.auth = auth
+        self.limiter = authn.FailedAuthLimiter(auth)
+        data = state_dir / "state"
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.devices = device.DeviceStore(data / "gateway-devices.sqlite")
+        self.nonces = device.NonceRegistry()
+        self.auto_approve_local = auto_approve_local
+        self.hub = Hub(tick_interval_ms)
+        self.methods = Methods(self)
+        self.boot_id = str(uuid.uuid4())
+        self.started = time.monotonic()
+        self.reload: dict[str, Any] = {"hotReloadStatus": "active"}
+
+    def log(self, level: str, message: str) -> None:
+        self.host.log(level, message)
+
+    def reload_status(self) -> dict[str, Any]:
+        return dict(self.reload)
+
+    def hello_ok(self, conn: Connection, method: str) -> dict[str, Any]:
+        health = self.methods.health_snapshot()
+        health.pop("durationUs", None)
+        return {
+            "type": "hello-ok",
+            "protocol": PROTOCOL,
+            "server": {"version": __version__, "bootId": self.boot_id, "connId": conn.id},
+            "features": {"methods": sorted({*SCOPES, *self.methods.local}), "events": EVENTS},
+            "snapshot": {
+                "presence": self.hub.presence_list(),
+                "health": health,
+                "stateVersion": dict(self.hub.state_version),
+                "uptimeMs": int((time.monotonic() - self.started) * 1000),
+                "configPath": str(self.host.config_path()),
+                "stateDir": str(self.state_dir),
+                "authMode": self.auth.mode,
+                "sessionDefaults": {"defaultAgentId": "main", "mainKey": "main",
+                                    "mainSessionKey": "agent:main:main", "scope": "per-sender"},
+            },
+            "auth": {"method": method, "role": conn.role, "scopes": list(conn.scopes)},
+            "policy": {"maxPayload": MAX_PAYLOAD, "maxBufferedBytes": MAX_BUFFERED_BYTES,
+                       "tickIntervalMs": self.hub.tick_interval_ms,
+                       "attachments": {"maxBytes": ATTACHMENT_MAX, "maxImageBytes": IMAGE_MAX}},
+        }
+
+    def close(self) -> None:
+        self.devices.close()
+
+
+def tick_interval_from_env() -> int:
+    from openclaw_sup.gateway.protocol import TICK_INTERVAL_MS
+
+    try:
+        return max(100, int(os.environ.get("OPENCLAW_SUP_TICK_INTERVAL_MS", TICK_INTERVAL_MS)))
+    except ValueError:
+        return TICK_INTERVAL_MS

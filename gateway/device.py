@@ -1,0 +1,720 @@
+"""Device identity for the `connect` handshake: Ed25519 proofs, the pairing store and device tokens.
+
+A device proves possession of its key by signing a payload that binds the connection's challenge nonce, the
+client identity, role, scopes and the token it authenticates with. The pairing store remembers which devices an
+operator approved (roles, scopes, pinned platform metadata), the pending requests awaiting approval, and hashes of
+the device tokens handed out in `hello-ok` (a raw token is returned once and never stored).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+
+from openclaw_sup.gateway.authn import scopes_cover
+
+DEFAULT_SKEW_MS = 120_000
+PENDING_TTL_MS = 300_000
+MAX_LIVE_TOKENS_PER_ROLE = 4
+_NATIVE_APP_IDS = frozenset({"openclaw-macos", "openclaw-ios", "openclaw-android"})
+
+_PROOF_FAILURES = {
+    "device-nonce-missing": ("device nonce required", "DEVICE_AUTH_NONCE_REQUIRED"),
+    "device-nonce-mismatch": ("device nonce mismatch", "DEVICE_AUTH_NONCE_MISMATCH"),
+    "device-signature": ("device signature invalid", "DEVICE_AUTH_SIGNATURE_INVALID"),
+    "device-signature-stale": ("device signature expired", "DEVICE_AUTH_SIGNATURE_EXPIRED"),
+    "device-id-mismatch": ("device identity mismatch", "DEVICE_AUTH_DEVICE_ID_MISMATCH"),
+    "device-public-key": ("device public key invalid", "DEVICE_AUTH_PUBLIC_KEY_INVALID"),
+}
+
+
+def device_auth_error(reason: str) -> dict[str, Any]:
+    """The `INVALID_REQUEST` object for a failed device proof (sent, then close 1008 with its message)."""
+    message, code = _PROOF_FAILURES[reason]
+    return {"code": "INVALID_REQUEST", "message": message, "details": {"code": code, "reason": reason}}
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url, tolerating padding and the standard alphabet as Node's decoder does."""
+    s = text.strip().replace("+", "-").replace("/", "_").rstrip("=")
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def raw_public_key(public_key: Any) -> bytes | None:
+    """The raw 32-byte Ed25519 key from base64url or PEM SubjectPublicKeyInfo text, or None if neither."""
+    if not isinstance(public_key, str) or not public_key.strip():
+        return None
+    if "-----BEGIN" in public_key:
+        try:
+            key = load_pem_public_key(public_key.strip().encode())
+        except ValueError:
+            return None
+        if not isinstance(key, Ed25519PublicKey):
+            return None
+        return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    try:
+        raw = b64url_decode(public_key)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def device_id_for(raw_key: bytes) -> str:
+    return hashlib.sha256(raw_key).hexdigest()
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def normalize_metadata(value: Any) -> str:
+    """Trim and ASCII-lowercase platform/deviceFamily, as both signer and pairing pin compare them."""
+    if not isinstance(value, str):
+        return ""
+    return value.strip().translate(_ASCII_LOWER)
+
+
+
+def signature_token(auth: Mapping[str, Any] | None) -> str | None:
+    """The token a client signs into its payload: `auth.token`, else `auth.deviceToken`, else bootstrap token."""
+    auth = auth or {}
+    for key in ("token", "deviceToken", "bootstrapToken"):
+        value = auth.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def build_payload(version: Literal["v2", "v3"], *, device_id: str, client: Mapping[str, Any], role: str,
+                  scopes: Iterable[str], signed_at_ms: int, token: str | None, nonce: str) -> str:
+    """The exact text a device signs; v3 also pins platform and device family."""
+    fields = [version, device_id, str(client.get("id", "")), str(client.get("mode", "")), role,
+              ",".join(scopes), str(signed_at_ms), token or "", nonce]
+    if version == "v3":
+        fields += [normalize_metadata(client.get("platform")), normalize_metadata(client.get("deviceFamily"))]
+    return "|".join(fields)
+
+
+class NonceRegistry:
+    """Recently accepted (deviceId, nonce) pairs, so a captured proof cannot be replayed within its skew window.
+
+    Bounded: entries expire after `ttl_ms` and the oldest are dropped beyond `capacity`.
+    """
+
+    def __init__(self, *, ttl_ms: int = 2 * DEFAULT_SKEW_MS, capacity: int = 10_000) -> None:
+        self.ttl_ms = ttl_ms
+        self.capacity = max(1, capacity)
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def claim(self, device_id: str, nonce: str, now_ms: int) -> bool:
+        """Record the pair; False when it was already used and has not expired."""
+        with self._lock:
+            while self._seen:
+                oldest_key, expires = next(iter(self._seen.items()))
+                if expires > now_ms:
+                    break
+                del self._seen[oldest_key]
+            key = (device_id, nonce)
+            if key in self._seen:
+                return False
+            self._seen[key] = now_ms + self.ttl_ms
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+            return True
+
+
+DEFAULT_NONCES = NonceRegistry()
+
+
+@dataclass(frozen=True)
+class DeviceProof:
+    """A verified device identity: the id, its key as unpadded base64url raw bytes, and the payload version."""
+
+    device_id: str
+    public_key_b64: str
+    payload_version: str
+
+
+def _signed_at(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def verify_device(device: Mapping[str, Any], *, nonce_issued: str, client: Mapping[str, Any], role: str,
+                  scopes: list[str], auth_token: str | None, now_ms: int, skew_ms: int = DEFAULT_SKEW_MS,
+                  nonces: NonceRegistry | None = None) -> DeviceProof | dict[str, Any]:
+    """Check a `connect.params.device` proof; returns the proof or the error object to send.
+
+    `auth_token` is what the client signed (see `signature_token`); `role`/`scopes` are the resolved ones the
+    session will use. Checks run in upstream's order (key, id, freshness, nonce, signature) so a client sees the
+    same failure it would from the real gateway. A verified (deviceId, nonce) pair is claimed in `nonces` (the
+    process-wide registry by default) and a second use fails as a nonce mismatch.
+    """
+    raw = raw_public_key(device.get("publicKey"))
+    if raw is None:
+        return device_auth_error("device-public-key")
+    device_id = device.get("id")
+    if not isinstance(device_id, str) or not hmac.compare_digest(device_id.encode(), device_id_for(raw).encode()):
+        return device_auth_error("device-id-mismatch")
+    signed_at = _signed_at(device.get("signedAt"))
+    if signed_at is None or abs(now_ms - signed_at) > skew_ms:
+        return device_auth_error("device-signature-stale")
+    nonce = device.get("nonce")
+    nonce = nonce.strip() if isinstance(nonce, str) else ""
+    if not nonce:
+        return device_auth_error("device-nonce-missing")
+    if not hmac.compare_digest(nonce.encode(), nonce_issued.encode()):
+        return device_auth_error("device-nonce-mismatch")
+    encoded = device.get("signature")
+    try:
+        signature = b64url_decode(encoded) if isinstance(encoded, str) else b""
+    except (binascii.Error, ValueError):
+        return device_auth_error("device-signature")
+    key = Ed25519PublicKey.from_public_bytes(raw)
+    version = None
+    for candidate in ("v3", "v2"):
+        payload = build_payload(candidate, device_id=device_id, client=client, role=role, scopes=scopes,
+                                signed_at_ms=signed_at, token=auth_token, nonce=nonce)
+        try:
+            key.verify(signature, payload.encode())
+        except InvalidSignature:
+            continue
+        version = candidate
+        break
+    if version is None:
+        return device_auth_error("device-signature")
+    if not (nonces or DEFAULT_NONCES).claim(device_id, nonce, now_ms):
+        return device_auth_error("device-nonce-mismatch")
+    return DeviceProof(device_id=device_id, public_key_b64=b64url_encode(raw), payload_version=version)
+
+
+@dataclass(frozen=True)
+class DeviceMeta:
+    """Client-reported metadata kept with a pairing; platform and device family are pinned once approved."""
+
+    platform: str | None = None
+    device_family: str | None = None
+    client_id: str | None = None
+    client_mode: str | None = None
+    display_name: str | None = None
+
+    @classmethod
+    def from_client(cls, client: Mapping[str, Any]) -> DeviceMeta:
+        """Take the metadata from `connect.params.client`."""
+        def text(key: str) -> str | None:
+            value = client.get(key)
+            return value if isinstance(value, str) and value else None
+
+        return cls(platform=text("platform"), device_family=text("deviceFamily"), client_id=text("id"),
+                   client_mode=text("mode"), display_name=text("displayName"))
+
+
+@dataclass(frozen=True)
+class PairedDevice:
+    device_id: str
+    public_key: str
+    roles: list[str]
+    scopes: list[str]
+    meta: DeviceMeta
+    created_ms: int
+    updated_ms: int
+
+    def to_wire(self) -> dict[str, Any]:
+        """Shape used by `device.pair.list`."""
+        return _drop_none({
+            "deviceId": self.device_id, "publicKey": self.public_key, "displayName": self.meta.display_name,
+            "platform": self.meta.platform, "deviceFamily": self.meta.device_family,
+            "clientId": self.meta.client_id, "clientMode": self.meta.client_mode,
+            "role": self.roles[-1] if self.roles else None, "roles": self.roles, "scopes": self.scopes,
+            "approvedScopes": self.scopes, "createdAtMs": self.created_ms, "approvedAtMs": self.updated_ms,
+        })
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    request_id: str
+    device_id: str
+    public_key: str
+    role: str
+    scopes: list[str]
+    meta: DeviceMeta
+    is_repair: bool
+    created_ms: int
+    updated_ms: int
+
+    def to_wire(self) -> dict[str, Any]:
+        """Payload of `device.pair.requested` and rows of `device.pair.list`."""
+        return _drop_none({
+            "requestId": self.request_id, "deviceId": self.device_id, "publicKey": self.public_key,
+            "displayName": self.meta.display_name, "platform": self.meta.platform,
+            "deviceFamily": self.meta.device_family, "clientId": self.meta.client_id,
+            "clientMode": self.meta.client_mode, "role": self.role, "roles": [self.role], "scopes": self.scopes,
+            "isRepair": self.is_repair, "ts": self.updated_ms,
+        })
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    device_id: str
+    role: str
+    scopes: list[str]
+    issued_at_ms: int
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _scopes(scopes: Iterable[Any]) -> list[str]:
+    out: dict[str, None] = {}
+    for scope in scopes:
+        if isinstance(scope, str) and scope.strip():
+            out[scope.strip()] = None
+    return list(out)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS paired_devices (
+    device_id TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    platform TEXT,
+    device_family TEXT,
+    client_id TEXT,
+    client_mode TEXT,
+    display_name TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_tokens (
+    token_hash TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    issued_at_ms INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS device_tokens_by_role ON device_tokens (device_id, role);
+CREATE TABLE IF NOT EXISTS pairing_requests (
+    request_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    platform TEXT,
+    device_family TEXT,
+    client_id TEXT,
+    client_mode TEXT,
+    display_name TEXT,
+    is_repair INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pairing_requests_by_device ON pairing_requests (device_id);
+"""
+
+_META_COLUMNS = "platform, device_family, client_id, client_mode, display_name"
+_PENDING_SELECT = (f"SELECT request_id, device_id, public_key, role, scopes, {_META_COLUMNS}, is_repair, "
+                   "created_ms, updated_ms FROM pairing_requests")
+
+
+class DeviceStore:
+    """Pairings, pending requests and device-token hashes in one SQLite file.
+
+    WAL with `synchronous=NORMAL`: every mutation is one transaction, so a SIGKILL at any instant leaves either the
+    old or the new state, never a torn one. The file (and its WAL/SHM companions) is owner-only because it decides
+    who may operate the gateway. One connection is shared behind a lock; calls are short and synchronous.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA user_version=1")
+        self._restrict_companions()
+
+    def _restrict_companions(self) -> None:
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> DeviceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: read-modify-write sequences see no interleaved writer."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @staticmethod
+    def _meta(row: sqlite3.Row | tuple[Any, ...], start: int) -> DeviceMeta:
+        return DeviceMeta(*row[start:start + 5])
+
+    def _paired_row(self, db: sqlite3.Connection, device_id: str) -> PairedDevice | None:
+        row = db.execute(f"SELECT device_id, public_key, roles, scopes, {_META_COLUMNS}, created_ms, updated_ms "
+                         "FROM paired_devices WHERE device_id = ?", (device_id,)).fetchone()
+        return self._paired(row) if row else None
+
+    def _paired(self, row: tuple[Any, ...]) -> PairedDevice:
+        return PairedDevice(device_id=row[0], public_key=row[1], roles=json.loads(row[2]),
+                            scopes=json.loads(row[3]), meta=self._meta(row, 4), created_ms=row[9],
+                            updated_ms=row[10])
+
+    def get_pairing(self, device_id: str) -> PairedDevice | None:
+        with self._lock:
+            return self._paired_row(self._db, device_id)
+
+    def list_paired(self) -> list[PairedDevice]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT device_id, public_key, roles, scopes, {_META_COLUMNS}, created_ms, "
+                                    "updated_ms FROM paired_devices ORDER BY updated_ms DESC").fetchall()
+        return [self._paired(r) for r in rows]
+
+    def _approve(self, db: sqlite3.Connection, device_id: str, public_key: str, role: str, scopes: Iterable[Any],
+                 meta: DeviceMeta, now_ms: int) -> PairedDevice:
+        existing = self._paired_row(db, device_id)
+        same_key = existing is not None and existing.public_key == public_key
+        roles = list(dict.fromkeys([*(existing.roles if same_key and existing else []), role]))
+        merged = _scopes([*(existing.scopes if same_key and existing else []), *scopes])
+        created = existing.created_ms if existing else now_ms
+        if existing and not same_key:
+            db.execute("DELETE FROM device_tokens WHERE device_id = ?", (device_id,))
+        db.execute(f"INSERT OR REPLACE INTO paired_devices (device_id, public_key, roles, scopes, {_META_COLUMNS}, "
+                   "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (device_id, public_key, json.dumps(roles), json.dumps(merged), meta.platform,
+                    meta.device_family, meta.client_id, meta.client_mode, meta.display_name, created, now_ms))
+        return PairedDevice(device_id, public_key, roles, merged, meta, created, now_ms)
+
+    def approve(self, device_id: str, public_key: str, role: str, scopes: Iterable[Any], meta: DeviceMeta, *,
+                now_ms: int | None = None) -> PairedDevice:
+        """Approve a device for `role` and `scopes`, merged into an earlier approval of the same key.
+
+        A different public key replaces the old approval outright and drops its device tokens: the old key's
+        grants must not carry over to a new key.
+        """
+        with self._tx() as db:
+            paired = self._approve(db, device_id, public_key, role, scopes, meta,
+                                   _now_ms() if now_ms is None else now_ms)
+            db.execute("DELETE FROM pairing_requests WHERE device_id = ?", (device_id,))
+        self._restrict_companions()
+        return paired
+
+    def remove_device(self, device_id: str) -> bool:
+        """Forget a pairing together with its tokens and pending requests."""
+        with self._tx() as db:
+            gone = db.execute("DELETE FROM paired_devices WHERE device_id = ?", (device_id,)).rowcount > 0
+            db.execute("DELETE FROM device_tokens WHERE device_id = ?", (device_id,))
+            db.execute("DELETE FROM pairing_requests WHERE device_id = ?", (device_id,))
+        return gone
+
+    def issue_token(self, device_id: str, role: str, scopes: Iterable[Any], now_ms: int, *,
+                    rotate: bool = False) -> str:
+        """Mint a device token for a paired device's approved role and scopes; the raw value is returned once.
+
+        Only its SHA-256 is stored, so a token cannot be re-sent later: each call mints a new one. The newest
+        few per (device, role) stay valid so that concurrent connections of one device do not invalidate each
+        other; `rotate` revokes all earlier ones (`device.token.rotate`).
+        """
+        wanted = _scopes(scopes)
+        raw = secrets.token_urlsafe(32)
+        with self._tx() as db:
+            paired = self._paired_row(db, device_id)
+            if paired is None or role not in paired.roles or not scopes_cover(role, wanted, paired.scopes):
+                raise PermissionError(f"device {device_id} is not approved for role {role!r} with scopes {wanted}")
+            if rotate:
+                db.execute("UPDATE device_tokens SET revoked = 1 WHERE device_id = ? AND role = ?", (device_id, role))
+            db.execute("DELETE FROM device_tokens WHERE device_id = ? AND role = ? AND revoked = 1",
+                       (device_id, role))
+            db.execute("INSERT INTO device_tokens (token_hash, device_id, role, scopes, issued_at_ms) "
+                       "VALUES (?, ?, ?, ?, ?)", (_token_hash(raw), device_id, role, json.dumps(wanted), now_ms))
+            db.execute("DELETE FROM device_tokens WHERE device_id = ? AND role = ? AND token_hash NOT IN ("
+                       "SELECT token_hash FROM device_tokens WHERE device_id = ? AND role = ? "
+                       "ORDER BY issued_at_ms DESC, rowid DESC LIMIT ?)",
+                       (device_id, role, device_id, role, MAX_LIVE_TOKENS_PER_ROLE))
+        self._restrict_companions()
+        return raw
+
+    def verify_token(self, raw: str, device_id: str | None = None) -> TokenRecord | None:
+        """Resolve a presented device token; None when unknown, revoked, for another device, or its device is gone.
+
+        The lookup key is the token's SHA-256, so the database never compares secret bytes; the final equality
+        check is constant-time anyway.
+        """
+        if not isinstance(raw, str) or not raw:
+            return None
+        digest = _token_hash(raw)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT t.token_hash, t.device_id, t.role, t.scopes, t.issued_at_ms, p.roles FROM device_tokens t "
+                "JOIN paired_devices p ON p.device_id = t.device_id WHERE t.token_hash = ? AND t.revoked = 0",
+                (digest,)).fetchone()
+        if row is None or not hmac.compare_digest(row[0], digest):
+            return None
+        if device_id is not None and not hmac.compare_digest(row[1].encode(), device_id.encode()):
+            return None
+        if row[2] not in json.loads(row[5]):
+            return None
+        return TokenRecord(device_id=row[1], role=row[2], scopes=json.loads(row[3]), issued_at_ms=row[4])
+
+    def revoke(self, device_id: str, role: str) -> bool:
+        """Revoke every live token of (device, role); True when any was live."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE device_tokens SET revoked = 1 WHERE device_id = ? AND role = ? AND revoked = 0",
+                             (device_id, role))
+        return cur.rowcount > 0
+
+    def _expire(self, db: sqlite3.Connection, now_ms: int) -> None:
+        db.execute("DELETE FROM pairing_requests WHERE updated_ms + ? <= ?", (PENDING_TTL_MS, now_ms))
+
+    def _pending(self, row: tuple[Any, ...]) -> PendingRequest:
+        return PendingRequest(request_id=row[0], device_id=row[1], public_key=row[2], role=row[3],
+                              scopes=json.loads(row[4]), meta=self._meta(row, 5), is_repair=bool(row[10]),
+                              created_ms=row[11], updated_ms=row[12])
+
+    def upsert_request(self, device_id: str, public_key: str, role: str, scopes: Iterable[Any], meta: DeviceMeta,
+                       now_ms: int) -> tuple[PendingRequest, bool]:
+        """Record a pairing request; returns it and whether it is new (new ones are broadcast to approvers).
+
+        A retry asking for the same key, role and scopes refreshes the single pending request (keeping its id and
+        its five-minute lifetime running from this retry); anything else supersedes all of the device's pending
+        requests with a new id.
+        """
+        wanted = _scopes(scopes)
+        with self._tx() as db:
+            self._expire(db, now_ms)
+            rows = db.execute(_PENDING_SELECT + " WHERE device_id = ? ORDER BY updated_ms DESC",
+                              (device_id,)).fetchall()
+            current = [self._pending(r) for r in rows]
+            if len(current) == 1 and current[0].public_key == public_key and current[0].role == role \
+                    and set(current[0].scopes) == set(wanted):
+                db.execute("UPDATE pairing_requests SET platform = ?, device_family = ?, client_id = ?, "
+                           "client_mode = ?, display_name = ?, updated_ms = ? WHERE request_id = ?",
+                           (meta.platform, meta.device_family, meta.client_id, meta.client_mode, meta.display_name,
+                            now_ms, current[0].request_id))
+                refreshed = PendingRequest(current[0].request_id, device_id, public_key, role, current[0].scopes,
+                                           meta, current[0].is_repair, current[0].created_ms, now_ms)
+                return refreshed, False
+            db.execute("DELETE FROM pairing_requests WHERE device_id = ?", (device_id,))
+            is_repair = self._paired_row(db, device_id) is not None
+            request = PendingRequest(str(uuid.uuid4()), device_id, public_key, role, wanted, meta, is_repair,
+                                     now_ms, now_ms)
+            db.execute(f"INSERT INTO pairing_requests (request_id, device_id, public_key, role, scopes, "
+                       f"{_META_COLUMNS}, is_repair, created_ms, updated_ms) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (request.request_id, device_id, public_key, role, json.dumps(wanted), meta.platform,
+                        meta.device_family, meta.client_id, meta.client_mode, meta.display_name, int(is_repair),
+                        now_ms, now_ms))
+        self._restrict_companions()
+        return request, True
+
+    def request_pairing(self, device_id: str, public_key: str, role: str, scopes: Iterable[Any], meta: DeviceMeta,
+                        now_ms: int) -> str:
+        """`upsert_request` for callers that only need the request id."""
+        return self.upsert_request(device_id, public_key, role, scopes, meta, now_ms)[0].request_id
+
+    def get_request(self, request_id: str, now_ms: int) -> PendingRequest | None:
+        with self._lock:
+            row = self._db.execute(_PENDING_SELECT + " WHERE request_id = ? AND updated_ms + ? > ?",
+                                   (request_id, PENDING_TTL_MS, now_ms)).fetchone()
+        return self._pending(row) if row else None
+
+    def list_pending(self, now_ms: int) -> list[PendingRequest]:
+        """Unexpired requests, newest first; expired ones are deleted on the way."""
+        with self._tx() as db:
+            self._expire(db, now_ms)
+            rows = db.execute(_PENDING_SELECT + " ORDER BY updated_ms DESC").fetchall()
+        return [self._pending(r) for r in rows]
+
+    def approve_request(self, request_id: str, *, now_ms: int | None = None) -> PairedDevice | None:
+        """Turn a live pending request into an approval; None when it is unknown, superseded or expired."""
+        now = _now_ms() if now_ms is None else now_ms
+        with self._tx() as db:
+            self._expire(db, now)
+            row = db.execute(_PENDING_SELECT + " WHERE request_id = ?", (request_id,)).fetchone()
+            if row is None:
+                return None
+            req = self._pending(row)
+            paired = self._approve(db, req.device_id, req.public_key, req.role, req.scopes, req.meta, now)
+            db.execute("DELETE FROM pairing_requests WHERE device_id = ?", (req.device_id,))
+        self._restrict_companions()
+        return paired
+
+    def reject_request(self, request_id: str, *, now_ms: int | None = None) -> PendingRequest | None:
+        """Drop a pending request; an existing approval of the device stays as it was."""
+        with self._tx() as db:
+            self._expire(db, _now_ms() if now_ms is None else now_ms)
+            row = db.execute(_PENDING_SELECT + " WHERE request_id = ?", (request_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM pairing_requests WHERE request_id = ?", (request_id,))
+        return self._pending(row)
+
+
+PairingReason = Literal["not-paired", "role-upgrade", "scope-upgrade", "metadata-upgrade"]
+
+
+@dataclass(frozen=True)
+class PairingDecision:
+    """Result of the pairing gate for a verified device.
+
+    Approved: `scopes` are the session's scopes (the request, which the approval covers) and `auto_approved` says
+    the approval happened just now. Not paired: `error` and `close_reason` are what to send (close 1008), and
+    `request`, when `request_created`, is broadcast as `device.pair.requested`.
+    """
+
+    approved: bool
+    scopes: list[str]
+    device: PairedDevice | None = None
+    auto_approved: bool = False
+    reason: PairingReason | None = None
+    request: PendingRequest | None = None
+    request_created: bool = False
+    error: dict[str, Any] | None = None
+    close_reason: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "approved" if self.approved else "not_paired"
+
+    @property
+    def request_event(self) -> dict[str, Any] | None:
+        """Payload for `device.pair.requested`; upstream broadcasts it only when `request_created`."""
+        return self.request.to_wire() if self.request else None
+
+
+def _pairing_reason(paired: PairedDevice | None, proof: DeviceProof, role: str, scopes: list[str],
+                    meta: DeviceMeta) -> PairingReason | None:
+    if paired is None or paired.public_key != proof.public_key_b64:
+        return "not-paired"
+    for pinned, claimed in ((paired.meta.platform, meta.platform), (paired.meta.device_family, meta.device_family)):
+        if normalize_metadata(pinned) and normalize_metadata(pinned) != normalize_metadata(claimed):
+            return "metadata-upgrade"
+    if role not in paired.roles:
+        return "role-upgrade"
+    if not scopes_cover(role, scopes, paired.scopes):
+        return "scope-upgrade"
+    return None
+
+
+def _silent_allowed(reason: PairingReason, meta: DeviceMeta) -> bool:
+    """Upstream never auto-approves scope upgrades, and re-approves changed metadata silently only for apps."""
+    if reason == "scope-upgrade":
+        return False
+    if reason == "metadata-upgrade":
+        return meta.client_mode == "ui" and (meta.client_id or "").lower() in _NATIVE_APP_IDS
+    return True
+
+
+def pairing_required_error(reason: PairingReason, request: PendingRequest, role: str, scopes: list[str],
+                           paired: PairedDevice | None) -> dict[str, Any]:
+    """The `NOT_PAIRED` error object; approved roles/scopes are shown only for the same key's approval."""
+    same_key = paired is not None and paired.public_key == request.public_key
+    details: dict[str, Any] = {
+        "code": "PAIRING_REQUIRED",
+        "reason": reason,
+        "requestId": request.request_id,
+        "remediationHint": f"approve this device with: openclaw devices approve {request.request_id}",
+        "recommendedNextStep": "wait_then_retry",
+        "retryable": False,
+        "pauseReconnect": True,
+        "waitForResolution": True,
+        "deviceId": request.device_id,
+        "requestedRole": role,
+        "requestedScopes": scopes,
+    }
+    if same_key and paired is not None:
+        if paired.roles:
+            details["approvedRoles"] = paired.roles
+        if paired.scopes:
+            details["approvedScopes"] = paired.scopes
+    return {"code": "NOT_PAIRED", "message": "pairing required", "details": details}
+
+
+def decide_pairing(store: DeviceStore, proof: DeviceProof, role: str, scopes: list[str],
+                   meta: DeviceMeta | Mapping[str, Any], *, loopback_direct: bool, auto_approve_local: bool,
+                   now_ms: int) -> PairingDecision:
+    """Gate a verified device on its pairing, creating or refreshing an approval request when it falls short.
+
+    `loopback_direct` must mean a loopback socket without forwarding headers (and, for browsers, a Control UI
+    origin); with `auto_approve_local` such devices are approved silently, except for scope upgrades and, for
+    non-app clients, changed platform metadata, which always wait for an operator as upstream does. `meta` may be
+    the `connect.params.client` object itself.
+    """
+    if not isinstance(meta, DeviceMeta):
+        meta = DeviceMeta.from_client(meta)
+    wanted = _scopes(scopes)
+    paired = store.get_pairing(proof.device_id)
+    reason = _pairing_reason(paired, proof, role, wanted, meta)
+    if reason is None:
+        return PairingDecision(approved=True, scopes=wanted, device=paired)
+    if loopback_direct and auto_approve_local and _silent_allowed(reason, meta):
+        approved = store.approve(proof.device_id, proof.public_key_b64, role, wanted, meta, now_ms=now_ms)
+        return PairingDecision(approved=True, scopes=wanted, device=approved, auto_approved=True, reason=reason)
+    request, created = store.upsert_request(proof.device_id, proof.public_key_b64, role, wanted, meta, now_ms)
+    return PairingDecision(
+        approved=False, scopes=[], device=paired, reason=reason, request=request, request_created=created,
+        error=pairing_required_error(reason, request, role, wanted, paired),
+        close_reason=f"pairing required (requestId: {request.request_id})",
+    )

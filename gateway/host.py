@@ -1,0 +1,37 @@
+"""What the gateway needs from the process that runs it (the supervisor implements this)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+Partial = Callable[[Any], Awaitable[None]]
+
+
+class GatewayHost(Protocol):
+    def readiness(self) -> dict[str, Any]:
+        """{started, ready, pending, workers: {name: state}}."""
+
+    def worker_view(self) -> list[dict[str, Any]]:
+        """Per-worker rows as `openclaw-sup status` shows them."""
+
+    def workers_of_kind(self, kind_prefix: str) -> list[str]:
+        """Names of wanted workers whose kind starts with `kind_prefix`."""
+
+    async def call_worker(self, name: str, method: str, params: dict[str, Any], *, timeout: float,
+                          partial: Partial | None = None) -> Any:
+        """Send a request to a worker over the bus; raises MethodError (UNAVAILABLE when it is down)."""
+
+    def gateway_config(self) -> dict[str, Any]:
+        """The running config (unredacted; the gateway redacts what it shows)."""
+
+    def config_path(self) -> Path: ...
+
+    def log_file(self) -> Path | None: ...
+
+    def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]: ...
+
+    def supervisor_view(self) -> dict[str, Any]: ...
+
+    def log(self, level: str, message: str) -> None: ...

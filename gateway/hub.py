@@ -1,0 +1,150 @@
+"""Connected clients, and what is pushed to them: events with per-socket `seq`, ticks, presence and health.
+
+Events go through a bounded queue per socket; a slow consumer loses events (best effort, as the docs say)
+instead of growing the supervisor's memory, and one that stays behind is closed with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from openclaw_sup import __version__
+from openclaw_sup.gateway.protocol import CLOSE_POLICY, NO_PRESENCE_MODES, TICK_INTERVAL_MS
+
+if TYPE_CHECKING:
+    from openclaw_sup.gateway.connection import Connection
+
+EVENT_QUEUE = 1024
+SLOW_CLOSE_DROPS = 4096
+PRESENCE_TTL_MS = 5 * 60 * 1000
+PRESENCE_MAX = 200
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Hub:
+    def __init__(self, tick_interval_ms: int = TICK_INTERVAL_MS) -> None:
+        self.connections: set[Connection] = set()
+        self.tick_interval_ms = tick_interval_ms
+        self.state_version = {"presence": 1, "health": 1}
+        self.instance_id = f"gateway-{socket.gethostname()}-{id(self):x}"
+        self.self_presence = {
+            "host": socket.gethostname(), "version": __version__, "platform": "linux", "mode": "gateway",
+            "reason": "self", "instanceId": self.instance_id, "ts": now_ms(),
+            "text": f"Gateway: {socket.gethostname()} · app {__version__} · mode gateway · reason self",
+        }
+        self.presence: dict[str, dict[str, Any]] = {}
+        self._tick_task: asyncio.Task[None] | None = None
+        self.health_provider: Callable[[], dict[str, Any]] | None = None
+        self.closing = False
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tick_task = asyncio.get_running_loop().create_task(self._ticks())
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval_ms / 1000)
+            self.broadcast("tick", {"ts": now_ms()})
+
+    async def shutdown(self, reason: str, restart_expected_ms: int | None = None) -> None:
+        """`shutdown` to everyone, then close 1012, as upstream does on stop and restart."""
+        self.closing = True
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        payload: dict[str, Any] = {"reason": reason}
+        if restart_expected_ms is not None:
+            payload["restartExpectedMs"] = restart_expected_ms
+        conns = list(self.connections)
+        await asyncio.gather(*(c.close_with_shutdown(payload) for c in conns), return_exceptions=True)
+
+    # -- connections ---------------------------------------------------------------------------------
+
+    def add(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        if conn.client_mode not in NO_PRESENCE_MODES:
+            self.presence[conn.presence_key] = conn.presence_entry("connect")
+            self._presence_changed()
+
+    def remove(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if self.presence.pop(conn.presence_key, None) is not None:
+            self._presence_changed()
+
+    def presence_list(self) -> list[dict[str, Any]]:
+        cutoff = now_ms() - PRESENCE_TTL_MS
+        for key in [k for k, v in self.presence.items() if v["ts"] < cutoff]:
+            del self.presence[key]
+        entries = sorted(self.presence.values(), key=lambda e: e["ts"], reverse=True)[:PRESENCE_MAX - 1]
+        return [self.self_presence, *entries]
+
+    def _presence_changed(self) -> None:
+        self.state_version["presence"] += 1
+        self.broadcast("presence", {"presence": self.presence_list()}, with_state=True)
+
+    def health_changed(self, snapshot: dict[str, Any]) -> None:
+        self.state_version["health"] += 1
+        self.broadcast("health", snapshot, with_state=True)
+
+    # -- events --------------------------------------------------------------------------------------
+
+    def broadcast(self, event: str, payload: Any, *, scope: str | None = None, with_state: bool = False,
+                  only: Callable[[Connection], bool] | None = None) -> int:
+        """Queue an event for every socket allowed to see it; returns how many got it."""
+        if self.closing and event != "shutdown":
+            return 0
+        state = dict(self.state_version) if with_state else None
+        n = 0
+        for conn in list(self.connections):
+            if scope is not None and not conn.has_scope(scope):
+                continue
+            if only is not None and not only(conn):
+                continue
+            if conn.push_event(event, payload, state):
+                n += 1
+        return n
+
+
+class EventQueue:
+    """A socket's outgoing events: bounded, drained by one sender task."""
+
+    def __init__(self, send: Callable[[bytes], Any], close: Callable[[int, str], Any]) -> None:
+        self._send = send
+        self._close = close
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(EVENT_QUEUE)
+        self.dropped = 0
+        self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    def put(self, frame: dict[str, Any]) -> bool:
+        try:
+            self.queue.put_nowait(orjson.dumps(frame))
+            return True
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped >= SLOW_CLOSE_DROPS:
+                asyncio.get_running_loop().create_task(self._close(CLOSE_POLICY, "slow consumer"))
+            return False
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
+            while True:
+                data = await self.queue.get()
+                await self._send(data)
+
+    async def flush(self, timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.queue.empty() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+
+    def stop(self) -> None:
+        self.task.cancel()

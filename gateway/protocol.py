@@ -1,0 +1,85 @@
+"""Wire constants and error objects of the OpenClaw gateway protocol (spec/protocol.md sections 1-2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROTOCOL = 4
+MIN_PROBE_PROTOCOL = 3
+PRE_AUTH_MAX_BYTES = 64 * 1024
+MAX_PAYLOAD = 26_214_400
+MAX_BUFFERED_BYTES = 52_428_800
+TICK_INTERVAL_MS = 30_000
+HANDSHAKE_TIMEOUT_S = 10.0
+
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL = 1002
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_RESTART = 1012
+CLOSE_TRY_LATER = 1013
+
+CLIENT_IDS = frozenset({
+    "cli", "gateway-client", "openclaw-control-ui", "webchat-ui", "webchat", "openclaw-tui", "openclaw-macos",
+    "openclaw-linux", "openclaw-ios", "openclaw-watchos", "openclaw-android", "node-host", "openclaw-worker",
+    "openclaw-browser-copilot", "openclaw-probe", "test", "fingerprint",
+})
+CLIENT_MODES = frozenset({"cli", "ui", "webchat", "backend", "node", "worker", "probe", "test"})
+ROLES = frozenset({"operator", "node"})
+NO_PRESENCE_MODES = frozenset({"cli", "backend", "probe"})
+
+CONNECT_KEYS = frozenset({
+    "minProtocol", "maxProtocol", "client", "role", "scopes", "caps", "commands", "permissions", "pathEnv",
+    "locale", "userAgent", "auth", "device",
+})
+CLIENT_KEYS = frozenset({"id", "version", "platform", "mode", "displayName", "deviceFamily", "modelIdentifier",
+                         "instanceId"})
+AUTH_KEYS = frozenset({"token", "password", "bootstrapToken", "deviceToken", "approvalRuntimeToken",
+                       "agentRuntimeIdentityToken"})
+DEVICE_KEYS = frozenset({"id", "publicKey", "signature", "signedAt", "nonce"})
+
+EVENTS = ["connect.challenge", "tick", "presence", "health", "heartbeat", "shutdown", "agent", "chat", "cron",
+          "config.changed", "device.pair.requested", "device.pair.resolved"]
+
+
+class MethodError(Exception):
+    """An RPC failure with a protocol error code; becomes the `error` of a `res` frame."""
+
+    def __init__(self, code: str, message: str, *, details: dict[str, Any] | None = None,
+                 retryable: bool | None = None, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+        self.retryable = retryable
+        self.retry_after_ms = retry_after_ms
+
+    def to_error(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": str(self)}
+        if self.details is not None:
+            err["details"] = self.details
+        if self.retryable is not None:
+            err["retryable"] = self.retryable
+        if self.retry_after_ms is not None:
+            err["retryAfterMs"] = self.retry_after_ms
+        return err
+
+
+def invalid(message: str, **details: Any) -> MethodError:
+    return MethodError("INVALID_REQUEST", message, details=details or None)
+
+
+def missing_scope(scope: str) -> MethodError:
+    return MethodError("FORBIDDEN", f"missing scope: {scope}",
+                       details={"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]})
+
+
+def unavailable(message: str, **details: Any) -> MethodError:
+    return MethodError("UNAVAILABLE", message, details=details or None)
+
+
+def res_ok(rid: Any, payload: Any) -> dict[str, Any]:
+    return {"type": "res", "id": rid, "ok": True, "payload": payload}
+
+
+def res_err(rid: Any, error: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "res", "id": rid, "ok": False, "error": error}
