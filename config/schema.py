@@ -770,6 +770,24 @@ def redact(cfg: Any, spec: Spec | None = None, key: str = "") -> Any:
     return cfg
 
 
+def secret_values(cfg: Any) -> list[str]:
+    """Every secret string of a config, found by the same rules as `redact` (for log masking)."""
+    found: list[str] = []
+
+    def walk(original: Any, masked: Any) -> None:
+        if isinstance(original, str) and masked == REDACTED and original != REDACTED:
+            found.append(original)
+        elif isinstance(original, dict) and isinstance(masked, dict):
+            for k, v in original.items():
+                walk(v, masked.get(k))
+        elif isinstance(original, list) and isinstance(masked, list):
+            for a, b in zip(original, masked, strict=False):
+                walk(a, b)
+
+    walk(cfg, redact(cfg))
+    return found
+
+
 def spec_for(dotted: str) -> Spec | None:
     """The field spec at a dotted path (map keys match any name), or None when the schema does not reach it."""
     head, *rest = dotted.split(".")

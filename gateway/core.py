@@ -12,7 +12,7 @@ from openclaw_sup import __version__
 from openclaw_sup.gateway import authn, device
 from openclaw_sup.gateway.hub import Hub
 from openclaw_sup.gateway.methods import SCOPES, Methods
-from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL
+from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -52,7 +52,8 @@ class GatewayCore:
         return {
             "type": "hello-ok",
             "protocol": PROTOCOL,
-            "server": {"version": __version__, "bootId": self.boot_id, "connId": conn.id},
+            "server": {"version": UPSTREAM_VERSION, "buildId": f"openclaw-sup-{__version__}", "bootId": self.boot_id,
+                       "connId": conn.id},
             "features": {"methods": sorted({*SCOPES, *self.methods.local}), "events": EVENTS},
             "snapshot": {
                 "presence": self.hub.presence_list(),

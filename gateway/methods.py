@@ -20,7 +20,7 @@ import orjson
 from openclaw_sup import __version__
 from openclaw_sup.gateway import logtail
 from openclaw_sup.gateway.hub import now_ms
-from openclaw_sup.gateway.protocol import MethodError, invalid, missing_scope, unavailable
+from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError, invalid, missing_scope, unavailable
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -183,7 +183,8 @@ class Methods:
         hb = ((cfg.get("agents") or {}).get("defaults") or {}).get("heartbeat") or {}
         every = hb.get("every", DEFAULT_HEARTBEAT)
         return {
-            "runtimeVersion": __version__,
+            "runtimeVersion": UPSTREAM_VERSION,
+            "supervisorVersion": __version__,
             "heartbeat": {"defaultAgentId": "main",
                           "agents": [{"agentId": "main", "enabled": duration_ms(every) > 0, "every": every,
                                       "everyMs": duration_ms(every)}]},

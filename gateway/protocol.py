@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 PROTOCOL = 4
+UPSTREAM_VERSION = "2026.9.6"
+"""The upstream release whose wire protocol this gateway speaks; clients compare it with their own."""
 MIN_PROBE_PROTOCOL = 3
 PRE_AUTH_MAX_BYTES = 64 * 1024
 MAX_PAYLOAD = 26_214_400

@@ -19,16 +19,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from openclaw_sup import __version__
 from openclaw_sup.config.paths import ProfilePaths, ensure_private_dir
-from openclaw_sup.config.plan import ReloadPlan
+from openclaw_sup.config.plan import ReloadPlan, worker_specs
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
+from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 from openclaw_sup.gateway.core import GatewayCore
 from openclaw_sup.gateway.host import Partial
 from openclaw_sup.gateway.methods import unavailable_worker
@@ -39,7 +39,8 @@ from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
 from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
-from openclaw_sup.supervisor.logsink import LogSink
+from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
+from openclaw_sup.supervisor.reload import ConfigReloader
 from openclaw_sup.supervisor.restart import Event, State
 from openclaw_sup.supervisor.table import Incarnation, ProcessTable, WorkerRecord
 
@@ -56,6 +57,7 @@ class RunOptions:
     gateway_config: dict[str, Any]
     tick_interval_ms: int
     verbose: bool = False
+    port_pinned: bool = False
 
 
 def _own_rss() -> int:
@@ -65,14 +67,16 @@ def _own_rss() -> int:
 
 class Supervisor:
     def __init__(self, paths: ProfilePaths, settings: SupervisorSettings, opts: RunOptions,
-                 fork_server: ForkServer, sink: LogSink,
-                 reload_settings: Callable[[], SupervisorSettings]) -> None:
+                 fork_server: ForkServer, sink: LogSink) -> None:
         self.paths = paths
         self.settings = settings
         self.opts = opts
         self.fs = fork_server
         self.sink = sink
-        self._reload_settings = reload_settings
+        self.specs: list[WorkerSpec] = []
+        self.available_kinds: set[str] | None = None
+        self._skipped: set[str] = set()
+        self.reloader = ConfigReloader(self)
         self.table = ProcessTable(self._state_changed)
         self.started = time.monotonic()
         self.exit_code = 0
@@ -120,10 +124,12 @@ class Supervisor:
             await self._teardown()
             return self.exit_code
         self.core.hub.start()
+        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
         self.log("info", f"gateway listening on ws://{self.opts.host}:{self.opts.port} (pid {os.getpid()}, "
-                         f"profile {self.paths.label}, {len(self.settings.workers)} workers)")
-        for spec in self.settings.workers:
+                         f"profile {self.paths.label}, {len(self.specs)} workers)")
+        for spec in self.specs:
             self._start(self.table.add(spec))
+        self.reloader.start()
         self._every_second()
         await self._stop_requested.wait()
         await self.shutdown()
@@ -132,7 +138,7 @@ class Supervisor:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self.reload(), "reload"))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self.reloader.reload("SIGHUP"), "reload"))
         loop.add_signal_handler(signal.SIGUSR1, lambda: self._spawn_task(self.restart_all(True), "restart"))
 
     def _reap_adopted(self) -> None:
@@ -184,6 +190,7 @@ class Supervisor:
             return
         for err in boot.get("errors", []):
             self.log("error", f"fork server: {err}")
+        self.available_kinds = set(boot.get("kinds", []))
         self._fs_ready.set()
 
     def _on_fork_server_lost(self) -> None:
@@ -558,6 +565,7 @@ class Supervisor:
         await self._teardown()
 
     async def _teardown(self) -> None:
+        self.reloader.stop()
         if self.gateway is not None:
             await self.gateway.stop()
         if self.core is not None:
@@ -590,30 +598,34 @@ class Supervisor:
 
     # ================================================================ reload
 
-    async def reload(self) -> ReloadPlan | None:
-        """SIGHUP: re-read the settings and touch only the workers whose own config changed."""
-        assert self._ops_lock is not None
-        async with self._ops_lock:
-            try:
-                new = self._reload_settings()
-            except Exception as exc:
-                self.log("error", f"config reload skipped (invalid config): {exc}")
-                return None
-            plan = ReloadPlan.between(self.settings.workers, new.workers)
-            self.settings = new
-            self.log("info", f"config reload: {plan.summary()}")
-            for name in plan.stop:
-                rec = self.table.get(name)
-                if rec is not None:
-                    rec.wanted = False
-            await asyncio.gather(*(self.stop_worker(self.table.records[n]) for n in plan.stop))
-            for name in plan.stop:
-                self.table.records.pop(name, None)
-            for spec in plan.respawn:
-                await self._respawn(spec)
-            for spec in plan.start:
-                self._start(self.table.add(spec))
-            return plan
+    def wanted_specs(self, cfg: dict[str, Any], settings: SupervisorSettings) -> list[WorkerSpec]:
+        """The workers the config asks for, less kinds this build does not provide (said once each)."""
+        specs = worker_specs(cfg, settings)
+        if self.available_kinds is None:
+            return specs
+        kept = []
+        for spec in specs:
+            if spec.kind in self.available_kinds:
+                kept.append(spec)
+            elif spec.name not in self._skipped:
+                self._skipped.add(spec.name)
+                self.log("warn", f"worker {spec.name} (kind {spec.kind}) is not provided by this build; skipped")
+        return kept
+
+    async def apply_worker_plan(self, plan: ReloadPlan) -> None:
+        """Stop, respawn and start exactly the workers a plan names; the others keep their pid."""
+        for name in plan.stop:
+            rec = self.table.get(name)
+            if rec is not None:
+                rec.wanted = False
+        await asyncio.gather(*(self.stop_worker(self.table.records[n]) for n in plan.stop if n in self.table.records))
+        for name in plan.stop:
+            self.table.records.pop(name, None)
+        await asyncio.gather(*(self._respawn(spec) for spec in plan.respawn))
+        for spec in plan.start:
+            self._start(self.table.add(spec))
+        self.specs = [*(s for s in self.specs if s.name not in plan.stop and
+                        s.name not in {r.name for r in plan.respawn}), *plan.respawn, *plan.start]
 
     async def _respawn(self, spec: WorkerSpec) -> None:
         rec = self.table.records[spec.name]
@@ -623,34 +635,75 @@ class Supervisor:
         fresh.previous = rec.current
         self._start(fresh)
 
+    async def rebind(self, gateway_cfg: dict[str, Any], port: int) -> None:
+        """Move the listener in place: clients get `shutdown` and 1012, workers are not touched."""
+        assert self.core is not None and self.gateway is not None
+        try:
+            auth = AuthConfig.from_config(gateway_cfg, os.environ)
+            host = resolve_host(gateway_cfg)
+            guard(host, port, has_shared_secret=bool(auth.token or auth.password) and not auth.generated)
+        except (ValueError, BindRefused) as exc:
+            self.log("error", f"config reload: listener not moved: {exc}")
+            return
+        await self.core.hub.shutdown("gateway restarting", restart_expected_ms=500)
+        await self.gateway.stop()
+        self.core.set_auth(auth)
+        old = (self.opts.host, self.opts.port)
+        new_server = GatewayServer(host, port, self.readiness, __version__, self.core)
+        try:
+            await new_server.start()
+            self.opts = replace(self.opts, host=host, port=port, auth=auth)
+            self.gateway = new_server
+            self.log("info", f"gateway listening on ws://{host}:{port} (moved from ws://{old[0]}:{old[1]})")
+        except Exception as exc:
+            self.log("error", f"config reload: cannot bind ws://{host}:{port} ({exc}); staying on "
+                              f"ws://{old[0]}:{old[1]}")
+            self.gateway = GatewayServer(old[0], old[1], self.readiness, __version__, self.core)
+            await self.gateway.start()
+        self.core.hub.closing = False
+        self.core.hub.start()
+
+    def apply_logging(self, logging_cfg: dict[str, Any]) -> None:
+        """`logging.*` in place: a new file or size limit takes effect with the next record."""
+        file = logging_cfg.get("file")
+        self.sink.retarget(Path(file).expanduser() if file else None,
+                           int(logging_cfg.get("maxFileBytes") or 104_857_600))
+        self.sink.redact = Redactor(secrets_in(self.gateway_cfg, self.opts.auth))
+
     async def restart_all(self, notify_clients: bool = False) -> None:
-        """SIGUSR1: stop every worker, take a fresh fork server and settings, start everything again.
+        """SIGUSR1: stop every worker, take a fresh fork server and config, start everything again.
 
         The port stays bound; WebSocket clients get `shutdown` then 1012, as upstream's in-place restart.
         """
         assert self._ops_lock is not None and self._fs_ready is not None
         async with self._ops_lock:
-            self.log("info", "restarting every worker in place")
-            if self.core is not None:
-                await self.core.hub.shutdown("gateway restarting", restart_expected_ms=1000)
-                self.core.hub.closing = False
-                self.core.hub.start()
-            try:
-                self.settings = self._reload_settings()
-            except Exception as exc:
-                self.log("error", f"config reload skipped (invalid config): {exc}; restarting with the last good one")
-            for rec in self.table:
-                rec.wanted = False
-            await asyncio.gather(*(self.stop_worker(r) for r in self.table))
-            self._fs_ready.clear()
-            old = self.fs
-            self.fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
-            old._on_lost = None
-            old.close()
-            await self._attach_fork_server(self.fs)
-            self.table = ProcessTable(self._state_changed)
-            for spec in self.settings.workers:
-                self._start(self.table.add(spec))
+            await self._restart_all_locked(notify_clients)
+
+    async def _restart_all_locked(self, notify_clients: bool) -> None:
+        assert self._fs_ready is not None
+        self.log("info", "restarting every worker in place")
+        if self.core is not None and notify_clients:
+            await self.core.hub.shutdown("gateway restarting", restart_expected_ms=1000)
+            self.core.hub.closing = False
+            self.core.hub.start()
+        loaded = self.reloader.load()
+        if isinstance(loaded, str):
+            self.log("error", f"config reload skipped (invalid config): {loaded}; restarting with the last good one")
+        else:
+            self.gateway_cfg, self.settings = loaded
+        for rec in self.table:
+            rec.wanted = False
+        await asyncio.gather(*(self.stop_worker(r) for r in self.table))
+        self._fs_ready.clear()
+        old = self.fs
+        self.fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
+        old._on_lost = None
+        old.close()
+        await self._attach_fork_server(self.fs)
+        self.table = ProcessTable(self._state_changed)
+        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
+        for spec in self.specs:
+            self._start(self.table.add(spec))
 
     # ================================================================ gateway host
 
@@ -749,9 +802,9 @@ class Supervisor:
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "reload":
-            plan = await self.reload()
-            return {"ok": plan is not None, "plan": plan.summary() if plan else None,
-                    "error": None if plan else "config reload skipped (invalid config); see the log"}
+            decision = await self.reloader.reload("control")
+            return {"ok": decision is not None, "plan": decision.summary() if decision else None,
+                    "error": None if decision else "config reload skipped (invalid config); see the log"}
         return {"ok": False, "error": f"unknown control op {op!r} (known: status, ping, reload)"}
 
     # ================================================================ logging

@@ -40,6 +40,19 @@ class Redactor:
         return text
 
 
+def secrets_in(cfg: dict[str, Any], auth: Any = None) -> list[str]:
+    """Every secret value the gateway knows, so the sink can mask it wherever it appears."""
+    from openclaw_sup.config.schema import secret_values
+
+    found = list(secret_values(cfg))
+    for key in ("OPENCLAW_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_PASSWORD"):
+        if os.environ.get(key):
+            found.append(os.environ[key])
+    if auth is not None:
+        found += [s for s in (getattr(auth, "token", None), getattr(auth, "password", None)) if s]
+    return found
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
@@ -107,6 +120,13 @@ class LogSink:
             if src.exists():
                 os.replace(src, f"{stem}.{i}.log")
         self._open(self._date)
+
+    def retarget(self, file: Path | None, max_file_bytes: int) -> None:
+        """Switch file or size limit in place (a config reload); the next record opens the new file."""
+        if file != self._fixed:
+            self.close()
+            self._fixed = file
+        self.max_file_bytes = max_file_bytes
 
     # -- writing -------------------------------------------------------------------------------------
 

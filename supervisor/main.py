@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from openclaw_sup.config.loader import ConfigError, load_json5
+from openclaw_sup.config.document import load_config, start_block_reason
+from openclaw_sup.config.loader import ConfigError
 from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, ensure_private_dir, resolve
 from openclaw_sup.config.settings import load_settings
 
@@ -57,19 +58,6 @@ def resolve_port(cli: int | None, cfg: dict[str, Any], dev: bool) -> int:
     return DEV_PORT if dev else DEFAULT_PORT
 
 
-def mode_guard(paths: ProfilePaths, cfg: dict[str, Any], allow_unconfigured: bool) -> str | None:
-    """Upstream's start guard: only `gateway.mode=local` starts, unless --allow-unconfigured."""
-    if allow_unconfigured:
-        return None
-    mode = (cfg.get("gateway") or {}).get("mode")
-    if mode == "local":
-        return None
-    if mode is None and paths.config_path.exists():
-        return ("Gateway start blocked: existing config is missing gateway.mode; set gateway.mode=local "
-                f"in {paths.config_path} (or pass --allow-unconfigured)")
-    return "Gateway start blocked: set gateway.mode=local (or pass --allow-unconfigured)"
-
-
 def write_dev_config(paths: ProfilePaths) -> None:
     """`--dev` with no config: write the minimal local one, as upstream's `gateway --dev` does."""
     if paths.config_path.exists():
@@ -84,13 +72,6 @@ def write_dev_config(paths: ProfilePaths) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, paths.config_path)
-
-
-def secrets_in(cfg: dict[str, Any]) -> list[str]:
-    auth = (cfg.get("gateway") or {}).get("auth") or {}
-    found = [auth.get("token"), auth.get("password"), os.environ.get("OPENCLAW_GATEWAY_TOKEN"),
-             os.environ.get("OPENCLAW_GATEWAY_PASSWORD")]
-    return [s for s in found if isinstance(s, str)]
 
 
 def set_child_subreaper() -> None:
@@ -111,13 +92,16 @@ def run(argv: list[str]) -> int:
     try:
         if paths.dev:
             write_dev_config(paths)
-        cfg = load_json5(paths.config_path)
+        config = load_config(paths)
+        cfg = config.data
         settings = load_settings(paths)
         port = resolve_port(args.port, cfg, paths.dev)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    blocked = mode_guard(paths, cfg, args.allow_unconfigured)
+    for notice in config.report.notices:
+        print(f"config notice: {notice.line().strip()}", file=sys.stderr)
+    blocked = start_block_reason(config, args.allow_unconfigured)
     if blocked:
         print(blocked, file=sys.stderr)
         return EXIT_CONFIG
@@ -162,7 +146,7 @@ def run(argv: list[str]) -> int:
     import uvloop
 
     from openclaw_sup.supervisor.arbiter import RunOptions, Supervisor
-    from openclaw_sup.supervisor.logsink import LogSink, Redactor
+    from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
 
     setproctitle.setproctitle(f"openclaw-sup: gateway [{paths.label}]")
     set_child_subreaper()
@@ -172,15 +156,15 @@ def run(argv: list[str]) -> int:
         file=Path(log_file).expanduser() if log_file else None,
         profile=paths.profile,
         max_file_bytes=int(logging_cfg.get("maxFileBytes") or 104_857_600),
-        redactor=Redactor(secrets_in(cfg)),
+        redactor=Redactor(secrets_in(cfg, auth)),
         console=sys.stdout if args.verbose else None,
     )
 
     from openclaw_sup.gateway.core import tick_interval_from_env
 
     opts = RunOptions(host=host, port=port, auth=auth, gateway_config=cfg, tick_interval_ms=tick_interval_from_env(),
-                      verbose=args.verbose)
-    sup = Supervisor(paths, settings, opts, fork_server, sink, lambda: load_settings(paths))
+                      verbose=args.verbose, port_pinned=bool(args.port or os.environ.get("OPENCLAW_GATEWAY_PORT")))
+    sup = Supervisor(paths, settings, opts, fork_server, sink)
     try:
         return uvloop.run(sup.run())
     finally:

@@ -255,7 +255,7 @@ def test_sighup_reload_touches_only_changed_workers(gateway_factory) -> None:
     after = gw.pids()
     assert after["a"] == before["a"]
     assert not psutil.pid_exists(before["c"])
-    assert "config reload: start d; stop c; respawn b; keep a" in gw.log_text()
+    assert "config reload (SIGHUP, mode hybrid): start d; stop c; respawn b; keep a" in gw.log_text()
     # An invalid edit is skipped and nothing restarts.
     gw.settings_file.write_text("{ workers: { a: ")
     gw.signal(signal.SIGHUP)
