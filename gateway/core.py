@@ -40,6 +40,12 @@ class GatewayCore:
         self.started = time.monotonic()
         self.reload: dict[str, Any] = {"hotReloadStatus": "active"}
 
+    def set_auth(self, auth: authn.AuthConfig) -> None:
+        """New credentials after a reload; the failed-auth history starts over with the new limits."""
+        if auth != self.auth:
+            self.auth = auth
+            self.limiter = authn.FailedAuthLimiter(auth)
+
     def log(self, level: str, message: str) -> None:
         self.host.log(level, message)
 
