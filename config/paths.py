@@ -14,6 +14,12 @@ DEV_PORT = 19001
 DEV_PROFILE = "dev"
 
 
+def derived_ports(port: int) -> dict[str, int]:
+    """Ports upstream derives from the gateway port: browser control = port + 2, managed CDP range
+    port + 11 .. port + 110 (18800-18899 for the default 18789; 19012-19111 for --dev)."""
+    return {"browserControl": port + 2, "cdpFirst": port + 11, "cdpLast": port + 110}
+
+
 def home_dir(env: dict[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     for key in ("OPENCLAW_HOME", "HOME", "USERPROFILE"):

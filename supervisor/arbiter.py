@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_sup import __version__
-from openclaw_sup.config.paths import ProfilePaths, ensure_private_dir
+from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir
 from openclaw_sup.config.plan import ReloadPlan, worker_specs
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
@@ -788,6 +788,7 @@ class Supervisor:
                 "uptimeS": round(now - self.started, 3), "rss": _own_rss(),
                 "cpuS": round(ru.user + ru.system, 3), "forkServerPid": self.fs.pid,
                 "listen": f"ws://{self.opts.host}:{self.opts.port}", "bus": self.paths.bus_endpoint,
+                "ports": {"gateway": self.opts.port, **derived_ports(self.opts.port)},
                 "logFile": str(self.sink.path) if self.sink.path else None,
                 "busReceived": self.bus.received if self.bus else 0,
                 "busDropped": self.bus.dropped if self.bus else 0, "stopping": self.stopping,

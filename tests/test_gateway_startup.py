@@ -107,3 +107,21 @@ def test_our_cli_gateway_status_call_and_health(gateway_factory) -> None:
     down = gw.run_cli("gateway", "status", "--require-rpc")
     assert down.returncode == 1 and "Runtime: stopped" in down.stdout and "RPC probe: failed" in down.stdout
 
+
+
+def test_invalid_config_exits_78_naming_path_value_and_reason(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {}}, config={"gateway": {"bind": "everywhere"}, "logging": {"level": "loud"}})
+    res = run_gateway(gw)
+    assert res.returncode == 78
+    assert f"Invalid config at {gw.state_dir / 'openclaw.json'}:" in res.stderr
+    assert "gateway.bind" in res.stderr and "everywhere" in res.stderr
+    assert "logging.level" in res.stderr and "loud" in res.stderr
+    (gw.state_dir / "openclaw.json").write_text("{ gateway: ")
+    res = run_gateway(gw)
+    assert res.returncode == 78 and "not valid JSON5" in res.stderr
+
+
+def test_unimplemented_upstream_sections_are_reported_not_fatal(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {}}, config={"skills": {"allow": ["x"]}, "plugins": {"entries": {}}})
+    gw.start()
+    assert "skills" in gw.stdout.read_text() and gw.status()["ok"]

@@ -67,8 +67,14 @@ def changed(before: dict[str, int | None], after: dict[str, int | None]) -> set[
 def test_one_channel_account_respawns_exactly_that_worker(make) -> None:
     gw = make()
     before = gw.pids()
+    watcher = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN)
+    watcher.connect()
     edit(gw, lambda c: c["channels"]["telegram"]["accounts"]["main"].update(botToken="9:zzz"))
     wait_reloads(gw, 1)
+    ev = watcher.next_event("config.changed", 10)["payload"]
+    assert ev["path"] == str(gw.state_dir / "openclaw.json") and ev["hash"].startswith("sha256:")
+    reload_state = watcher.request("health")["configReload"]
+    assert reload_state["mode"] == "hybrid" and "respawn channel:telegram:main" in reload_state["lastOutcome"]
     gw.wait_all_running()
     wait_for(lambda: gw.worker("channel:telegram:main")["state"] == "running"
              and gw.worker("channel:telegram:main")["pid"] != before["channel:telegram:main"], 10)
