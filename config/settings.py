@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +75,14 @@ class WorkerSpec:
     liveness: Liveness = Liveness()
     stop: StopLadder = StopLadder()
 
-    def digest(self) -> str:
-        """Hash of the effective config: a worker is respawned on reload only when this changes."""
+    @cached_property
+    def _digest(self) -> str:
         blob = orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def digest(self) -> str:
+        """Hash of the effective config: a worker is respawned on reload only when this changes."""
+        return self._digest
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,10 @@ def is_loopback(ip: str) -> bool:
 
 
 class Connection:
+    __slots__ = ("_closed", "_inflight", "caps", "challenge_ts", "client", "client_mode", "connected_at", "core",
+                 "device_id", "events", "id", "loopback_direct", "nonce", "origin", "remote_ip", "role", "scopes",
+                 "seq", "ws")
+
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, core: GatewayCore) -> None:
         self.ws = ws
         self.core = core
@@ -157,6 +161,7 @@ class Connection:
         self.core.hub.add(self)
         try:
             await self.send(hello)
+            del hello  # the snapshot would otherwise live as long as the socket
             await self._serve()
         finally:
             self.core.hub.remove(self)
@@ -190,6 +195,9 @@ class Connection:
             if not isinstance(rid, (str, int)) or rid == "" or not isinstance(frame.get("method"), str):
                 await self.close(CLOSE_POLICY, "invalid request frame")
                 return
+            if self.core.methods.is_local(frame["method"]):
+                await self._request(rid, frame["method"], frame.get("params"))
+                continue
             if len(self._inflight) >= MAX_INFLIGHT:
                 await self.send(res_err(rid, MethodError("UNAVAILABLE", "too many requests in flight on this "
                                                         "connection", retryable=True).to_error()))

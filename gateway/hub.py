@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -116,35 +117,43 @@ class Hub:
 
 
 class EventQueue:
-    """A socket's outgoing events: bounded, drained by one sender task."""
+    """A socket's outgoing events: bounded, drained by a task that exists only while there is a backlog,
+    so ten thousand idle sockets cost no task and no queue."""
+
+    __slots__ = ("_close", "_send", "dropped", "frames", "task")
 
     def __init__(self, send: Callable[[bytes], Any], close: Callable[[int, str], Any]) -> None:
         self._send = send
         self._close = close
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(EVENT_QUEUE)
+        self.frames: deque[bytes] = deque()
         self.dropped = 0
-        self.task = asyncio.get_running_loop().create_task(self._drain())
+        self.task: asyncio.Task[None] | None = None
 
     def put(self, frame: dict[str, Any]) -> bool:
-        try:
-            self.queue.put_nowait(orjson.dumps(frame))
-            return True
-        except asyncio.QueueFull:
+        if len(self.frames) >= EVENT_QUEUE:
             self.dropped += 1
-            if self.dropped >= SLOW_CLOSE_DROPS:
+            if self.dropped == SLOW_CLOSE_DROPS:
                 asyncio.get_running_loop().create_task(self._close(CLOSE_POLICY, "slow consumer"))
             return False
+        self.frames.append(orjson.dumps(frame))
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+        return True
 
     async def _drain(self) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError, asyncio.CancelledError):
-            while True:
-                data = await self.queue.get()
-                await self._send(data)
+        try:
+            while self.frames:
+                await self._send(self.frames.popleft())
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            self.frames.clear()
+        finally:
+            self.task = None
 
     async def flush(self, timeout: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not self.queue.empty() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.005)
+        if self.task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)
 
     def stop(self) -> None:
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()

@@ -109,6 +109,10 @@ class Methods:
             "system.info": self.identity,
         }
 
+    def is_local(self, method: str) -> bool:
+        """Answered by the supervisor without waiting on a worker: served in order, without a task."""
+        return method in self.local and method != "channels.status"
+
     async def call(self, conn: Connection, method: str, params: dict[str, Any], partial: Partial) -> Any:
         scope = required_scope(method)
         if not conn.has_scope(scope):
