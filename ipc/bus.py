@@ -9,6 +9,7 @@ Queues are bounded by high-water marks; a send that would block is dropped and c
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -121,6 +122,10 @@ class RouterBus:
         self.ctx.term()
 
 
+DROPPABLE = frozenset({"event", "hb"})
+"""Kinds a worker may lose under back-pressure; logs, replies and readiness wait in a bounded backlog."""
+
+
 class DealerLink:
     """A worker's end, opened after the fork in a fresh context."""
 
@@ -132,19 +137,23 @@ class DealerLink:
         *,
         snd_hwm: int = 10_000,
         linger_ms: int = 2_000,
+        backlog: int = 20_000,
     ) -> None:
         self.ctx = zmq.Context(io_threads=1)
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, identity.encode())
         sock.setsockopt(zmq.SNDHWM, snd_hwm)
         sock.setsockopt(zmq.LINGER, linger_ms)
-        sock.setsockopt(zmq.IMMEDIATE, 0)
         sock.connect(endpoint)
         self.sock = sock
+        self.linger_ms = linger_ms
         self.dropped = 0
         self.sent = 0
         self._on_message = on_message
         self._pump: _Pump | None = None
+        self._backlog: deque[bytes] = deque()
+        self._backlog_max = backlog
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def attach(self) -> None:
         """Start receiving; needs the running loop."""
@@ -154,20 +163,52 @@ class DealerLink:
         self._on_message(frames[-1])
 
     def send(self, msg: dict[str, Any]) -> bool:
+        """Send now; under back-pressure drop an event or heartbeat, keep anything else for later."""
+        data = encode(msg)
+        if self._backlog:
+            return self._keep(msg, data)
         try:
-            self.sock.send(encode(msg), zmq.NOBLOCK)
+            self.sock.send(data, zmq.NOBLOCK)
             self.sent += 1
             ok = True
         except zmq.Again:
-            self.dropped += 1
-            ok = False
+            ok = self._keep(msg, data)
         if self._pump is not None:
             self._pump.recheck()
         return ok
 
+    def _keep(self, msg: dict[str, Any], data: bytes) -> bool:
+        if msg.get("kind") in DROPPABLE or len(self._backlog) >= self._backlog_max:
+            self.dropped += 1
+            return False
+        self._backlog.append(data)
+        if self._flush_timer is None and self._pump is not None:
+            self._flush_timer = asyncio.get_running_loop().call_later(0.005, self._flush)
+        return True
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        while self._backlog:
+            try:
+                self.sock.send(self._backlog[0], zmq.NOBLOCK)
+            except zmq.Again:
+                self._flush_timer = asyncio.get_running_loop().call_later(0.005, self._flush)
+                return
+            self._backlog.popleft()
+            self.sent += 1
+
     def close(self) -> None:
-        """Close with linger, so what was queued (log records above all) still reaches the supervisor."""
+        """Flush the backlog (bounded by the linger) and close, so a clean exit loses no log record."""
         if self._pump is not None:
             self._pump.close()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self.sock.setsockopt(zmq.SNDTIMEO, self.linger_ms)
+        while self._backlog:
+            try:
+                self.sock.send(self._backlog.popleft())
+            except zmq.ZMQError:
+                self.dropped += len(self._backlog) + 1
+                break
         self.sock.close()
         self.ctx.term()

@@ -194,6 +194,18 @@ def test_graceful_stop_keeps_every_log_record_and_uses_the_ladder(gateway_factor
     assert took < 20
 
 
+def test_log_records_survive_a_saturated_bus(gateway_factory) -> None:
+    gw = gateway_factory({"bus": {"rcvHwm": 100},
+                          "workers": {"busy": {"kind": "flood", "options": {"count": 200_000, "msgKind": "mixed",
+                                                                            "delay": 0}}}})
+    gw.start()
+    wait_for(lambda: "busy flood done" in gw.log_text(), 60, interval=0.2, what="the flood")
+    assert gw.stop() == 0
+    lines = [r["message"] for r in gw.log_lines() if r.get("worker") == "busy"]
+    assert sum(1 for m in lines if m.startswith("flood line ")) == 200_000 // 40
+    assert "log rate limit" not in gw.log_text()
+
+
 def test_status_command_exit_codes_and_json(gateway_factory) -> None:
     gw = gateway_factory({"workers": {"one": {"kind": "sleeper"}}})
     res = gw.run_cli("status")

@@ -87,7 +87,7 @@ async def flood(ctx: WorkerContext) -> None:
     sent = 0
     t0 = time.perf_counter()
     for i in range(count):
-        if kind == "log":
+        if kind == "log" or (kind == "mixed" and i % 40 == 0):
             ctx.log.info("flood line %d", i)
             sent += 1
         elif ctx.send({"kind": "event", "event": "flood", "payload": i}):
