@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 from openclaw_sup.gateway.authn import scopes_cover
 
@@ -68,6 +65,9 @@ def raw_public_key(public_key: Any) -> bytes | None:
     if not isinstance(public_key, str) or not public_key.strip():
         return None
     if "-----BEGIN" in public_key:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+
         try:
             key = load_pem_public_key(public_key.strip().encode())
         except ValueError:
@@ -201,6 +201,10 @@ def verify_device(device: Mapping[str, Any], *, nonce_issued: str, client: Mappi
         signature = b64url_decode(encoded) if isinstance(encoded, str) else b""
     except (binascii.Error, ValueError):
         return device_auth_error("device-signature")
+    # Imported here: most connections carry no device, and this import is a fifth of the gateway's start-up.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     key = Ed25519PublicKey.from_public_bytes(raw)
     version = None
     for candidate in ("v3", "v2"):

@@ -109,7 +109,6 @@ class Supervisor:
         b = self.settings.bus
         self.bus = RouterBus(self.paths.bus_endpoint, self._on_bus, self._on_bad_frames,
                              max_message_bytes=b.max_message_bytes, rcv_hwm=b.rcv_hwm, snd_hwm=b.snd_hwm)
-        await self._attach_fork_server(self.fs)
         self.control = ControlServer(self.paths.control_socket, self._on_control)
         await self.control.start()
         self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
@@ -124,6 +123,7 @@ class Supervisor:
             await self._teardown()
             return self.exit_code
         self.core.hub.start()
+        await self._attach_fork_server(self.fs)
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
         self.log("info", f"gateway listening on ws://{self.opts.host}:{self.opts.port} (pid {os.getpid()}, "
                          f"profile {self.paths.label}, {len(self.specs)} workers)")
