@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-
 from openclaw_sup.gateway.authn import scopes_cover
 
 DEFAULT_SKEW_MS = 120_000
