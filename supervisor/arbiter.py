@@ -40,13 +40,14 @@ from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
 from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
+from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
 from openclaw_sup.supervisor.restart import Event, State
 from openclaw_sup.supervisor.table import Incarnation, ProcessTable, WorkerRecord
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-READ_CHUNK = 65536
 LINE_LIMIT = 8192
+EARLY_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class Supervisor:
             os.close(out_r)
             os.close(err_r)
             rec.spawning = False
+            rec.early = []
             rec.spawn_error = f"spawn failed: {exc}"
             self.log("error", f"worker {rec.name}: {rec.spawn_error}")
             if rec.state == State.STARTING:
@@ -255,43 +257,15 @@ class Supervisor:
         inc.done = asyncio.get_running_loop().create_future()
         rec.previous, rec.current = rec.current, inc
         self.table.by_pid[pid] = rec
-        self._watch_output(rec, inc, out_r, "info")
-        self._watch_output(rec, inc, err_r, "error")
+        inc.pipes = [OutputPipe(out_r, lambda text: self._output_line(rec, inc, "info", text)),
+                     OutputPipe(err_r, lambda text: self._output_line(rec, inc, "error", text))]
         self._arm(rec, inc, spec.liveness.start_timeout_ms / 1000)
+        early, rec.early = rec.early, []
+        for msg in early:
+            if msg.get("pid") == pid:
+                self._dispatch(rec, msg)
 
-    def _watch_output(self, rec: WorkerRecord, inc: Incarnation, fd: int, level: str) -> None:
-        """Read a worker's raw stdout/stderr until EOF, even after it exits: no line is lost."""
-        os.set_blocking(fd, False)
-        loop = asyncio.get_running_loop()
-        partial = bytearray()
-        inc.fds.add(fd)
-
-        def readable() -> None:
-            try:
-                data = os.read(fd, READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if data:
-                partial.extend(data)
-                *lines, rest = partial.split(b"\n")
-                partial[:] = rest[-LINE_LIMIT:]
-                for line in lines:
-                    self._output_line(rec, inc, level, line)
-                return
-            if partial:
-                self._output_line(rec, inc, level, bytes(partial))
-            loop.remove_reader(fd)
-            os.close(fd)
-            inc.fds.discard(fd)
-
-        loop.add_reader(fd, readable)
-
-    def _output_line(self, rec: WorkerRecord, inc: Incarnation, level: str, raw: bytes) -> None:
-        text = raw[:LINE_LIMIT].decode("utf-8", "replace").rstrip()
-        if not text:
-            return
+    def _output_line(self, rec: WorkerRecord, inc: Incarnation, level: str, text: str) -> None:
         if level == "error":
             inc.errors.append(self.sink.redact(text))
         self._write_log(level, text, subsystem="stderr" if level == "error" else "stdout", worker=rec.name)
@@ -317,6 +291,11 @@ class Supervisor:
     def _dispatch(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
         kind = msg["kind"]
         inc = rec.current
+        if rec.spawning and kind in (Kind.HELLO, Kind.READY, Kind.HB):
+            # The worker can speak before the fork server's `spawned` reply is read: replay it then.
+            if len(rec.early) < EARLY_MAX:
+                rec.early.append(msg)
+            return
         if inc is None or inc.exit is not None:
             if kind == Kind.LOG:
                 self._worker_log(rec, None, msg)
@@ -575,26 +554,12 @@ class Supervisor:
         self.fs.close()
         for rec in self.table:
             for inc in (rec.current, rec.previous):
-                self._drain_output(inc)
+                for pipe in inc.pipes if inc else ():
+                    pipe.drain()
         if self.bus is not None:
             self.bus.close()
         self.log("info", "gateway stopped")
         self.sink.close()
-
-    def _drain_output(self, inc: Incarnation | None) -> None:
-        if inc is None:
-            return
-        loop = asyncio.get_running_loop()
-        for fd in list(inc.fds):
-            loop.remove_reader(fd)
-            with contextlib.suppress(OSError):
-                while data := os.read(fd, READ_CHUNK):
-                    for line in data.splitlines():
-                        text = line.decode("utf-8", "replace").rstrip()
-                        if text:
-                            self._write_log("error", text, subsystem="stderr")
-            os.close(fd)
-            inc.fds.discard(fd)
 
     # ================================================================ reload
 

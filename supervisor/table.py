@@ -26,7 +26,7 @@ class Incarnation:
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=ERROR_LINES))
     kill_reason: str | None = None
     exit: dict[str, Any] | None = None
-    fds: set[int] = field(default_factory=set)
+    pipes: list[Any] = field(default_factory=list)
     done: Any = None
 
     @property
@@ -50,6 +50,7 @@ class WorkerRecord:
     wanted: bool = True
     listener: Any = None
     ever_ready: bool = False
+    early: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -348,3 +348,15 @@ def test_status_is_import_light_and_watch_refreshes(gateway_factory) -> None:
     out, _ = watch.communicate(timeout=10)
     assert watch.returncode == 0
     assert out.count("NAME  ") >= 2
+
+
+def test_many_workers_started_at_once_all_reach_running(gateway_factory) -> None:
+    """Workers may say `ready` before the supervisor has read the fork server's `spawned` reply."""
+    gw = gateway_factory({"workers": {f"w{i:02d}": {"kind": "sleeper"} for i in range(24)}})
+    gw.start()
+    for _ in range(3):
+        before = gw.pids()
+        gw.signal(signal.SIGUSR1)
+        wait_for(lambda b=before: all(p and p != b[n] for n, p in gw.pids().items()), 20, what="all replaced")
+        gw.wait_all_running(timeout=20)
+    assert gw.stop() == 0
