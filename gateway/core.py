@@ -54,7 +54,6 @@ class GatewayCore:
 
     def hello_ok(self, conn: Connection, method: str) -> dict[str, Any]:
         health = self.methods.health_snapshot()
-        health.pop("durationUs", None)
         return {
             "type": "hello-ok",
             "protocol": PROTOCOL,

@@ -45,6 +45,7 @@ ROUTE_PREFIXES = (("cron.", "scheduler"), ("browser.", "browser"), ("chat.", "ag
 ROUTE_EXACT = {"agent": "agent", "set-heartbeats": "scheduler", "wake": "scheduler"}
 WORKER_TIMEOUT_S = 30.0
 AGENT_TIMEOUT_S = 600.0
+HEALTH_MAX_AGE_S = 1.0
 DEFAULT_HEARTBEAT = "30m"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 60_000}
@@ -96,6 +97,8 @@ class Methods:
         self.core = core
         self.idem = IdempotencyCache()
         self.last_heartbeat: dict[str, Any] | None = None
+        self._health: tuple[float, dict[str, Any]] | None = None
+        self.sessions_path = str(core.state_dir / "agents" / "main" / "agent" / "openclaw-agent.sqlite")
         self.local = {
             "health": self.health,
             "status": self.status,
@@ -148,16 +151,28 @@ class Methods:
 
     # -- system --------------------------------------------------------------------------------------
 
-    def health_snapshot(self) -> dict[str, Any]:
+    def health_snapshot(self, fresh: bool = False) -> dict[str, Any]:
+        """The health snapshot, cached like upstream's (here at most HEALTH_MAX_AGE_S, and dropped on any
+        worker state change or reload); `probe: true` asks for a fresh one."""
+        now = time.monotonic()
+        if not fresh and self._health is not None and now - self._health[0] < HEALTH_MAX_AGE_S:
+            return self._health[1]
+        snap = self._build_health()
+        self._health = (now, snap)
+        return snap
+
+    def invalidate_health(self) -> None:
+        self._health = None
+
+    def _build_health(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         cfg = self.core.host.gateway_config()
         hb_cfg = ((cfg.get("agents") or {}).get("defaults") or {}).get("heartbeat") or {}
         every = hb_cfg.get("every", DEFAULT_HEARTBEAT)
         every_ms = duration_ms(every, duration_ms(DEFAULT_HEARTBEAT))
-        sessions = {"path": str(self.core.state_dir / "agents" / "main" / "agent" / "openclaw-agent.sqlite"),
-                    "count": 0, "recent": []}
+        sessions = {"path": self.sessions_path, "count": 0, "recent": []}
         ready = self.core.host.readiness()
-        return {
+        snap: dict[str, Any] = {
             "ok": True,
             "ts": now_ms(),
             "durationMs": 0,
@@ -174,13 +189,12 @@ class Methods:
             "configReload": self.core.reload_status(),
             "readiness": {"ready": ready["ready"], "pending": ready.get("pending")},
             "workers": self.core.host.worker_view(),
-            "durationUs": round((time.perf_counter() - t0) * 1e6),
         }
+        snap["durationMs"] = round((time.perf_counter() - t0) * 1000)
+        return snap
 
     async def health(self, params: dict[str, Any]) -> dict[str, Any]:
-        snap = self.health_snapshot()
-        snap["durationMs"] = snap.pop("durationUs") // 1000
-        return snap
+        return self.health_snapshot(fresh=bool(params.get("probe")))
 
     async def status(self, params: dict[str, Any]) -> dict[str, Any]:
         cfg = self.core.host.gateway_config()

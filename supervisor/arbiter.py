@@ -726,9 +726,7 @@ class Supervisor:
         def push() -> None:
             self._health_scheduled = False
             if self.core is not None and not self.stopping:
-                snap = self.core.methods.health_snapshot()
-                snap.pop("durationUs", None)
-                self.core.hub.health_changed(snap)
+                self.core.hub.health_changed(self.core.methods.health_snapshot(fresh=True))
 
         asyncio.get_running_loop().call_later(0.05, push)
 
