@@ -8,7 +8,10 @@ import typer
 
 from openclaw_sup import __version__
 from openclaw_sup.cli.config import config_app
+from openclaw_sup.cli.doctor import doctor
 from openclaw_sup.cli.gateway_cmds import gateway_app, health
+from openclaw_sup.cli.logs import logs
+from openclaw_sup.cli.service import install, restart, start, stop, uninstall
 
 app = typer.Typer(
     help="openclaw-sup: the OpenClaw gateway as a supervisor of isolated workers.\n\n"
@@ -32,6 +35,13 @@ def main(
 app.add_typer(config_app, name="config")
 app.add_typer(gateway_app, name="gateway")
 app.command("health")(health)
+app.command("doctor")(doctor)
+app.command("logs")(logs)
+gateway_app.command("install")(install)
+gateway_app.command("uninstall")(uninstall)
+gateway_app.command("start")(start)
+gateway_app.command("stop")(stop)
+gateway_app.command("restart")(restart)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from openclaw_sup.cli.service import inspect_service
 from openclaw_sup.config.loader import ConfigError, load_json5
 from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, resolve
 from openclaw_sup.gateway.client import ConnectionClosed, GatewayClient, GatewayError
@@ -118,8 +119,13 @@ def status(ctx: typer.Context,
     paths = _paths(ctx)
     cfg, validity = _config(paths)
     target = resolve_target(paths, cfg, url, token, password)
-    report: dict[str, Any] = {"config": {"cli": {"path": str(paths.config_path), "status": validity}},
-                              "probeTarget": target.url}
+    service = inspect_service(paths)
+    service_json = service.to_json()
+    report: dict[str, Any] = {"service": service_json["service"],
+                              "config": {"cli": {"path": str(paths.config_path), "status": validity,
+                                                 "validity": service.cli_validity},
+                                         "service": service_json["config"]["service"]},
+                              "warnings": service_json["warnings"], "probeTarget": target.url}
     try:
         snap = call(paths.control_socket, "status", timeout=2)
         report["runtime"] = {"status": "running", "pid": snap["supervisor"]["pid"],
@@ -146,7 +152,8 @@ def status(ctx: typer.Context,
     else:
         rt = report["runtime"]
         pid = f" (pid {rt['pid']})" if rt.get("pid") else ""
-        typer.echo(f"Config (cli): {paths.config_path} ({validity})")
+        for line in service.lines():
+            typer.echo(line)
         typer.echo(f"Probe target: {target.url}")
         typer.echo(f"Runtime: {rt['status']}{pid}")
         if rt.get("listen"):

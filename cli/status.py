@@ -36,13 +36,15 @@ def fmt_bytes(n: int | None) -> str:
 
 
 def exit_code(snapshot: dict[str, object]) -> int:
-    return 0 if all(w["state"] == "running" for w in snapshot["workers"]) else 1
+    started = snapshot["supervisor"].get("started", True)
+    return 0 if started and all(w["state"] == "running" for w in snapshot["workers"]) else 1
 
 
 def render(snap: dict[str, object], width: int = 160) -> str:
     sup = snap["supervisor"]
     head = (f"openclaw-sup {sup['version']} [{sup['profile']}]  pid {sup['pid']}  rss {fmt_bytes(sup['rss'])}  "
-            f"up {fmt_duration(sup['uptimeS'])}  {sup['listen']}")
+            f"up {fmt_duration(sup['uptimeS'])}  {sup['listen']}"
+            + ("" if sup.get("started", True) else "  (starting)"))
     rows = [COLUMNS]
     for w in snap["workers"]:
         last_exit = (w["lastExit"] or {}).get("text") or "-"

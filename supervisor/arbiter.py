@@ -25,7 +25,7 @@ from typing import Any
 
 from openclaw_sup import __version__
 from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir
-from openclaw_sup.config.plan import ReloadPlan, worker_specs
+from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
@@ -43,6 +43,7 @@ from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
 from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
 from openclaw_sup.supervisor.restart import Event, State
+from openclaw_sup.supervisor.sdnotify import Notifier, status_line
 from openclaw_sup.supervisor.table import Incarnation, ProcessTable, WorkerRecord
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -68,8 +69,9 @@ def _own_rss() -> int:
 
 class Supervisor:
     def __init__(self, paths: ProfilePaths, settings: SupervisorSettings, opts: RunOptions,
-                 fork_server: ForkServer, sink: LogSink) -> None:
+                 fork_server: ForkServer, sink: LogSink, notifier: Notifier | None = None) -> None:
         self.paths = paths
+        self.notifier = notifier or Notifier()
         self.settings = settings
         self.opts = opts
         self.fs = fork_server
@@ -82,6 +84,7 @@ class Supervisor:
         self.started = time.monotonic()
         self.exit_code = 0
         self.stopping = False
+        self.booted = False
         self.bus: RouterBus | None = None
         self.control: ControlServer | None = None
         self.gateway: GatewayServer | None = None
@@ -104,6 +107,7 @@ class Supervisor:
         self._fs_ready = asyncio.Event()
         self._ops_lock = asyncio.Lock()
         self._install_signals(loop)
+        self.notifier.start_watchdog(loop)
         ensure_private_dir(self.paths.run_dir)
         with contextlib.suppress(FileNotFoundError):
             (self.paths.run_dir / "bus.sock").unlink()
@@ -126,12 +130,16 @@ class Supervisor:
         self.core.hub.start()
         await self._attach_fork_server(self.fs)
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
+        if cron_skipped(os.environ):
+            self.log("warn", CRON_DISABLED_LINE)
         self.log("info", f"gateway listening on ws://{self.opts.host}:{self.opts.port} (pid {os.getpid()}, "
                          f"profile {self.paths.label}, {len(self.specs)} workers)")
         for spec in self.specs:
             self._start(self.table.add(spec))
+        self.booted = True
         self.reloader.start()
         self._every_second()
+        self.notify_state()
         await self._stop_requested.wait()
         await self.shutdown()
         return self.exit_code
@@ -535,6 +543,7 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         self.stopping = True
+        self.notifier.stopping("stopping every worker")
         self.log("info", "stopping every worker")
         if self.gateway is not None:
             self.gateway.draining = True
@@ -560,6 +569,7 @@ class Supervisor:
             self.bus.close()
         self.log("info", "gateway stopped")
         self.sink.close()
+        self.notifier.close()
 
     # ================================================================ reload
 
@@ -642,7 +652,11 @@ class Supervisor:
         """
         assert self._ops_lock is not None and self._fs_ready is not None
         async with self._ops_lock:
-            await self._restart_all_locked(notify_clients)
+            self.notifier.reloading()
+            try:
+                await self._restart_all_locked(notify_clients)
+            finally:
+                self.notifier.ready(self.status_summary())
 
     async def _restart_all_locked(self, notify_clients: bool) -> None:
         assert self._fs_ready is not None
@@ -725,12 +739,30 @@ class Supervisor:
 
         def push() -> None:
             self._health_scheduled = False
-            if self.core is not None and not self.stopping:
+            if self.stopping:
+                return
+            self.notify_state()
+            if self.core is not None:
                 self.core.hub.health_changed(self.core.methods.health_snapshot(fresh=True))
 
         asyncio.get_running_loop().call_later(0.05, push)
 
     # ================================================================ status
+
+    def status_summary(self) -> str:
+        return status_line(self.worker_view(), f"ws://{self.opts.host}:{self.opts.port}")
+
+    def notify_state(self) -> None:
+        """Tell the service manager: `READY=1` once the port is bound and every worker has settled, then `STATUS=`."""
+        if not self.notifier.enabled or self.stopping:
+            return
+        if not self.notifier.ready_sent:
+            if self.booted and self.readiness()["started"]:
+                self.notifier.ready(self.status_summary())
+            else:
+                self.notifier.status("starting: " + self.status_summary())
+        else:
+            self.notifier.status(self.status_summary())
 
     def readiness(self) -> dict[str, Any]:
         states = {r.name: r.state.value for r in self.table}
@@ -755,6 +787,8 @@ class Supervisor:
                 "logFile": str(self.sink.path) if self.sink.path else None,
                 "busReceived": self.bus.received if self.bus else 0,
                 "busDropped": self.bus.dropped if self.bus else 0, "stopping": self.stopping,
+                "started": self.readiness()["started"],
+                "booted": self.booted,
             },
             "workers": [r.snapshot(now) for r in self.table],
         }
@@ -796,5 +830,6 @@ class Supervisor:
         self._bad.clear()
         self.sink.report_drops()
         self._reap_adopted()
+        self.notify_state()
         asyncio.get_running_loop().call_later(1.0, self._every_second)
 

@@ -138,7 +138,9 @@ def run(argv: list[str]) -> int:
         return 1
 
     from openclaw_sup.supervisor.forkserver import ForkServer
+    from openclaw_sup.supervisor.sdnotify import Notifier
 
+    notifier = Notifier.from_env()  # before the fork: children must not inherit NOTIFY_SOCKET
     fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), close_fds=(lock.fd,))
 
     # Only now: modules that may start threads or loops.
@@ -164,7 +166,7 @@ def run(argv: list[str]) -> int:
 
     opts = RunOptions(host=host, port=port, auth=auth, gateway_config=cfg, tick_interval_ms=tick_interval_from_env(),
                       verbose=args.verbose, port_pinned=bool(args.port or os.environ.get("OPENCLAW_GATEWAY_PORT")))
-    sup = Supervisor(paths, settings, opts, fork_server, sink)
+    sup = Supervisor(paths, settings, opts, fork_server, sink, notifier)
     try:
         return uvloop.run(sup.run())
     finally:

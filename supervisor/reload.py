@@ -44,11 +44,12 @@ class ConfigReloader:
             if self.watcher is not None:
                 self.watcher.stop()
             return
+        reload_cfg = (self.sup.gateway_cfg.get("gateway") or {}).get("reload") or {}
+        debounce = reload_cfg.get("debounceMs", DEFAULT_DEBOUNCE_MS)
+        debounce_ms = int(debounce) if isinstance(debounce, int) else DEFAULT_DEBOUNCE_MS
         if self.watcher is None:
-            reload_cfg = (self.sup.gateway_cfg.get("gateway") or {}).get("reload") or {}
-            debounce = reload_cfg.get("debounceMs", DEFAULT_DEBOUNCE_MS)
-            self.watcher = ConfigWatcher(self.sup.paths.config_path, self._changed,
-                                         int(debounce) if isinstance(debounce, int) else DEFAULT_DEBOUNCE_MS)
+            self.watcher = ConfigWatcher(self.sup.paths.config_path, self._changed, debounce_ms)
+        self.watcher.debounce = debounce_ms / 1000
         self.watcher.start()
 
     def stop(self) -> None:
@@ -112,11 +113,15 @@ class ConfigReloader:
             changes = replace(changes, workers=ReloadPlan.between(sup.specs, new_specs))
             decision = decide(mode, changes)
             sup.log("info", f"config reload ({trigger}, mode {mode}): {decision.summary()}")
-            if decision.full_restart:
-                sup.gateway_cfg, sup.settings = new_cfg, settings
-                await sup._restart_all_locked(notify_clients=True)
-            elif mode != "off":
-                await self._apply(decision, new_cfg, settings)
+            sup.notifier.reloading()
+            try:
+                if decision.full_restart:
+                    sup.gateway_cfg, sup.settings = new_cfg, settings
+                    await sup._restart_all_locked(notify_clients=True)
+                elif mode != "off":
+                    await self._apply(decision, new_cfg, settings)
+            finally:
+                sup.notifier.ready(sup.status_summary())
             line = decision.restart_required_line()
             if line:
                 sup.log("warn", line)

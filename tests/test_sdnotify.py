@@ -123,7 +123,8 @@ def test_status_line() -> None:
 
 
 def test_supervisor_speaks_sd_notify(tmp_path: Path) -> None:
-    """The real gateway under a fake unit: READY=1, WATCHDOG=1 at least twice in 2 s, STATUS=, STOPPING=1."""
+    """The real gateway under a fake unit: READY=1, WATCHDOG=1 at least twice in 2 s, STATUS=, RELOADING=1 then
+    READY=1 around a SIGHUP reload, STOPPING=1 after SIGTERM."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock_path = tmp_path / "notify.sock"
     sock.bind(str(sock_path))
@@ -158,6 +159,11 @@ def test_supervisor_speaks_sd_notify(tmp_path: Path) -> None:
         pings = [t for t, m in seen if m.get("WATCHDOG") == "1" and ready_at <= t <= ready_at + 2.0]
         assert len(pings) >= 2, f"expected WATCHDOG=1 at least twice within 2 s of READY: {seen}"
         assert any("STATUS" in m for _, m in seen), seen
+        mark = len(seen)
+        proc.send_signal(signal.SIGHUP)
+        collect(time.monotonic() + 10, stop_when="READY")
+        reload_msgs = [m for _, m in seen[mark:] if "RELOADING" in m or "READY" in m]
+        assert reload_msgs and reload_msgs[0].get("RELOADING") == "1" and "READY" in reload_msgs[-1], seen[mark:]
         mark = len(seen)
         proc.send_signal(signal.SIGTERM)
         collect(time.monotonic() + 10, stop_when="STOPPING")
