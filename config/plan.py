@@ -87,6 +87,15 @@ def _truthy_env(env: Mapping[str, str], key: str) -> bool:
     return env.get(key, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+CRON_DISABLED_LINE = "cron: scheduler disabled; jobs will not run automatically"
+
+
+def cron_skipped(env: Mapping[str, str]) -> bool:
+    """`OPENCLAW_SKIP_CRON=1`: no scheduler worker at all. `cron.enabled: false` still starts it, idle: it serves
+    the `cron.*` methods and runs a job only when asked (`cron.run`), as upstream."""
+    return _truthy_env(env, "OPENCLAW_SKIP_CRON")
+
+
 def channel_accounts(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """`channel:<ch>:<account>` -> that account's effective config (defaults < channel base < account)."""
     channels = _dict(cfg.get("channels"))
@@ -136,7 +145,7 @@ def worker_specs(
     cron = _dict(cfg.get("cron"))
     agents = _dict(cfg.get("agents"))
     specs: list[WorkerSpec] = []
-    if cron.get("enabled") is not False and not _truthy_env(env, "OPENCLAW_SKIP_CRON"):
+    if not cron_skipped(env):
         specs.append(spec("scheduler", "scheduler", {
             "cron": cron,
             "heartbeat": _dict(agents.get("defaults")).get("heartbeat"),

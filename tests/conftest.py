@@ -66,6 +66,7 @@ class Gateway:
             "HOME": str(self.home),
             "OPENCLAW_SUP_CONFIG": str(self.settings_file),
             "PYTHONPATH": str(KINDS_DIR),
+            "OPENCLAW_SKIP_CRON": "1",  # tests that want the scheduler pass OPENCLAW_SKIP_CRON=""
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -83,7 +84,8 @@ class Gateway:
         self.proc = subprocess.Popen([str(BIN), *self.cli_args(), "gateway", *args], env=self.env,
                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
-        wait_for(lambda: self.control.exists() and self.status(), 20, what="the control socket")
+        wait_for(lambda: self.control.exists() and self.status()["supervisor"]["booted"], 20,
+                 what="the supervisor to plan its workers")
         if wait_running:
             self.wait_all_running()
         return self
@@ -101,8 +103,9 @@ class Gateway:
         return {w["name"]: w["pid"] for w in self.status()["workers"]}
 
     def wait_all_running(self, timeout: float = 20) -> dict[str, Any]:
-        return wait_for(lambda: (s := self.status()) and all(w["state"] == "running" for w in s["workers"])
-                        and s, timeout, what="every worker running")
+        return wait_for(lambda: (s := self.status())["supervisor"]["started"]
+                        and all(w["state"] == "running" for w in s["workers"]) and s, timeout,
+                        what="the gateway started and every worker running")
 
     def wait_state(self, name: str, state: str, timeout: float = 20) -> dict[str, Any]:
         return wait_for(lambda: (w := self.worker(name))["state"] == state and w, timeout,

@@ -64,7 +64,9 @@ def test_worker_specs_from_config() -> None:
 def test_worker_specs_switches() -> None:
     off = edit(["cron", "enabled"], False, edit(["browser", "enabled"], False))
     off["channels"]["telegram"]["accounts"]["alerts"]["enabled"] = False
-    assert names(worker_specs(off, env=NO_SKIP)) == ["agent", "channel:telegram:main", "channel:irc:default"]
+    off_specs = {s.name: s for s in worker_specs(off, env=NO_SKIP)}
+    assert list(off_specs) == ["scheduler", "agent", "channel:telegram:main", "channel:irc:default"]
+    assert off_specs["scheduler"].options["cron"]["enabled"] is False  # started idle: serves cron.*, runs nothing
     no_browser = {k: v for k, v in BASE.items() if k != "browser"}
     assert "browser" not in names(worker_specs(no_browser, env=NO_SKIP))
     skipped = names(worker_specs(BASE, env={"OPENCLAW_SKIP_CHANNELS": "1", "OPENCLAW_SKIP_CRON": "1"}))

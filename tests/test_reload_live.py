@@ -38,7 +38,8 @@ ALL = {"scheduler", "agent", "channel:telegram:main", "channel:telegram:alerts",
 def make(gateway_factory):
     def start(mode: str = "hybrid") -> Gateway:
         gw = gateway_factory(SETTINGS, config=base_config(mode),
-                             extra_env={"PYTHONPATH": str(Path(__file__).parent / "kinds")})
+                             extra_env={"PYTHONPATH": str(Path(__file__).parent / "kinds"),
+                                        "OPENCLAW_SKIP_CRON": ""})
         gw.start()
         assert set(gw.pids()) == ALL
         return gw

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 KindMain = Callable[["WorkerContext"], Awaitable[None]]
 
-BUILTIN_MODULES: tuple[str, ...] = ()
+BUILTIN_MODULES: tuple[str, ...] = ("openclaw_sup.workers.scheduler",)
 
 _KINDS: dict[str, KindMain] = {}
 
