@@ -6,20 +6,61 @@ workers and by the listener thread compare directly.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime as dt
+import io
+import json
 import os
+import platform
 import selectors
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 MB = 1024 * 1024
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr so stdout stays the report."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def publish(bench: str, args: argparse.Namespace, started: dt.datetime, finished: dt.datetime, headline: str,
+            render: Callable[[], Any], data: dict[str, Any]) -> None:
+    """Print the report `render` prints (it returns the target verdicts), then keep it: the raw numbers as JSON
+    (`--out`, else results/<bench>-<date>.json) and, when the bench has `--txt`, the printed text."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print(f"{bench} bench {started:%Y-%m-%d %H:%M}-{finished:%H:%M} UTC; {os.cpu_count()} cpus, "
+              f"{platform.system()} {platform.release()}, Python {platform.python_version()}; {headline}")
+        verdicts = render()
+    out = getattr(args, "out", None) or RESULTS / f"{bench}-{started:%Y-%m-%d}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = {
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+        **data,
+        "targets": verdicts,
+    }
+    out.write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    text = buf.getvalue() + f"\nraw numbers: {out}\n"
+    print(text, end="")
+    txt = getattr(args, "txt", None)
+    if txt is not None:
+        txt.parent.mkdir(parents=True, exist_ok=True)
+        txt.write_text(text)
 
 
 @dataclass(frozen=True)
@@ -228,9 +269,7 @@ def time_cli(argv: list[str], env: dict[str, str] | None, runs: int) -> tuple[li
     out = ""
     for _ in range(runs):
         t = time.perf_counter()
-        r = subprocess.run(
-            argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60
-        )
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
         times.append((time.perf_counter() - t) * 1000)
         codes.append(r.returncode)
         out = (r.stdout + r.stderr).strip()

@@ -8,6 +8,7 @@ PyPI to compare against them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,6 +76,68 @@ def ensure_peer(cache: Path, dist: str) -> Path:
     return bindir
 
 
+def ensure_regular_install(cache: Path) -> Path:
+    """openclaw-sup installed the way users get it (`pip install .`, not `-e`), for a fair `status` row.
+
+    The project's dev venv is an editable install, whose .pth import hook costs every Python start there
+    more than a dozen ms; the peers are regular installs. The sources are copied to a temp dir first, so
+    the build writes nothing into the repo, and reinstalled only when they changed. `--no-deps`: the
+    `status` command imports nothing outside the standard library.
+    """
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    dirs = sorted(set(meta["tool"]["setuptools"]["package-dir"].values()))
+    files = [REPO / "pyproject.toml"]
+    for d in dirs:
+        files += sorted(f for f in (REPO / d).rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
+    venv = cache / "ours-install"
+    bindir = venv / "bin"
+    marker = venv / ".bench-installed"
+    if marker.exists() and marker.read_text().strip() == digest.hexdigest() and (bindir / "openclaw-sup").exists():
+        return bindir
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (bindir / "python").exists():
+        r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+        if r.returncode:
+            raise Unavailable(f"python -m venv {venv} failed: {_last_line(r.stderr)}")
+    with tempfile.TemporaryDirectory(prefix="ocsb-src-") as src:
+        for f in files:
+            dest = Path(src) / f.relative_to(REPO)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest)
+        cmd = [
+            str(bindir / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "--no-deps",
+            "--force-reinstall",
+            src,
+        ]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if r.returncode or not (bindir / "openclaw-sup").exists():
+        raise Unavailable(f"pip install of the project failed: {_last_line(r.stderr or r.stdout)}")
+    marker.write_text(digest.hexdigest() + "\n")
+    return bindir
+
+
+def bytecode_env(pycache: Path) -> dict[str, str]:
+    """This environment with bytecode caching on, in a tree outside the repo.
+
+    Some machines set PYTHONDONTWRITEBYTECODE=1, so an editable checkout never gets .pyc files and every CLI
+    start compiles the project's modules from source, while the peers' pip-installed packages come with
+    .pyc files. PYTHONPYCACHEPREFIX puts every process on the same footing without writing into the repo.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
 def _last_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "(no output)"
@@ -93,8 +158,9 @@ class Manager:
     # Random wait before each kill, counted from the previous respawn's report (seconds).
     wait_range: ClassVar[tuple[float, float]] = (1.2, 2.2)
 
-    def __init__(self, report_port: int, keep_tmp: bool = False) -> None:
+    def __init__(self, report_port: int, keep_tmp: bool = False, base_env: Mapping[str, str] | None = None) -> None:
         self.report_port = report_port
+        self.base_env = dict(os.environ if base_env is None else base_env)
         self.keep_tmp = keep_tmp
         self.tmp = Path(tempfile.mkdtemp(prefix=f"ocsb-{self.key}-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -106,8 +172,9 @@ class Manager:
     def argv(self) -> list[str]:
         raise NotImplementedError
 
-    def env(self) -> dict[str, str]:
-        return dict(os.environ)
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The manager's (and its CLI's) environment; `base` overrides the one given at construction."""
+        return dict(self.base_env if base is None else base)
 
     def status_argv(self) -> list[str]:
         raise NotImplementedError
@@ -174,14 +241,21 @@ class Ours(Manager):
     title = "openclaw-sup"
 
     def __init__(
-        self, report_port: int, keep_tmp: bool = False, workers: dict[str, Any] | None = None
+        self,
+        report_port: int,
+        keep_tmp: bool = False,
+        base_env: Mapping[str, str] | None = None,
+        workers: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(report_port, keep_tmp)
+        super().__init__(report_port, keep_tmp, base_env)
         self.state_dir = self.tmp / "state"
         self.state_dir.mkdir()
         self.gw_log = self.tmp / "gw.log"
+        # Only the bench's workers: built-in ones that can be switched off (scheduler, channels) are.
         (self.state_dir / "openclaw.json").write_text(
-            json.dumps({"gateway": {"mode": "local"}, "logging": {"file": str(self.gw_log)}})
+            json.dumps(
+                {"gateway": {"mode": "local"}, "logging": {"file": str(self.gw_log)}, "cron": {"enabled": False}}
+            )
         )
         if workers is None:
             workers = {w: {"kind": "tiny", "options": {"port": report_port}} for w in WORKERS}
@@ -194,13 +268,15 @@ class Ours(Manager):
     def argv(self) -> list[str]:
         return [str(OUR_BIN), "gateway", "--allow-unconfigured", "--port", str(self.gateway_port)]
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in (self.base_env if base is None else base).items() if not k.startswith("OPENCLAW_")}
         env.update(
             OPENCLAW_STATE_DIR=str(self.state_dir),
             HOME=str(self.tmp),
             OPENCLAW_SUP_CONFIG=str(self.settings_file),
             PYTHONPATH=str(BENCH_DIR),
+            OPENCLAW_SKIP_CRON="1",
+            OPENCLAW_SKIP_CHANNELS="1",
         )
         return env
 
@@ -218,11 +294,17 @@ class Ours(Manager):
         return call(self.control, "status", timeout=timeout)
 
     def after_kills(self, kills: int) -> None:
-        try:
-            snap = self.snapshot()
-        except ControlError as exc:
-            self.problems.append(f"openclaw-sup: status failed after the kill series: {exc}")
-            return
+        # The last replacement reported before it said ready: give it a moment to reach `running`.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                snap = self.snapshot()
+            except ControlError as exc:
+                self.problems.append(f"openclaw-sup: status failed after the kill series: {exc}")
+                return
+            if all(w["state"] == "running" for w in snap["workers"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         for w in snap["workers"]:
             want = kills if w["name"] == "w0" else 0
             if w["state"] != "running" or w["restarts"] != want:
@@ -245,8 +327,10 @@ class Circus(Manager):
     wait_range = (2.2, 7.2)  # wide enough that kills do not phase-lock with the fixed 5 s poll
     check_delay: ClassVar[float | None] = None
 
-    def __init__(self, report_port: int, bindir: Path, keep_tmp: bool = False) -> None:
-        super().__init__(report_port, keep_tmp)
+    def __init__(
+        self, report_port: int, bindir: Path, keep_tmp: bool = False, base_env: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(report_port, keep_tmp, base_env)
         self.bindir = bindir
         self.endpoint = f"ipc://{self.tmp / 'endpoint.sock'}"
         lines = [
@@ -263,7 +347,7 @@ class Circus(Manager):
             lines += [
                 "",
                 f"[watcher:{w}]",
-                f"cmd = {sys.executable}",
+                f"cmd = {bindir / 'python'}",
                 f"args = -u {WORKER_PY} {w} {report_port}",
                 "numprocesses = 1",
                 "copy_env = True",
@@ -295,13 +379,11 @@ class Supervisord(Manager):
 
     key = "supervisord"
     title = "supervisord (defaults)"
-    # startsecs=1 is only judged on a loop pass, and the loop wakes at least once a second: a kill sooner than
-    # ~2 s after the spawn can land while the program is still STARTING, which supervisord treats as a failed
-    # start (BACKOFF, retry after 1 s) rather than an exit. Waiting 2.2-3.2 s measures the ordinary restart.
-    wait_range = (2.2, 3.2)
 
-    def __init__(self, report_port: int, bindir: Path, keep_tmp: bool = False) -> None:
-        super().__init__(report_port, keep_tmp)
+    def __init__(
+        self, report_port: int, bindir: Path, keep_tmp: bool = False, base_env: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(report_port, keep_tmp, base_env)
         self.bindir = bindir
         sock = self.tmp / "supervisor.sock"
         lines = [
@@ -322,7 +404,7 @@ class Supervisord(Manager):
             f"serverurl = unix://{sock}",
         ]
         for w in WORKERS:
-            lines += ["", f"[program:{w}]", f"command = {sys.executable} -u {WORKER_PY} {w} {report_port}"]
+            lines += ["", f"[program:{w}]", f"command = {bindir / 'python'} -u {WORKER_PY} {w} {report_port}"]
         self.conf = self.tmp / "supervisord.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
@@ -339,9 +421,7 @@ class Supervisord(Manager):
         log = _tail(self.log_file(), 100_000)
         backoff = log.count("entered BACKOFF")
         if backoff:
-            self.problems.append(
-                f"supervisord: {backoff} kill(s) landed before startsecs (BACKOFF in its log)"
-            )
+            self.problems.append(f"supervisord: {backoff} kill(s) landed before startsecs (BACKOFF in its log)")
 
 
 def stop_quietly(mgr: Manager) -> None:
