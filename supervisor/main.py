@@ -25,7 +25,8 @@ USAGE = """openclaw-sup gateway [--port N] [--verbose] [--profile NAME | --dev] 
 Runs the gateway in the foreground: the supervisor binds the port and forks one worker per channel
 account, plus the scheduler, browser and agent workers.
 
-Other gateway commands: openclaw-sup gateway status | call (see `openclaw-sup gateway status --help`)."""
+Other gateway commands: openclaw-sup gateway status | call | install | uninstall | start | stop | restart
+(each has --help)."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -68,7 +69,7 @@ def write_dev_config(paths: ProfilePaths) -> None:
     with os.fdopen(fd, "w") as f:
         token = secrets.token_urlsafe(24)
         f.write('{\n  "gateway": { "mode": "local", "bind": "loopback", "auth": { "mode": "token", "token": "'
-                + token + '" } }\n}\n')
+                + token + '" } },\n  "agents": { "defaults": { "model": "echo/echo" } }\n}\n')
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, paths.config_path)

@@ -169,7 +169,8 @@ def test_failing_job_backs_off_then_is_auto_disabled(gateway_factory, tmp_path: 
     gaps = [b["runAtMs"] - (a["runAtMs"] + a["durationMs"]) for a, b in itertools.pairwise(runs)]
     # From the 5th error on the backoff (360 ms) outweighs the 20 ms schedule.
     assert all(g >= 340 for g in gaps[4:]), gaps
-    assert f"cron: job {job['id']} (flaky) disabled (consecutive-failures) after 10 consecutive errors" in gw.log_text()
+    line = f"cron: job {job['id']} (flaky) disabled (consecutive-failures) after 10 consecutive errors"
+    wait_for(lambda: line in gw.log_text(), 5, what="the auto-disable line")
     time.sleep(0.5)
     assert len(entries(c, job["id"])) == 10
     # Re-enabling clears the counters and the job runs again.
@@ -355,7 +356,7 @@ def test_heartbeat_in_flight_and_alerts_disabled(gateway_factory, tmp_path: Path
     c = connect(gw2)
     event = c.next_event("heartbeat", 5)["payload"]
     assert event["status"] == "skipped" and event["reason"] == "alerts-disabled"
-    assert "heartbeat skipped reason=alerts-disabled agent=main" in gw2.log_text()
+    wait_for(lambda: "heartbeat skipped reason=alerts-disabled agent=main" in gw2.log_text(), 5, what="the skip line")
 
 
 def test_set_heartbeats_and_wake(gateway_factory, tmp_path: Path) -> None:
@@ -365,7 +366,7 @@ def test_set_heartbeats_and_wake(gateway_factory, tmp_path: Path) -> None:
     c = connect(gw)
     assert c.request("set-heartbeats", {"enabled": False}) == {"ok": True, "enabled": False}
     wait_for(lambda: (e := c.next_event("heartbeat", 5)["payload"])["reason"] == "disabled" and e, 10)
-    assert "heartbeat skipped reason=disabled agent=main" in gw.log_text()
+    wait_for(lambda: "heartbeat skipped reason=disabled agent=main" in gw.log_text(), 5, what="the skip line")
     turns = len(agent_log(log, "agent.turn"))
     assert c.request("wake", {"mode": "now", "text": "deploy finished"}) == {"ok": True}
     wait_for(lambda: len(agent_log(log, "agent.turn")) > turns, 5, what="the wake turn")
