@@ -26,6 +26,8 @@ from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
 from openclaw_sup.workers import registry
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Partial = Callable[[Any], bool]
+StreamHandler = Callable[[dict[str, Any], Partial], Awaitable[Any]]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -78,6 +80,7 @@ class WorkerContext:
         self.is_ready = False
         self.stats: dict[str, Any] = {}
         self._handlers: dict[str, Handler] = {}
+        self._streaming: dict[str, StreamHandler] = {}
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
 
@@ -93,13 +96,18 @@ class WorkerContext:
     def handle(self, method: str, fn: Handler) -> None:
         self._handlers[method] = fn
 
+    def handle_stream(self, method: str, fn: StreamHandler) -> None:
+        """Like `handle`, but `fn(params, partial)` may call `partial(payload)` any number of times before it
+        returns: each sends `{kind: res, id, partial: true, payload}` ahead of the final answer."""
+        self._streaming[method] = fn
+
     def emit(self, event: str, payload: Any = None) -> bool:
         return self.send({"kind": Kind.EVENT, "event": event, "payload": payload})
 
     async def request(self, method: str, params: Any = None, *, to: str | None = None,
                       timeout: float = 30.0) -> Any:
         """Ask the supervisor (or, through it, worker `to`) and wait for the answer."""
-        rid = f"{self.name}:{next(self._ids)}"
+        rid = f"{self.name}:{os.getpid()}:{next(self._ids)}"  # a previous incarnation's late answer never matches
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         msg: dict[str, Any] = {"kind": Kind.REQ, "id": rid, "method": method, "params": params}
@@ -128,7 +136,7 @@ class WorkerContext:
             asyncio.get_running_loop().create_task(self._serve(msg))
         elif kind == Kind.RES:
             fut = self._pending.get(str(msg.get("id")))
-            if fut is not None and not fut.done():
+            if fut is not None and not fut.done() and not msg.get("partial"):
                 if msg.get("ok", True):
                     fut.set_result(msg.get("payload"))
                 else:
@@ -139,13 +147,21 @@ class WorkerContext:
         rid = msg.get("id")
         method = msg.get("method")
         handler = self._handlers.get(str(method))
+        streaming = self._streaming.get(str(method))
         reply: dict[str, Any] = {"kind": Kind.RES, "id": rid}
         if msg.get("from"):
             reply["to"] = msg["from"]
+
+        def partial(payload: Any) -> bool:
+            return self.send({**reply, "partial": True, "ok": True, "payload": payload})
+
         try:
-            if handler is None:
+            if streaming is not None:
+                reply["ok"], reply["payload"] = True, await streaming(msg.get("params") or {}, partial)
+            elif handler is None:
                 raise RequestError("INVALID_REQUEST", f"unknown method {method!r} for worker {self.name}")
-            reply["ok"], reply["payload"] = True, await handler(msg.get("params") or {})
+            else:
+                reply["ok"], reply["payload"] = True, await handler(msg.get("params") or {})
         except RequestError as exc:
             reply["ok"] = False
             reply["error"] = {"code": exc.code, "message": str(exc), **({"details": exc.details}
