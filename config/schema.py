@@ -297,7 +297,7 @@ HOOKS = obj({
     "mappings": array(ANY_OBJECT),
     "gmail": ANY_OBJECT,
     "internal": ANY_OBJECT,
-})
+}, checks=("hooks_token",))
 
 MODELS = obj({
     "mode": ANY,
@@ -599,8 +599,14 @@ def _check_dm_policy(ch: dict[str, Any], path: str, report: ValidationReport) ->
                   where, where)
 
 
+def _check_hooks_token(hooks: dict[str, Any], path: str, report: ValidationReport) -> None:
+    if hooks.get("enabled") is True and not hooks.get("token"):
+        report.error(f"{path}.token", "hooks.enabled requires hooks.token (set hooks.token to a long random secret)")
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], str, ValidationReport], None]] = {
     "custom_bind": _check_custom_bind,
+    "hooks_token": _check_hooks_token,
     "browser_profile": _check_browser_profile,
     "dm_policy": _check_dm_policy,
 }

@@ -48,6 +48,10 @@ class GatewayServer:
         for path in ("/startup", "/startupz"):
             app.router.add_route("GET", path, self._startup)
         app.router.add_route("GET", "/", self._root)
+        if self.core is not None:
+            from openclaw_sup.gateway.http_api import add_http_api
+
+            add_http_api(app, self.core)
         return app
 
     async def _root(self, request: web.Request) -> web.StreamResponse:

@@ -151,7 +151,7 @@ def test_hint_follows_the_new_reload_mode(cli: Cli) -> None:
 
 
 def test_unset(cli: Cli) -> None:
-    cli.write({"gateway": {"mode": "local", "port": 19006}, "hooks": {"enabled": True}})
+    cli.write({"gateway": {"mode": "local", "port": 19006}, "hooks": {"enabled": True, "token": "h" * 32}})
     run = cli("config", "unset", "gateway.port")
     assert run.code == 0 and run.out == "Removed gateway.port. Restart the gateway to apply."
     assert cli("config", "unset", "hooks").out == "Removed hooks. Change will apply without restarting the gateway."
