@@ -108,13 +108,17 @@ class Methods:
             "last-heartbeat": self.get_last_heartbeat,
             "gateway.restart.request": self.restart_request,
             "channels.status": self.channels_status,
+            "channels.start": lambda p, m="channels.start": self.channels_control(p, m),
+            "channels.stop": lambda p, m="channels.stop": self.channels_control(p, m),
+            "channels.logout": lambda p, m="channels.logout": self.channels_control(p, m),
+            "send": self.send_via_channel,
             "gateway.identity.get": self.identity,
             "system.info": self.identity,
         }
 
     def is_local(self, method: str) -> bool:
         """Answered by the supervisor without waiting on a worker: served in order, without a task."""
-        return method in self.local and method != "channels.status"
+        return method in self.local and not method.startswith("channels.") and method != "send"
 
     async def call(self, conn: Connection, method: str, params: dict[str, Any], partial: Partial) -> Any:
         scope = required_scope(method)
@@ -259,7 +263,8 @@ class Methods:
     async def channels_status(self, params: dict[str, Any]) -> dict[str, Any]:
         """Ask every channel worker in parallel; a worker that is down shows as not running."""
         host = self.core.host
-        names = host.workers_of_kind("channel.")
+        names = [n for n in host.workers_of_kind("channel.")
+                 if not params.get("channel") or n.split(":")[1:2] == [params["channel"]]]
         timeout = min(float(params.get("timeoutMs") or 10_000) / 1000, 60.0)
         out: dict[str, Any] = {"ts": now_ms(), "channelOrder": [], "channelLabels": {}, "channels": {},
                                "channelAccounts": {}, "channelDefaultAccountId": {}}
@@ -274,12 +279,34 @@ class Methods:
             _, channel, account = ([*name.split(":"), "", ""])[:3]
             if channel not in out["channels"]:
                 out["channelOrder"].append(channel)
-                out["channelLabels"][channel] = channel.capitalize()
+                out["channelLabels"][channel] = {"irc": "IRC", "webchat": "WebChat"}.get(channel, channel.capitalize())
                 out["channels"][channel] = {"configured": True}
                 out["channelAccounts"][channel] = []
                 out["channelDefaultAccountId"][channel] = "default"
             out["channelAccounts"][channel].append({"accountId": account, **(res if isinstance(res, dict) else {})})
         return out
+
+    def _channel_worker(self, params: dict[str, Any], method: str) -> str:
+        channel, account = params.get("channel"), params.get("accountId") or "default"
+        if not isinstance(channel, str) or not channel:
+            raise invalid(f"{method} requires channel (e.g. irc, telegram)")
+        return f"channel:{channel}:{account}"
+
+    async def channels_control(self, params: dict[str, Any], method: str) -> dict[str, Any]:
+        """`channels.start|stop|logout {channel, accountId?}`: the account's worker (dis)connects its adapter."""
+        name = self._channel_worker(params, "channels.start|stop|logout")
+        return await self.core.host.call_worker(name, method, params, timeout=WORKER_TIMEOUT_S)
+
+    async def send_via_channel(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`send {channel, accountId?, to, message, idempotencyKey}` -> the account worker's `channel.send`."""
+        name = self._channel_worker(params, "send")
+        res = await self.core.host.call_worker(name, "channel.send", {
+            "text": params.get("message"), "to": params.get("to"), "idempotencyKey": params.get("idempotencyKey"),
+        }, timeout=WORKER_TIMEOUT_S + 5)
+        if isinstance(res, dict) and res.get("ok") is False:
+            raise unavailable(f"send via {name} failed: {res.get('error')}", worker=name)
+        return {"runId": params.get("idempotencyKey"), "messageId": (res or {}).get("messageId"),
+                "channel": params.get("channel"), **({"ok": True} if isinstance(res, dict) else {})}
 
 
 def unavailable_worker(name: str, state: str | None) -> MethodError:

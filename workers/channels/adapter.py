@@ -1,0 +1,108 @@
+"""What the channel runtime needs from a network adapter (IRC, Telegram, ...), and the errors it raises.
+
+An adapter owns the connection to its network: `run()` connects, reads and reconnects with backoff until it
+is cancelled, handing every inbound message to `sink` (which returns only once the messages are durable, so
+the adapter may then acknowledge them upstream). `send()` writes one reply; the runtime has already marked
+it `sending` in the outbox, so `send` must put the bytes on the wire promptly (any flood-control wait
+belongs in `before_send`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from openclaw_sup.workers.channels.policy import Inbound
+
+Sink = Callable[[list[Inbound], dict[str, str] | None], Awaitable[None]]
+MetaGetter = Callable[[str], str | None]
+
+
+class SendError(Exception):
+    """A reply that did not go out. `retryable` ones stay queued (after `retry_after` seconds when given)."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None,
+                 auth: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.auth = auth
+
+
+class Backoff:
+    """Reconnect delays: exponential with jitter, reset after a connection that held."""
+
+    def __init__(self, first: float = 0.5, cap: float = 15.0) -> None:
+        self.first, self.cap, self.n = first, cap, 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.first * (2 ** self.n))
+        self.n += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.n = 0
+
+
+class Adapter:
+    channel = ""
+
+    def __init__(self, cfg: dict[str, Any], log: logging.Logger, sink: Sink, meta: MetaGetter) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.sink = sink
+        self.meta = meta
+        self.account_id = str(cfg.get("accountId", "default"))
+        self.connected = False
+        self.last_error: str | None = None
+        self.last_connected_at: int | None = None
+        self.last_inbound_at: int | None = None
+        self.last_outbound_at: int | None = None
+        self.on_connected: Callable[[], None] = lambda: None
+        self.closed = False  # set by close(): run() returns instead of reconnecting
+
+    @property
+    def configured(self) -> bool:
+        return True
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line or a status answer."""
+        return []
+
+    def redact(self, text: str) -> str:
+        for s in self.secrets():
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+    def set_error(self, text: str | None) -> None:
+        self.last_error = self.redact(text) if text else None
+
+    def mark_connected(self, up: bool) -> None:
+        self.connected = up
+        if up:
+            self.last_connected_at = int(time.time() * 1000)
+            self.last_error = None
+            self.on_connected()
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def before_send(self, target: str, text: str) -> None:
+        """Wait for flood control; default none."""
+
+    async def send(self, target: str, text: str) -> str | None:
+        raise NotImplementedError
+
+    async def probe(self, timeout: float) -> dict[str, Any]:
+        return {"ok": self.connected}
+
+    async def close(self) -> None:
+        """Drop the connection and stop `run` (the runtime also cancels it)."""
+        self.closed = True
+
+    def status_extra(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,22 @@
+"""Registers the channel worker kinds (imported by the fork server through registry.BUILTIN_MODULES)."""
+
+from __future__ import annotations
+
+from openclaw_sup.workers.channels.adapter import Adapter
+from openclaw_sup.workers.channels.irc import IrcAdapter
+from openclaw_sup.workers.channels.service import run_channel
+from openclaw_sup.workers.channels.telegram import TelegramAdapter
+from openclaw_sup.workers.channels.webchat import WebchatAdapter
+from openclaw_sup.workers.registry import register
+from openclaw_sup.workers.runtime import WorkerContext
+
+
+def _kind(adapter_cls: type[Adapter]) -> None:
+    async def main(ctx: WorkerContext) -> None:
+        await run_channel(ctx, adapter_cls)
+
+    register(f"channel.{adapter_cls.channel}")(main)
+
+
+for _cls in (IrcAdapter, TelegramAdapter, WebchatAdapter):
+    _kind(_cls)
