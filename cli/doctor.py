@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import json
 import os
 import secrets
-import shutil
 import socket
 import stat
 import sys
@@ -42,6 +40,7 @@ from openclaw_sup.cli.service import (
     linger_state,
     manager_kind,
 )
+from openclaw_sup.config.browser import browser_profiles, clear_locks, find_browser, stale_locks
 from openclaw_sup.config.document import Config, read_config
 from openclaw_sup.config.loader import ConfigError
 from openclaw_sup.config.paths import ProfilePaths, resolve
@@ -55,23 +54,6 @@ Fix = Callable[[], str]
 
 class NotConfirmed(Exception):
     """A repair that needs the operator's yes did not get it."""
-
-LINUX_BROWSERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Google Chrome", ("google-chrome", "google-chrome-stable", "/opt/google/chrome/chrome")),
-    ("Brave", ("brave-browser", "brave", "/opt/brave.com/brave/brave-browser", "/opt/brave.com/brave/brave")),
-    ("Microsoft Edge", ("microsoft-edge", "microsoft-edge-stable", "/opt/microsoft/msedge/msedge")),
-    ("Chromium", ("chromium", "chromium-browser", "/snap/bin/chromium", "/usr/lib/chromium/chromium",
-                  "/usr/lib/chromium-browser/chromium-browser")),
-    ("Chrome Canary", ("google-chrome-canary", "google-chrome-unstable")),
-)
-MAC_BROWSERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Google Chrome", ("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",)),
-    ("Brave", ("/Applications/Brave Browser.app/Contents/MacOS/Brave Browser",)),
-    ("Microsoft Edge", ("/Applications/Microsoft Edge.app/Contents/MacOS/Microsoft Edge",)),
-    ("Chromium", ("/Applications/Chromium.app/Contents/MacOS/Chromium",)),
-    ("Chrome Canary", ("/Applications/Google Chrome Canary.app/Contents/MacOS/Google Chrome Canary",)),
-)
-BROWSER_DIRS = "/usr/bin:/usr/local/bin:/snap/bin:/opt/google/chrome:/opt/brave.com/brave"
 
 
 @dataclass
@@ -408,6 +390,30 @@ class Doctor:
         else:
             self.add("browser", "info", f"browser: {found[0]} at {found[1]}", "browser.executablePath")
 
+    def check_browser_profiles(self) -> None:
+        """Stale Chromium Singleton* locks (`--fix` clears them) and, while the gateway runs, CDP reachability."""
+        browser = self.cfg.get("browser")
+        if not isinstance(browser, dict) or browser.get("enabled") is False:
+            return
+        port = (self.gateway or {}).get("supervisor", {}).get("ports", {}).get("gateway") or gateway_port(
+            self.cfg, self.paths.dev, self.env)
+        for name, prof in browser_profiles(browser, int(port), self.paths.state_dir, self.env).items():
+            stale = stale_locks(prof.user_data_dir) if prof.managed else []
+            if stale:
+                self.add("browser", "warning", f'browser profile "{name}": stale Chromium lock files '
+                         f"{', '.join(p.name for p in stale)} (their owner is gone)", str(prof.user_data_dir),
+                         f"{self.cli} doctor --fix", fix=lambda s=stale: "removed " + ", ".join(clear_locks(s)))
+            if self.gateway is None or not prof.cdp_url:
+                continue
+            if _cdp_reachable(prof.cdp_url):
+                self.add("browser", "info", f'browser profile "{name}": CDP reachable at {prof.cdp_url}')
+            elif not prof.managed:
+                self.add("browser", "warning", f'Remote CDP for profile "{name}" is not reachable at {prof.cdp_url}',
+                         f"browser.profiles.{name}.cdpUrl", "start that browser or fix its cdpUrl")
+            else:
+                self.add("browser", "info", f'browser profile "{name}": not running (CDP {prof.cdp_url} does not '
+                         "answer)", fix_hint=f"{self.cli} browser start --browser-profile {name}")
+
     def check_channels(self) -> None:
         if self.env.get("OPENCLAW_SKIP_CHANNELS", "").strip().lower() in ("1", "true", "yes", "on"):
             return
@@ -442,6 +448,7 @@ class Doctor:
         self.check_port()
         self.check_service()
         self.check_browser()
+        self.check_browser_profiles()
         self.check_channels()
 
 
@@ -493,6 +500,20 @@ def _listeners(port: int) -> set[int | None] | None:
     return {c.pid for c in conns if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port}
 
 
+def _cdp_reachable(cdp_url: str, timeout: float = 1.0) -> bool:
+    """`/json/version` answers with a webSocketDebuggerUrl (urllib: the CLI stays import-light)."""
+    from urllib.parse import urlsplit
+    from urllib.request import urlopen
+
+    u = urlsplit(cdp_url)
+    base = f"{ {'ws': 'http', 'wss': 'https'}.get(u.scheme, u.scheme)}://{u.netloc}"
+    try:
+        with urlopen(f"{base}/json/version", timeout=timeout) as resp:
+            return "webSocketDebuggerUrl" in json.loads(resp.read())
+    except (OSError, ValueError):
+        return False
+
+
 def _port_busy(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -500,25 +521,6 @@ def _port_busy(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def find_browser(env: dict[str, str] | None = None) -> tuple[str, str] | None:
-    """The first Chromium-family browser in upstream's order: Chrome, Brave, Edge, Chromium, Chrome Canary."""
-    env = dict(os.environ) if env is None else env
-    table = MAC_BROWSERS if sys.platform == "darwin" else LINUX_BROWSERS
-    search = f"{env.get('PATH', '')}:{BROWSER_DIRS}"
-    for kind, names in table:
-        for name in names:
-            candidate = name if name.startswith("/") else shutil.which(name, path=search)
-            if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-                return kind, candidate
-    home = env.get("HOME") or str(Path.home())
-    cache = env.get("PLAYWRIGHT_BROWSERS_PATH") or f"{home}/.cache/ms-playwright"
-    for pattern in ("chromium-*/chrome-linux*/chrome", "chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/Chromium"):
-        for candidate in sorted(glob.glob(f"{cache}/{pattern}"), reverse=True):
-            if os.access(candidate, os.X_OK):
-                return "Chromium (Playwright)", candidate
-    return None
 
 
 # ================================================================ command
