@@ -7,10 +7,14 @@ from typing import Annotated
 import typer
 
 from openclaw_sup import __version__
+from openclaw_sup.cli.browser import browser_app
+from openclaw_sup.cli.channels import channels_app
 from openclaw_sup.cli.config import config_app
 from openclaw_sup.cli.doctor import doctor
 from openclaw_sup.cli.gateway_cmds import gateway_app, health
 from openclaw_sup.cli.logs import logs
+from openclaw_sup.cli.models import models_app
+from openclaw_sup.cli.pairing import pairing_app
 from openclaw_sup.cli.service import install, restart, start, stop, uninstall
 
 app = typer.Typer(
@@ -34,6 +38,10 @@ def main(
 
 app.add_typer(config_app, name="config")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(channels_app, name="channels")
+app.add_typer(pairing_app, name="pairing")
+app.add_typer(models_app, name="models")
+app.add_typer(browser_app, name="browser")
 app.command("health")(health)
 app.command("doctor")(doctor)
 app.command("logs")(logs)

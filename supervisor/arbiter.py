@@ -49,6 +49,7 @@ from openclaw_sup.supervisor.table import Incarnation, ProcessTable, WorkerRecor
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 LINE_LIMIT = 8192
 EARLY_MAX = 32
+RELAYED_MAX = 10_000  # worker-to-worker requests awaiting an answer, per target
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Supervisor:
         self.gateway_cfg = opts.gateway_config
         self._pending: dict[str, tuple[asyncio.Future[Any], Partial | None, str]] = {}
         self._req_ids = itertools.count(1)
+        self._relayed: dict[str, dict[str, str]] = {}  # target worker -> {request id: requesting worker}
         self._health_scheduled = False
 
     # ================================================================ run
@@ -370,11 +372,19 @@ class Supervisor:
                                           else None))
 
     def _fail_pending(self, worker: str, why: str) -> None:
+        """A worker died: its unanswered requests fail now, whether a client or another worker asked."""
         for rid, (fut, _partial, name) in list(self._pending.items()):
             if name == worker:
                 del self._pending[rid]
                 if not fut.done():
                     fut.set_exception(MethodError("UNAVAILABLE", why, retryable=True))
+        for rid, requester in self._relayed.pop(worker, {}).items():
+            if self.bus is not None and requester in self.table.records:
+                self.bus.send(requester.encode(), {"kind": Kind.RES, "id": rid, "ok": False,
+                                                   "error": {"code": "UNAVAILABLE", "message": why}})
+        for asked in self._relayed.values():
+            for rid in [r for r, requester in asked.items() if requester == worker]:
+                del asked[rid]
 
     def _worker_log(self, rec: WorkerRecord, inc: Incarnation | None, msg: dict[str, Any]) -> None:
         level = str(msg.get("level", "info"))[:8]
@@ -393,7 +403,16 @@ class Supervisor:
             fwd = dict(msg)
             fwd.pop("to", None)
             fwd["from"] = rec.name
-            if self.bus.send(target.encode(), fwd) or msg["kind"] != Kind.REQ:
+            sent = self.bus.send(target.encode(), fwd)
+            if msg["kind"] == Kind.RES:
+                if not msg.get("partial"):
+                    self._relayed.get(rec.name, {}).pop(str(msg.get("id")), None)
+                return
+            if sent:
+                asked = self._relayed.setdefault(target, {})
+                if len(asked) >= RELAYED_MAX:
+                    del asked[next(iter(asked))]
+                asked[str(msg.get("id"))] = rec.name
                 return
             error = f"worker {target} is not accepting messages"
         elif msg["kind"] == Kind.RES:
@@ -575,7 +594,8 @@ class Supervisor:
 
     def wanted_specs(self, cfg: dict[str, Any], settings: SupervisorSettings) -> list[WorkerSpec]:
         """The workers the config asks for, less kinds this build does not provide (said once each)."""
-        specs = worker_specs(cfg, settings)
+        specs = [replace(s, options={**s.options, "gatewayPort": self.opts.port, "stateDir": str(self.paths.state_dir)})
+                 if s.kind == "browser" else s for s in worker_specs(cfg, settings)]  # its CDP range follows the port
         if self.available_kinds is None:
             return specs
         kept = []

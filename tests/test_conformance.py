@@ -64,8 +64,8 @@ def test_health_json_is_our_payload(openclaw_bin: Path, gw: Gateway) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     payload = json.loads(res.stdout)
     assert payload["ok"] is True
-    assert [w["name"] for w in payload["workers"]] == ["ticker"]
-    assert payload["workers"][0]["pid"] == gw.worker("ticker")["pid"]
+    assert [w["name"] for w in payload["workers"]] == ["agent", "ticker"]
+    assert next(w for w in payload["workers"] if w["name"] == "ticker")["pid"] == gw.worker("ticker")["pid"]
 
 
 def test_gateway_call_health(openclaw_bin: Path, gw: Gateway) -> None:

@@ -235,7 +235,9 @@ def test_agent_turn_and_announce_delivery(gateway_factory, tmp_path: Path) -> No
 
 
 def test_agent_turn_without_an_agent_worker_is_an_error(gateway_factory) -> None:
-    gw = make_gateway(gateway_factory, kinds=("sup_test_kinds",)).start()
+    # the built-in agent kind is replaced by one this build does not provide, so no agent worker starts
+    gw = make_gateway(gateway_factory, kinds=("sup_test_kinds",),
+                      workers={"agent": {"kind": "not_provided_agent"}}).start()
     assert "agent" not in {w["name"] for w in gw.status()["workers"]}
     c = connect(gw)
     job = c.request("cron.add", {"name": "orphan", "schedule": {"kind": "every", "everyMs": 300},

@@ -229,7 +229,7 @@ def test_worker_process_identity(gateway_factory) -> None:
     gw = gateway_factory({"workers": {"w1": {"kind": "sleeper"}}}, profile="blue")
     gw.start()
     s = gw.status()
-    pid = s["workers"][0]["pid"]
+    pid = next(w["pid"] for w in s["workers"] if w["name"] == "w1")
     p = psutil.Process(pid)
     assert " ".join(p.cmdline()).startswith("openclaw-sup: w1 [blue]")
     assert os.getpgid(pid) == pid
@@ -250,6 +250,20 @@ def test_request_round_trip_between_workers(gateway_factory) -> None:
     assert "asker error: UNAVAILABLE no worker named 'ghost'" in gw.log_text()
 
 
+def test_a_worker_waiting_on_a_dead_worker_gets_an_error_at_once(gateway_factory) -> None:
+    """The asker's request would wait 60 s; the owner's death fails it as soon as the exit is reaped."""
+    gw = gateway_factory({"workers": {
+        "asker": {"kind": "asker", "options": {"target": "owner", "method": "cron.hang", "timeout": 60}},
+        "owner": {"kind": "fake_owner"}}})
+    gw.start()
+    time.sleep(0.8)  # the asker asks 0.3 s after ready
+    os.kill(gw.worker("owner")["pid"], signal.SIGKILL)
+    line = wait_for(lambda: next((m for m in gw.log_text().splitlines() if m.startswith("asker error:")), None), 10,
+                    what="the asker's error")
+    assert line.startswith("asker error: UNAVAILABLE the owner worker exited (killed by SIGKILL)"), line
+    assert "before answering" in line
+
+
 def test_sighup_reload_touches_only_changed_workers(gateway_factory) -> None:
     workers = {"a": {"kind": "sleeper"}, "b": {"kind": "sleeper", "options": {"v": 1}},
                "c": {"kind": "sleeper"}}
@@ -262,11 +276,11 @@ def test_sighup_reload_touches_only_changed_workers(gateway_factory) -> None:
     settings["workers"]["d"] = {"kind": "sleeper"}
     gw.settings_file.write_text(json.dumps(settings))
     gw.signal(signal.SIGHUP)
-    wait_for(lambda: set(gw.pids()) == {"a", "b", "d"} and gw.worker("b")["pid"] != before["b"]
+    wait_for(lambda: set(gw.pids()) == {"agent", "a", "b", "d"} and gw.worker("b")["pid"] != before["b"]
              and gw.worker("d")["state"] == "running" and gw.worker("b")["state"] == "running", 10,
              what="the reload applied")
     after = gw.pids()
-    assert after["a"] == before["a"]
+    assert after["a"] == before["a"] and after["agent"] == before["agent"]
     assert not psutil.pid_exists(before["c"])
     assert "config reload (SIGHUP, mode hybrid): start d; stop c; respawn b; keep a" in gw.log_text()
     # An invalid edit is skipped and nothing restarts.

@@ -132,7 +132,8 @@ async def asker(ctx: WorkerContext) -> None:
     await asyncio.sleep(0.3)
     for target in (ctx.options["target"], "ghost"):
         try:
-            answer = await ctx.request("echo", {"hello": 1}, to=target, timeout=5)
+            answer = await ctx.request(ctx.options.get("method", "echo"), {"hello": 1}, to=target,
+                                       timeout=float(ctx.options.get("timeout", 5)))
             ctx.log.info("asker got %s", answer)
         except RequestError as exc:
             ctx.log.info("asker error: %s %s", exc.code, exc)
