@@ -35,6 +35,12 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def print_problems(problems: list[str]) -> None:
+    print("\n== problems seen")
+    for p in problems or ["none"]:
+        print(f"   - {p}")
+
+
 def publish(bench: str, args: argparse.Namespace, started: dt.datetime, finished: dt.datetime, headline: str,
             render: Callable[[], Any], data: dict[str, Any]) -> None:
     """Print the report `render` prints (it returns the target verdicts), then keep it: the raw numbers as JSON

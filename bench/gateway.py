@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
-from bench_common import MB, RESULTS, log, publish, summarize
+from bench_common import MB, RESULTS, log, print_problems, publish, summarize
 from bench_managers import Unavailable
 from gw_client import handshakes, healthz, hold_idle, parallel, sequential
 from gw_report import fmt, print_table, skipped_row, spread, wait_quiet
@@ -403,9 +403,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
         print("\nSIGTERM -> exit (last instance, after the load): " + ", ".join(stops))
     verdicts = _targets(results.get("ours"))
     problems = [p for r in results.values() for p in r.get("problems", [])]
-    print("\n== problems seen")
-    for p in problems or ["none"]:
-        print(f"   - {p}")
+    print_problems(problems)
     return verdicts
 
 

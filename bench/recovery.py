@@ -24,7 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import MB, Listener, Report, kill_leftovers, log, publish, summarize, time_cli, tree_memory
+from bench_common import (
+    MB,
+    Listener,
+    Report,
+    kill_leftovers,
+    log,
+    print_problems,
+    publish,
+    summarize,
+    time_cli,
+    tree_memory,
+)
 from bench_managers import (
     WORKERS,
     Circus,
@@ -559,9 +570,7 @@ def report(results: dict[str, Any], bus: dict[str, Any] | None, args: argparse.N
 
     problems = [p for res in results.values() for p in res.get("problems", [])]
     problems += bus["problems"] if bus else []
-    print("\n== problems seen")
-    for p in problems or ["none"]:
-        print(f"   - {p}")
+    print_problems(problems)
     return verdicts
 
 

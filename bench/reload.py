@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from bench_common import RESULTS, Listener, kill_leftovers, log, publish, summarize
+from bench_common import RESULTS, Listener, kill_leftovers, log, print_problems, publish, summarize
 from bench_managers import REPO, WORKER_PY, Manager, Unavailable, bytecode_env, ensure_peer, stop_quietly
 from gw_report import fmt, print_table, skipped_row, spread, wait_quiet
 from gw_servers import Ours, make_root, remove
@@ -514,9 +514,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         print(f"   {r['title']:<42} p99 {fmt(p99):>7} ms   {'met' if met else 'NOT MET'}")
         verdicts[key] = {"p99Ms": p99, "limitMs": TARGET_P99_MS, "met": met}
     problems = [p for r in results.values() for p in r.get("problems", [])]
-    print("\n== problems seen")
-    for p in problems or ["none"]:
-        print(f"   - {p}")
+    print_problems(problems)
     warns = sorted({w for r in results.values() for w in r.get("logWarnings", [])})
     if warns:
         print("\n== warn/error lines in our gateway logs (distinct)")

@@ -42,7 +42,7 @@ from typing import Any
 
 import psutil
 import uvloop
-from bench_common import MB, RESULTS, log, publish, summarize
+from bench_common import MB, RESULTS, log, print_problems, publish, summarize
 from bench_managers import PEER_PACKAGES, Unavailable, bytecode_env, ensure_peer
 from gw_client import TOKEN
 from gw_report import fmt, print_table, spread, wait_quiet
@@ -547,9 +547,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         verdicts[name] = {"value": value, "limit": limit, "met": met}
     problems = [p for r in results.values() for p in r.get("problems", [])]
     problems += [f"ours log: {w}" for w in ours.get("logWarnings", [])]
-    print("\n== problems seen")
-    for p in problems or ["none"]:
-        print(f"   - {p}")
+    print_problems(problems)
     return verdicts
 
 

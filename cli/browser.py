@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from openclaw_sup.cli.gateway_cmds import _config, _fail_text, _paths, connect, resolve_target
+from openclaw_sup.cli.common import profile_paths
+from openclaw_sup.cli.gateway_cmds import config_state, connect, fail_text, resolve_target
 from openclaw_sup.gateway.client import ConnectionClosed, GatewayError
 
 browser_app = typer.Typer(help="Drive the gateway's managed browser (Chromium over CDP).", no_args_is_help=True,
@@ -33,8 +34,8 @@ STATUS_KEYS = ("state", "running", "cdpReady", "pid", "cdpPort", "cdpUrl", "chos
 
 def _call(ctx: typer.Context, method: str, params: dict[str, Any], url: str | None, token: str | None,
           password: str | None, timeout: float) -> Any:
-    paths = _paths(ctx)
-    cfg, _ = _config(paths)
+    paths = profile_paths(ctx)
+    cfg, _ = config_state(paths)
     target = resolve_target(paths, cfg, url, token, password)
     try:
         client = connect(target, timeout=timeout)
@@ -43,7 +44,7 @@ def _call(ctx: typer.Context, method: str, params: dict[str, Any], url: str | No
         finally:
             client.close()
     except (OSError, GatewayError, ConnectionClosed, ValueError) as exc:
-        text = exc.error.get("message") if isinstance(exc, GatewayError) else _fail_text(exc)
+        text = exc.error.get("message") if isinstance(exc, GatewayError) else fail_text(exc)
         typer.echo(f"Browser {method.split('.', 1)[1]} failed: {text}", err=True)
         details = exc.details if isinstance(exc, GatewayError) else {}
         for key in ("stderr", "cause", "fix"):

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from openclaw_sup.cli.gateway_cmds import _config, _fail_text, _paths, connect, resolve_target
+from openclaw_sup.cli.common import profile_paths
+from openclaw_sup.cli.gateway_cmds import config_state, connect, fail_text, resolve_target
 
 channels_app = typer.Typer(help="Channel accounts: status and probes.", no_args_is_help=True, add_completion=False)
 
@@ -42,8 +43,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Per account: enabled, configured, running, connected, last error and (with --probe) the probe result."""
-    paths = _paths(ctx)
-    cfg, _ = _config(paths)
+    paths = profile_paths(ctx)
+    cfg, _ = config_state(paths)
     params: dict[str, Any] = {"probe": probe, "timeoutMs": timeout}
     if channel:
         params["channel"] = channel
@@ -54,7 +55,7 @@ def status(
         finally:
             client.close()
     except Exception as exc:
-        _config_only(cfg, channel, as_json, _fail_text(exc))
+        _config_only(cfg, channel, as_json, fail_text(exc))
         return
     accounts = result.get("channelAccounts") or {}
     if channel:

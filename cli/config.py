@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import pyjson5
 import typer
 
+from openclaw_sup.cli.common import fail, profile_paths
 from openclaw_sup.config.document import Config, read_config, reload_mode
 from openclaw_sup.config.loader import ConfigError, substitute_env
-from openclaw_sup.config.paths import ProfilePaths, resolve
+from openclaw_sup.config.paths import ProfilePaths
 from openclaw_sup.config.plan import classify, decide, restart_hint, same_json
 from openclaw_sup.config.schema import redact
 from openclaw_sup.config.store import (
@@ -38,32 +39,20 @@ config_app = typer.Typer(
 JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
-def _paths(ctx: typer.Context) -> ProfilePaths:
-    """The config location, honouring the global `--profile NAME` / `--dev` stored by the main callback."""
-    opts: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
-    try:
-        return resolve(opts.get("profile"), bool(opts.get("dev")))
-    except ValueError as exc:
-        _fail(str(exc))
 
 
 def _read(paths: ProfilePaths) -> Config:
     try:
         return read_config(paths)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _segments(path: str) -> list[str]:
     try:
         return parse_path(path)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _print_value(value: Any, as_json: bool) -> None:
@@ -80,9 +69,9 @@ def get_cmd(ctx: typer.Context, path: Annotated[str, typer.Argument(help="dot or
             as_json: JsonFlag = False) -> None:
     """Print the value at a path (secrets redacted); exit 1 when the path is not set."""
     segs = _segments(path)
-    config = _read(_paths(ctx))
+    config = _read(profile_paths(ctx))
     if not config.valid:
-        _fail(config.error_text())
+        fail(config.error_text())
     try:
         value = get_path(redact(config.data), segs)
     except ConfigPathNotFound:
@@ -90,7 +79,7 @@ def get_cmd(ctx: typer.Context, path: Annotated[str, typer.Argument(help="dot or
         if as_json:
             typer.echo(json.dumps({"error": message}, indent=2))
             raise typer.Exit(1) from None
-        _fail(message)
+        fail(message)
     _print_value(value, as_json)
 
 
@@ -100,7 +89,7 @@ def _parse_value(raw: str, strict: bool) -> Any:
         return pyjson5.decode(raw.strip())
     except (pyjson5.Json5Exception, ValueError) as exc:
         if strict:
-            _fail(f"Failed to parse JSON5 value: {exc}")
+            fail(f"Failed to parse JSON5 value: {exc}")
         return raw
 
 
@@ -109,7 +98,7 @@ def _write(paths: ProfilePaths, config: Config, new_raw: dict[str, Any], verb: s
     try:
         write_config_atomic(paths.config_path, new_raw, env)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     new_data = substitute_env(new_raw, env)
     decision = decide(reload_mode(new_data), classify(config.data, new_data, env=env))
     typer.echo(f"{verb} {path}. {restart_hint(decision)}")
@@ -126,12 +115,12 @@ def set_cmd(
     """Set a value; objects replace what was there. `No change` leaves the file untouched."""
     segs = _segments(path)
     parsed = _parse_value(value, strict_json)
-    paths = _paths(ctx)
+    paths = profile_paths(ctx)
     config = _read(paths)
     try:
         new_raw = set_path(config.raw, segs, parsed)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if config.exists and same_json(new_raw, config.raw):
         typer.echo("No change")
         return
@@ -142,26 +131,26 @@ def set_cmd(
 def unset_cmd(ctx: typer.Context, path: Annotated[str, typer.Argument(help="dot or bracket path")]) -> None:
     """Remove a value; exit 1 when the path is not set."""
     segs = _segments(path)
-    paths = _paths(ctx)
+    paths = profile_paths(ctx)
     config = _read(paths)
     try:
         new_raw = unset_path(config.raw, segs)
     except ConfigPathNotFound:
-        _fail(f"Config path not found: {path}")
+        fail(f"Config path not found: {path}")
     _write(paths, config, new_raw, "Removed", path)
 
 
 @config_app.command("file")
 def file_cmd(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Print the path of the active config file."""
-    path = str(_paths(ctx).config_path)
+    path = str(profile_paths(ctx).config_path)
     typer.echo(json.dumps({"path": path}, indent=2) if as_json else path)
 
 
 @config_app.command("validate")
 def validate_cmd(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Validate the config against the schema; exit 0 when valid, 1 when not."""
-    paths = _paths(ctx)
+    paths = profile_paths(ctx)
     path: Path = paths.config_path
     try:
         config: Config | None = read_config(paths)

@@ -31,6 +31,7 @@ from typing import Annotated, Any
 import psutil
 import typer
 
+from openclaw_sup.cli.common import profile_paths
 from openclaw_sup.cli.service import (
     current_user,
     entry_point,
@@ -43,7 +44,7 @@ from openclaw_sup.cli.service import (
 from openclaw_sup.config.browser import browser_profiles, clear_locks, find_browser, stale_locks
 from openclaw_sup.config.document import Config, read_config
 from openclaw_sup.config.loader import ConfigError
-from openclaw_sup.config.paths import ProfilePaths, resolve
+from openclaw_sup.config.paths import ProfilePaths
 from openclaw_sup.config.plan import DEFAULT_ACCOUNT, channel_accounts
 from openclaw_sup.config.store import set_path, write_config_atomic
 from openclaw_sup.ipc.control import ControlError, call
@@ -534,12 +535,7 @@ def doctor(
     yes: Annotated[bool, typer.Option("--yes", help="accept the repairs that would prompt")] = False,
 ) -> None:
     """Check config, state, service, port, locks, browser and channel credentials; `--fix` repairs the safe part."""
-    obj = ctx.find_root().obj or {}
-    try:
-        paths = resolve(obj.get("profile"), bool(obj.get("dev")))
-    except ValueError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    paths = profile_paths(ctx)
     interactive = not non_interactive and not as_json and sys.stdin.isatty()
 
     def may_set_mode() -> bool:

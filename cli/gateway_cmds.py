@@ -15,9 +15,10 @@ from typing import Any
 
 import typer
 
+from openclaw_sup.cli.common import profile_paths
 from openclaw_sup.cli.service import inspect_service
 from openclaw_sup.config.loader import ConfigError, load_json5
-from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, resolve
+from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths
 from openclaw_sup.gateway.client import ConnectionClosed, GatewayClient, GatewayError
 from openclaw_sup.ipc.control import ControlError, call
 
@@ -33,12 +34,9 @@ class Target:
     source: str
 
 
-def _paths(ctx: typer.Context) -> ProfilePaths:
-    obj = ctx.find_root().obj or {}
-    return resolve(obj.get("profile"), bool(obj.get("dev")))
 
 
-def _config(paths: ProfilePaths) -> tuple[dict[str, Any], str]:
+def config_state(paths: ProfilePaths) -> tuple[dict[str, Any], str]:
     if not paths.config_path.exists():
         return {}, "missing"
     try:
@@ -72,7 +70,7 @@ def connect(target: Target, *, client_id: str = "cli", mode: str = "cli", timeou
     return client
 
 
-def _fail_text(exc: Exception) -> str:
+def fail_text(exc: Exception) -> str:
     if isinstance(exc, GatewayError):
         return f"{exc.code}: {exc.error.get('message')}"
     if isinstance(exc, ConnectionClosed):
@@ -116,8 +114,8 @@ def status(ctx: typer.Context,
            require_rpc: bool = typer.Option(False, "--require-rpc", help="exit 1 when the RPC probe fails"),
            timeout: float = typer.Option(10.0, help="seconds")) -> None:
     """Runtime, listener and RPC probe of the gateway for this profile."""
-    paths = _paths(ctx)
-    cfg, validity = _config(paths)
+    paths = profile_paths(ctx)
+    cfg, validity = config_state(paths)
     target = resolve_target(paths, cfg, url, token, password)
     service = inspect_service(paths)
     service_json = service.to_json()
@@ -144,7 +142,7 @@ def status(ctx: typer.Context,
         finally:
             client.close()
     except (OSError, GatewayError, ConnectionClosed, ValueError) as exc:
-        rpc.update(ok=False, error=_fail_text(exc))
+        rpc.update(ok=False, error=fail_text(exc))
     report["rpc"] = rpc
     report["lastGatewayError"] = last_gateway_error(paths)
     if as_json:
@@ -179,8 +177,8 @@ def call_method(ctx: typer.Context, method: str = typer.Argument(..., help="RPC 
                 expect_final: bool = typer.Option(False, "--expect-final", help="wait past an `accepted` answer"),
                 timeout: float = typer.Option(30.0, help="seconds")) -> None:
     """Call one gateway RPC and print its JSON result."""
-    paths = _paths(ctx)
-    cfg, _ = _config(paths)
+    paths = profile_paths(ctx)
+    cfg, _ = config_state(paths)
     try:
         parsed = json.loads(params)
     except ValueError as exc:
@@ -195,7 +193,7 @@ def call_method(ctx: typer.Context, method: str = typer.Argument(..., help="RPC 
         finally:
             client.close()
     except (OSError, GatewayError, ConnectionClosed, ValueError) as exc:
-        typer.echo(f"Gateway call failed: {_fail_text(exc)}", err=True)
+        typer.echo(f"Gateway call failed: {fail_text(exc)}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result, indent=2))
 
@@ -204,8 +202,8 @@ def health(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
            url: str | None = typer.Option(None), token: str | None = typer.Option(None),
            password: str | None = typer.Option(None), timeout: float = typer.Option(10.0)) -> None:
     """The gateway's health snapshot: workers, channels, agents, heartbeat."""
-    paths = _paths(ctx)
-    cfg, _ = _config(paths)
+    paths = profile_paths(ctx)
+    cfg, _ = config_state(paths)
     target = resolve_target(paths, cfg, url, token, password)
     try:
         client = connect(target, client_id="gateway-client", mode="backend", timeout=timeout)
@@ -214,7 +212,7 @@ def health(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"),
         finally:
             client.close()
     except (OSError, GatewayError, ConnectionClosed, ValueError) as exc:
-        typer.echo(f"Health check failed: {_fail_text(exc)}", err=True)
+        typer.echo(f"Health check failed: {fail_text(exc)}", err=True)
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(snap, indent=2))

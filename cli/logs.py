@@ -21,9 +21,10 @@ from typing import Annotated, Any
 
 import typer
 
+from openclaw_sup.cli.common import profile_paths
 from openclaw_sup.cli.gateway_cmds import Target, connect, resolve_target
 from openclaw_sup.cli.service import config_data
-from openclaw_sup.config.paths import ProfilePaths, resolve
+from openclaw_sup.config.paths import ProfilePaths
 from openclaw_sup.gateway.client import ConnectionClosed, GatewayClient, GatewayError
 from openclaw_sup.gateway.logtail import tail
 from openclaw_sup.ipc.control import ControlError, call
@@ -195,12 +196,7 @@ def logs(
     timeout: Annotated[int, typer.Option("--timeout", min=100, help="RPC timeout in ms")] = 30_000,
 ) -> None:
     """Print the gateway's log (`logs.tail`), or the local log file when no gateway answers."""
-    obj = ctx.find_root().obj or {}
-    try:
-        paths = resolve(obj.get("profile"), bool(obj.get("dev")))
-    except ValueError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    paths = profile_paths(ctx)
     target = _live_target(paths, resolve_target(paths, config_data(paths.config_path), url, token, password))
     printer = Printer(as_json, plain, color=not (plain or no_color or as_json) and sys.stdout.isatty())
     source: RpcSource | FileSource = RpcSource(target, timeout / 1000)

@@ -13,10 +13,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
+from openclaw_sup.cli.common import fail, profile_paths
 from openclaw_sup.config import auth_profiles
 from openclaw_sup.config.document import read_config
 from openclaw_sup.config.loader import ConfigError
@@ -29,7 +30,7 @@ from openclaw_sup.config.models import (
     provider_config,
     split_ref,
 )
-from openclaw_sup.config.paths import ProfilePaths, resolve
+from openclaw_sup.config.paths import ProfilePaths
 
 models_app = typer.Typer(help="Model providers: which model the agents use and their credentials.",
                          no_args_is_help=True)
@@ -39,17 +40,6 @@ models_app.add_typer(auth_app, name="auth")
 AgentOpt = Annotated[str, typer.Option("--agent", help="agent id")]
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
-def _paths(ctx: typer.Context) -> ProfilePaths:
-    opts: dict[str, Any] = ctx.obj if isinstance(ctx.obj, dict) else {}
-    try:
-        return resolve(opts.get("profile"), bool(opts.get("dev")))
-    except ValueError as exc:
-        _fail(str(exc))
 
 
 def _display(path: Path) -> str:
@@ -63,7 +53,7 @@ def status_report(paths: ProfilePaths, agent_id: str = "main") -> dict[str, Any]
     try:
         cfg = read_config(paths).data
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     agents = cfg.get("agents") if isinstance(cfg.get("agents"), dict) else {}
     models = cfg.get("models") if isinstance(cfg.get("models"), dict) else {}
     choice = agent_model(agents, agent_id)
@@ -122,7 +112,7 @@ def status_cmd(ctx: typer.Context,
                                                                     "credentials")] = False,
                agent: AgentOpt = "main") -> None:
     """Show the model in use and whether its provider has credentials (never the secret)."""
-    report = status_report(_paths(ctx), agent)
+    report = status_report(profile_paths(ctx), agent)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
@@ -159,20 +149,20 @@ def paste_token_cmd(ctx: typer.Context,
     """Store a provider token (read from stdin, or a hidden prompt) in the agent's auth-profiles.json (0600)."""
     provider = provider.strip().lower()
     if not provider or "/" in provider:
-        _fail(f"invalid --provider {provider!r}: give a provider id such as anthropic or openai")
+        fail(f"invalid --provider {provider!r}: give a provider id such as anthropic or openai")
     if sys.stdin is not None and sys.stdin.isatty():
         token = typer.prompt(f"Paste token for {provider}", hide_input=True)
     else:
         token = sys.stdin.read() if sys.stdin is not None else ""
     token = token.strip()
     if not token:
-        _fail("no token given: paste it on stdin (e.g. `pbpaste | openclaw-sup models auth paste-token "
+        fail("no token given: paste it on stdin (e.g. `pbpaste | openclaw-sup models auth paste-token "
               f"--provider {provider}`) or at the prompt")
     name = auth_profiles.MANUAL
     if profile_id:
         head, sep, tail = profile_id.partition(":")
         if sep and head != provider:
-            _fail(f"invalid --profile-id {profile_id!r}: it must start with '{provider}:'")
+            fail(f"invalid --profile-id {profile_id!r}: it must start with '{provider}:'")
         name = tail if sep else profile_id
-    path, pid = auth_profiles.store_token(_paths(ctx).state_dir, provider, token, agent, name)
+    path, pid = auth_profiles.store_token(profile_paths(ctx).state_dir, provider, token, agent, name)
     typer.echo(f"Saved {provider} token as profile {pid} in {_display(path)}")

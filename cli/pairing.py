@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from openclaw_sup.cli.gateway_cmds import _config, _fail_text, _paths, connect, resolve_target
+from openclaw_sup.cli.common import profile_paths
+from openclaw_sup.cli.gateway_cmds import config_state, connect, fail_text, resolve_target
 from openclaw_sup.config.pairing_store import PairingError, PairingStore, store_path
 
 pairing_app = typer.Typer(help="DM pairing: list pending requests, approve a sender.", no_args_is_help=True,
@@ -24,7 +25,7 @@ APPROVED_TEXT = "OpenClaw: your access request was approved. You can talk to the
 
 
 def _store(ctx: typer.Context) -> PairingStore:
-    return PairingStore(store_path(_paths(ctx).state_dir))
+    return PairingStore(store_path(profile_paths(ctx).state_dir))
 
 
 @pairing_app.command("list")
@@ -90,8 +91,8 @@ def approve(
 
 
 def _notify(ctx: typer.Context, channel: str, account_id: str, to: str) -> None:
-    paths = _paths(ctx)
-    cfg, _ = _config(paths)
+    paths = profile_paths(ctx)
+    cfg, _ = config_state(paths)
     try:
         client = connect(resolve_target(paths, cfg, None, None, None))
         try:
@@ -100,7 +101,7 @@ def _notify(ctx: typer.Context, channel: str, account_id: str, to: str) -> None:
         finally:
             client.close()
     except Exception as exc:
-        typer.echo(f"Could not notify the sender: {_fail_text(exc)}", err=True)
+        typer.echo(f"Could not notify the sender: {fail_text(exc)}", err=True)
         return
     if isinstance(res, dict) and res.get("ok") is False:
         typer.echo(f"Could not notify the sender: {res.get('error')}", err=True)

@@ -31,6 +31,7 @@ from xml.parsers.expat import ExpatError
 import typer
 
 from openclaw_sup import launchd, systemd
+from openclaw_sup.cli.common import fail, profile_paths
 from openclaw_sup.config.document import read_config
 from openclaw_sup.config.loader import ConfigError
 from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, ensure_private_dir, resolve
@@ -59,17 +60,6 @@ def _env() -> dict[str, str]:
     return dict(os.environ)
 
 
-def _cli_paths(ctx: typer.Context) -> ProfilePaths:
-    obj = ctx.find_root().obj or {}
-    try:
-        return resolve(obj.get("profile"), bool(obj.get("dev")))
-    except ValueError as exc:
-        _fail(str(exc), 2)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
 
 
 def _run(cmd: list[str], timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
@@ -666,15 +656,15 @@ def install(
     """Install the gateway as a systemd (Linux) or launchd (macOS) service for this profile."""
     env = _env()
     if env.get("OPENCLAW_SUPERVISOR_MODE", "").strip().lower() == "external":
-        _fail("OPENCLAW_SUPERVISOR_MODE=external: the gateway is supervised elsewhere; not installing a service")
+        fail("OPENCLAW_SUPERVISOR_MODE=external: the gateway is supervised elsewhere; not installing a service")
     if user and not system:
-        _fail("--user NAME names the account of a system unit; add --system")
+        fail("--user NAME names the account of a system unit; add --system")
     scope: Scope = "system" if system else "user"
     kind = manager_kind(env)
     try:
-        plan = plan_install(_cli_paths(ctx), kind, scope, user, port, token, password, env)
+        plan = plan_install(profile_paths(ctx), kind, scope, user, port, token, password, env)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     messages: list[str] = []
     validity = config_validity(plan.paths.config_path)
     if scope == "system" and kind == "systemd" and any(
@@ -761,7 +751,7 @@ def _scope_for(profile: str | None, system: bool, env: dict[str, str]) -> tuple[
 def uninstall(ctx: typer.Context, system: SystemFlag = False, as_json: JsonFlag = False) -> None:
     """Stop and disable the service, then remove its unit (or plist) and its secrets file."""
     env = _env()
-    paths = _cli_paths(ctx)
+    paths = profile_paths(ctx)
     svc, scope = _scope_for(paths.profile, system, env)
     kind = manager_kind(env)
     if svc is None:
@@ -794,7 +784,7 @@ def uninstall(ctx: typer.Context, system: SystemFlag = False, as_json: JsonFlag 
 
 def _lifecycle(ctx: typer.Context, action: str, system: bool, as_json: bool) -> None:
     env = _env()
-    paths = _cli_paths(ctx)
+    paths = profile_paths(ctx)
     kind = manager_kind(env)
     svc, scope = _scope_for(paths.profile, system, env)
     name = systemd.unit_name(paths.profile) if kind == "systemd" else launchd.label(paths.profile)

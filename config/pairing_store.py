@@ -13,12 +13,16 @@ pending request gets no new code message until it expires.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from openclaw_sup.config import sqlitedb
+from openclaw_sup.config.sqlitedb import immediate
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
@@ -94,9 +98,7 @@ class PairingStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
-        self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = sqlitedb.connect(path)
         self.db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -181,18 +183,6 @@ class PairingStore:
                             (req.channel, req.account_id, req.sender_id, now, source))
             return req
 
-    def _tx(self) -> _Tx:
-        return _Tx(self.db)
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate(self.db)
 
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one writer at a time across processes."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from openclaw_sup.config import sqlitedb
+from openclaw_sup.config.sqlitedb import immediate
 from openclaw_sup.gateway.authn import scopes_cover
 
 DEFAULT_SKEW_MS = 120_000
@@ -375,10 +377,7 @@ class DeviceStore:
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(self.path, 0o600)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = sqlitedb.connect(self.path, timeout=5.0)
         with self._lock:
             self._db.executescript(_SCHEMA)
             self._db.execute("PRAGMA user_version=1")
@@ -402,14 +401,8 @@ class DeviceStore:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: read-modify-write sequences see no interleaved writer."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db):
+            yield self._db
 
     @staticmethod
     def _meta(row: sqlite3.Row | tuple[Any, ...], start: int) -> DeviceMeta:

@@ -145,6 +145,22 @@ def body_error(exc: BodyError) -> web.Response:
     return openai_error(exc.status, str(exc), "invalid_request_error")
 
 
+async def post_json(request: web.Request, core: GatewayCore, max_bytes: int) -> Any:
+    """The front every POST endpoint shares: the method, bearer auth, then a JSON body of at most `max_bytes`.
+
+    Returns the parsed body, or the `web.Response` that refuses the request (a JSON body never is one).
+    """
+    if request.method != "POST":
+        return method_not_allowed("POST")
+    denied = authorize(request, core)
+    if denied is not None:
+        return denied
+    try:
+        return await read_json(request, max_bytes)
+    except BodyError as exc:
+        return body_error(exc)
+
+
 def client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()

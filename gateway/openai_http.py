@@ -201,15 +201,9 @@ async def handle_chat(request: web.Request, core: GatewayCore) -> web.StreamResp
     cfg = core.host.gateway_config()
     if not chat_enabled(cfg):
         return hc.not_found()
-    if request.method != "POST":
-        return hc.method_not_allowed("POST")
-    denied = hc.authorize(request, core)
-    if denied is not None:
-        return denied
-    try:
-        body = await hc.read_json(request, CHAT_BODY_MAX)
-    except hc.BodyError as exc:
-        return hc.body_error(exc)
+    body = await hc.post_json(request, core, CHAT_BODY_MAX)
+    if isinstance(body, web.StreamResponse):
+        return body
     if not isinstance(body, dict):
         return hc.invalid_request("request body must be a JSON object")
     model = body.get("model") if isinstance(body.get("model"), str) else "openclaw"

@@ -221,13 +221,11 @@ async def handle_responses(request: web.Request, core: GatewayCore) -> web.Strea
     cfg = core.host.gateway_config()
     if not responses_enabled(cfg):
         return hc.not_found()
-    if request.method != "POST":
-        return hc.method_not_allowed("POST")
-    denied = hc.authorize(request, core)
-    if denied is not None:
-        return denied
+    raw = await hc.post_json(request, core, BODY_MAX)
+    if isinstance(raw, web.StreamResponse):
+        return raw
     try:
-        body = validate(await hc.read_json(request, BODY_MAX))
+        body = validate(raw)
         agent = ah.resolve_agent(request, cfg, body["model"])
         scope = caller_scope(request, core, agent)
         session = recall(body.get("previous_response_id"), scope) or ah.resolve_session(

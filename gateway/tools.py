@@ -96,15 +96,9 @@ def _fail(status: int, type_: str, message: str) -> web.Response:
 
 
 async def handle_tools_invoke(request: web.Request, core: GatewayCore) -> web.StreamResponse:
-    if request.method != "POST":
-        return hc.method_not_allowed("POST")
-    denied = hc.authorize(request, core)
-    if denied is not None:
-        return denied
-    try:
-        body = await hc.read_json(request, BODY_MAX)
-    except hc.BodyError as exc:
-        return hc.body_error(exc)
+    body = await hc.post_json(request, core, BODY_MAX)
+    if isinstance(body, web.StreamResponse):
+        return body
     if not isinstance(body, dict):
         return _fail(400, "invalid_request", "tools.invoke body must be a JSON object")
     raw_name = body.get("name") if body.get("name") is not None else body.get("tool")

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port, wait_for
+from conftest import Gateway, free_port, wait_for
+from openclaw_sup.gateway.client import GatewayClient
 
 NGIRCD = shutil.which("ngircd") or "/usr/sbin/ngircd"
 
@@ -249,3 +250,15 @@ class FakeTelegram:
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def history(gw: Gateway, session_key: str, token: str) -> list[str]:
+    """User messages the agent recorded for a session (what reached the agent)."""
+    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=token)
+    c.connect()
+    try:
+        res = c.request("chat.history", {"sessionKey": session_key, "limit": 50})
+    finally:
+        c.close()
+    return [m["content"] if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
+            for m in res.get("messages", []) if m.get("role") == "user"]

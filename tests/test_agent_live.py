@@ -12,14 +12,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_servers import ThreadedServer
 from aiohttp import web
 
-from conftest import Gateway, wait_for
+from conftest import Gateway, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError
 
 TOKEN = "agent-test-token-0123456789"
@@ -289,21 +288,18 @@ def test_bus_contracts_agent_turn_and_agent_complete(gateway_factory) -> None:
     c.close()
 
 
+CLI_TOKEN = "agent-cli-token-0123456789"
+
+
 def test_the_real_openclaw_cli_runs_an_agent_turn(gateway_factory) -> None:
     """Upstream's `openclaw agent` and `gateway call agent --expect-final` read our two-stage answer."""
-    from test_conformance import TOKEN as CONF_TOKEN
-    from test_conformance import run_cli
-
-    cli = Path(os.environ.get("OPENCLAW_CLI") or Path.home() / ".cache/openclaw-sup/oc/node_modules/.bin/openclaw")
-    if not cli.exists():
-        pytest.fail(f"the real openclaw CLI is not installed at {cli}: run scripts/install-openclaw-cli")
-    g = gateway_factory({}, config={"gateway": {"mode": "local", "auth": {"mode": "token", "token": CONF_TOKEN}},
+    g = gateway_factory({}, config={"gateway": {"mode": "local", "auth": {"mode": "token", "token": CLI_TOKEN}},
                                     "agents": {"defaults": {"model": "echo/echo"}}}).start()
-    res = run_cli(cli, g, "agent", "--agent", "main", "--message", "bonjour le monde", env_url=True)
+    res = run_openclaw(g, "agent", "--agent", "main", "--message", "bonjour le monde", token=CLI_TOKEN)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "bonjour le monde" in res.stdout
-    res = run_cli(cli, g, "gateway", "call", "agent", "--expect-final", "--json", "--params",
-                  json.dumps({"message": "second", "idempotencyKey": "cli-2"}), env_url=True)
+    res = run_openclaw(g, "gateway", "call", "agent", "--expect-final", "--json", "--params",
+                       json.dumps({"message": "second", "idempotencyKey": "cli-2"}), token=CLI_TOKEN)
     assert res.returncode == 0, res.stdout + res.stderr
     final = json.loads(res.stdout)
     assert final["runId"] == "cli-2" and final["status"] == "ok"

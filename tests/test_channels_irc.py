@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from channel_servers import NGIRCD, IrcClient, Ngircd
+from channel_servers import NGIRCD, IrcClient, Ngircd, history
 
 from conftest import Gateway, wait_for
 from openclaw_sup.gateway.client import GatewayClient
@@ -33,16 +33,6 @@ def make_gateway(factory: Any, ircd: Ngircd, irc: dict[str, Any] | None = None) 
     return factory({"kinds": [], "restart": {"stableAfterMs": 200}}, config=config)
 
 
-def history(gw: Gateway, session_key: str) -> list[str]:
-    """User messages the agent recorded for a session (what reached the agent)."""
-    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN)
-    c.connect()
-    try:
-        res = c.request("chat.history", {"sessionKey": session_key, "limit": 50})
-    finally:
-        c.close()
-    return [m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
-            for m in res.get("messages", []) if m.get("role") == "user"]
 
 
 def channel_status(gw: Gateway, probe: bool = False) -> dict[str, Any]:
@@ -78,7 +68,7 @@ def test_dm_pairing_then_answered_and_group_mention_gating(gateway_factory, ircd
     code = re.search(r"Pairing code: ([A-Z2-9]{8})", reply).group(1)
     assert not set("01OI") & set(code)
     wait_for(lambda: "pairing request" in gw.log_text(), 5, what="the pairing request log line")
-    assert history(gw, "agent:main:irc:direct:alice") == []
+    assert history(gw, "agent:main:irc:direct:alice", TOKEN) == []
 
     alice.privmsg(BOT, "hello twice")  # a pending request sends no second code
     listed = gw.run_cli("pairing", "list", "irc", "--json")
@@ -94,15 +84,15 @@ def test_dm_pairing_then_answered_and_group_mention_gating(gateway_factory, ircd
     alice.expect(lambda ln: ln.startswith(f":{BOT}!") and ln.endswith("PRIVMSG alice :are you there?"),
                  what="the agent's answer to the approved DM")
     assert sum("Pairing code:" in t for t in alice.messages_from(BOT)) == 1
-    assert "are you there?" in history(gw, "agent:main:irc:direct:alice")[-1]
-    assert not any("hello" in m for m in history(gw, "agent:main:irc:direct:alice"))
+    assert "are you there?" in history(gw, "agent:main:irc:direct:alice", TOKEN)[-1]
+    assert not any("hello" in m for m in history(gw, "agent:main:irc:direct:alice", TOKEN))
 
     alice.privmsg("#room", "just chatting, nobody in particular")
     wait_for(lambda: "mention required" in gw.log_text(), 10, what="the mention-required log line")
     alice.privmsg("#room", f"{BOT}: what is up")
     alice.expect(lambda ln: ln.startswith(f":{BOT}!") and ln.endswith("PRIVMSG #room :what is up"),
                  what="the answer in #room")
-    (group_turn,) = history(gw, "agent:main:irc:group:#room")
+    (group_turn,) = history(gw, "agent:main:irc:group:#room", TOKEN)
     assert "what is up" in group_turn and "chatting" not in group_turn
     assert len(alice.messages_from(BOT, "#room")) == 1
 

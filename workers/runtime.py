@@ -8,6 +8,7 @@ worker whose loop is stuck goes silent and the supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -17,10 +18,13 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import uvloop
+import zmq
 
+from openclaw_sup.config.paths import resolve
 from openclaw_sup.ipc.bus import DealerLink
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
 from openclaw_sup.workers import registry
@@ -86,6 +90,17 @@ class WorkerContext:
 
     def send(self, msg: dict[str, Any]) -> bool:
         return self.link.send(msg)
+
+    def state_dir(self) -> Path:
+        """The profile's state dir: the `stateDir` option, else where the bus socket lives
+        (`<stateDir>/run/bus.sock`), else what OPENCLAW_STATE_DIR or the profile say."""
+        if self.options.get("stateDir"):
+            return Path(str(self.options["stateDir"])).expanduser()
+        with contextlib.suppress(zmq.ZMQError, AttributeError, UnicodeDecodeError):
+            endpoint = self.link.sock.getsockopt(zmq.LAST_ENDPOINT).decode().rstrip("\x00")
+            if endpoint.startswith("ipc://") and endpoint.endswith("/run/bus.sock"):
+                return Path(endpoint[len("ipc://"):]).parent.parent
+        return resolve(profile=None if self.profile in ("", "default") else self.profile).state_dir
 
     def ready(self) -> None:
         """Tell the supervisor this worker finished its start-up; it is `running` from now on."""

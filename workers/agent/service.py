@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zmq
-
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
-from openclaw_sup.config.paths import resolve as resolve_paths
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
@@ -33,17 +30,6 @@ STOPPED = "the agent worker stopped while this run was in progress"
 ABORTED = "aborted"
 LAST_ROUTE = "agent:last-route"
 
-
-def state_dir(ctx: WorkerContext) -> Path:
-    """The profile's state dir: the `stateDir` option, else where the bus socket lives (`<stateDir>/run/bus.sock`),
-    else what OPENCLAW_STATE_DIR or the profile say (as the scheduler derives it)."""
-    if ctx.options.get("stateDir"):
-        return Path(str(ctx.options["stateDir"])).expanduser()
-    with contextlib.suppress(zmq.ZMQError, AttributeError, UnicodeDecodeError):
-        endpoint = ctx.link.sock.getsockopt(zmq.LAST_ENDPOINT).decode().rstrip("\x00")
-        if endpoint.startswith("ipc://") and endpoint.endswith("/run/bus.sock"):
-            return Path(endpoint[len("ipc://"):]).parent.parent
-    return resolve_paths(profile=None if ctx.profile in ("", "default") else ctx.profile).state_dir
 
 
 def agent_of(session_key: str | None, explicit: Any = None) -> str:
@@ -562,7 +548,7 @@ class AgentService:
 
 
 async def main(ctx: WorkerContext) -> None:
-    svc = AgentService(ctx, state_dir(ctx))
+    svc = AgentService(ctx, ctx.state_dir())
     ctx.handle_stream("agent", svc.rpc_agent)
     ctx.handle_stream("agent.complete", svc.rpc_complete)
     ctx.handle("agent.wait", svc.rpc_wait)

@@ -7,13 +7,13 @@ of running again, and a run that a crash cut short is found `running` at start a
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from openclaw_sup.config import sqlitedb
 from openclaw_sup.config.paths import ensure_private_dir
 
 DB_NAME = "openclaw-agent.sqlite"
@@ -57,10 +57,7 @@ class AgentStore:
     def __init__(self, path: Path) -> None:
         ensure_private_dir(path.parent)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db = sqlitedb.connect(path, timeout=5.0)
         self.db.executescript(SCHEMA)
         path.chmod(0o600)
 

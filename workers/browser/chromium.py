@@ -21,7 +21,7 @@ import psutil
 
 from openclaw_sup.config.browser import BrowserProfile, clear_locks, stale_locks
 from openclaw_sup.workers.forkserver import set_parent_death_signal
-from openclaw_sup.workers.scheduler.execute import Tail, process_started, sweep_group
+from openclaw_sup.workers.procgroup import Tail, process_started, sweep_group
 
 STDERR_KEEP = 8 * 1024
 STOP_GRACE_S = 1.5

@@ -20,7 +20,6 @@ from openclaw_sup.workers.browser.control import browser_request
 from openclaw_sup.workers.browser.profile import ProfileRunner
 from openclaw_sup.workers.browser.ssrf import SsrfPolicy
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
-from openclaw_sup.workers.scheduler.service import state_dir
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_INLINE_B64 = 700_000  # the bus carries at most 1 MiB per message (bus.maxMessageBytes)
@@ -63,7 +62,7 @@ class BrowserWorker:
         self.ctx = ctx
         self.cdp = CdpClient()
         section = {k: v for k, v in ctx.options.items() if k not in ("gatewayPort", "stateDir")}
-        self.state_dir: Path = state_dir(ctx)
+        self.state_dir: Path = ctx.state_dir()
         self.default = default_profile_name(section)
         self.action_timeout = int(section.get("actionTimeoutMs") or DEFAULT_ACTION_TIMEOUT_MS) / 1000
         profiles = browser_profiles(section, gateway_port(ctx), self.state_dir)

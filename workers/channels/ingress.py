@@ -16,6 +16,7 @@ widening the gap before the write); the runtime checkpoints between sends.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from openclaw_sup.config import sqlitedb
+from openclaw_sup.config.sqlitedb import immediate
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbound (
@@ -93,9 +97,7 @@ class IngressQueue:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
-        self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = sqlitedb.connect(path)
         # No checkpoint inside a commit: the `sending` commit must return at once so the bytes leave right after
         # it; the runtime checkpoints at its own safe moments (`checkpoint`).
         self.db.execute("PRAGMA wal_autocheckpoint=0")
@@ -106,8 +108,8 @@ class IngressQueue:
     def close(self) -> None:
         self.db.close()
 
-    def _tx(self) -> _Tx:
-        return _Tx(self.db)
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate(self.db)
 
     def recover(self, now: float | None = None) -> list[OutboundRow]:
         """At start-up: sends cut short by a kill count as sent (never duplicated); old finished rows go."""
@@ -227,13 +229,3 @@ class IngressQueue:
             out[f"outbound{state.capitalize()}"] = n
         return out
 
-
-class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

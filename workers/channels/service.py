@@ -13,13 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from pathlib import Path
 from typing import Any
 
-import zmq
-
 from openclaw_sup.config.pairing_store import PairingStore, store_path
-from openclaw_sup.config.paths import resolve
 from openclaw_sup.workers.channels.adapter import Adapter, SendError
 from openclaw_sup.workers.channels.ingress import IngressQueue, Reply, queue_path
 from openclaw_sup.workers.channels.policy import (
@@ -43,16 +39,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def state_dir(ctx: WorkerContext) -> Path:
-    """The `stateDir` option, else the directory the bus socket lives in (`<stateDir>/run/bus.sock`)."""
-    if ctx.options.get("stateDir"):
-        return Path(str(ctx.options["stateDir"])).expanduser()
-    with contextlib.suppress(zmq.ZMQError, AttributeError, UnicodeDecodeError):
-        endpoint = ctx.link.sock.getsockopt(zmq.LAST_ENDPOINT).decode().rstrip("\x00")
-        if endpoint.startswith("ipc://") and endpoint.endswith("/run/bus.sock"):
-            return Path(endpoint[len("ipc://"):]).parent.parent
-    return resolve(profile=None if ctx.profile in ("", "default") else ctx.profile).state_dir
-
 
 class ChannelService:
     def __init__(self, ctx: WorkerContext, adapter_cls: type[Adapter]) -> None:
@@ -61,7 +47,7 @@ class ChannelService:
         self.log = ctx.log
         self.channel = str(self.cfg.get("channel") or ctx.kind.split(".", 1)[-1])
         self.account_id = str(self.cfg.get("accountId") or "default")
-        root = state_dir(ctx)
+        root = ctx.state_dir()
         self.queue = IngressQueue(queue_path(root, self.channel, self.account_id))
         self.store = PairingStore(store_path(root))
         self.adapter = adapter_cls(self.cfg, self.log, self.admit, self.queue.get_meta)

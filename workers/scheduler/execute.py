@@ -11,18 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
-from openclaw_sup.workers.forkserver import set_parent_death_signal
+from openclaw_sup.workers.procgroup import Tail, die_with_parent, kill_group
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
 from openclaw_sup.workers.scheduler.jobs import DEFAULT_COMMAND_TIMEOUT_S
 
-KEEP_BYTES = 32 * 1024
 SUMMARY_CHARS = 2000
 AGENT_DEFAULT_TIMEOUT_S = 3600
 AGENT_GRACE_S = 10.0
@@ -39,68 +35,11 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class Tail:
-    """The last `limit` bytes of a stream, and how many bytes it had in all."""
-
-    def __init__(self, limit: int = KEEP_BYTES) -> None:
-        self.limit = limit
-        self.buf = bytearray()
-        self.total = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        self.buf += chunk
-        if len(self.buf) > self.limit:
-            del self.buf[: len(self.buf) - self.limit]
-
-    def text(self) -> str:
-        return self.buf.decode("utf-8", "replace")
-
-    @property
-    def truncated(self) -> int:
-        return self.total - len(self.buf)
-
-
 async def _pump(stream: asyncio.StreamReader | None, tail: Tail) -> None:
     if stream is None:
         return
     while chunk := await stream.read(65536):
         tail.feed(chunk)
-
-
-def _die_with_parent() -> None:
-    set_parent_death_signal(signal.SIGKILL)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def process_started(pid: int) -> float | None:
-    with contextlib.suppress(psutil.Error):
-        return psutil.Process(pid).create_time()
-    return None
-
-
-def sweep_group(pgid: int, leader_started: float | None) -> int:
-    """SIGKILL what is left of a crashed run's process group; returns how many processes were signalled.
-
-    The leader normally died with the scheduler (PDEATHSIG) while its children live on under the fork server.
-    A live process whose pid is the pgid but that started at another time means the id was reused: left alone.
-    """
-    with contextlib.suppress(psutil.NoSuchProcess):
-        leader = psutil.Process(pgid)
-        if leader_started is not None and abs(leader.create_time() - leader_started) > 0.01:
-            return 0
-    members = []
-    for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(proc.pid) == pgid:
-                members.append(proc.pid)
-    if members:
-        _kill_group(pgid)
-    return len(members)
 
 
 def _summary(stdout: Tail, stderr: Tail) -> str:
@@ -115,7 +54,7 @@ async def run_command(payload: dict[str, Any], on_spawn: Callable[[int], None]) 
     data = payload.get("input")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=payload.get("cwd"), env=env, start_new_session=True, preexec_fn=_die_with_parent,
+            *argv, cwd=payload.get("cwd"), env=env, start_new_session=True, preexec_fn=die_with_parent,
             stdin=asyncio.subprocess.PIPE if data is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     except OSError as exc:
@@ -138,13 +77,13 @@ async def run_command(payload: dict[str, Any], on_spawn: Callable[[int], None]) 
             await asyncio.wait_for(feed_and_wait(), timeout)
         except TimeoutError:
             timed_out = True
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             await proc.wait()
     except asyncio.CancelledError:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         raise
     finally:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*pumps, return_exceptions=True), DRAIN_S)
         for p in pumps:

@@ -19,10 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import zmq
-
-from openclaw_sup.config.paths import resolve
 from openclaw_sup.config.plan import CRON_DISABLED_LINE
+from openclaw_sup.workers.procgroup import process_started, sweep_group
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
 from openclaw_sup.workers.scheduler import heartbeat as hb
 from openclaw_sup.workers.scheduler import jobs as jobmod
@@ -36,14 +34,7 @@ from openclaw_sup.workers.scheduler.delivery import (
     is_missing_worker,
     webhook,
 )
-from openclaw_sup.workers.scheduler.execute import (
-    AGENT_DEFAULT_TIMEOUT_S,
-    Outcome,
-    process_started,
-    run_agent_turn,
-    run_command,
-    sweep_group,
-)
+from openclaw_sup.workers.scheduler.execute import AGENT_DEFAULT_TIMEOUT_S, Outcome, run_agent_turn, run_command
 from openclaw_sup.workers.scheduler.store import Store
 
 DISABLED_LINE = CRON_DISABLED_LINE
@@ -59,17 +50,6 @@ DEFAULT_VISIBILITY = {"showOk": False, "showAlerts": True, "useIndicator": True}
 def now_ms() -> int:
     return int(time.time() * 1000)
 
-
-def state_dir(ctx: WorkerContext) -> Path:
-    """The profile's state dir: the `stateDir` option, else the directory the bus socket lives in
-    (`<stateDir>/run/bus.sock`), else what OPENCLAW_STATE_DIR or the profile say."""
-    if ctx.options.get("stateDir"):
-        return Path(str(ctx.options["stateDir"])).expanduser()
-    with contextlib.suppress(zmq.ZMQError, AttributeError, UnicodeDecodeError):
-        endpoint = ctx.link.sock.getsockopt(zmq.LAST_ENDPOINT).decode().rstrip("\x00")
-        if endpoint.startswith("ipc://") and endpoint.endswith("/run/bus.sock"):
-            return Path(endpoint[len("ipc://"):]).parent.parent
-    return resolve(profile=None if ctx.profile in ("", "default") else ctx.profile).state_dir
 
 
 def _display(path: Path) -> str:
@@ -759,7 +739,7 @@ def register_methods(ctx: WorkerContext, s: Scheduler) -> None:
 
 
 async def main(ctx: WorkerContext) -> None:
-    path = state_dir(ctx) / "state" / "cron.sqlite"
+    path = ctx.state_dir() / "state" / "cron.sqlite"
     try:
         store = Store(path)
     except Exception as exc:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from openclaw_sup.config.paths import ensure_private_dir
+from openclaw_sup.config.sqlitedb import immediate
 
 SCHEMA_VERSION = 1
 MAX_AGE_MS = 7 * 86_400_000
@@ -85,15 +86,8 @@ class Store:
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
 
-    @contextlib.contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate(self.db)
 
     # -- jobs -----------------------------------------------------------------------------------------
 
