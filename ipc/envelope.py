@@ -24,6 +24,7 @@ class Kind(StrEnum):
     EVENT = "event"
     LOG = "log"
     STOP = "stop"
+    CANCEL = "cancel"  # the requester gave up on request `id`: the worker stops working on it, answers nothing
 
 
 KINDS = frozenset(k.value for k in Kind)

@@ -728,10 +728,18 @@ class Supervisor:
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
+            self._cancel_request(name, rid)
             raise MethodError("UNAVAILABLE", f"the {name} worker did not answer {method} within {timeout:g}s",
                               retryable=True) from None
+        except asyncio.CancelledError:
+            self._cancel_request(name, rid)  # e.g. the HTTP client left: the worker stops the run
+            raise
         finally:
             self._pending.pop(rid, None)
+
+    def _cancel_request(self, name: str, rid: str) -> None:
+        if rid in self._pending and self.bus is not None:
+            self.bus.send(name.encode(), {"kind": Kind.CANCEL, "id": rid})
 
     def gateway_config(self) -> dict[str, Any]:
         return self.gateway_cfg

@@ -259,6 +259,7 @@ def test_client_leaving_mid_stream_cancels_the_run(gateway_factory) -> None:
     gw = gateway_factory({"kinds": ["sup_slow_agent"]}, config={
         "gateway": {"auth": {"token": TOKEN}, "http": {"endpoints": BOTH}}}).start()
     words = " ".join(f"w{i}" for i in range(60))
+    n_cancelled = 0
     for path, body, marker, what in (
             ("/v1/chat/completions", {"model": "openclaw", "stream": True,
                                       "messages": [{"role": "user", "content": words}]}, b"w1 ", "openai-compat"),
@@ -270,6 +271,10 @@ def test_client_leaving_mid_stream_cancels_the_run(gateway_factory) -> None:
             assert marker in _read_until(sock, marker)
         line = f"{what} stream: client disconnected; run cancelled (0 agent runs in flight)"
         wait_for(lambda line=line: line in gw.log_text(), 5, what=line)  # the whole answer would take 12 s
+        # ... and the worker stopped working on it (the supervisor sent it a `cancel` for that request).
+        wait_for(lambda n=n_cancelled: gw.log_text().count("slow agent: run cancelled after") > n, 5,
+                 what="the agent worker to cancel the run")
+        n_cancelled += 1
     payload = json.dumps({"model": "openclaw", "messages": [{"role": "user", "content": words}]}).encode()
     with socket.create_connection(("127.0.0.1", gw.port)) as sock:  # non-stream: leaves while the run goes on
         sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
@@ -277,6 +282,8 @@ def test_client_leaving_mid_stream_cancels_the_run(gateway_factory) -> None:
         time.sleep(0.5)
     line = "openai-compat request: client disconnected; run cancelled (0 agent runs in flight)"
     wait_for(lambda: line in gw.log_text(), 5, what=line)
+    wait_for(lambda: gw.log_text().count("slow agent: run cancelled after") > n_cancelled, 5,
+             what="the agent worker to cancel the non-stream run")
     status, answer = jbody(http(gw, "POST", "/v1/chat/completions",
                                 {"model": "openclaw", "messages": [{"role": "user", "content": "still serving"}]},
                                 bearer()))

@@ -86,6 +86,7 @@ class WorkerContext:
         self._handlers: dict[str, Handler] = {}
         self._streaming: dict[str, StreamHandler] = {}
         self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._serving: dict[str, asyncio.Task[None]] = {}
         self._ids = itertools.count(1)
 
     def send(self, msg: dict[str, Any]) -> bool:
@@ -148,7 +149,14 @@ class WorkerContext:
         if kind == Kind.STOP:
             self.stopping.set()
         elif kind == Kind.REQ:
-            asyncio.get_running_loop().create_task(self._serve(msg))
+            rid = str(msg.get("id"))
+            task = asyncio.get_running_loop().create_task(self._serve(msg))
+            self._serving[rid] = task
+            task.add_done_callback(lambda _t: self._serving.pop(rid, None))
+        elif kind == Kind.CANCEL:
+            task = self._serving.get(str(msg.get("id")))
+            if task is not None:
+                task.cancel()
         elif kind == Kind.RES:
             fut = self._pending.get(str(msg.get("id")))
             if fut is not None and not fut.done() and not msg.get("partial"):
@@ -159,6 +167,7 @@ class WorkerContext:
                     fut.set_exception(RequestError(err.get("code", "UNAVAILABLE"), err.get("message", "")))
 
     async def _serve(self, msg: dict[str, Any]) -> None:
+        """Run one request's handler and answer it; a `cancel` for its id cancels this task (no answer then)."""
         rid = msg.get("id")
         method = msg.get("method")
         handler = self._handlers.get(str(method))
