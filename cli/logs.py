@@ -258,6 +258,8 @@ def _reconnect(source: RpcSource, cursor: int | None, limit: int, max_bytes: int
         except SourceLost:
             continue
         except GatewayError as exc:
+            if exc.error.get("retryable") or exc.code == "UNAVAILABLE":
+                continue  # the gateway is back but still starting its workers
             printer.error(f"logs.tail failed after reconnecting: {exc}")
             raise typer.Exit(1) from None
         printer.notice("gateway reconnected")

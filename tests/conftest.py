@@ -142,7 +142,9 @@ class Gateway:
     def log_lines(self) -> list[dict[str, Any]]:
         if not self.log_file.exists():
             return []
-        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+        text = self.log_file.read_text()
+        whole = text[: text.rfind("\n") + 1]  # a line still being written is read next time
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
     def log_text(self) -> str:
         return "\n".join(r["message"] for r in self.log_lines())
