@@ -21,7 +21,7 @@ from channel_servers import NGIRCD, FakeTelegram, Ngircd, history
 
 from conftest import Gateway, wait_for
 from openclaw_sup.gateway.client import GatewayClient
-from openclaw_sup.workers.channels.ingress import IngressQueue
+from openclaw_sup.workers.channels.ingress import INTERRUPTED_SEND, IngressQueue
 from openclaw_sup.workers.channels.policy import Inbound
 from openclaw_sup.workers.channels.telegram import TelegramAdapter
 
@@ -106,7 +106,7 @@ def test_401_is_reported_as_an_auth_error_without_the_token(gateway_factory, tel
 
 
 @pytest.mark.skipif(not Path(NGIRCD).exists(), reason="ngircd not installed")
-def test_chaos_500_messages_three_sigkills_each_answered_once(gateway_factory, telegram: FakeTelegram,
+def test_chaos_500_messages_three_sigkills_none_lost_none_twice(gateway_factory, telegram: FakeTelegram,
                                                               tmp_path: Path) -> None:
     ircd = Ngircd(tmp_path / "ngircd").start()
     try:
@@ -126,10 +126,20 @@ def test_chaos_500_messages_three_sigkills_each_answered_once(gateway_factory, t
             wait_for(lambda p=pid: (w := gw.worker("channel:telegram:default"))["state"] == "running"
                      and w["pid"] != p, 20, what="the telegram worker back")
         db = gw.state_dir / "state" / "channels" / "telegram-default.sqlite"
+        expected = {f"msg-{i}" for i in range(total)}
+
+        def in_doubt() -> set[str]:
+            """Replies a kill caught after `sending` was committed but before the worker saw the answer. The Bot
+            API has no idempotency key, so nobody can tell whether such a reply left: the worker reports it
+            (INTERRUPTED_SEND) and never sends it again. At most one per crash."""
+            with sqlite3.connect(db) as conn:
+                return {t for (t,) in conn.execute("SELECT text FROM outbound WHERE note = ?", (INTERRUPTED_SEND,))}
+
         try:
-            wait_for(lambda: len({t for _, t in telegram.sent_texts()}) >= total, 30, what="every message answered")
+            wait_for(lambda: expected <= {t for _, t in telegram.sent_texts()} | in_doubt(), 30,
+                     what="every message answered (or reported in doubt)")
         except AssertionError:
-            missing = {f"msg-{i}" for i in range(total)} - {t for _, t in telegram.sent_texts()}
+            missing = expected - {t for _, t in telegram.sent_texts()}
             with sqlite3.connect(db) as conn:
                 rows = conn.execute("SELECT out_id, state, note FROM outbound WHERE state != 'sent' OR note IS NOT NULL"
                                     ).fetchall()
@@ -138,9 +148,12 @@ def test_chaos_500_messages_three_sigkills_each_answered_once(gateway_factory, t
                                  f"{pending[:10]}; log tail {gw.log_text()[-1500:]}") from None
         time.sleep(0.5)  # anything duplicated would have been sent by now
         counts = Counter(t for _, t in telegram.sent_texts())
+        doubtful = in_doubt()
         assert kills == 3
-        assert {f"msg-{i}" for i in range(total)} == set(counts)
-        assert [t for t, n in counts.items() if n > 1] == []
+        assert set(counts) <= expected and [t for t, n in counts.items() if n > 1] == []  # never twice
+        assert expected - set(counts) <= doubtful and len(doubtful) <= kills  # none lost without a word
+        for text in doubtful:
+            assert "(it may not have been delivered)" in gw.log_text(), text
         assert gw.worker("channel:telegram:default")["restarts"] >= 3
         assert gw.worker("channel:irc:default")["pid"] == irc_pid
         with sqlite3.connect(db) as conn:
