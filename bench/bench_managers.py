@@ -39,6 +39,14 @@ class Unavailable(Exception):
     """A manager cannot be measured here (install or start failed); its column is printed as skipped."""
 
 
+def _make_venv(venv: Path) -> None:
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    if not (venv / "bin" / "python").exists():
+        r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+        if r.returncode:
+            raise Unavailable(f"python -m venv {venv} failed: {_last_line(r.stderr)}")
+
+
 def ensure_peer(cache: Path, dist: str) -> Path:
     """The bin dir of a venv holding the pinned peer, created with `python -m venv` + pip only if missing."""
     requirement, probe = PEER_PACKAGES[dist]
@@ -47,11 +55,7 @@ def ensure_peer(cache: Path, dist: str) -> Path:
     marker = venv / ".bench-installed"
     if marker.exists() and marker.read_text().strip() == requirement and (bindir / probe).exists():
         return bindir
-    cache.mkdir(parents=True, exist_ok=True)
-    if not (bindir / "python").exists():
-        r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
-        if r.returncode:
-            raise Unavailable(f"python -m venv {venv} failed: {_last_line(r.stderr)}")
+    _make_venv(venv)
     print(f"[bench] installing {requirement} into {venv}", file=sys.stderr, flush=True)
     try:
         r = subprocess.run(
@@ -97,11 +101,7 @@ def ensure_regular_install(cache: Path) -> Path:
     marker = venv / ".bench-installed"
     if marker.exists() and marker.read_text().strip() == digest.hexdigest() and (bindir / "openclaw-sup").exists():
         return bindir
-    cache.mkdir(parents=True, exist_ok=True)
-    if not (bindir / "python").exists():
-        r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
-        if r.returncode:
-            raise Unavailable(f"python -m venv {venv} failed: {_last_line(r.stderr)}")
+    _make_venv(venv)
     with tempfile.TemporaryDirectory(prefix="ocsb-src-") as src:
         for f in files:
             dest = Path(src) / f.relative_to(REPO)
@@ -319,6 +319,13 @@ class Ours(Manager):
                 self.problems.append(f"openclaw-sup: gateway log has {n} line(s) containing {needle!r}")
 
 
+def circus_section(tmp: Path, endpoint: str, check_delay: float | None) -> list[str]:
+    """The `[circus]` section every circus run of the benches uses: control socket, log file, poll interval."""
+    lines = ["[circus]", f"endpoint = {endpoint}", f"pubsub_endpoint = ipc://{tmp / 'pubsub.sock'}", "statsd = False",
+             f"logoutput = {tmp / 'circus.log'}", "loglevel = INFO"]
+    return lines if check_delay is None else [*lines, f"check_delay = {check_delay}"]
+
+
 class Circus(Manager):
     """circusd 0.19.0 in the foreground, one watcher per worker; `check_delay` left at its 5 s default."""
 
@@ -333,16 +340,7 @@ class Circus(Manager):
         super().__init__(report_port, keep_tmp, base_env)
         self.bindir = bindir
         self.endpoint = f"ipc://{self.tmp / 'endpoint.sock'}"
-        lines = [
-            "[circus]",
-            f"endpoint = {self.endpoint}",
-            f"pubsub_endpoint = ipc://{self.tmp / 'pubsub.sock'}",
-            "statsd = False",
-            f"logoutput = {self.tmp / 'circus.log'}",
-            "loglevel = INFO",
-        ]
-        if self.check_delay is not None:
-            lines.append(f"check_delay = {self.check_delay}")
+        lines = circus_section(self.tmp, self.endpoint, self.check_delay)
         for w in WORKERS:
             lines += [
                 "",

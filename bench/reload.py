@@ -28,7 +28,16 @@ from typing import Any
 
 import uvloop
 from bench_common import RESULTS, Listener, kill_leftovers, log, print_problems, publish, summarize
-from bench_managers import REPO, WORKER_PY, Manager, Unavailable, bytecode_env, ensure_peer, stop_quietly
+from bench_managers import (
+    REPO,
+    WORKER_PY,
+    Manager,
+    Unavailable,
+    bytecode_env,
+    circus_section,
+    ensure_peer,
+    stop_quietly,
+)
 from gw_report import fmt, print_table, skipped_row, spread, wait_quiet
 from gw_servers import Ours, make_root, remove
 
@@ -300,15 +309,7 @@ class CircusReload(Manager):
         self.ini.write_text(self.render())
 
     def render(self) -> str:
-        lines = [
-            "[circus]",
-            f"endpoint = {self.endpoint}",
-            f"pubsub_endpoint = ipc://{self.tmp / 'pubsub.sock'}",
-            "statsd = False",
-            f"logoutput = {self.tmp / 'circus.log'}",
-            "loglevel = INFO",
-            "check_delay = 0.1",
-        ]
+        lines = circus_section(self.tmp, self.endpoint, 0.1)
         for w in CIRCUS_WATCHERS:
             extra = f" rev{self.rev}" if w == "w0" else ""
             lines += [

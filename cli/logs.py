@@ -203,19 +203,14 @@ def logs(
     try:
         try:
             first = source.fetch(None, limit, max_bytes)
-        except SourceLost as exc:
-            if target.source == "explicit":
-                printer.error(f"gateway {target.url} did not answer: {exc}")
+        except (SourceLost, GatewayError) as exc:
+            lost = isinstance(exc, SourceLost)
+            if target.source == "explicit":  # an explicit --url never falls back to a local file
+                printer.error(f"gateway {target.url} did not answer: {exc}" if lost else f"logs.tail failed: {exc}")
                 raise typer.Exit(1) from None
             source = FileSource(local_log_file(paths))
-            printer.notice(f"no gateway answered at {target.url} ({exc}); reading {source.path}")
-            first = source.fetch(None, limit, max_bytes)
-        except GatewayError as exc:
-            if target.source == "explicit":
-                printer.error(f"logs.tail failed: {exc}")
-                raise typer.Exit(1) from None
-            source = FileSource(local_log_file(paths))
-            printer.notice(f"logs.tail failed at {target.url} ({exc}); reading {source.path}")
+            why = "no gateway answered" if lost else "logs.tail failed"
+            printer.notice(f"{why} at {target.url} ({exc}); reading {source.path}")
             first = source.fetch(None, limit, max_bytes)
         printer.meta(file=first.get("file"), sourceKind="file", via=source.kind,
                      url=target.url if source.kind == "rpc" else None, cursor=first.get("cursor"))
