@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from aiohttp import web
+
+from openclaw_sup.workers.agent.providers.http import close_pool
+
+T = TypeVar("T")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,3 +47,14 @@ class ThreadedServer:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def run_in_worker_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` the way a worker ends its loop: the pooled provider session is closed before the loop."""
+    async def main() -> T:
+        try:
+            return await coro
+        finally:
+            await close_pool()
+
+    return asyncio.run(main())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_servers import run_in_worker_loop
 from aiohttp import web
 
 from openclaw_sup.config import auth_profiles
@@ -84,7 +85,7 @@ def test_openai_streaming_wire_format() -> None:
         finally:
             await runner.cleanup()
 
-    result, deltas = asyncio.run(go())
+    result, deltas = run_in_worker_loop(go())
     assert deltas == ["Hel", "lo", " there"]
     assert (result.text, result.input_tokens, result.output_tokens, result.finish_reason) == \
         ("Hello there", 7, 3, "stop")
@@ -93,6 +94,26 @@ def test_openai_streaming_wire_format() -> None:
     assert body["model"] == "gpt-test" and body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
     assert body["messages"] == REQ.messages
+
+
+def test_turns_reuse_one_keep_alive_connection() -> None:
+    """Consecutive turns in a worker share the pooled session: the provider sees one client connection."""
+    peers: list[Any] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return await sse(request, openai_chunks(["ok"]))
+
+    async def go() -> None:
+        runner, port = await serve({"/v1/chat/completions": chat})
+        try:
+            for _ in range(3):
+                await call(target(port), REQ)
+        finally:
+            await runner.cleanup()
+
+    run_in_worker_loop(go())
+    assert len(peers) == 3 and peers[0] is not None and len(set(peers)) == 1, peers
 
 
 def test_openai_length_finish_and_keyless_server() -> None:
@@ -111,7 +132,7 @@ def test_openai_length_finish_and_keyless_server() -> None:
         finally:
             await runner.cleanup()
 
-    result = asyncio.run(go())
+    result = run_in_worker_loop(go())
     assert result.finish_reason == "length" and result.text == "cut"
     assert result.output_tokens == 1  # no usage chunk: counted from the text
     assert "Authorization" not in seen[0]
@@ -149,7 +170,7 @@ def test_anthropic_messages_streaming_wire_format() -> None:
         finally:
             await runner.cleanup()
 
-    result, deltas = asyncio.run(go())
+    result, deltas = run_in_worker_loop(go())
     assert deltas == ["Bonjour", " !"]
     assert (result.text, result.input_tokens, result.output_tokens, result.finish_reason) == \
         ("Bonjour !", 12, 4, "stop")
@@ -173,7 +194,7 @@ def test_anthropic_error_event_mid_stream() -> None:
             await runner.cleanup()
 
     with pytest.raises(ProviderError, match="overloaded_error: Overloaded"):
-        asyncio.run(go())
+        run_in_worker_loop(go())
 
 
 def test_429_retry_after_is_honoured() -> None:
@@ -193,7 +214,7 @@ def test_429_retry_after_is_honoured() -> None:
         finally:
             await runner.cleanup()
 
-    result = asyncio.run(go())
+    result = run_in_worker_loop(go())
     assert result.text == "ok" and len(stamps) == 2
     assert stamps[1] - stamps[0] >= 0.95, "the retry came before the server's retry-after"
 
@@ -222,7 +243,7 @@ def test_5xx_retried_then_reported_and_401_names_the_fix() -> None:
             await runner.cleanup()
         return errors[0], errors[1]
 
-    unavailable, unauthorized = asyncio.run(go())
+    unavailable, unauthorized = run_in_worker_loop(go())
     assert len(calls) == 3
     assert "HTTP 503" in str(unavailable) and "upstream exploded" in str(unavailable)
     assert unavailable.code == "UNAVAILABLE"
@@ -248,21 +269,21 @@ def test_hanging_provider_times_out_naming_it() -> None:
             gate.set()
             await runner.cleanup()
 
-    err, took = asyncio.run(go())
+    err, took = run_in_worker_loop(go())
     assert err.kind == "timeout" and took < 10
     assert "local (http://127.0.0.1:" in str(err) and "did not answer within 0.5s" in str(err)
 
 
 def test_unreachable_provider_names_the_base_url() -> None:
     with pytest.raises(ProviderError, match=r"unreachable.*models.providers.local.baseUrl"):
-        asyncio.run(call(Target("local", "m", "openai-completions", "http://127.0.0.1:9/v1"), REQ))
+        run_in_worker_loop(call(Target("local", "m", "openai-completions", "http://127.0.0.1:9/v1"), REQ))
 
 
 def test_echo_provider_contract() -> None:
     deltas: list[str] = []
     req = ChatRequest([{"role": "system", "content": "sys words here"}, {"role": "user", "content": "first"},
                        {"role": "assistant", "content": "x"}, {"role": "user", "content": "hello  big\nworld"}])
-    result = asyncio.run(call(Target("echo", "echo", "echo"), req, deltas.append))
+    result = run_in_worker_loop(call(Target("echo", "echo", "echo"), req, deltas.append))
     assert result.text == "hello  big\nworld"
     assert deltas == ["hello  ", "big\n", "world"]
     assert result.input_tokens == 3 + 1 + 1 + 3 and result.output_tokens == 3

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from agent_servers import run_in_worker_loop
 
 from openclaw_sup.workers.agent.service import AgentService
 from openclaw_sup.workers.runtime import WorkerContext
@@ -48,7 +49,7 @@ def test_agent_complete_streams_partial_deltas_then_the_final_answer(tmp_path: P
             ("user", "one two three"), ("assistant", "one two three")]
         await svc.shutdown()
 
-    asyncio.run(go())
+    run_in_worker_loop(go())
     first = [m for m in link.sent if m["id"] == "gw:7"]
     assert [m.get("partial", False) for m in first] == [True, True, True, False]
     assert [m["payload"] for m in first[:3]] == [{"delta": "one "}, {"delta": "two "}, {"delta": "three"}]
@@ -75,7 +76,7 @@ def test_a_worker_request_ignores_partial_answers(tmp_path: Path) -> None:
         ctx._on_bus(orjson.dumps({"kind": "res", "id": rid, "ok": True, "payload": {"text": "a"}}))
         return await task
 
-    assert asyncio.run(go()) == {"text": "a"}
+    assert run_in_worker_loop(go()) == {"text": "a"}
 
 
 def test_a_resent_key_returns_the_stored_answer_after_a_crash(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_a_resent_key_returns_the_stored_answer_after_a_crash(tmp_path: Path) ->
         await svc.shutdown()
         return out
 
-    out = asyncio.run(go())
+    out = run_in_worker_loop(go())
     assert out["runId"] == "k1" and out["status"] == "error" and out["summary"].startswith("interrupted")
     assert not [m for m in link.sent if m["kind"] == "event"]  # nothing ran
 
@@ -111,7 +112,7 @@ def test_fallbacks_are_tried_when_the_primary_is_unavailable(tmp_path: Path, mon
         await svc.shutdown()
         return result, ref, turn
 
-    result, ref, turn = asyncio.run(go())
+    result, ref, turn = run_in_worker_loop(go())
     assert (result.text, ref) == ("fall back", "echo/echo")
     assert turn["status"] == "ok" and turn["model"] == "echo/echo" and turn["summary"] == "x y"
 
@@ -128,7 +129,7 @@ def test_chat_inject_and_identity(tmp_path: Path) -> None:
         await svc.shutdown()
         return injected, hist, ident
 
-    injected, hist, ident = asyncio.run(go())
+    injected, hist, ident = run_in_worker_loop(go())
     assert injected["ok"] is True
     assert [m["content"][0]["text"] for m in hist["messages"]] == ["[sys] note"]
     assert (tmp_path / "agents" / "ops" / "agent" / "openclaw-agent.sqlite").exists()

@@ -18,6 +18,7 @@ from typing import Any
 
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
+from openclaw_sup.workers.agent.providers.http import close_pool
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
 
@@ -563,3 +564,4 @@ async def main(ctx: WorkerContext) -> None:
     svc.announce_interrupted()
     await ctx.stopping.wait()
     await svc.shutdown()
+    await close_pool()

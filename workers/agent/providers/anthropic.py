@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, OnDelta, ProviderError, Target
-from openclaw_sup.workers.agent.providers.http import json_of, new_session, post_stream, sse_events
+from openclaw_sup.workers.agent.providers.http import drain, json_of, pooled_session, post_stream, sse_events
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -52,31 +52,32 @@ async def complete(target: Target, request: ChatRequest, on_delta: OnDelta) -> C
     parts: list[str] = []
     finish = "stop"
     tokens_in = tokens_out = 0
-    async with new_session() as session:
-        resp = await post_stream(session, target, messages_url(target.base_url), headers,
-                                 request_body(target, request))
-        async with resp:
-            async for event, data in sse_events(resp):
-                msg = json_of(target, data)
-                kind = msg.get("type", event)
-                if kind == "message_start":
-                    usage = (msg.get("message") or {}).get("usage") or {}
-                    tokens_in = int(usage.get("input_tokens") or 0)
-                    tokens_out = int(usage.get("output_tokens") or 0)
-                elif kind == "content_block_delta":
-                    delta = msg.get("delta") or {}
-                    if delta.get("type") == "text_delta" and delta.get("text"):
-                        parts.append(delta["text"])
-                        on_delta(delta["text"])
-                elif kind == "message_delta":
-                    if (msg.get("delta") or {}).get("stop_reason") == "max_tokens":
-                        finish = "length"
-                    tokens_out = int((msg.get("usage") or {}).get("output_tokens") or tokens_out)
-                elif kind == "message_stop":
-                    break
-                elif kind == "error":
-                    err = msg.get("error") or {}
-                    raise ProviderError(f"model provider {target.where()} failed mid-stream: "
-                                        f"{err.get('type', 'error')}: {err.get('message', '')}",
-                                        kind="rate_limit" if err.get("type") == "rate_limit_error" else "unknown")
+    session = pooled_session()
+    resp = await post_stream(session, target, messages_url(target.base_url), headers,
+                             request_body(target, request))
+    async with resp:
+        async for event, data in sse_events(resp):
+            msg = json_of(target, data)
+            kind = msg.get("type", event)
+            if kind == "message_start":
+                usage = (msg.get("message") or {}).get("usage") or {}
+                tokens_in = int(usage.get("input_tokens") or 0)
+                tokens_out = int(usage.get("output_tokens") or 0)
+            elif kind == "content_block_delta":
+                delta = msg.get("delta") or {}
+                if delta.get("type") == "text_delta" and delta.get("text"):
+                    parts.append(delta["text"])
+                    on_delta(delta["text"])
+            elif kind == "message_delta":
+                if (msg.get("delta") or {}).get("stop_reason") == "max_tokens":
+                    finish = "length"
+                tokens_out = int((msg.get("usage") or {}).get("output_tokens") or tokens_out)
+            elif kind == "message_stop":
+                await drain(resp)
+                break
+            elif kind == "error":
+                err = msg.get("error") or {}
+                raise ProviderError(f"model provider {target.where()} failed mid-stream: "
+                                    f"{err.get('type', 'error')}: {err.get('message', '')}",
+                                    kind="rate_limit" if err.get("type") == "rate_limit_error" else "unknown")
     return Completion("".join(parts), tokens_in, tokens_out, finish)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator
@@ -94,6 +95,13 @@ async def post_stream(session: aiohttp.ClientSession, target: Target, url: str, 
     raise AssertionError("unreachable")
 
 
+async def drain(resp: aiohttp.ClientResponse, within_s: float = 2.0) -> None:
+    """After the stream's last event, read the rest of the body (normally just its end) so the connection goes
+    back to the pool for the next turn; a server that keeps talking loses the connection instead."""
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        await asyncio.wait_for(resp.content.read(), within_s)
+
+
 async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
     """`(event, data)` pairs of a text/event-stream body (multi-line data joined with newlines)."""
     buf = b""
@@ -132,5 +140,21 @@ def json_of(target: Target, data: str) -> dict[str, Any]:
     return out
 
 
-def new_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=30))
+_pool: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
+
+
+def pooled_session() -> aiohttp.ClientSession:
+    """The worker's one HTTP session: keep-alive connections to each provider outlive a turn, so a turn does
+    not pay a new TCP and TLS handshake. Bound to the running loop (a new loop gets a new session)."""
+    global _pool
+    loop = asyncio.get_running_loop()
+    if _pool is None or _pool[0] is not loop or _pool[1].closed:
+        _pool = (loop, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=30)))
+    return _pool[1]
+
+
+async def close_pool() -> None:
+    global _pool
+    if _pool is not None:
+        pool, _pool = _pool, None
+        await pool[1].close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, OnDelta, ProviderError, Target, count_words
-from openclaw_sup.workers.agent.providers.http import json_of, new_session, post_stream, sse_events
+from openclaw_sup.workers.agent.providers.http import drain, json_of, pooled_session, post_stream, sse_events
 
 
 def request_body(target: Target, request: ChatRequest) -> dict[str, Any]:
@@ -31,26 +31,27 @@ async def complete(target: Target, request: ChatRequest, on_delta: OnDelta) -> C
     parts: list[str] = []
     finish = "stop"
     usage: dict[str, Any] = {}
-    async with new_session() as session:
-        resp = await post_stream(session, target, url, headers, request_body(target, request))
-        async with resp:
-            async for _event, data in sse_events(resp):
-                if data.strip() == "[DONE]":
-                    break
-                chunk = json_of(target, data)
-                if isinstance(chunk.get("error"), dict):
-                    raise ProviderError(f"model provider {target.where()} failed mid-stream: "
-                                        f"{chunk['error'].get('message', chunk['error'])}")
-                if isinstance(chunk.get("usage"), dict):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or ():
-                    delta = (choice or {}).get("delta") or {}
-                    text = delta.get("content")
-                    if isinstance(text, str) and text:
-                        parts.append(text)
-                        on_delta(text)
-                    if choice.get("finish_reason"):
-                        finish = "length" if choice["finish_reason"] == "length" else "stop"
+    session = pooled_session()
+    resp = await post_stream(session, target, url, headers, request_body(target, request))
+    async with resp:
+        async for _event, data in sse_events(resp):
+            if data.strip() == "[DONE]":
+                await drain(resp)
+                break
+            chunk = json_of(target, data)
+            if isinstance(chunk.get("error"), dict):
+                raise ProviderError(f"model provider {target.where()} failed mid-stream: "
+                                    f"{chunk['error'].get('message', chunk['error'])}")
+            if isinstance(chunk.get("usage"), dict):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                delta = (choice or {}).get("delta") or {}
+                text = delta.get("content")
+                if isinstance(text, str) and text:
+                    parts.append(text)
+                    on_delta(text)
+                if choice.get("finish_reason"):
+                    finish = "length" if choice["finish_reason"] == "length" else "stop"
     text = "".join(parts)
     words_in = sum(count_words(m.get("content") or "") for m in request.messages)
     return Completion(text, int(usage.get("prompt_tokens") or words_in),
