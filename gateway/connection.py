@@ -9,13 +9,11 @@ with the upstream code; nothing a client sends can raise out of here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import WSMsgType, web
 
 from openclaw_sup.gateway import authn, device
 from openclaw_sup.gateway.hub import EventQueue, now_ms
@@ -28,11 +26,11 @@ from openclaw_sup.gateway.protocol import (
     CLOSE_POLICY,
     CLOSE_PROTOCOL,
     CLOSE_RESTART,
-    CLOSE_TOO_BIG,
     CLOSE_TRY_LATER,
     CONNECT_KEYS,
     DEVICE_KEYS,
     HANDSHAKE_TIMEOUT_S,
+    MAX_PAYLOAD,
     MIN_PROBE_PROTOCOL,
     PRE_AUTH_MAX_BYTES,
     PROTOCOL,
@@ -44,8 +42,12 @@ from openclaw_sup.gateway.protocol import (
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.core import GatewayCore
+    from openclaw_sup.gateway.port import WireSocket
 
 MAX_INFLIGHT = 64
+"""Requests routed to workers that may run at once per connection; more are refused as retryable."""
+HOLD_AT = 2 * MAX_INFLIGHT
+"""Requests of any kind at once per connection before reading stops (the peer then waits, nothing is lost)."""
 
 
 class Reject(Exception):
@@ -64,18 +66,22 @@ def is_loopback(ip: str) -> bool:
 
 
 class Connection:
-    __slots__ = ("_closed", "_inflight", "caps", "challenge_ts", "client", "client_mode", "connected_at", "core",
-                 "device_id", "events", "id", "loopback_direct", "nonce", "origin", "remote_ip", "role", "scopes",
-                 "seq", "ws")
+    """A WebSocket client of the gateway, driven by its socket's callbacks.
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, core: GatewayCore) -> None:
-        self.ws = ws
+    Nothing runs for an idle connection: a handshake timer until `connect`, then no task at all. A request
+    gets a task for as long as it runs; reads pause while `MAX_INFLIGHT` are running.
+    """
+
+    __slots__ = ("_inflight", "_timer", "caps", "challenge_ts", "client", "client_mode", "connected_at", "core",
+                 "device_id", "events", "id", "loopback_direct", "nonce", "remote_ip", "role", "scopes", "seq",
+                 "sock")
+
+    def __init__(self, sock: WireSocket, core: GatewayCore, remote_ip: str, forwarded: bool) -> None:
+        self.sock = sock
         self.core = core
         self.id = str(uuid.uuid4())
-        self.remote_ip = request.remote or ""
-        forwarded = any(h in request.headers for h in ("Forwarded", "X-Forwarded-For", "X-Real-IP"))
-        self.loopback_direct = is_loopback(self.remote_ip) and not forwarded
-        self.origin = request.headers.get("Origin")
+        self.remote_ip = remote_ip
+        self.loopback_direct = is_loopback(remote_ip) and not forwarded
         self.nonce = str(uuid.uuid4())
         self.challenge_ts = now_ms()
         self.scopes: list[str] = []
@@ -87,8 +93,8 @@ class Connection:
         self.seq = 0
         self.connected_at = now_ms()
         self.events: EventQueue | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._closed = False
+        self._inflight: set[asyncio.Task[None]] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- identity ------------------------------------------------------------------------------------
 
@@ -113,16 +119,11 @@ class Connection:
 
     # -- sending -------------------------------------------------------------------------------------
 
-    async def _send(self, data: bytes) -> None:
-        if not self.ws.closed:
-            await self.ws.send_frame(data, WSMsgType.TEXT)
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self._send(orjson.dumps(frame))
+    def send(self, frame: dict[str, Any]) -> None:
+        self.sock.send_text(orjson.dumps(frame))
 
     def push_event(self, event: str, payload: Any, state: dict[str, int] | None = None) -> bool:
-        if self.events is None or self._closed:
+        if self.events is None or self.sock.closed:
             return False
         self.seq += 1
         frame: dict[str, Any] = {"type": "event", "event": event, "payload": payload, "seq": self.seq}
@@ -130,81 +131,104 @@ class Connection:
             frame["stateVersion"] = state
         return self.events.put(frame)
 
-    async def close(self, code: int, reason: str) -> None:
-        if not self._closed:
-            self._closed = True
-            with contextlib.suppress(Exception):
-                await self.ws.close(code=code, message=reason.encode()[:123])
+    def close(self, code: int, reason: str) -> None:
+        self.sock.close(code, reason)
 
     async def close_with_shutdown(self, payload: dict[str, Any]) -> None:
         if self.events is not None:
             self.push_event("shutdown", payload)
             await self.events.flush(1.0)
-        await self.close(CLOSE_RESTART, "service restart")
+        self.close(CLOSE_RESTART, "service restart")
 
-    # -- lifecycle -----------------------------------------------------------------------------------
+    # -- socket callbacks ----------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        await self.send({"type": "event", "event": "connect.challenge",
-                         "payload": {"nonce": self.nonce, "ts": self.challenge_ts}})
+    def opened(self) -> None:
+        self.sock.set_limit(PRE_AUTH_MAX_BYTES, "pre-auth frame")
+        self.send({"type": "event", "event": "connect.challenge",
+                   "payload": {"nonce": self.nonce, "ts": self.challenge_ts}})
+        self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self.close, CLOSE_NORMAL,
+                                                            "handshake timeout")
+
+    def received(self, data: bytes) -> None:
         try:
-            hello = await self._handshake()
+            if self.events is None:
+                self._connect(data)
+            else:
+                self._frame(data)
+        except Exception as exc:  # a bug here must cost this one socket, never the supervisor
+            self.core.log("error", f"connection {self.id}: {type(exc).__name__}: {exc}")
+            self.close(CLOSE_POLICY, "internal error")
+
+    def writable(self) -> None:
+        if self.events is not None:
+            self.events.flush_now()
+
+    def lost(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.events is not None:
+            self.core.hub.remove(self)
+            self.events.clear()
+        for task in list(self._inflight or ()):
+            task.cancel()
+
+    # -- frames --------------------------------------------------------------------------------------
+
+    def _connect(self, data: bytes) -> None:
+        if self._timer is None:  # the handshake already failed; its close is on the way
+            return
+        self._timer.cancel()
+        self._timer = None
+        try:
+            hello = self._handshake(data)
         except Reject as rej:
             if rej.error is not None and rej.rid is not None:
-                await self.send(res_err(rej.rid, rej.error))
-            await self.close(rej.close_code, rej.reason)
+                self.send(res_err(rej.rid, rej.error))
+            self.close(rej.close_code, rej.reason)
             return
-        except TimeoutError:
-            await self.close(CLOSE_NORMAL, "handshake timeout")
-            return
-        self.events = EventQueue(self._send, self.close)
+        self.send(hello)
+        self.nonce = ""
+        self.sock.set_limit(MAX_PAYLOAD, "message")
+        self.events = EventQueue(self.sock)
         self.core.hub.add(self)
-        try:
-            await self.send(hello)
-            del hello  # the snapshot would otherwise live as long as the socket
-            await self._serve()
-        finally:
-            self.core.hub.remove(self)
-            self.events.stop()
-            for task in list(self._inflight):
-                task.cancel()
 
-    async def _serve(self) -> None:
-        async for msg in self.ws:
-            if msg.type == WSMsgType.TEXT:
-                data: str | bytes = msg.data
-            elif msg.type == WSMsgType.BINARY:
-                data = msg.data
-            else:
-                break
-            try:
-                frame = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                await self.close(CLOSE_POLICY, "invalid request frame")
-                return
-            if not isinstance(frame, dict):
-                await self.close(CLOSE_POLICY, "invalid request frame")
-                return
-            kind = frame.get("type")
-            if kind == "cancel":
-                continue
-            if kind != "req":
-                await self.close(CLOSE_POLICY, "invalid request frame")
-                return
-            rid = frame.get("id")
-            if not isinstance(rid, (str, int)) or rid == "" or not isinstance(frame.get("method"), str):
-                await self.close(CLOSE_POLICY, "invalid request frame")
-                return
-            if self.core.methods.is_local(frame["method"]):
-                await self._request(rid, frame["method"], frame.get("params"))
-                continue
-            if len(self._inflight) >= MAX_INFLIGHT:
-                await self.send(res_err(rid, MethodError("UNAVAILABLE", "too many requests in flight on this "
-                                                        "connection", retryable=True).to_error()))
-                continue
-            task = asyncio.get_running_loop().create_task(self._request(rid, frame["method"], frame.get("params")))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+    def _frame(self, data: bytes) -> None:
+        try:
+            frame = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            frame = None
+        if not isinstance(frame, dict) or frame.get("type") not in ("req", "cancel"):
+            self.close(CLOSE_POLICY, "invalid request frame")
+            return
+        if frame["type"] == "cancel":
+            return
+        rid, method = frame.get("id"), frame.get("method")
+        if not isinstance(rid, (str, int)) or rid == "" or not isinstance(method, str):
+            self.close(CLOSE_POLICY, "invalid request frame")
+            return
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = set()
+        if len(inflight) >= MAX_INFLIGHT and not self.core.methods.is_local(method):
+            self.send(res_err(rid, MethodError("UNAVAILABLE", "too many requests in flight on this connection",
+                                               retryable=True).to_error()))
+            return
+        task = asyncio.get_running_loop().create_task(self._request(rid, method, frame.get("params")))
+        inflight.add(task)
+        task.add_done_callback(self._finished)
+        if len(inflight) >= HOLD_AT:
+            self.sock.hold_reading(True)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        inflight = self._inflight
+        if inflight is None:
+            return
+        inflight.discard(task)
+        if len(inflight) < HOLD_AT:
+            self.sock.hold_reading(False)
+        if not inflight:
+            self._inflight = None
 
     async def _request(self, rid: Any, method: str, params: Any) -> None:
         if params is None:
@@ -214,36 +238,32 @@ class Connection:
                 raise MethodError("INVALID_REQUEST", f"invalid params for {method}: expected an object")
 
             async def partial(payload: Any) -> None:
-                await self.send(res_ok(rid, payload))
+                self.send(res_ok(rid, payload))
 
             payload = await self.core.methods.call(self, method, params, partial)
-            await self.send(res_ok(rid, payload))
+            self.send(res_ok(rid, payload))
         except MethodError as exc:
-            await self.send(res_err(rid, exc.to_error()))
+            self.send(res_err(rid, exc.to_error()))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.core.log("error", f"method {method} failed: {type(exc).__name__}: {exc}")
-            await self.send(res_err(rid, {"code": "UNAVAILABLE", "message": f"{method} failed: internal error"}))
+            self.send(res_err(rid, {"code": "UNAVAILABLE", "message": f"{method} failed: internal error"}))
 
     # -- handshake -----------------------------------------------------------------------------------
 
-    async def _receive_first(self) -> dict[str, Any]:
-        msg = await asyncio.wait_for(self.ws.receive(), HANDSHAKE_TIMEOUT_S)
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            raise Reject(CLOSE_NORMAL, "closed before connect", None)
-        if len(msg.data) > PRE_AUTH_MAX_BYTES:
-            raise Reject(CLOSE_TOO_BIG, "pre-auth frame exceeds 65536 bytes", None)
+    @staticmethod
+    def _first_frame(data: bytes) -> dict[str, Any]:
         try:
-            frame = orjson.loads(msg.data)
+            frame = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise Reject(CLOSE_POLICY, "invalid request frame", None) from None
         if not isinstance(frame, dict) or frame.get("type") != "req":
             raise Reject(CLOSE_POLICY, "invalid request frame", None)
         return frame
 
-    async def _handshake(self) -> dict[str, Any]:
-        frame = await self._receive_first()
+    def _handshake(self, data: bytes) -> dict[str, Any]:
+        frame = self._first_frame(data)
         rid = frame.get("id")
 
         def reject(code: int, reason: str, error: dict[str, Any] | None) -> Reject:

@@ -7,7 +7,6 @@ instead of growing the supervisor's memory, and one that stays behind is closed 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from openclaw_sup.gateway.protocol import CLOSE_POLICY, NO_PRESENCE_MODES, TICK_
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
+    from openclaw_sup.gateway.port import WireSocket
 
 EVENT_QUEUE = 1024
 SLOW_CLOSE_DROPS = 4096
@@ -117,43 +117,42 @@ class Hub:
 
 
 class EventQueue:
-    """A socket's outgoing events: bounded, drained by a task that exists only while there is a backlog,
-    so ten thousand idle sockets cost no task and no queue."""
+    """A socket's outgoing events: written at once while the peer keeps up, queued (bounded) while it does
+    not, so ten thousand idle sockets cost no task and no queue."""
 
-    __slots__ = ("_close", "_send", "dropped", "frames", "task")
+    __slots__ = ("dropped", "frames", "sock")
 
-    def __init__(self, send: Callable[[bytes], Any], close: Callable[[int, str], Any]) -> None:
-        self._send = send
-        self._close = close
-        self.frames: deque[bytes] = deque()
+    def __init__(self, sock: WireSocket) -> None:
+        self.sock = sock
+        self.frames: deque[bytes] | None = None
         self.dropped = 0
-        self.task: asyncio.Task[None] | None = None
 
     def put(self, frame: dict[str, Any]) -> bool:
+        if self.frames is None and self.sock.writable:
+            return self.sock.send_text(orjson.dumps(frame))
+        if self.frames is None:
+            self.frames = deque()
         if len(self.frames) >= EVENT_QUEUE:
             self.dropped += 1
             if self.dropped == SLOW_CLOSE_DROPS:
-                asyncio.get_running_loop().create_task(self._close(CLOSE_POLICY, "slow consumer"))
+                self.sock.close(CLOSE_POLICY, "slow consumer")
             return False
         self.frames.append(orjson.dumps(frame))
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._drain())
         return True
 
-    async def _drain(self) -> None:
-        try:
-            while self.frames:
-                await self._send(self.frames.popleft())
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            self.frames.clear()
-        finally:
-            self.task = None
+    def flush_now(self) -> None:
+        """Write queued events while the peer reads them (called when the transport drains)."""
+        frames = self.frames
+        while frames and self.sock.writable:
+            self.sock.send_text(frames.popleft())
+        if not frames:
+            self.frames = None
 
     async def flush(self, timeout: float) -> None:
-        if self.task is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        """Give a backlog up to `timeout` to drain (before a shutdown close)."""
+        deadline = time.monotonic() + timeout
+        while self.frames and not self.sock.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
-    def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+    def clear(self) -> None:
+        self.frames = None

@@ -27,12 +27,17 @@ def gw_config(**gateway: object) -> dict:
     return {"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN}, **gateway}}
 
 
-@pytest.fixture
-def gw(gateway_factory) -> Gateway:
+def start_gw(gateway_factory) -> Gateway:
+    """A supervisor with token auth, two stand-in owner workers and a 300 ms tick."""
     g = gateway_factory({"workers": {"scheduler": {"kind": "fake_owner"}, "agent": {"kind": "fake_owner"}}},
                         config=gw_config(), extra_env={"OPENCLAW_SUP_TICK_INTERVAL_MS": "300"})
     g.config_extra = None
     return g.start()
+
+
+@pytest.fixture
+def gw(gateway_factory) -> Gateway:
+    return start_gw(gateway_factory)
 
 
 def url(g: Gateway) -> str:

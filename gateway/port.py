@@ -1,0 +1,308 @@
+"""One accepted socket on the gateway port: a WebSocket upgrade is served here, anything else goes to aiohttp.
+
+The first request head decides. A clean `GET /` upgrade is answered with 101 on the raw transport and the
+socket becomes a `WireSocket` for a message handler (the gateway's `Connection`); every other request, and
+any upgrade this module doubts, is handed with its bytes to aiohttp's protocol, which owns that transport
+from then on. An idle WebSocket therefore costs a transport and two small objects: no framework request,
+no reader queue, no handler task. Reads pause while the peer is not reading what we write, so a client
+can never make the supervisor buffer more than one transport's high-water mark of replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Mapping
+from typing import Protocol, cast
+
+from openclaw_sup.gateway.wsframe import (
+    CLOSE_TOO_BIG,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameError,
+    accept_response,
+    close_payload,
+    encode,
+    next_frame,
+    parse_close,
+    upgrade_problem,
+)
+
+HEAD_LIMIT = 16 * 1024
+CLOSE_WAIT_S = 2.0
+
+SNIFF, OPEN, CLOSING, CLOSED = range(4)
+HOLD_WRITE, HOLD_BUSY = 1, 2
+
+
+class MessageHandler(Protocol):
+    """What a WebSocket's owner is told; every call is synchronous and must not raise."""
+
+    def opened(self) -> None: ...
+
+    def received(self, data: bytes) -> None: ...
+
+    def writable(self) -> None: ...
+
+    def lost(self) -> None: ...
+
+
+class WireSocket(Protocol):
+    """What a handler may do with its socket (the raw `PortProtocol` or aiohttp's, see server.py)."""
+
+    closed: bool
+
+    @property
+    def writable(self) -> bool: ...
+
+    def send_text(self, data: bytes) -> bool: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def set_limit(self, max_size: int, label: str) -> None: ...
+
+    def hold_reading(self, busy: bool) -> None: ...
+
+
+class PortOwner(Protocol):
+    sockets: set[PortProtocol]
+
+    def http_protocol(self) -> asyncio.Protocol: ...
+
+    def open_socket(self, sock: WireSocket, peer_ip: str, headers: Mapping[str, str]) -> MessageHandler: ...
+
+
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
+    """(method, target, lower-cased headers) of an HTTP/1.1 request head, or None if it is not plain."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        return None
+    if version != "HTTP/1.1":
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            return None
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    return method, target, headers
+
+
+class PortProtocol(asyncio.Protocol):
+    __slots__ = ("_buf", "_frag", "_frag_op", "_handler", "_hold", "_label", "_owner", "_state", "_timer",
+                 "closed", "max_size", "transport")
+
+    def __init__(self, owner: PortOwner) -> None:
+        self._owner = owner
+        self._state = SNIFF
+        self._buf = bytearray()
+        self._frag: bytearray | None = None
+        self._frag_op = 0
+        self._handler: MessageHandler | None = None
+        self._hold = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._label = "message"
+        self.closed = False
+        self.max_size = HEAD_LIMIT
+        self.transport: asyncio.Transport | None = None
+
+    # -- transport callbacks -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._owner.sockets.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if self._state == SNIFF:
+            self._sniff()
+        else:
+            self._feed()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self._set_hold(HOLD_WRITE, True)
+
+    def resume_writing(self) -> None:
+        self._set_hold(HOLD_WRITE, False)
+        if self._handler is not None and self._state == OPEN:
+            self._handler.writable()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = CLOSED
+        self.closed = True
+        self._owner.sockets.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        handler, self._handler = self._handler, None
+        self._buf = bytearray()
+        self._frag = None
+        if handler is not None:
+            handler.lost()
+
+    # -- the first request ---------------------------------------------------------------------------
+
+    def _sniff(self) -> None:
+        buf = self._buf
+        if b"GET "[:len(buf)] != bytes(buf[:4]):
+            self._hand_over()
+            return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) >= HEAD_LIMIT:
+                self._hand_over()
+            return
+        parsed = parse_head(bytes(buf[:end]))
+        if parsed is None or upgrade_problem(*parsed) is not None:
+            self._hand_over()
+            return
+        _method, _target, headers = parsed
+        assert self.transport is not None
+        self.transport.write(accept_response(headers["sec-websocket-key"]))
+        self._state = OPEN
+        self._buf = buf[end + 4:]
+        peer = self.transport.get_extra_info("peername")
+        self._handler = self._owner.open_socket(self, peer[0] if peer else "", headers)
+        self._handler.opened()
+        if self._buf:
+            self._feed()
+
+    def _hand_over(self) -> None:
+        """aiohttp owns this connection from here, starting with the bytes already read."""
+        assert self.transport is not None
+        proto = self._owner.http_protocol()
+        transport, data = self.transport, bytes(self._buf)
+        self._owner.sockets.discard(self)
+        self._state = CLOSED
+        self._buf = bytearray()
+        self.transport = None
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        if data:
+            proto.data_received(data)
+
+    # -- frames in -----------------------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        while self._state in (OPEN, CLOSING) and not self._hold and self._buf:
+            budget = self.max_size - (len(self._frag) if self._frag is not None else 0)
+            try:
+                frame = next_frame(self._buf, budget)
+            except FrameError as exc:
+                reason = f"{self._label} exceeds {self.max_size} bytes" if exc.code == CLOSE_TOO_BIG else str(exc)
+                self._fail(exc.code, reason)
+                return
+            if frame is None:
+                return
+            fin, opcode, payload, used = frame
+            if used == len(self._buf):
+                self._buf = bytearray()
+            else:
+                del self._buf[:used]
+            try:
+                self._frame(fin, opcode, payload)
+            except FrameError as exc:
+                self._fail(exc.code, str(exc))
+                return
+
+    def _frame(self, fin: bool, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
+            self._write(encode(OP_PONG, payload))
+        elif opcode == OP_CLOSE:
+            code, _reason = parse_close(payload)
+            if self._state == OPEN:
+                self._write(encode(OP_CLOSE, payload[:2] if code != 1005 else b""))
+            self._state = CLOSED
+            assert self.transport is not None
+            self.transport.close()
+        elif opcode == OP_PONG or self._state != OPEN:
+            return
+        elif opcode == OP_CONT:
+            if self._frag is None:
+                raise FrameError(1002, "continuation frame without a message to continue")
+            self._frag += payload
+            if fin:
+                data, self._frag = bytes(self._frag), None
+                self._deliver(data)
+        elif self._frag is not None:
+            raise FrameError(1002, "new message before the fragmented one ended")
+        elif fin:
+            self._deliver(payload)
+        else:
+            self._frag, self._frag_op = bytearray(payload), opcode
+
+    def _deliver(self, data: bytes) -> None:
+        if self._handler is not None:
+            self._handler.received(data)
+
+    # -- the handler's side (WireSocket) -------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        return self._state == OPEN and not self._hold & HOLD_WRITE
+
+    def send_text(self, data: bytes) -> bool:
+        if self._state != OPEN:
+            return False
+        self._write(encode(OP_TEXT, data))
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame and wait (bounded) for the peer's before the TCP close, as RFC 6455 asks."""
+        if self._state != OPEN:
+            return
+        self._write(encode(OP_CLOSE, close_payload(code, reason)))
+        self._state = CLOSING
+        self._set_hold(HOLD_BUSY, False)
+        transport = self.transport
+        if transport is not None:
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_WAIT_S, transport.abort)
+            if self._buf:
+                self._feed()
+
+    def set_limit(self, max_size: int, label: str) -> None:
+        self.max_size, self._label = max_size, label
+
+    def hold_reading(self, busy: bool) -> None:
+        self._set_hold(HOLD_BUSY, busy)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _fail(self, code: int, reason: str) -> None:
+        if self._state == OPEN:
+            self._write(encode(OP_CLOSE, close_payload(code, reason)))
+        self._state = CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def _set_hold(self, bit: int, on: bool) -> None:
+        before = self._hold
+        self._hold = before | bit if on else before & ~bit
+        transport = self.transport
+        if transport is None or transport.is_closing() or bool(before) == bool(self._hold):
+            return
+        if self._hold:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+            if self._buf:
+                asyncio.get_running_loop().call_soon(self._feed)
+

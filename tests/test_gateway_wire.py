@@ -1,0 +1,263 @@
+"""RFC 6455 on the gateway port, byte by byte, against a real supervisor: framing rules, close handshake,
+back-pressure, and the hand-over of plain HTTP (and of a late upgrade) to aiohttp on the same port."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+
+import pytest
+from test_gateway_protocol import TOKEN, client, start_gw
+
+from conftest import Gateway
+from openclaw_sup.gateway import wsframe
+from openclaw_sup.gateway.client import ConnectionClosed, GatewayClient
+
+CONNECT = {"minProtocol": 4, "maxProtocol": 4, "auth": {"token": TOKEN}, "scopes": ["operator.admin"],
+           "client": {"id": "cli", "version": "test", "platform": "linux", "mode": "cli"}}
+
+
+@pytest.fixture
+def gw(gateway_factory) -> Gateway:
+    return start_gw(gateway_factory)
+
+
+def masked(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+class Raw:
+    """A socket that speaks just enough HTTP and WebSocket to break the rules on purpose."""
+
+    def __init__(self, g: Gateway) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+        self.buf = b""
+
+    def read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def http(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
+        self.sock.sendall(request)
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before a response")
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        body = self.read(int(headers.get("content-length", 0)))
+        return int(lines[0].split()[1]), headers, body
+
+    def upgrade(self, extra: bytes = b"") -> None:
+        key = base64.b64encode(os.urandom(16))
+        status, headers, _ = self.http(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                       b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + b"\r\n\r\n" + extra)
+        assert status == 101
+        assert headers["sec-websocket-accept"] == base64.b64encode(hashlib.sha1(key + wsframe.GUID).digest()).decode()
+
+    def frame(self) -> tuple[int, bytes]:
+        b0, b1 = self.read(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self.read(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self.read(8))[0]
+        return b0 & 0x0F, self.read(n)
+
+    def json(self) -> dict:
+        op, payload = self.frame()
+        assert op == wsframe.OP_TEXT, (op, payload)
+        return json.loads(payload)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def req(self, rid: str, method: str, params: dict | None = None) -> bytes:
+        return masked(1, json.dumps({"type": "req", "id": rid, "method": method, "params": params or {}}).encode())
+
+    def connected(self) -> Raw:
+        self.upgrade()
+        assert self.json()["event"] == "connect.challenge"
+        self.send(self.req("c", "connect", CONNECT))
+        assert self.json()["ok"] is True
+        return self
+
+    def closed_with(self) -> tuple[int, str]:
+        """Skip to the close frame; (code, reason)."""
+        while True:
+            op, payload = self.frame()
+            if op == wsframe.OP_CLOSE:
+                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
+# -- framing --------------------------------------------------------------------------------------------
+
+
+def test_fragments_with_a_ping_between_them(gw: Gateway) -> None:
+    r = Raw(gw).connected()
+    body = json.dumps({"type": "req", "id": "h", "method": "health", "params": {}}).encode()
+    r.send(masked(1, body[:10], fin=False) + masked(9, b"are-you-there") + masked(0, body[10:20], fin=False)
+           + masked(0, body[20:]))
+    assert r.frame() == (wsframe.OP_PONG, b"are-you-there")
+    while True:
+        msg = r.json()
+        if msg.get("type") == "res":
+            break
+    assert msg["id"] == "h" and msg["ok"] is True and msg["payload"]["ok"] is True
+
+
+@pytest.mark.parametrize("bad,reason", [
+    (masked(1, b"{}", mask=False), "client frames must be masked"),
+    (masked(1, b"{}", rsv=0x40), "reserved bits set without an extension"),
+    (masked(3, b"{}"), "unknown opcode 0x3"),
+    (masked(0, b"{}"), "continuation frame without a message to continue"),
+    (masked(9, b"x" * 126), "control frames must be final and at most 125 bytes"),
+    (masked(1, b"{", fin=False) + masked(1, b"}"), "new message before the fragmented one ended"),
+])
+def test_framing_violations_close_1002_with_the_reason(gw: Gateway, bad: bytes, reason: str) -> None:
+    r = Raw(gw).connected()
+    r.send(bad)
+    assert r.closed_with() == (1002, reason)
+    assert client(gw).connect()["type"] == "hello-ok"
+
+
+def test_message_limits_are_judged_from_the_header(gw: Gateway) -> None:
+    pre = Raw(gw)
+    pre.upgrade()
+    pre.json()
+    pre.send(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 70_000) + os.urandom(4))
+    assert pre.closed_with() == (1009, "pre-auth frame exceeds 65536 bytes")
+    post = Raw(gw).connected()
+    post.send(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 26_214_401) + os.urandom(4))
+    assert post.closed_with() == (1009, "message exceeds 26214400 bytes")
+
+
+def test_close_handshake_is_answered_and_the_socket_ends(gw: Gateway) -> None:
+    r = Raw(gw).connected()
+    r.send(masked(8, struct.pack("!H", 1001) + b"going away"))
+    op, payload = r.frame()
+    assert op == wsframe.OP_CLOSE and struct.unpack("!H", payload[:2])[0] == 1001
+    assert r.sock.recv(10) == b""
+
+
+def test_first_frame_may_ride_with_the_upgrade(gw: Gateway) -> None:
+    r = Raw(gw)
+    r.upgrade(extra=r.req("c", "connect", CONNECT))
+    assert r.json()["event"] == "connect.challenge"
+    assert r.json()["payload"]["type"] == "hello-ok"
+
+
+def test_a_client_that_never_reads_replies_is_paced_not_buffered(gw: Gateway) -> None:
+    """2000 pipelined requests: reads pause while 128 run or the peer lags; every one is answered once."""
+    r = Raw(gw).connected()
+    r.send(b"".join(r.req(str(i), "health") for i in range(2000)))
+    seen: dict[str, int] = {}
+    while len(seen) < 2000:
+        msg = r.json()
+        if msg.get("type") == "res":
+            assert msg["ok"] is True, msg
+            seen[msg["id"]] = seen.get(msg["id"], 0) + 1
+    assert set(seen) == {str(i) for i in range(2000)} and set(seen.values()) == {1}
+
+
+# -- what is not a fresh upgrade goes to aiohttp ----------------------------------------------------------
+
+
+def test_http_split_across_packets_and_other_methods_are_served_by_aiohttp(gw: Gateway) -> None:
+    r = Raw(gw)
+    r.send(b"GE")
+    r.send(b"T /hea")
+    status, _, body = r.http(b"lthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200 and json.loads(body)["status"] == "live"
+    status, _, _ = r.http(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    assert status in (404, 405)
+
+
+def test_a_doubtful_upgrade_is_refused_with_the_reason(gw: Gateway) -> None:
+    r = Raw(gw)
+    status, _, body = r.http(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n\r\n")
+    assert status == 400 and b"Sec-WebSocket-Version (13 is required)" in body
+
+
+def test_upgrade_after_http_on_one_kept_alive_connection(gw: Gateway) -> None:
+    """aiohttp owns a connection once it served a request; a later upgrade there still speaks the protocol."""
+    r = Raw(gw)
+    assert r.http(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+    r.connected()
+    r.send(r.req("h", "health"))
+    while (msg := r.json()).get("type") != "res":
+        pass
+    assert msg["id"] == "h" and msg["payload"]["ok"] is True
+    r.send(masked(1, b"not json"))
+    assert r.closed_with() == (1008, "invalid request frame")
+
+
+def test_shutdown_reaches_sockets_still_in_the_handshake(gw: Gateway) -> None:
+    pending = Raw(gw)
+    pending.upgrade()
+    pending.json()
+    done = client(gw)
+    done.connect()
+    gw.stop()
+    assert pending.closed_with() == (1012, "service restart")
+    with pytest.raises(ConnectionClosed):
+        for _ in range(100):
+            done.ws.recv(5)
+
+
+# -- the codec on its own -------------------------------------------------------------------------------
+
+
+def test_frame_codec_round_trip() -> None:
+    for n in (0, 5, 125, 126, 65535, 65536, 200_000):
+        payload = os.urandom(n)
+        buf = bytearray(masked(2, payload))
+        fin, op, got, used = wsframe.next_frame(buf, 1 << 20)
+        assert (fin, op, got, used) == (True, 2, payload, len(buf))
+        assert wsframe.next_frame(buf[:-1], 1 << 20) is None
+        out = wsframe.encode(1, payload)
+        assert out[0] == 0x81 and out.endswith(payload)
+    with pytest.raises(wsframe.FrameError) as info:
+        wsframe.parse_close(struct.pack("!H", 1005))
+    assert info.value.code == 1002
+    assert wsframe.parse_close(b"") == (1005, "")
+
+
+def test_upgrade_problems_are_named() -> None:
+    good = {"upgrade": "websocket", "connection": "keep-alive, Upgrade", "sec-websocket-version": "13",
+            "sec-websocket-key": base64.b64encode(b"k" * 16).decode()}
+    assert wsframe.upgrade_problem("GET", "/?x=1", good) is None
+    assert wsframe.upgrade_problem("POST", "/", good) == "a WebSocket upgrade must be a GET"
+    assert wsframe.upgrade_problem("GET", "/ws", good) == "no WebSocket endpoint at /ws"
+    assert wsframe.upgrade_problem("GET", "/", {**good, "connection": "close"}) == "missing Connection: upgrade"
+    assert "16 bytes" in (wsframe.upgrade_problem("GET", "/", {**good, "sec-websocket-key": "abc"}) or "")
+
+
+def test_client_library_still_connects(gw: Gateway) -> None:
+    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN)
+    assert c.connect()["type"] == "hello-ok"
+    assert c.request("health")["ok"] is True
