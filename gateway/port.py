@@ -35,7 +35,8 @@ from openclaw_sup.gateway.wsframe import (
 HEAD_LIMIT = 16 * 1024
 CLOSE_WAIT_S = 2.0
 
-SNIFF, OPEN, CLOSING, CLOSED = range(4)
+SNIFF, PARKED, OPEN, CLOSING, CLOSED = range(5)
+PARKED_LIMIT = 1 << 20
 HOLD_WRITE, HOLD_BUSY = 1, 2
 
 
@@ -71,7 +72,8 @@ class WireSocket(Protocol):
 class PortOwner(Protocol):
     sockets: set[PortProtocol]
 
-    def http_protocol(self) -> asyncio.Protocol: ...
+    def http_protocol(self, sock: PortProtocol) -> asyncio.Protocol | None:
+        """None parks `sock` until HTTP is up; the owner then calls `sock.hand_over()`."""
 
     def open_socket(self, sock: WireSocket, peer_ip: str, headers: Mapping[str, str]) -> MessageHandler: ...
 
@@ -96,7 +98,7 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
 
 
 class PortProtocol(asyncio.Protocol):
-    __slots__ = ("_buf", "_frag", "_frag_op", "_handler", "_hold", "_label", "_owner", "_state", "_timer",
+    __slots__ = ("_buf", "_frag", "_handler", "_hold", "_label", "_owner", "_state", "_timer",
                  "closed", "max_size", "transport")
 
     def __init__(self, owner: PortOwner) -> None:
@@ -104,7 +106,6 @@ class PortProtocol(asyncio.Protocol):
         self._state = SNIFF
         self._buf = bytearray()
         self._frag: bytearray | None = None
-        self._frag_op = 0
         self._handler: MessageHandler | None = None
         self._hold = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -127,6 +128,9 @@ class PortProtocol(asyncio.Protocol):
         self._buf += data
         if self._state == SNIFF:
             self._sniff()
+        elif self._state == PARKED:
+            if len(self._buf) > PARKED_LIMIT and self.transport is not None:
+                self.transport.close()
         else:
             self._feed()
 
@@ -159,16 +163,16 @@ class PortProtocol(asyncio.Protocol):
     def _sniff(self) -> None:
         buf = self._buf
         if b"GET "[:len(buf)] != bytes(buf[:4]):
-            self._hand_over()
+            self.hand_over()
             return
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) >= HEAD_LIMIT:
-                self._hand_over()
+                self.hand_over()
             return
         parsed = parse_head(bytes(buf[:end]))
         if parsed is None or upgrade_problem(*parsed) is not None:
-            self._hand_over()
+            self.hand_over()
             return
         _method, _target, headers = parsed
         assert self.transport is not None
@@ -181,10 +185,14 @@ class PortProtocol(asyncio.Protocol):
         if self._buf:
             self._feed()
 
-    def _hand_over(self) -> None:
+    def hand_over(self) -> None:
         """aiohttp owns this connection from here, starting with the bytes already read."""
-        assert self.transport is not None
-        proto = self._owner.http_protocol()
+        if self.transport is None or self.transport.is_closing():
+            return
+        proto = self._owner.http_protocol(self)
+        if proto is None:
+            self._state = PARKED
+            return
         transport, data = self.transport, bytes(self._buf)
         self._owner.sockets.discard(self)
         self._state = CLOSED
@@ -243,7 +251,7 @@ class PortProtocol(asyncio.Protocol):
         elif fin:
             self._deliver(payload)
         else:
-            self._frag, self._frag_op = bytearray(payload), opcode
+            self._frag = bytearray(payload)
 
     def _deliver(self, data: bytes) -> None:
         if self._handler is not None:
@@ -262,7 +270,11 @@ class PortProtocol(asyncio.Protocol):
         return True
 
     def close(self, code: int, reason: str) -> None:
-        """Send a close frame and wait (bounded) for the peer's before the TCP close, as RFC 6455 asks."""
+        """Send a close frame and wait (bounded) for the peer's before the TCP close, as RFC 6455 asks.
+        A socket still before its first request is simply closed."""
+        if self._state in (SNIFF, PARKED) and self.transport is not None:
+            self._state = CLOSED
+            self.transport.close()
         if self._state != OPEN:
             return
         self._write(encode(OP_CLOSE, close_payload(code, reason)))

@@ -14,11 +14,6 @@ import hashlib
 import struct
 from collections.abc import Mapping
 
-try:  # aiohttp ships a compiled in-place unmask; the fallback below is the same operation in Python
-    from aiohttp._websocket.helpers import websocket_mask as _unmask_in_place
-except ImportError:  # pragma: no cover
-    _unmask_in_place = None
-
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -94,13 +89,20 @@ def parse_close(payload: bytes) -> tuple[int, str]:
         raise FrameError(1007, "close reason is not UTF-8") from None
 
 
+SMALL_FRAME = 1024
+
+
 def unmask(mask: bytes, payload: bytearray) -> bytes:
-    if _unmask_in_place is not None:
-        _unmask_in_place(mask, payload)
-        return bytes(payload)
+    """XOR with the client's key: as one big integer for the usual small frame; with aiohttp's compiled
+    helper for large ones (imported on first use, so a bare supervisor start does not load aiohttp)."""
     n = len(payload)
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
-    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+    if n <= SMALL_FRAME:
+        key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+        return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+    from aiohttp._websocket.helpers import websocket_mask
+
+    websocket_mask(mask, payload)
+    return bytes(payload)
 
 
 def next_frame(buf: bytearray, max_size: int) -> tuple[bool, int, bytes, int] | None:

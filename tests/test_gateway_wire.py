@@ -11,9 +11,9 @@ import socket
 import struct
 
 import pytest
-from test_gateway_protocol import TOKEN, client, start_gw
+from test_gateway_protocol import TOKEN, client, gw_config, start_gw
 
-from conftest import Gateway
+from conftest import Gateway, wait_for
 from openclaw_sup.gateway import wsframe
 from openclaw_sup.gateway.client import ConnectionClosed, GatewayClient
 
@@ -194,6 +194,25 @@ def test_http_split_across_packets_and_other_methods_are_served_by_aiohttp(gw: G
     assert status == 200 and json.loads(body)["status"] == "live"
     status, _, _ = r.http(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     assert status in (404, 405)
+
+
+def test_http_from_the_first_moment_the_port_accepts(gateway_factory) -> None:
+    """aiohttp is set up just after the bind; a request arriving before that waits and is answered."""
+    g = gateway_factory({"workers": {}}, config=gw_config())
+    g.start(wait_running=False)
+    sock = wait_for(lambda: _connect(g.port), 20, interval=0.002, what="the port accepting")
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 ") and b'"status":"live"' in reply.replace(b" ", b"")
+
+
+def _connect(port: int) -> socket.socket | None:
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=10)
+    except OSError:
+        return None
 
 
 def test_a_doubtful_upgrade_is_refused_with_the_reason(gw: Gateway) -> None:

@@ -318,6 +318,24 @@ def test_lost_fork_server_is_replaced_and_workers_come_back(gateway_factory) -> 
     assert gw.stop() == 0
 
 
+def test_fork_server_warms_http_after_the_first_workers(gateway_factory) -> None:
+    """aiohttp is off the start-up path: the first workers are forked without it, the fork server loads it
+    once idle, and a worker respawned after that finds it already mapped from its parent."""
+    def has_aiohttp(pid: int) -> bool:
+        return "/aiohttp/" in Path(f"/proc/{pid}/maps").read_text()
+
+    gw = gateway_factory({"workers": {"a": {"kind": "sleeper"}}})
+    gw.start()
+    fs, first = gw.status()["supervisor"]["forkServerPid"], gw.pids()["a"]
+    assert first is not None
+    wait_for(lambda: has_aiohttp(fs), 10, what="aiohttp warmed in the fork server")
+    assert not has_aiohttp(first)
+    os.kill(first, signal.SIGKILL)
+    again = wait_for(lambda: (p := gw.pids()["a"]) not in (None, first) and gw.worker("a")["state"] == "running"
+                     and p, 10, what="worker a respawned")
+    assert has_aiohttp(again)
+
+
 def test_second_gateway_on_same_state_dir_is_refused(gateway_factory) -> None:
     gw = gateway_factory({"workers": {}})
     gw.start()

@@ -30,6 +30,10 @@ PR_SET_CHILD_SUBREAPER = 36
 
 PRELOAD = ("zmq", "uvloop", "asyncio", "orjson", "psutil", "setproctitle", "sqlite3", "logging",
            "openclaw_sup.ipc.bus", "openclaw_sup.workers.runtime")
+WARM = ("aiohttp",)
+"""Imported once the fork server has been idle for WARM_IDLE_S after boot: workers need these only for their
+HTTP calls (workers/lazy.py), so the first workers do not wait for them, and every later fork shares them."""
+WARM_IDLE_S = 0.3
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -90,8 +94,13 @@ class ForkServerLoop:
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ, "ctl")
         sel.register(self.wake_r, selectors.EVENT_READ, "chld")
+        warm = list(WARM)
         while True:
-            for key, _ in sel.select():
+            events = sel.select(WARM_IDLE_S if warm else None)
+            if not events and warm:
+                self._warm(warm)
+                warm = []
+            for key, _ in events:
                 if key.data == "chld":
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_r, 4096)
@@ -100,6 +109,15 @@ class ForkServerLoop:
                     self._kill_all()
                     return
             self._reap()
+
+    def _warm(self, modules: list[str]) -> None:
+        import importlib
+
+        for mod in modules:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(mod)
+        gc.collect()
+        gc.freeze()
 
     def _on_ctl(self) -> bool:
         try:

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import aiohttp
 import orjson
+
+from openclaw_sup.workers.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = LazyModule("aiohttp")  # warmed by the fork server after boot (workers/forkserver.py)
 
 
 class CdpError(Exception):

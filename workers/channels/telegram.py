@@ -15,14 +15,19 @@ import os
 import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from openclaw_sup.workers.channels.adapter import Adapter, Backoff, SendError
 from openclaw_sup.workers.channels.policy import Inbound
+from openclaw_sup.workers.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = LazyModule("aiohttp")  # warmed by the fork server after boot (workers/forkserver.py)
 
 DEFAULT_API = "https://api.telegram.org"
 POLL_TIMEOUT_S = 25

@@ -8,11 +8,15 @@ sent only in the Authorization header and never appears in a log line or a run e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
+from openclaw_sup.workers.lazy import LazyModule
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = LazyModule("aiohttp")  # warmed by the fork server after boot (workers/forkserver.py)
 
 CHANNEL_TIMEOUT_S = 30.0
 WEBHOOK_TIMEOUT_S = 10.0

@@ -7,12 +7,17 @@ import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from openclaw_sup.workers.agent.providers import ProviderError, Target
+from openclaw_sup.workers.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = LazyModule("aiohttp")  # warmed by the fork server after boot (workers/forkserver.py)
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_ATTEMPTS = 3

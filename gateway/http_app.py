@@ -1,0 +1,188 @@
+"""The aiohttp side of the gateway port: health probes, the HTTP API, and late WebSocket upgrades.
+
+Imported once the port is bound (aiohttp is the heaviest import of the supervisor), so the WebSocket
+protocol is served from the first moment and plain HTTP a moment later; a request that arrives in
+between waits for it (see `GatewayServer.http_protocol`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from openclaw_sup.gateway.port import MessageHandler
+from openclaw_sup.gateway.protocol import MAX_PAYLOAD
+from openclaw_sup.gateway.wsframe import upgrade_problem
+
+if TYPE_CHECKING:
+    from openclaw_sup.gateway.server import GatewayServer
+
+
+async def start_runner(srv: GatewayServer) -> web.AppRunner:
+    runner = web.AppRunner(build_app(srv), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    return runner
+
+
+def build_app(srv: GatewayServer) -> web.Application:
+    probes = Probes(srv)
+    app = web.Application()
+    for path in ("/health", "/healthz"):
+        app.router.add_route("GET", path, probes.live)
+    for path in ("/ready", "/readyz"):
+        app.router.add_route("GET", path, probes.ready)
+    for path in ("/startup", "/startupz"):
+        app.router.add_route("GET", path, probes.startup)
+
+    async def root(request: web.Request) -> web.StreamResponse:
+        return await late_upgrade(srv, request)
+
+    app.router.add_route("GET", "/", root)
+    if srv.core is not None:
+        from openclaw_sup.gateway.http_api import add_http_api
+
+        add_http_api(app, srv.core)
+    return app
+
+
+class Probes:
+    """`/health(z)`, `/ready(z)`, `/startup(z)` with the spec's bodies; details only for loopback callers."""
+
+    def __init__(self, srv: GatewayServer) -> None:
+        self.srv = srv
+
+    def _body(self, request: web.Request, ok: bool, status: str, **detail: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"ok": ok, "status": status}
+        peer = request.remote or ""
+        forwarded = any(h in request.headers for h in ("Forwarded", "X-Forwarded-For", "X-Real-IP"))
+        if not forwarded and (peer.startswith("127.") or peer == "::1"):
+            body.update(version=self.srv.version, uptimeMs=int((time.monotonic() - self.srv.started) * 1000),
+                        **detail)
+        return body
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.json_response(self._body(request, True, "live"))
+
+    async def startup(self, request: web.Request) -> web.Response:
+        r = self.srv.readiness()
+        if self.srv.draining:
+            return web.json_response(self._body(request, False, "draining"), status=503)
+        if not r["started"]:
+            return web.json_response(self._body(request, False, "starting", pendingReason=r.get("pending")),
+                                     status=503)
+        return web.json_response(self._body(request, True, "started"))
+
+    async def ready(self, request: web.Request) -> web.Response:
+        r = self.srv.readiness()
+        ok = r["ready"] and not self.srv.draining
+        status = "ready" if ok else ("draining" if self.srv.draining else "not-ready")
+        return web.json_response(self._body(request, ok, status, workers=r.get("workers")),
+                                 status=200 if ok else 503)
+
+
+async def late_upgrade(srv: GatewayServer, request: web.Request) -> web.StreamResponse:
+    """An upgrade that reached aiohttp: one on a kept-alive HTTP connection (served through aiohttp's
+    WebSocket, see `FrameworkSocket`) or one `gateway/port.py` doubted (refused here with the reason)."""
+    if request.headers.get("Upgrade", "").lower() != "websocket" or srv.core is None:
+        raise web.HTTPNotFound(text="Not Found")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    problem = upgrade_problem(request.method, request.path_qs, headers)
+    if problem:
+        raise web.HTTPBadRequest(text=f"invalid WebSocket upgrade: {problem}")
+    ws = web.WebSocketResponse(max_msg_size=MAX_PAYLOAD, compress=False, autoping=True)
+    await ws.prepare(request)
+    sock = FrameworkSocket(ws)
+    await sock.serve(srv.open_socket(sock, request.remote or "", headers))
+    return ws
+
+
+class FrameworkSocket:
+    """The `WireSocket` interface over aiohttp's WebSocketResponse.
+
+    Used only for an upgrade that arrives after other requests on one kept-alive HTTP connection, which
+    aiohttp already owns; a fresh connection never comes here. Writes go through a queue drained by a
+    task that exists while there is something to write.
+    """
+
+    QUEUE_HIGH = 64
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.closed = False
+        self.max_size = MAX_PAYLOAD
+        self._label = "message"
+        self._out: deque[bytes | tuple[int, str]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._handler: MessageHandler | None = None
+
+    @property
+    def writable(self) -> bool:
+        return not self.closed and len(self._out) < self.QUEUE_HIGH
+
+    def send_text(self, data: bytes) -> bool:
+        if self.closed:
+            return False
+        self._queue(data)
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._queue((code, reason))
+
+    def set_limit(self, max_size: int, label: str) -> None:
+        self.max_size, self._label = max_size, label
+
+    def hold_reading(self, busy: bool) -> None:
+        if busy:
+            self._reading.clear()
+        else:
+            self._reading.set()
+
+    def _queue(self, item: bytes | tuple[int, str]) -> None:
+        self._out.append(item)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        try:
+            while self._out:
+                item = self._out.popleft()
+                if isinstance(item, tuple):
+                    await self.ws.close(code=item[0], message=item[1].encode()[:123])
+                    self._out.clear()
+                else:
+                    await self.ws.send_frame(item, WSMsgType.TEXT)
+        except (ConnectionError, RuntimeError):
+            self._out.clear()
+        finally:
+            self._writer = None
+        if self._handler is not None and not self.closed:
+            self._handler.writable()
+
+    async def serve(self, handler: MessageHandler) -> None:
+        self._handler = handler
+        handler.opened()
+        try:
+            while not self.closed:
+                await self._reading.wait()
+                msg = await self.ws.receive()
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                data = msg.data.encode() if isinstance(msg.data, str) else msg.data
+                if len(data) > self.max_size:
+                    self.close(1009, f"{self._label} exceeds {self.max_size} bytes")
+                    break
+                handler.received(data)
+            if self._writer is not None:
+                await asyncio.shield(self._writer)
+        finally:
+            self.closed = True
+            self._handler = None
+            handler.lost()
