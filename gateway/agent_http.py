@@ -17,7 +17,7 @@ import asyncio
 import collections
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -37,6 +37,8 @@ _AGENT_MODEL = re.compile(r"^(?:openclaw[:/]|agent:)([a-z0-9][a-z0-9_-]{0,63})$"
 _AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$", re.IGNORECASE)
 RESERVED_SESSION_PREFIXES = ("subagent:", "cron:", "acp:")
 INVALID_MODEL = "Invalid `model`. Use `openclaw` or `openclaw/<agentId>`."
+FALLBACK_TEXT = "No response from OpenClaw."
+NOT_APPEND_ONLY = "Assistant output cannot be represented as an append-only response stream."
 
 
 class TargetError(ValueError):
@@ -210,6 +212,17 @@ class AgentRun:
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
+    async def relay(self, request: web.Request,
+                    send: Callable[[list[str]], Awaitable[bool]]) -> tuple[dict[str, Any], str]:
+        """Pass each batch of deltas to `send`, then wait for the final answer: (answer, the text streamed).
+        Raises ClientGone when `send` finds the client gone, MethodError from the worker."""
+        streamed = ""
+        async for batch in self.deltas(request):
+            streamed += "".join(batch)
+            if not await send(batch):
+                raise ClientGone()
+        return await self.result(request), streamed
+
     async def stop(self) -> int:
         """Cancel the bus request and wait until it is gone; returns how many runs are still in flight."""
         self.cancel()
@@ -222,6 +235,20 @@ async def abandon(core: GatewayCore, run: AgentRun, what: str) -> None:
     """The client of `run` went away: cancel its bus request and say so, with what is still in flight."""
     left = await run.stop()
     core.log("info", f"{what}: client disconnected; run cancelled ({left} agent runs in flight)")
+
+
+def answer_text(answer: dict[str, Any]) -> str:
+    """The final answer's text, or FALLBACK_TEXT when it has none."""
+    text = answer.get("text")
+    return text if isinstance(text, str) and text else FALLBACK_TEXT
+
+
+def stream_tail(answer: dict[str, Any], streamed: str) -> tuple[str, str] | None:
+    """(the whole text, the part not streamed yet), or None when the final answer does not extend what was
+    already streamed (an append-only stream cannot represent it)."""
+    text = answer.get("text")
+    text = text if isinstance(text, str) and text else (streamed or FALLBACK_TEXT)
+    return (text, text[len(streamed):]) if text.startswith(streamed) else None
 
 
 def usage_counts(answer: dict[str, Any]) -> tuple[int, int]:

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 CHAT_BODY_MAX = 20 * 1024 * 1024
 MAX_IMAGE_PARTS = 8
-FALLBACK_TEXT = "No response from OpenClaw."
 TOOL_CHOICES = ("auto", "none", "required")
 
 
@@ -261,12 +260,11 @@ async def _complete(request: web.Request, core: GatewayCore, run: ah.AgentRun,
         status, message, type_ = ah.worker_error(exc)
         core.log("warning", f"openai-compat: chat completion failed: {message}")
         return hc.openai_error(status, message, type_)
-    text = answer.get("text") if isinstance(answer.get("text"), str) else ""
     finish = "length" if answer.get("finishReason") == "length" else "stop"
     return hc.json_response(200, {
         **{"id": identity["id"], "object": "chat.completion", "created": identity["created"],
            "model": identity["model"]},
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text or FALLBACK_TEXT},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ah.answer_text(answer)},
                      "finish_reason": finish}],
         "usage": chat_usage(answer),
     })
@@ -286,13 +284,11 @@ async def _stream(request: web.Request, core: GatewayCore, run: ah.AgentRun, ide
     sse = hc.SseStream(request)
     await sse.start()
     await sse.data(_chunk(identity, choices=_choice({"role": "assistant"})))
-    streamed = ""
+    async def send(batch: list[str]) -> bool:
+        return await sse.data(*(_chunk(identity, choices=_choice({"content": d})) for d in batch))
+
     try:
-        async for batch in run.deltas(request):
-            streamed += "".join(batch)
-            if not await sse.data(*(_chunk(identity, choices=_choice({"content": d})) for d in batch)):
-                raise ah.ClientGone()
-        answer = await run.result(request)
+        answer, streamed = await run.relay(request, send)
     except ah.ClientGone:
         await ah.abandon(core, run, "openai-compat stream")
         return sse.response
@@ -300,15 +296,12 @@ async def _stream(request: web.Request, core: GatewayCore, run: ah.AgentRun, ide
         _status, message, type_ = ah.worker_error(exc)
         core.log("warning", f"openai-compat: streaming chat completion failed: {message}")
         return await sse.done(sse.data_lines({"error": {"message": message, "type": type_}}))
-    text = answer.get("text") if isinstance(answer.get("text"), str) else ""
-    text = text or (streamed or FALLBACK_TEXT)
-    if not text.startswith(streamed):
-        return await sse.done(sse.data_lines({"error": {
-            "message": "Assistant output cannot be represented as an append-only response stream.",
-            "type": "api_error"}}))
+    final = ah.stream_tail(answer, streamed)
+    if final is None:
+        return await sse.done(sse.data_lines({"error": {"message": ah.NOT_APPEND_ONLY, "type": "api_error"}}))
     tail = []
-    if text[len(streamed):]:
-        tail.append(_chunk(identity, choices=_choice({"content": text[len(streamed):]})))
+    if final[1]:
+        tail.append(_chunk(identity, choices=_choice({"content": final[1]})))
     finish = "length" if answer.get("finishReason") == "length" else "stop"
     tail.append(_chunk(identity, choices=_choice({}, finish)))
     if include_usage:

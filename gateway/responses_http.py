@@ -24,7 +24,7 @@ from aiohttp import web
 
 from openclaw_sup.gateway import agent_http as ah
 from openclaw_sup.gateway import http_common as hc
-from openclaw_sup.gateway.openai_http import FALLBACK_TEXT, responses_enabled
+from openclaw_sup.gateway.openai_http import responses_enabled
 from openclaw_sup.gateway.protocol import MethodError
 
 if TYPE_CHECKING:
@@ -270,10 +270,9 @@ async def _complete(request: web.Request, core: GatewayCore, run: ah.AgentRun, i
         remember(ident["id"], scope, session)
         return hc.json_response(status, resource(ident, "failed", [], usage_of(None),
                                                  {"code": type_, "message": message}))
-    text = answer.get("text") if isinstance(answer.get("text"), str) else ""
     status = "incomplete" if answer.get("finishReason") == "length" else "completed"
     remember(ident["id"], scope, session)
-    return hc.json_response(200, resource(ident, status, [message_item(ident["item"], text or FALLBACK_TEXT, status,
+    return hc.json_response(200, resource(ident, status, [message_item(ident["item"], ah.answer_text(answer), status,
                                                                        "final_answer")], usage_of(answer)))
 
 
@@ -293,14 +292,12 @@ async def _stream(request: web.Request, core: GatewayCore, run: ah.AgentRun, ide
                        item={**message_item(item_id, "", "in_progress"), "content": []}),
                     ev("response.content_part.added", item_id=item_id, output_index=0, content_index=0,
                        part={"type": "output_text", "text": "", "annotations": []}))
-    streamed = ""
+    async def send(batch: list[str]) -> bool:
+        return await sse.event(*(ev("response.output_text.delta", item_id=item_id, output_index=0,
+                                    content_index=0, delta=d, logprobs=[]) for d in batch))
+
     try:
-        async for batch in run.deltas(request):
-            streamed += "".join(batch)
-            if not await sse.event(*(ev("response.output_text.delta", item_id=item_id, output_index=0,
-                                        content_index=0, delta=d, logprobs=[]) for d in batch)):
-                raise ah.ClientGone()
-        answer = await run.result(request)
+        answer, streamed = await run.relay(request, send)
     except ah.ClientGone:
         await ah.abandon(core, run, "openresponses stream")
         return sse.response
@@ -310,18 +307,17 @@ async def _stream(request: web.Request, core: GatewayCore, run: ah.AgentRun, ide
         remember(ident["id"], scope, session)
         return await sse.done(sse.event_lines(ev("response.failed", response=resource(
             ident, "failed", [], usage_of(None), {"code": type_, "message": message}))))
-    text = answer.get("text") if isinstance(answer.get("text"), str) else ""
-    text = text or streamed or FALLBACK_TEXT
     usage = usage_of(answer)
     remember(ident["id"], scope, session)
-    if not text.startswith(streamed):
+    final = ah.stream_tail(answer, streamed)
+    if final is None:
         return await sse.done(sse.event_lines(ev("response.failed", response=resource(ident, "failed", [], usage, {
-            "code": "server_error",
-            "message": "Assistant output cannot be represented as an append-only response stream."}))))
+            "code": "server_error", "message": ah.NOT_APPEND_ONLY}))))
+    text, rest = final
     tail = []
-    if text[len(streamed):]:
+    if rest:
         tail.append(ev("response.output_text.delta", item_id=item_id, output_index=0, content_index=0,
-                       delta=text[len(streamed):], logprobs=[]))
+                       delta=rest, logprobs=[]))
     status = "incomplete" if answer.get("finishReason") == "length" else "completed"
     item = message_item(item_id, text, status, "final_answer")
     tail += [ev("response.output_text.done", item_id=item_id, output_index=0, content_index=0, text=text,

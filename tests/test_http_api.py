@@ -296,3 +296,15 @@ def test_hooks_enabled_without_a_token_is_an_invalid_config() -> None:
         ("hooks.token", "hooks.enabled requires hooks.token (set hooks.token to a long random secret)")]
     assert validate({"hooks": {"enabled": True, "token": HOOK_TOKEN}}).ok
     assert validate({"hooks": {"enabled": False}}).ok
+
+
+def test_final_text_rules_shared_by_both_streaming_apis() -> None:
+    """What is sent after the last delta: the rest of the answer, the streamed text if the answer has none,
+    the fallback if nothing at all, and a failure when the answer does not extend what was streamed."""
+    from openclaw_sup.gateway import agent_http as ah
+
+    assert ah.stream_tail({"text": "hello world"}, "hello ") == ("hello world", "world")
+    assert ah.stream_tail({"text": ""}, "streamed") == ("streamed", "")
+    assert ah.stream_tail({}, "") == (ah.FALLBACK_TEXT, ah.FALLBACK_TEXT)
+    assert ah.stream_tail({"text": "goodbye"}, "hello") is None
+    assert ah.answer_text({"text": 3}) == ah.FALLBACK_TEXT and ah.answer_text({"text": "hi"}) == "hi"
