@@ -28,6 +28,27 @@ import psutil
 
 MB = 1024 * 1024
 RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = Path.home() / ".cache" / "openclaw-sup-bench"
+
+
+def add_output_args(p: argparse.ArgumentParser, bench: str, keep_help: str, *, cache: bool = True,
+                    txt: bool = True) -> None:
+    """`--cache`, `--out`, `--txt` and `--keep-tmp`, worded the same in every bench."""
+    if cache:
+        p.add_argument("--cache", type=Path, default=CACHE, help="where the peers' installs and venvs live")
+    p.add_argument("--out", type=Path, default=None, help=f"raw JSON (default bench/results/{bench}-<date>.json)")
+    if txt:
+        p.add_argument("--txt", type=Path, default=RESULTS / f"{bench}-run.txt", help="copy of the printed report")
+    p.add_argument("--keep-tmp", action="store_true", help=keep_help)
+
+
+def chosen(p: argparse.ArgumentParser, raw: str, known: Sequence[str], what: str = "peer") -> list[str]:
+    """The names of a comma list, each checked against `known` (an unknown one is a usage error)."""
+    names = [s.strip() for s in raw.split(",") if s.strip()]
+    bad = [s for s in names if s not in known]
+    if bad:
+        p.error(f"unknown {what}(s) {', '.join(bad)}; choose from {', '.join(known)}")
+    return names
 
 
 def log(msg: str) -> None:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import log, publish, summarize
+from bench_common import add_output_args, log, publish, summarize
 
 from openclaw_sup.gateway.client import GatewayClient
 from openclaw_sup.ipc.control import ControlError, call
@@ -40,8 +40,7 @@ POLL_S = 0.02
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="browser.start -> CDP ready, Chromium crash -> healthy again")
     p.add_argument("--runs", type=int, default=10, help="runs of each measure (default 10)")
-    p.add_argument("--out", type=Path, default=None, help="raw JSON (default bench/results/browser-<date>.json)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's temp dir (config, logs)")
+    add_output_args(p, "browser", "keep the gateway's temp dir (config, logs)", cache=False, txt=False)
     return p.parse_args(argv)
 
 

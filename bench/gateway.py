@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
-from bench_common import MB, RESULTS, log, print_problems, publish, summarize
+from bench_common import MB, add_output_args, chosen, log, print_problems, publish, summarize
 from bench_managers import Unavailable
 from gw_client import handshakes, healthz, hold_idle, parallel, sequential
 from gw_report import fmt, print_table, skipped_row, spread, wait_quiet
@@ -55,15 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--open-concurrency", type=int, default=200, help="handshakes in flight while opening")
     p.add_argument("--healthz-s", type=float, default=3.0, help="seconds of GET /healthz")
     p.add_argument("--pause", type=float, default=1.0, help="idle seconds between measures")
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "openclaw-sup-bench")
-    p.add_argument("--out", type=Path, default=None, help="raw JSON (default bench/results/gateway-<date>.json)")
-    p.add_argument("--txt", type=Path, default=RESULTS / "gateway-run.txt", help="copy of the printed report")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the gateways' temp dirs (configs, logs)")
+    add_output_args(p, "gateway", "keep the gateways' temp dirs (configs, logs)")
     args = p.parse_args(argv)
-    args.gw_list = [s.strip() for s in args.gateways.split(",") if s.strip()]
-    bad = [s for s in args.gw_list if s not in GATEWAYS]
-    if bad:
-        p.error(f"unknown gateway(s) {', '.join(bad)}; choose from {', '.join(GATEWAYS)}")
+    args.gw_list = chosen(p, args.gateways, GATEWAYS, "gateway")
     return args
 
 

@@ -30,13 +30,12 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import uvloop
-from bench_common import RESULTS, free_port, log, publish, summarize
+from bench_common import add_output_args, free_port, log, publish, summarize
 from bench_managers import BENCH_DIR
 from gw_client import TOKEN, Conn, RpcFailed
 from gw_report import fmt, print_table, wait_quiet
@@ -56,10 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-conn", type=int, default=40, help="requests per parallel connection (default 40)")
     p.add_argument("--words", type=int, default=8, help="words in the user message = streamed chunks (8)")
     p.add_argument("--pause", type=float, default=0.5, help="idle seconds between measures")
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "openclaw-sup-bench")
-    p.add_argument("--out", type=Path, default=None, help="raw JSON (default bench/results/http_api-<date>.json)")
-    p.add_argument("--txt", type=Path, default=RESULTS / "http_api-run.txt", help="copy of the printed report")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's temp dir (config, log)")
+    add_output_args(p, "http_api", "keep the gateway's temp dir (config, log)")
     return p.parse_args(argv)
 
 

@@ -28,6 +28,8 @@ from bench_common import (
     MB,
     Listener,
     Report,
+    add_output_args,
+    chosen,
     kill_leftovers,
     log,
     print_problems,
@@ -80,19 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bus-count", type=int, default=500_000, help="events the flood worker sends per rep")
     p.add_argument("--bus-reps", type=int, default=3, help="bus throughput repetitions (0 to skip)")
     p.add_argument("--seed", type=int, default=None, help="seed for the waits between kills")
-    p.add_argument(
-        "--cache",
-        type=Path,
-        default=Path.home() / ".cache" / "openclaw-sup-bench",
-        help="where the peers' venvs live",
-    )
-    p.add_argument("--out", type=Path, default=None, help="raw JSON (default bench/results/recovery-<date>.json)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep each manager's temp dir (configs, logs)")
+    add_output_args(p, "recovery", "keep each manager's temp dir (configs, logs)", txt=False)
     args = p.parse_args(argv)
-    args.peer_list = [s.strip() for s in args.peers.split(",") if s.strip()]
-    unknown = [s for s in args.peer_list if s not in PEERS]
-    if unknown:
-        p.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+    args.peer_list = chosen(p, args.peers, PEERS)
     if args.kills < 1:
         p.error("--kills must be at least 1")
     return args

@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from bench_common import RESULTS, Listener, kill_leftovers, log, print_problems, publish, summarize
+from bench_common import (
+    Listener,
+    add_output_args,
+    chosen,
+    kill_leftovers,
+    log,
+    print_problems,
+    publish,
+    summarize,
+)
 from bench_managers import (
     REPO,
     WORKER_PY,
@@ -65,15 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gap", type=float, default=0.5, help="seconds from one edit's result to the next edit")
     p.add_argument("--poll-ms", type=float, default=5.0, help="status poll interval for ours (default 5 ms)")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma list from {','.join(PEERS)}")
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "openclaw-sup-bench")
-    p.add_argument("--out", type=Path, default=None, help="raw JSON (default bench/results/reload-<date>.json)")
-    p.add_argument("--txt", type=Path, default=RESULTS / "reload-run.txt", help="copy of the printed report")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dirs (configs, logs)")
+    add_output_args(p, "reload", "keep the temp dirs (configs, logs)")
     args = p.parse_args(argv)
-    args.peer_list = [s.strip() for s in args.peers.split(",") if s.strip()]
-    bad = [s for s in args.peer_list if s not in PEERS]
-    if bad:
-        p.error(f"unknown peer(s) {', '.join(bad)}; choose from {', '.join(PEERS)}")
+    args.peer_list = chosen(p, args.peers, PEERS)
     if args.edits < 1:
         p.error("--edits must be at least 1")
     return args

@@ -42,7 +42,7 @@ from typing import Any
 
 import psutil
 import uvloop
-from bench_common import MB, RESULTS, log, print_problems, publish, summarize
+from bench_common import MB, add_output_args, chosen, log, print_problems, publish, summarize
 from bench_managers import PEER_PACKAGES, Unavailable, bytecode_env, ensure_peer
 from gw_client import TOKEN
 from gw_report import fmt, print_table, spread, wait_quiet
@@ -72,15 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window-s", type=float, default=5.0, help="CPU sampling window")
     p.add_argument("--settle", type=float, default=5.0, help="idle seconds after adding jobs, before sampling")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma list from {','.join(PEERS)}")
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "openclaw-sup-bench")
-    p.add_argument("--out", type=Path, default=None, help="raw JSON (default bench/results/scheduler-<date>.json)")
-    p.add_argument("--txt", type=Path, default=RESULTS / "scheduler-run.txt", help="copy of the printed report")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (config, log, store)")
+    add_output_args(p, "scheduler", "keep the temp dir (config, log, store)")
     args = p.parse_args(argv)
-    args.peer_list = [s.strip() for s in args.peers.split(",") if s.strip()]
-    bad = [s for s in args.peer_list if s not in PEERS]
-    if bad:
-        p.error(f"unknown peer(s) {', '.join(bad)}; choose from {', '.join(PEERS)}")
+    args.peer_list = chosen(p, args.peers, PEERS)
     if args.firings < 1 or args.jobs < 1 or args.idle_jobs < 0 or args.loaded_firings < 0:
         p.error("--firings and --jobs must be at least 1, --idle-jobs at least 0")
     if args.every_ms < 10 * args.jobs:
