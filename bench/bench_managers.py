@@ -47,6 +47,17 @@ def _make_venv(venv: Path) -> None:
             raise Unavailable(f"python -m venv {venv} failed: {_last_line(r.stderr)}")
 
 
+def _pip_install(bindir: Path, what: str, *args: str) -> None:
+    """`pip install -q ARGS` with the venv's own pip; Unavailable (with pip's last line) when it fails."""
+    cmd = [str(bindir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"pip install of {what} timed out") from None
+    if r.returncode:
+        raise Unavailable(f"pip install of {what} failed: {_last_line(r.stderr or r.stdout)}")
+
+
 def ensure_peer(cache: Path, dist: str) -> Path:
     """The bin dir of a venv holding the pinned peer, created with `python -m venv` + pip only if missing."""
     requirement, probe = PEER_PACKAGES[dist]
@@ -57,25 +68,9 @@ def ensure_peer(cache: Path, dist: str) -> Path:
         return bindir
     _make_venv(venv)
     print(f"[bench] installing {requirement} into {venv}", file=sys.stderr, flush=True)
-    try:
-        r = subprocess.run(
-            [
-                str(bindir / "python"),
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                requirement,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-    except subprocess.TimeoutExpired:
-        raise Unavailable(f"pip install {requirement} timed out") from None
-    if r.returncode or not (bindir / probe).exists():
-        raise Unavailable(f"pip install {requirement} failed: {_last_line(r.stderr or r.stdout)}")
+    _pip_install(bindir, requirement, requirement)
+    if not (bindir / probe).exists():
+        raise Unavailable(f"pip install of {requirement} did not provide {probe}")
     marker.write_text(requirement + "\n")
     return bindir
 
@@ -107,20 +102,9 @@ def ensure_regular_install(cache: Path) -> Path:
             dest = Path(src) / f.relative_to(REPO)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, dest)
-        cmd = [
-            str(bindir / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            "--no-deps",
-            "--force-reinstall",
-            src,
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if r.returncode or not (bindir / "openclaw-sup").exists():
-        raise Unavailable(f"pip install of the project failed: {_last_line(r.stderr or r.stdout)}")
+        _pip_install(bindir, "the project", "--no-deps", "--force-reinstall", src)
+    if not (bindir / "openclaw-sup").exists():
+        raise Unavailable("pip install of the project did not provide openclaw-sup")
     marker.write_text(digest.hexdigest() + "\n")
     return bindir
 
