@@ -139,15 +139,15 @@ class Printer:
             self._out(json.dumps({"type": "meta", **fields}))
 
     def notice(self, message: str) -> None:
-        if self.as_json:
-            self._out(json.dumps({"type": "notice", "message": message}))
-            sys.stdout.flush()
-        else:
-            print(f"[logs] {message}", file=sys.stderr, flush=True)
+        self._say("notice", message)
 
     def error(self, message: str) -> None:
+        self._say("error", message)
+
+    def _say(self, kind: str, message: str) -> None:
+        """A line about the tail itself: a typed JSON record, or `[logs] ...` on stderr."""
         if self.as_json:
-            self._out(json.dumps({"type": "error", "message": message}))
+            self._out(json.dumps({"type": kind, "message": message}))
             sys.stdout.flush()
         else:
             print(f"[logs] {message}", file=sys.stderr, flush=True)
