@@ -209,6 +209,15 @@ def rate_limited_error(retry_after_ms: int) -> dict[str, Any]:
     }
 
 
+FORWARD_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def is_direct_loopback(ip: str, headers: Mapping[str, str]) -> bool:
+    """A loopback peer that no proxy header speaks for: the local caller the gateway trusts more
+    (header names lower-case, or a case-insensitive mapping)."""
+    return normalize_ip(ip)[1] and not any(h in headers for h in FORWARD_HEADERS)
+
+
 def normalize_ip(ip: str) -> tuple[str, bool]:
     """Canonical limiter key for an address and whether it is loopback.
 

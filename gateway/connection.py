@@ -9,7 +9,6 @@ with the upstream code; nothing a client sends can raise out of here.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -58,13 +57,6 @@ class Reject(Exception):
         self.close_code, self.reason, self.error, self.rid = close_code, reason, error, rid
 
 
-def is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 class Connection:
     """A WebSocket client of the gateway, driven by its socket's callbacks.
 
@@ -76,12 +68,12 @@ class Connection:
                  "device_id", "events", "id", "loopback_direct", "nonce", "remote_ip", "role", "scopes", "seq",
                  "sock")
 
-    def __init__(self, sock: WireSocket, core: GatewayCore, remote_ip: str, forwarded: bool) -> None:
+    def __init__(self, sock: WireSocket, core: GatewayCore, remote_ip: str, loopback_direct: bool) -> None:
         self.sock = sock
         self.core = core
         self.id = str(uuid.uuid4())
         self.remote_ip = remote_ip
-        self.loopback_direct = is_loopback(remote_ip) and not forwarded
+        self.loopback_direct = loopback_direct
         self.nonce = str(uuid.uuid4())
         self.challenge_ts = now_ms()
         self.scopes: list[str] = []

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.port import MessageHandler
 from openclaw_sup.gateway.protocol import MAX_PAYLOAD
 from openclaw_sup.gateway.wsframe import upgrade_problem
@@ -57,9 +58,7 @@ class Probes:
 
     def _body(self, request: web.Request, ok: bool, status: str, **detail: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": ok, "status": status}
-        peer = request.remote or ""
-        forwarded = any(h in request.headers for h in ("Forwarded", "X-Forwarded-For", "X-Real-IP"))
-        if not forwarded and (peer.startswith("127.") or peer == "::1"):
+        if is_direct_loopback(request.remote or "", request.headers):
             body.update(version=self.srv.version, uptimeMs=int((time.monotonic() - self.srv.started) * 1000),
                         **detail)
         return body

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.port import PortProtocol, WireSocket
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 BIND_RETRIES = 4
 BIND_RETRY_S = 0.5
 CLOSE_GRACE_S = 1.0
-FORWARD_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
 class BindError(RuntimeError):
@@ -89,7 +89,7 @@ class GatewayServer:
         from openclaw_sup.gateway.connection import Connection
 
         assert self.core is not None
-        return Connection(sock, self.core, peer_ip, any(h in headers for h in FORWARD_HEADERS))
+        return Connection(sock, self.core, peer_ip, is_direct_loopback(peer_ip, headers))
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
