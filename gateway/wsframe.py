@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -92,17 +93,25 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 SMALL_FRAME = 1024
 
 
+@functools.cache
+def _compiled_unmask() -> Callable[[bytes, bytearray], None] | None:
+    try:
+        from aiohttp._websocket.helpers import websocket_mask
+    except ImportError:  # a private helper of aiohttp: if it moves, large frames take the slower path
+        return None
+    return websocket_mask
+
+
 def unmask(mask: bytes, payload: bytearray) -> bytes:
     """XOR with the client's key: as one big integer for the usual small frame; with aiohttp's compiled
     helper for large ones (imported on first use, so a bare supervisor start does not load aiohttp)."""
     n = len(payload)
-    if n <= SMALL_FRAME:
-        key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
-        return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
-    from aiohttp._websocket.helpers import websocket_mask
-
-    websocket_mask(mask, payload)
-    return bytes(payload)
+    fast = _compiled_unmask() if n > SMALL_FRAME else None
+    if fast is not None:
+        fast(mask, payload)
+        return bytes(payload)
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
 
 
 def next_frame(buf: bytearray, max_size: int) -> tuple[bool, int, bytes, int] | None:
