@@ -53,7 +53,7 @@ class MessageHandler(Protocol):
 
 
 class WireSocket(Protocol):
-    """What a handler may do with its socket (the raw `PortProtocol` or aiohttp's, see server.py)."""
+    """What a handler may do with its socket (the raw `PortProtocol` or aiohttp's, see http_app.py)."""
 
     closed: bool
 

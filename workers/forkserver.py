@@ -31,9 +31,11 @@ PR_SET_CHILD_SUBREAPER = 36
 PRELOAD = ("zmq", "uvloop", "asyncio", "orjson", "psutil", "setproctitle", "sqlite3", "logging",
            "openclaw_sup.ipc.bus", "openclaw_sup.workers.runtime")
 WARM = ("aiohttp",)
-"""Imported once the fork server has been idle for WARM_IDLE_S after boot: workers need these only for their
-HTTP calls (workers/lazy.py), so the first workers do not wait for them, and every later fork shares them."""
+"""Imported once the fork server has served its first request and then been idle for WARM_IDLE_S (or idle
+for WARM_UNASKED_S if nothing is asked of it): workers need these only for their HTTP calls (workers/lazy.py),
+so the first workers do not wait for them, and every later fork shares them."""
 WARM_IDLE_S = 0.3
+WARM_UNASKED_S = 5.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -94,9 +96,9 @@ class ForkServerLoop:
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ, "ctl")
         sel.register(self.wake_r, selectors.EVENT_READ, "chld")
-        warm = list(WARM)
+        warm, asked = list(WARM), False
         while True:
-            events = sel.select(WARM_IDLE_S if warm else None)
+            events = sel.select((WARM_IDLE_S if asked else WARM_UNASKED_S) if warm else None)
             if not events and warm:
                 self._warm(warm)
                 warm = []
@@ -108,6 +110,8 @@ class ForkServerLoop:
                 elif not self._on_ctl():
                     self._kill_all()
                     return
+                else:
+                    asked = True
             self._reap()
 
     def _warm(self, modules: list[str]) -> None:
