@@ -2,9 +2,9 @@
 
 `GET /` with an Upgrade is the WebSocket protocol, served on the raw transport (`gateway/port.py`); every
 other request goes to aiohttp (`gateway/http_app.py`): the unauthenticated health probes of the spec, the
-HTTP API, and 404 for the rest. aiohttp is set up just after the bind, while the supervisor waits for its
-fork server, so it is off the start-up path. Binding retries briefly on EADDRINUSE (a previous instance may
-still be closing), as upstream.
+HTTP API, and 404 for the rest. aiohttp is imported on a thread just after the bind, while the supervisor
+attaches its fork server and starts workers, so it is off the start-up path. Binding retries briefly on
+EADDRINUSE (a previous instance may still be closing), as upstream.
 """
 
 from __future__ import annotations
@@ -123,10 +123,6 @@ class GatewayServer:
                 sock.hand_over()
             elif sock.transport is not None:
                 sock.transport.close()
-
-    async def http_ready(self) -> None:
-        if self._http_setup is not None:
-            await asyncio.shield(self._http_setup)
 
     async def stop(self) -> None:
         """Stop listening, close what is still open (WebSocket peers get 1012 and a moment to answer it),
