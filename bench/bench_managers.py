@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench_common import free_port
+from bench_common import Listener, free_port, kill_leftovers
 
 from openclaw_sup.ipc.control import ControlError, call
 
@@ -410,3 +410,16 @@ def stop_quietly(mgr: Manager) -> None:
     """Best-effort stop used on error paths: never raises."""
     with contextlib.suppress(Exception):
         mgr.stop()
+
+
+def tear_down(mgr: Manager, listener: Listener) -> None:
+    """After a manager's measures: stop it, kill (and report) workers that outlived it, report lines the
+    listener could not parse, close the listener and remove the manager's temp dir."""
+    stop_quietly(mgr)
+    left = kill_leftovers(listener.pids(), mgr.started_at)
+    if left:
+        mgr.problems.append(f"{mgr.title}: worker pid(s) {left} outlived the manager; killed by the bench")
+    if listener.bad_lines:
+        mgr.problems.append(f"{mgr.title}: listener got unparsable lines: {listener.bad_lines[:3]}")
+    listener.close()
+    mgr.cleanup()

@@ -30,7 +30,6 @@ from bench_common import (
     Report,
     add_output_args,
     chosen,
-    kill_leftovers,
     log,
     print_problems,
     publish,
@@ -49,7 +48,7 @@ from bench_managers import (
     bytecode_env,
     ensure_peer,
     ensure_regular_install,
-    stop_quietly,
+    tear_down,
 )
 
 from openclaw_sup.ipc.control import ControlError, call
@@ -148,14 +147,7 @@ def run_manager(key: str, args: argparse.Namespace, rng: random.Random) -> dict[
         result["skipped"] = str(exc)
         log(f"{mgr.title}: skipped: {exc}")
     finally:
-        stop_quietly(mgr)
-        leftovers = kill_leftovers(listener.pids(), mgr.started_at)
-        if leftovers:
-            mgr.problems.append(f"{mgr.title}: worker pid(s) {leftovers} outlived the manager; killed by the bench")
-        if listener.bad_lines:
-            mgr.problems.append(f"{mgr.title}: listener got unparsable lines: {listener.bad_lines[:3]}")
-        listener.close()
-        mgr.cleanup()
+        tear_down(mgr, listener)
     result["problems"] = mgr.problems
     return result
 
@@ -286,11 +278,8 @@ def run_bus(args: argparse.Namespace) -> dict[str, Any]:
         except Unavailable as exc:
             problems.append(f"bus rep {rep + 1}: {exc}")
         finally:
-            stop_quietly(mgr)
-            kill_leftovers(listener.pids(), mgr.started_at)
-            listener.close()
+            tear_down(mgr, listener)
             problems += mgr.problems
-            mgr.cleanup()
     return {"count": args.bus_count, "reps": reps, "problems": problems}
 
 

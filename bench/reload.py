@@ -31,7 +31,6 @@ from bench_common import (
     Listener,
     add_output_args,
     chosen,
-    kill_leftovers,
     log,
     print_problems,
     publish,
@@ -45,7 +44,7 @@ from bench_managers import (
     bytecode_env,
     circus_section,
     ensure_peer,
-    stop_quietly,
+    tear_down,
 )
 from gw_report import fmt, print_table, skipped_row, spread, wait_quiet
 from gw_servers import Ours, make_root, remove
@@ -416,12 +415,7 @@ def run_circus(args: argparse.Namespace) -> dict[str, Any]:
         res["skipped"] = str(exc)
         log(f"{TITLES['circus']}: skipped: {exc}")
     finally:
-        stop_quietly(mgr)
-        left = kill_leftovers(listener.pids(), mgr.started_at)
-        if left:
-            mgr.problems.append(f"circus: worker pid(s) {left} outlived circusd; killed by the bench")
-        listener.close()
-        mgr.cleanup()
+        tear_down(mgr, listener)
     res["edits"] = edits
     res["problems"] = mgr.problems
     return res

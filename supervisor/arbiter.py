@@ -49,6 +49,7 @@ from openclaw_sup.supervisor.table import Incarnation, ProcessTable, WorkerRecor
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 LINE_LIMIT = 8192
 EARLY_MAX = 32
+EARLY_EXITS_MAX = 64  # exits read before their spawn was recorded (only while spawns are in flight)
 RELAYED_MAX = 10_000  # worker-to-worker requests awaiting an answer, per target
 
 
@@ -99,6 +100,7 @@ class Supervisor:
         self._pending: dict[str, tuple[asyncio.Future[Any], Partial | None, str]] = {}
         self._req_ids = itertools.count(1)
         self._relayed: dict[str, dict[str, str]] = {}  # target worker -> {request id: requesting worker}
+        self._early_exits: dict[int, int] = {}  # pid -> status, for exits read before their spawn was recorded
         self._health_scheduled = False
 
     # ================================================================ run
@@ -274,6 +276,9 @@ class Supervisor:
         for msg in early:
             if msg.get("pid") == pid:
                 self._dispatch(rec, msg)
+        status = self._early_exits.pop(pid, None)
+        if status is not None:
+            self._on_exit(pid, status)
 
     def _output_line(self, rec: WorkerRecord, inc: Incarnation, level: str, text: str) -> None:
         if level == "error":
@@ -469,8 +474,14 @@ class Supervisor:
     # ================================================================ reap
 
     def _on_exit(self, pid: int, status: int) -> None:
+        """A worker's exit, as the fork server reports it. A worker that dies at once can have its exit read
+        in the same batch as its `spawned` reply, before `_spawn` has recorded the pid: kept until it has."""
         rec = self.table.by_pid.pop(pid, None)
         if rec is None:
+            if any(r.spawning for r in self.table):
+                self._early_exits[pid] = status
+                while len(self._early_exits) > EARLY_EXITS_MAX:
+                    del self._early_exits[next(iter(self._early_exits))]
             return
         inc = rec.current
         if inc is None or inc.pid != pid:
