@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from openclaw_sup import __version__
 from openclaw_sup.gateway import authn, device
 from openclaw_sup.gateway.hub import Hub
-from openclaw_sup.gateway.methods import SCOPES, Methods
+from openclaw_sup.gateway.methods import Methods
 from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class GatewayCore:
             "protocol": PROTOCOL,
             "server": {"version": UPSTREAM_VERSION, "buildId": f"openclaw-sup-{__version__}", "bootId": self.boot_id,
                        "connId": conn.id},
-            "features": {"methods": sorted({*SCOPES, *self.methods.local}), "events": EVENTS},
+            "features": {"methods": self.methods.served(), "events": EVENTS},
             "snapshot": {
                 "presence": self.hub.presence_list(),
                 "health": health,

@@ -16,6 +16,12 @@ class GatewayHost(Protocol):
     def worker_view(self) -> list[dict[str, Any]]:
         """Per-worker rows as `openclaw-sup status` shows them."""
 
+    def has_worker(self, name: str) -> bool:
+        """Whether the config asks for a worker of that name (whatever its state)."""
+
+    def worker_methods(self, name: str) -> frozenset[str]:
+        """The methods a worker announced when it last became ready."""
+
     def workers_of_kind(self, kind_prefix: str) -> list[str]:
         """Names of wanted workers whose kind starts with `kind_prefix`."""
 

@@ -1,9 +1,12 @@
-"""RPC methods: the scope each needs, the ones the supervisor answers, and the ones routed to a worker.
+"""RPC methods: the one table of what this gateway serves, the scope each needs and who answers it.
 
-Scope table as the real server: `operator.admin` implies all, `write` implies `read`; a method not listed
-needs admin. Routed families go to the worker that owns them (cron.* -> scheduler, browser.* -> browser,
-agent and chat.* -> agent, channels.* -> the channel workers); while that worker is not running they answer
-UNAVAILABLE naming the worker and its state.
+A method not in the table is `unknown method: <name>` whoever asks, before any scope check (upstream checks the
+scope first, so an unknown method looks like a permission problem to a non-admin). Scopes as the real server:
+`operator.admin` implies all, `write` implies `read`; `health` needs none (the scope-less probe connection of
+`gateway probe` reads it). Worker-owned methods go over the bus to their worker and answer UNAVAILABLE naming
+it while it is not running. Beyond the table, a worker family (`cron.*`, `browser.*`, `agent.*`, `chat.*`)
+also serves the methods its worker announced when it became ready (extension kinds), needing admin. Every
+refused or unknown method is logged once per method and client.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from openclaw_sup import __version__
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
 from openclaw_sup.gateway import logtail
 from openclaw_sup.gateway.hub import now_ms
-from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError, invalid, missing_scope, unavailable
+from openclaw_sup.gateway.protocol import (
+    NODES_UNSUPPORTED,
+    UPSTREAM_VERSION,
+    MethodError,
+    invalid,
+    missing_scope,
+    unavailable,
+    unknown_method,
+)
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -28,25 +39,45 @@ if TYPE_CHECKING:
     from openclaw_sup.gateway.host import Partial
 
 READ, WRITE, ADMIN = "operator.read", "operator.write", "operator.admin"
+PAIRING, APPROVALS = "operator.pairing", "operator.approvals"
+GATEWAY, CHANNELS = "gateway", "channels"
+"""Owners that are not a worker: the supervisor itself, and the channel workers asked together."""
 
-SCOPES: dict[str, str] = {
-    **dict.fromkeys(
-        ["health", "status", "system-presence", "config.get", "config.schema.lookup", "logs.tail",
-         "last-heartbeat", "channels.status", "cron.list", "cron.status", "cron.get", "cron.runs", "chat.history",
-         "models.list", "agent.identity.get", "browser.status", "browser.tabs", "sessions.list",
-         "gateway.identity.get", "system.info", "diagnostics.stability"], READ),
-    **dict.fromkeys(
-        ["agent", "agent.wait", "chat.send", "chat.abort", "chat.inject", "send", "wake", "browser.open",
-         "browser.navigate", "browser.screenshot"], WRITE),
+
+def _owned(owner: str, scope: str | None, *methods: str) -> dict[str, tuple[str | None, str]]:
+    return dict.fromkeys(methods, (scope, owner))
+
+
+METHODS: dict[str, tuple[str | None, str]] = {
+    **_owned(GATEWAY, None, "health"),
+    **_owned(GATEWAY, READ, "status", "system-presence", "last-heartbeat", "config.get", "config.schema.lookup",
+             "logs.tail", "gateway.identity.get", "system.info", "diagnostics.stability", "models.list",
+             "skills.status", "hooks.status", "doctor.memory.status"),
+    **_owned(GATEWAY, ADMIN, "system-event", "gateway.restart.request"),
+    **_owned(GATEWAY, PAIRING, "device.pair.list", "device.pair.approve", "device.pair.reject",
+             "device.pair.remove"),
+    **_owned(GATEWAY, APPROVALS, "exec.approval.list", "plugin.approval.list", "openclaw.approval.list"),
+    **_owned(CHANNELS, READ, "channels.status"),
+    **_owned(CHANNELS, ADMIN, "channels.start", "channels.stop", "channels.logout"),
+    **_owned(CHANNELS, WRITE, "send"),
+    **_owned("scheduler", READ, "cron.list", "cron.status", "cron.get", "cron.runs"),
+    **_owned("scheduler", ADMIN, "cron.add", "cron.update", "cron.remove", "cron.run", "set-heartbeats"),
+    **_owned("scheduler", WRITE, "wake"),
+    **_owned("agent", READ, "agent.identity.get", "chat.history", "sessions.list", "usage.cost"),
+    **_owned("agent", WRITE, "agent", "agent.wait", "chat.send", "chat.abort"),
+    **_owned("agent", ADMIN, "chat.inject"),
+    **_owned("browser", READ, "browser.status", "browser.tabs"),
+    **_owned("browser", WRITE, "browser.open", "browser.navigate", "browser.screenshot"),
+    **_owned("browser", ADMIN, "browser.start", "browser.stop", "browser.request"),
 }
-
+FAMILIES = (("cron.", "scheduler"), ("browser.", "browser"), ("chat.", "agent"), ("agent.", "agent"))
+NODE_PREFIX = "node."
 IDEMPOTENT = frozenset({"agent", "send", "chat.send", "node.invoke", "poll"})
-ROUTE_PREFIXES = (("cron.", "scheduler"), ("browser.", "browser"), ("chat.", "agent"), ("agent.", "agent"))
-ROUTE_EXACT = {"agent": "agent", "set-heartbeats": "scheduler", "wake": "scheduler"}
 WORKER_TIMEOUT_S = 30.0
 AGENT_TIMEOUT_S = 600.0
 HEALTH_MAX_AGE_S = 1.0
 DEFAULT_HEARTBEAT = "30m"
+REFUSALS_KEPT = 4096
 
 
 def duration_ms(text: Any, default: int = 0) -> int:
@@ -57,17 +88,8 @@ def duration_ms(text: Any, default: int = 0) -> int:
         return default
 
 
-def required_scope(method: str) -> str:
-    return SCOPES.get(method, ADMIN)
-
-
-def route_of(method: str) -> str | None:
-    if method in ROUTE_EXACT:
-        return ROUTE_EXACT[method]
-    for prefix, worker in ROUTE_PREFIXES:
-        if method.startswith(prefix):
-            return worker
-    return None
+def family_owner(method: str) -> str | None:
+    return next((worker for prefix, worker in FAMILIES if method.startswith(prefix)), None)
 
 
 class IdempotencyCache:
@@ -98,8 +120,9 @@ class Methods:
         self.idem = IdempotencyCache()
         self.last_heartbeat: dict[str, Any] | None = None
         self._health: tuple[float, dict[str, Any]] | None = None
+        self._refusals: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.sessions_path = str(core.state_dir / "agents" / "main" / "agent" / "openclaw-agent.sqlite")
-        self.local = {
+        self.local: dict[str, Any] = {
             "health": self.health,
             "status": self.status,
             "system-presence": self.system_presence,
@@ -108,31 +131,70 @@ class Methods:
             "last-heartbeat": self.get_last_heartbeat,
             "gateway.restart.request": self.restart_request,
             "channels.status": self.channels_status,
-            "channels.start": lambda p, m="channels.start": self.channels_control(p, m),
-            "channels.stop": lambda p, m="channels.stop": self.channels_control(p, m),
-            "channels.logout": lambda p, m="channels.logout": self.channels_control(p, m),
+            "channels.start": lambda p, _c, m="channels.start": self.channels_control(p, m),
+            "channels.stop": lambda p, _c, m="channels.stop": self.channels_control(p, m),
+            "channels.logout": lambda p, _c, m="channels.logout": self.channels_control(p, m),
             "send": self.send_via_channel,
             "gateway.identity.get": self.identity,
             "system.info": self.identity,
         }
 
+    def entry(self, method: str) -> tuple[str | None, str] | None:
+        """(scope, owner) of a method this gateway serves, or None."""
+        known = METHODS.get(method)
+        if known is not None:
+            return known
+        owner = family_owner(method)
+        if owner is not None and method in self.core.host.worker_methods(owner):
+            return ADMIN, owner
+        return None
+
+    def served(self) -> list[str]:
+        """What `hello-ok` advertises: the methods answered here, by configured workers, and what those announced."""
+        host = self.core.host
+        out = {m for m, (_scope, owner) in METHODS.items() if owner in (GATEWAY, CHANNELS) or host.has_worker(owner)}
+        for prefix, worker in FAMILIES:
+            out.update(m for m in host.worker_methods(worker) if m.startswith(prefix))
+        return sorted(out)
+
     def is_local(self, method: str) -> bool:
-        """Answered by the supervisor without waiting on a worker: served in order, without a task."""
-        return method in self.local and not method.startswith("channels.") and method != "send"
+        """Answered by the supervisor from its own state, without waiting on a worker."""
+        known = METHODS.get(method)
+        return known is not None and known[1] == GATEWAY
+
+    def refused(self, conn: Connection, method: str, why: str) -> None:
+        """Log a refused or unknown method once per method and client (bounded)."""
+        key = (conn.presence_key, method)
+        if key in self._refusals:
+            return
+        self._refusals[key] = None
+        while len(self._refusals) > REFUSALS_KEPT:
+            self._refusals.popitem(last=False)
+        client = conn.client
+        self.core.log("warn", f"refused {method} from {client.get('id')}/{client.get('mode')} "
+                              f"{client.get('version') or ''} at {conn.remote_ip}: {why}".replace("  ", " "))
 
     async def call(self, conn: Connection, method: str, params: dict[str, Any], partial: Partial) -> Any:
-        scope = required_scope(method)
-        if not conn.has_scope(scope):
+        if method.startswith(NODE_PREFIX):
+            self.refused(conn, method, NODES_UNSUPPORTED)
+            raise unavailable(NODES_UNSUPPORTED, reason="nodes-unsupported")
+        entry = self.entry(method)
+        if entry is None:
+            self.refused(conn, method, "unknown method")
+            raise unknown_method(method)
+        scope, owner = entry
+        if scope is not None and not conn.has_scope(scope):
+            self.refused(conn, method, f"missing scope: {scope}")
             raise missing_scope(scope)
         if method in IDEMPOTENT:
             key = params.get("idempotencyKey")
             if not isinstance(key, str) or not key:
-                raise invalid(f"{method} requires idempotencyKey")
+                raise invalid(f"{method} requires idempotencyKey", field="idempotencyKey")
             fut, fresh = self.idem.get_or_start(method, key)
             if not fresh:
                 return await asyncio.shield(fut)
             try:
-                result = await self._dispatch(conn, method, params, partial)
+                result = await self._dispatch(conn, method, owner, params, partial)
             except MethodError as exc:
                 self.idem.forget(method, key)
                 fut.set_exception(exc)
@@ -140,17 +202,15 @@ class Methods:
                 raise
             fut.set_result(result)
             return result
-        return await self._dispatch(conn, method, params, partial)
+        return await self._dispatch(conn, method, owner, params, partial)
 
-    async def _dispatch(self, conn: Connection, method: str, params: dict[str, Any], partial: Partial) -> Any:
+    async def _dispatch(self, conn: Connection, method: str, owner: str, params: dict[str, Any],
+                        partial: Partial) -> Any:
         handler = self.local.get(method)
         if handler is not None:
-            return await handler(params)
-        worker = route_of(method)
-        if worker is None:
-            raise invalid(f"unknown method: {method}")
-        timeout = AGENT_TIMEOUT_S if worker == "agent" else WORKER_TIMEOUT_S
-        return await self.core.host.call_worker(worker, method, params, timeout=timeout,
+            return await handler(params, conn)
+        timeout = AGENT_TIMEOUT_S if owner == "agent" else WORKER_TIMEOUT_S
+        return await self.core.host.call_worker(owner, method, params, timeout=timeout,
                                                 partial=partial if method == "agent" else None)
 
     # -- system --------------------------------------------------------------------------------------
@@ -197,10 +257,10 @@ class Methods:
         snap["durationMs"] = round((time.perf_counter() - t0) * 1000)
         return snap
 
-    async def health(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def health(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         return self.health_snapshot(fresh=bool(params.get("probe")))
 
-    async def status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def status(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         cfg = self.core.host.gateway_config()
         hb = ((cfg.get("agents") or {}).get("defaults") or {}).get("heartbeat") or {}
         every = hb.get("every", DEFAULT_HEARTBEAT)
@@ -218,14 +278,14 @@ class Methods:
             "workers": self.core.host.worker_view(),
         }
 
-    async def system_presence(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def system_presence(self, params: dict[str, Any], _conn: Connection | None = None) -> list[dict[str, Any]]:
         return self.core.hub.presence_list()
 
-    async def identity(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def identity(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         return {"version": __version__, "instanceId": self.core.hub.instance_id,
                 "host": self.core.hub.self_presence["host"]}
 
-    async def config_get(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def config_get(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         from openclaw_sup.config.schema import redact
 
         path = self.core.host.config_path()
@@ -240,7 +300,7 @@ class Methods:
                 "configRevisionHash": "sha256:" + hashlib.sha256(orjson.dumps(cfg, option=orjson.OPT_SORT_KEYS))
                 .hexdigest()}
 
-    async def logs_tail(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def logs_tail(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         cursor = params.get("cursor")
         if cursor is not None and (not isinstance(cursor, int) or cursor < 0):
             raise invalid("invalid logs.tail params: cursor must be a non-negative integer")
@@ -251,16 +311,17 @@ class Methods:
         except (TypeError, ValueError) as exc:
             raise invalid(f"invalid logs.tail params: {exc}") from None
 
-    async def get_last_heartbeat(self, params: dict[str, Any]) -> dict[str, Any] | None:
+    async def get_last_heartbeat(self, params: dict[str, Any], _conn: Connection | None = None
+                                 ) -> dict[str, Any] | None:
         return self.last_heartbeat
 
-    async def restart_request(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def restart_request(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         delay = params.get("restartDelayMs", 0)
         if not isinstance(delay, int) or delay < 0:
             raise invalid("restartDelayMs must be a non-negative integer")
         return self.core.host.request_restart(str(params.get("reason") or "gateway.restart.request"), delay)
 
-    async def channels_status(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def channels_status(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         """Ask every channel worker in parallel; a worker that is down shows as not running."""
         host = self.core.host
         names = [n for n in host.workers_of_kind("channel.")
@@ -297,7 +358,7 @@ class Methods:
         name = self._channel_worker(params, "channels.start|stop|logout")
         return await self.core.host.call_worker(name, method, params, timeout=WORKER_TIMEOUT_S)
 
-    async def send_via_channel(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def send_via_channel(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         """`send {channel, accountId?, to, message, idempotencyKey}` -> the account worker's `channel.send`."""
         name = self._channel_worker(params, "send")
         res = await self.core.host.call_worker(name, "channel.send", {

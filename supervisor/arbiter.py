@@ -334,6 +334,9 @@ class Supervisor:
                 now = time.monotonic()
                 inc.ready_at = inc.last_hb = now
                 rec.ever_ready = True
+                methods = msg.get("methods")
+                rec.methods = frozenset(m for m in methods if isinstance(m, str)) if isinstance(methods, list) \
+                    else frozenset()
                 rec.fire(Event.READY)
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
@@ -720,6 +723,13 @@ class Supervisor:
     def worker_view(self) -> list[dict[str, Any]]:
         now = time.monotonic()
         return [r.snapshot(now) for r in self.table]
+
+    def has_worker(self, name: str) -> bool:
+        return name in self.table.records
+
+    def worker_methods(self, name: str) -> frozenset[str]:
+        rec = self.table.get(name)
+        return rec.methods if rec is not None else frozenset()
 
     def workers_of_kind(self, kind_prefix: str) -> list[str]:
         return [r.name for r in self.table if r.spec.kind.startswith(kind_prefix)]

@@ -51,6 +51,7 @@ class WorkerRecord:
     listener: Any = None
     ever_ready: bool = False
     early: list[dict[str, Any]] = field(default_factory=list)
+    methods: frozenset[str] = frozenset()  # what the worker said it serves when it became ready
 
     @property
     def name(self) -> str:
