@@ -36,7 +36,11 @@ class GatewayHost(Protocol):
 
     def log_file(self) -> Path | None: ...
 
-    def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]: ...
+    def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]:
+        """Schedule an in-place restart: {ok, status: scheduled|coalesced, pid, restart, ...}."""
+
+    def restart_target(self) -> dict[str, Any] | None:
+        """{pid, ownerId, port} of the upstream gateway lock this process holds."""
 
     def supervisor_view(self) -> dict[str, Any]: ...
 

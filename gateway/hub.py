@@ -90,6 +90,19 @@ class Hub:
         conns = list(self.connections)
         await asyncio.gather(*(c.close_with_shutdown(payload) for c in conns), return_exceptions=True)
 
+    def retire(self) -> list[Connection]:
+        """Mark every current client as leaving (an in-place restart): what it sends from now on is refused as
+        retryable; what it already sent is answered. Returns them for `close_retired`."""
+        conns = list(self.connections)
+        for conn in conns:
+            conn.retiring = True
+        return conns
+
+    async def close_retired(self, conns: list[Connection], reason: str, restart_expected_ms: int) -> None:
+        """`shutdown` then 1012 to retired clients; broadcasting and ticks go on for everyone else."""
+        payload = {"reason": reason, "restartExpectedMs": restart_expected_ms}
+        await asyncio.gather(*(c.close_with_shutdown(payload) for c in conns), return_exceptions=True)
+
     # -- connections ---------------------------------------------------------------------------------
 
     def add(self, conn: Connection) -> None:

@@ -88,6 +88,17 @@ def duration_ms(text: Any, default: int = 0) -> int:
         return default
 
 
+def restart_target(value: Any) -> dict[str, Any] | None:
+    """`{pid, ownerId, port}` of a targeted restart, or None when it is malformed."""
+    if not isinstance(value, dict):
+        return None
+    pid, owner, port = value.get("pid"), value.get("ownerId"), value.get("port")
+    if not (isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and isinstance(owner, str)
+            and owner.strip() and isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536):
+        return None
+    return {"pid": pid, "ownerId": owner.strip(), "port": port}
+
+
 def family_owner(method: str) -> str | None:
     return next((worker for prefix, worker in FAMILIES if method.startswith(prefix)), None)
 
@@ -316,10 +327,27 @@ class Methods:
         return self.last_heartbeat
 
     async def restart_request(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
+        """In-place restart. With `target {pid, ownerId, port}` (what `openclaw gateway restart` reads from the
+        upstream lock) only if this gateway still holds that lock; the answer then carries our pid, as upstream's."""
         delay = params.get("restartDelayMs", 0)
-        if not isinstance(delay, int) or delay < 0:
-            raise invalid("restartDelayMs must be a non-negative integer")
-        return self.core.host.request_restart(str(params.get("reason") or "gateway.restart.request"), delay)
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
+            raise invalid("restartDelayMs must be a non-negative integer", field="restartDelayMs")
+        reason = params.get("reason")
+        reason = reason.strip()[:200] if isinstance(reason, str) and reason.strip() else "gateway.restart.request"
+        target = params.get("target")
+        if target is not None:
+            wanted = restart_target(target)
+            if wanted is None:
+                raise invalid("invalid targeted gateway restart: target needs pid (a positive integer), ownerId (a "
+                              "non-empty string) and port (1-65535)", field="target")
+            if self.core.host.restart_target() != wanted:
+                raise invalid("target gateway no longer owns the active lock", field="target")
+        res = self.core.host.request_restart(reason, delay)
+        if target is not None:
+            return {"ok": True, "status": res["status"], "pid": res["pid"]}
+        return {**res, "preflight": {"safe": True, "blockers": [],
+                                     "summary": "safe to restart now: requests in flight are answered before the "
+                                                "workers stop"}}
 
     async def channels_status(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         """Ask every channel worker in parallel; a worker that is down shows as not running."""
