@@ -12,7 +12,9 @@ from openclaw_sup import __version__
 from openclaw_sup.gateway import authn, device
 from openclaw_sup.gateway.hub import Hub
 from openclaw_sup.gateway.methods import Methods
+from openclaw_sup.gateway.pairing_rpc import PairingMethods
 from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
+from openclaw_sup.gateway.stability import StabilityLog
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 
 ATTACHMENT_MAX = 20 * 1024 * 1024
 IMAGE_MAX = 6 * 1024 * 1024
+CAPABILITIES = ["gateway-restart-target-safe-v1", "published-model-catalog"]
+"""Upstream's server capabilities this gateway honours (the real CLI checks them before some calls)."""
 
 
 class GatewayCore:
@@ -35,6 +39,8 @@ class GatewayCore:
         self.nonces = device.NonceRegistry()
         self.auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
+        self.stability = StabilityLog()
+        self.pairing = PairingMethods(self)
         self.methods = Methods(self)
         self.boot_id = str(uuid.uuid4())
         self.started = time.monotonic()
@@ -59,7 +65,7 @@ class GatewayCore:
             "protocol": PROTOCOL,
             "server": {"version": UPSTREAM_VERSION, "buildId": f"openclaw-sup-{__version__}", "bootId": self.boot_id,
                        "connId": conn.id},
-            "features": {"methods": self.methods.served(), "events": EVENTS},
+            "features": {"methods": self.methods.served(), "events": EVENTS, "capabilities": CAPABILITIES},
             "snapshot": {
                 "presence": self.hub.presence_list(),
                 "health": health,

@@ -116,6 +116,23 @@ class Hub:
         if self.presence.pop(conn.presence_key, None) is not None:
             self._presence_changed()
 
+    def beacon(self, text: str, params: dict[str, Any]) -> None:
+        """`system-event`: a client's presence line, keyed like upstream's (device, instance, host, else text)."""
+        entry: dict[str, Any] = {"text": text, "ts": now_ms()}
+        for key in ("deviceId", "instanceId", "host", "ip", "mode", "version", "platform", "deviceFamily",
+                    "modelIdentifier", "reason"):
+            if isinstance(params.get(key), str) and params[key]:
+                entry[key] = params[key]
+        for key in ("roles", "scopes", "tags"):
+            if isinstance(params.get(key), list) and all(isinstance(v, str) for v in params[key]):
+                entry[key] = params[key]
+        if isinstance(params.get("lastInputSeconds"), (int, float)) and not isinstance(params["lastInputSeconds"],
+                                                                                       bool):
+            entry["lastInputSeconds"] = params["lastInputSeconds"]
+        key = entry.get("deviceId") or entry.get("instanceId") or entry.get("host") or f"text:{text}"
+        self.presence[key] = {**self.presence.get(key, {}), **entry}
+        self._presence_changed()
+
     def presence_list(self) -> list[dict[str, Any]]:
         cutoff = now_ms() - PRESENCE_TTL_MS
         for key in [k for k, v in self.presence.items() if v["ts"] < cutoff]:

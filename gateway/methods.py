@@ -21,7 +21,7 @@ import orjson
 
 from openclaw_sup import __version__
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
-from openclaw_sup.gateway import logtail
+from openclaw_sup.gateway import inventory, logtail
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import (
     NODES_UNSUPPORTED,
@@ -148,7 +148,27 @@ class Methods:
             "send": self.send_via_channel,
             "gateway.identity.get": self.identity,
             "system.info": self.identity,
+            "system-event": self.system_event,
+            "diagnostics.stability": lambda p, _c: self._now(core.stability.snapshot(p)),
+            "models.list": lambda p, _c: self._now(inventory.models_list(p, self._cfg(), core.state_dir)),
+            "skills.status": lambda p, _c: self._now(inventory.skills_status(p, self._cfg(), core.state_dir)),
+            "hooks.status": lambda p, _c: self._now(inventory.hooks_status(p, self._cfg(), core.state_dir)),
+            "doctor.memory.status": lambda p, _c: self._now(inventory.doctor_memory_status(p, self._cfg())),
+            "config.schema.lookup": lambda p, _c: self._now(inventory.config_schema_lookup(p)),
+            "device.pair.list": core.pairing.list,
+            "device.pair.approve": core.pairing.approve,
+            "device.pair.reject": core.pairing.reject,
+            "device.pair.remove": core.pairing.remove,
+            **dict.fromkeys(("exec.approval.list", "plugin.approval.list", "openclaw.approval.list"),
+                            lambda _p, _c: self._now([])),
         }
+
+    @staticmethod
+    async def _now(value: Any) -> Any:
+        return value
+
+    def _cfg(self) -> dict[str, Any]:
+        return self.core.host.gateway_config()
 
     def entry(self, method: str) -> tuple[str | None, str] | None:
         """(scope, owner) of a method this gateway serves, or None."""
@@ -291,6 +311,21 @@ class Methods:
 
     async def system_presence(self, params: dict[str, Any], _conn: Connection | None = None) -> list[dict[str, Any]]:
         return self.core.hub.presence_list()
+
+    async def system_event(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
+        """A presence beacon: updates that client's presence entry; a plain line is also queued as a system event
+        for the main session (the scheduler's `wake`, `now` when `wake: true`)."""
+        text = params.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise invalid("text required", field="text")
+        text = text.strip()
+        self.core.hub.beacon(text, params)
+        if not text.startswith("Node:"):
+            await self.core.host.call_worker("scheduler", "wake", {
+                "text": text, "mode": "now" if params.get("wake") is True else "next-heartbeat",
+                **({"sessionKey": params["sessionKey"]} if isinstance(params.get("sessionKey"), str) else {}),
+            }, timeout=WORKER_TIMEOUT_S)
+        return {"ok": True}
 
     async def identity(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         return {"version": __version__, "instanceId": self.core.hub.instance_id,

@@ -158,6 +158,7 @@ class Supervisor:
             self.log("warn", CRON_DISABLED_LINE)
         self.log("info", f"gateway listening on ws://{self.opts.host}:{self.opts.port} (pid {os.getpid()}, "
                          f"profile {self.paths.label}, {len(self.specs)} workers)")
+        self._stability("gateway.started", pid=os.getpid(), port=self.opts.port, workers=len(self.specs))
         for spec in self.specs:
             self._start(self.table.add(spec))
         self.booted = True
@@ -518,6 +519,7 @@ class Supervisor:
 
     def _kill(self, rec: WorkerRecord, inc: Incarnation, reason: str) -> None:
         inc.kill_reason = reason
+        self._stability("worker.killed", worker=rec.name, pid=inc.pid, reason=reason)
         self.log("warn", f"worker {rec.name} (pid {inc.pid}): {reason}; killing it")
         self.fs.signal(inc.pid, signal.SIGKILL)
 
@@ -551,6 +553,8 @@ class Supervisor:
         rec.fire(Event.EXIT)
         ran_for = now - inc.ready_at if inc.ready_at else None
         why = inc.last_error
+        self._stability("worker.exited", worker=rec.name, pid=pid, exit=inc.exit["text"], reason=why,
+                        ranForMs=round(ran_for * 1000) if ran_for is not None else None)
         self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
                          + (f": {why}" if why else ""))
         self._after_crash(rec, ran_for)
@@ -567,6 +571,7 @@ class Supervisor:
             retry = rec.policy.failed_retry
             rec.retry_at = now + retry
             lim = rec.spec.restart
+            self._stability("worker.failed", worker=rec.name, restarts=rec.restarts)
             self.log("error", f"worker {rec.name} is crash-looping ({lim.crash_loop_max} exits within "
                               f"{lim.crash_loop_window_ms / 1000:g}s); marked failed, next try in {retry:g}s")
             rec.timer = loop.call_later(retry, self._retry, rec)
@@ -784,6 +789,8 @@ class Supervisor:
         if self.gateway_lock is not None:
             self.gateway_lock.renew(self.opts.port)
         states = self.readiness()["workers"]
+        self._stability("gateway.restart", durationMs=round((time.monotonic() - t0) * 1000),
+                        workers=len(states), running=sum(v == State.RUNNING for v in states.values()))
         self.log("info", f"in-place restart done in {time.monotonic() - t0:.2f}s (pid {os.getpid()}, port "
                          f"{self.opts.port}): {sum(v == State.RUNNING for v in states.values())}/{len(states)} "
                          "workers running")
@@ -959,6 +966,10 @@ class Supervisor:
 
     def log(self, level: str, message: str) -> None:
         self._write_log(level, message, subsystem="supervisor")
+
+    def _stability(self, type_: str, **fields: Any) -> None:
+        if self.core is not None:
+            self.core.stability.record(type_, **fields)
 
     def _write_log(self, level: str, message: str, **kw: Any) -> None:
         self.sink.write(level, message, **kw)
