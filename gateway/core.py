@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from openclaw_sup import __version__
 from openclaw_sup.gateway import authn, device
 from openclaw_sup.gateway.hub import Hub
+from openclaw_sup.gateway.loop_health import LoopHealth
 from openclaw_sup.gateway.methods import Methods
 from openclaw_sup.gateway.pairing_rpc import PairingMethods
 from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
@@ -40,6 +41,7 @@ class GatewayCore:
         self.auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
         self.stability = StabilityLog()
+        self.loop_health = LoopHealth()
         self.pairing = PairingMethods(self)
         self.methods = Methods(self)
         self.boot_id = str(uuid.uuid4())
@@ -83,7 +85,13 @@ class GatewayCore:
                        "attachments": {"maxBytes": ATTACHMENT_MAX, "maxImageBytes": IMAGE_MAX}},
         }
 
+    def start(self) -> None:
+        """Begin what runs on the event loop: ticks and the loop-health sampler."""
+        self.hub.start()
+        self.loop_health.start()
+
     def close(self) -> None:
+        self.loop_health.stop()
         self.devices.close()
 
 

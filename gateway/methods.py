@@ -12,20 +12,16 @@ refused or unknown method is logged once per method and client.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from openclaw_sup import __version__
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
-from openclaw_sup.gateway import inventory, logtail
+from openclaw_sup.gateway import inventory, logtail, snapshots
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import (
     NODES_UNSUPPORTED,
-    UPSTREAM_VERSION,
     MethodError,
     invalid,
     missing_scope,
@@ -76,6 +72,7 @@ IDEMPOTENT = frozenset({"agent", "send", "chat.send", "node.invoke", "poll"})
 WORKER_TIMEOUT_S = 30.0
 AGENT_TIMEOUT_S = 600.0
 HEALTH_MAX_AGE_S = 1.0
+SESSIONS_ASK_S = 2.0
 DEFAULT_HEARTBEAT = "30m"
 REFUSALS_KEPT = 4096
 
@@ -131,6 +128,7 @@ class Methods:
         self.idem = IdempotencyCache()
         self.last_heartbeat: dict[str, Any] | None = None
         self._health: tuple[float, dict[str, Any]] | None = None
+        self._sessions: tuple[dict[str, Any] | None, str | None] = (None, None)  # agent's summary, why stale
         self._refusals: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.sessions_path = str(core.state_dir / "agents" / "main" / "agent" / "openclaw-agent.sqlite")
         self.local: dict[str, Any] = {
@@ -252,62 +250,32 @@ class Methods:
         now = time.monotonic()
         if not fresh and self._health is not None and now - self._health[0] < HEALTH_MAX_AGE_S:
             return self._health[1]
-        snap = self._build_health()
+        t0 = time.perf_counter()
+        snap = snapshots.health(self.core, self._sessions[0])
+        snap["durationMs"] = round((time.perf_counter() - t0) * 1000)
         self._health = (now, snap)
         return snap
 
     def invalidate_health(self) -> None:
         self._health = None
 
-    def _build_health(self) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        cfg = self.core.host.gateway_config()
-        hb_cfg = ((cfg.get("agents") or {}).get("defaults") or {}).get("heartbeat") or {}
-        every = hb_cfg.get("every", DEFAULT_HEARTBEAT)
-        every_ms = duration_ms(every, duration_ms(DEFAULT_HEARTBEAT))
-        sessions = {"path": self.sessions_path, "count": 0, "recent": []}
-        ready = self.core.host.readiness()
-        snap: dict[str, Any] = {
-            "ok": True,
-            "ts": now_ms(),
-            "durationMs": 0,
-            "channels": {},
-            "channelOrder": [],
-            "channelLabels": {},
-            "heartbeatSeconds": every_ms // 1000,
-            "defaultAgentId": "main",
-            "agents": [{"agentId": "main", "isDefault": True,
-                        "heartbeat": {"enabled": every_ms > 0, "every": every, "everyMs": every_ms,
-                                      "target": hb_cfg.get("target", "owner")},
-                        "sessions": sessions}],
-            "sessions": sessions,
-            "configReload": self.core.reload_status(),
-            "readiness": {"ready": ready["ready"], "pending": ready.get("pending")},
-            "workers": self.core.host.worker_view(),
-        }
-        snap["durationMs"] = round((time.perf_counter() - t0) * 1000)
-        return snap
+    async def refresh_sessions(self) -> None:
+        """Ask the agent worker for its per-agent session counts (bounded: health and status never wait long)."""
+        try:
+            self._sessions = (await self.core.host.call_worker("agent", "sessions.summary", {},
+                                                               timeout=SESSIONS_ASK_S), None)
+        except MethodError as exc:
+            self._sessions = (self._sessions[0], str(exc))
 
     async def health(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
-        return self.health_snapshot(fresh=bool(params.get("probe")))
+        probe = bool(params.get("probe"))
+        if probe or self._sessions[0] is None:
+            await self.refresh_sessions()
+        return self.health_snapshot(fresh=probe)
 
     async def status(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
-        cfg = self.core.host.gateway_config()
-        hb = ((cfg.get("agents") or {}).get("defaults") or {}).get("heartbeat") or {}
-        every = hb.get("every", DEFAULT_HEARTBEAT)
-        return {
-            "runtimeVersion": UPSTREAM_VERSION,
-            "supervisorVersion": __version__,
-            "heartbeat": {"defaultAgentId": "main",
-                          "agents": [{"agentId": "main", "enabled": duration_ms(every) > 0, "every": every,
-                                      "everyMs": duration_ms(every)}]},
-            "channelSummary": [],
-            "queuedSystemEvents": [],
-            "sessions": {"paths": [], "count": 0, "defaults": {"model": None, "contextTokens": None},
-                         "recent": []},
-            "supervisor": self.core.host.supervisor_view(),
-            "workers": self.core.host.worker_view(),
-        }
+        await self.refresh_sessions()
+        return snapshots.status(self.core, params, *self._sessions)
 
     async def system_presence(self, params: dict[str, Any], _conn: Connection | None = None) -> list[dict[str, Any]]:
         return self.core.hub.presence_list()
@@ -332,19 +300,7 @@ class Methods:
                 "host": self.core.hub.self_presence["host"]}
 
     async def config_get(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
-        from openclaw_sup.config.schema import redact
-
-        path = self.core.host.config_path()
-        try:
-            raw = path.read_bytes()
-            exists = True
-        except OSError:
-            raw, exists = b"", False
-        cfg = self.core.host.gateway_config()
-        return {"path": str(path), "exists": exists, "valid": True, "config": redact(cfg),
-                "hash": "sha256:" + hashlib.sha256(raw).hexdigest(),
-                "configRevisionHash": "sha256:" + hashlib.sha256(orjson.dumps(cfg, option=orjson.OPT_SORT_KEYS))
-                .hexdigest()}
+        return snapshots.config_get(self.core)
 
     async def logs_tail(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         cursor = params.get("cursor")

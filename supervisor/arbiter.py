@@ -151,7 +151,7 @@ class Supervisor:
             self.exit_code = 1
             await self._teardown()
             return self.exit_code
-        self.core.hub.start()
+        self.core.start()
         await self._attach_fork_server(self.fs)
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
         if cron_skipped(os.environ):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
+from openclaw_sup.workers.agent.listing import Listing
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
@@ -115,6 +116,9 @@ class AgentService:
         self.routes: dict[str, dict[str, Any]] = {}
         self.stopping = False
         self.interrupted: list[tuple[str, str, str | None]] = []
+
+    def active_runs(self, session_key: str) -> list[str]:
+        return [r.run_id for r in self.runs.values() if r.session_key == session_key]
 
     def store(self, agent_id: str) -> AgentStore:
         st = self.stores.get(agent_id)
@@ -255,7 +259,7 @@ class AgentService:
                           error_kind=getattr(exc, "kind", "unknown"))
             self.log.warning("run %s (%s) failed: %s", run.run_id, run.session_key, exc)
         else:
-            store.append(run.session_key, "assistant", result.text, run.run_id)
+            store.append(run.session_key, "assistant", result.text, run.run_id, model=ref, usage=result.usage())
             out = Outcome("ok", text=result.text, model=ref, usage=result.usage(), finish=result.finish_reason)
         self._finish_events(run, out)
         return out
@@ -530,7 +534,7 @@ class AgentService:
             last_user = next((m["content"] for m in reversed(clean) if m["role"] == "user"), None)
             if last_user is not None:
                 store.append(session_key, "user", last_user)
-            store.append(session_key, "assistant", result.text)
+            store.append(session_key, "assistant", result.text, model=ref, usage=result.usage())
         return {"text": result.text, "model": ref, "usage": result.usage(), "finishReason": result.finish_reason}
 
     async def shutdown(self) -> None:
@@ -559,6 +563,10 @@ async def main(ctx: WorkerContext) -> None:
     ctx.handle("chat.abort", svc.rpc_chat_abort)
     ctx.handle("chat.inject", svc.rpc_chat_inject)
     ctx.handle("agent.identity.get", svc.rpc_identity)
+    listing = Listing(svc.root, svc.agents_cfg, svc.models_cfg, svc.store, svc.active_runs)
+    ctx.handle("sessions.list", listing.sessions_list)
+    ctx.handle("sessions.summary", listing.sessions_summary)
+    ctx.handle("usage.cost", listing.usage_cost)
     svc.store("main")
     ctx.ready()
     svc.announce_interrupted()

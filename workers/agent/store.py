@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS runs (
     answer BLOB
 );
 CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
+CREATE TABLE IF NOT EXISTS message_usage (
+    message_id INTEGER PRIMARY KEY,
+    model TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0
+);
 """
 
 
@@ -73,10 +79,38 @@ class AgentStore:
 
     # -- transcript ----------------------------------------------------------------------------------
 
-    def append(self, session_key: str, role: str, text: str, run_id: str | None = None) -> int:
+    def append(self, session_key: str, role: str, text: str, run_id: str | None = None, *,
+               model: str | None = None, usage: dict[str, int] | None = None) -> int:
         cur = self.db.execute("INSERT INTO messages(session_key, role, text, ts, run_id) VALUES (?,?,?,?,?)",
                               (session_key, role, text, now_ms(), run_id))
+        if model or usage:
+            self.db.execute("INSERT INTO message_usage(message_id, model, input_tokens, output_tokens) VALUES "
+                            "(?,?,?,?)", (cur.lastrowid, model, (usage or {}).get("inputTokens", 0),
+                                          (usage or {}).get("outputTokens", 0)))
         return int(cur.lastrowid or 0)
+
+    def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every session of this agent, newest first: key, times, model, and its message count."""
+        rows = self.db.execute(
+            "SELECT m.session_key, min(m.ts), max(m.ts), count(*), (SELECT u.model FROM messages x JOIN "
+            "message_usage u ON u.message_id = x.id WHERE x.session_key = m.session_key ORDER BY x.id DESC LIMIT 1) "
+            "FROM messages m GROUP BY m.session_key ORDER BY max(m.ts) DESC, m.session_key"
+            + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
+        out = []
+        for key, created, updated, count, model in rows:
+            provider, _, name = (model or "").partition("/")
+            out.append({"key": key, "sessionId": key, "updatedAt": updated, "createdAt": created,
+                        "modelProvider": provider or None, "model": name or None, "messages": count})
+        return out
+
+    def usage_by_day(self, since_ms: int) -> list[dict[str, Any]]:
+        """Token usage of the model calls answered since `since_ms`, per UTC day and model."""
+        rows = self.db.execute(
+            "SELECT date(m.ts / 1000, 'unixepoch'), u.model, sum(u.input_tokens), sum(u.output_tokens), count(*) "
+            "FROM message_usage u JOIN messages m ON m.id = u.message_id WHERE m.ts >= ? GROUP BY 1, 2",
+            (since_ms,)).fetchall()
+        return [{"date": d, "model": model, "input": inp or 0, "output": out or 0, "calls": n}
+                for d, model, inp, out, n in rows]
 
     def history(self, session_key: str, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """The last `limit` messages before the newest `offset` ones (oldest first), and the total count."""
