@@ -30,19 +30,19 @@ async def start_runner(srv: GatewayServer) -> web.AppRunner:
 
 
 def build_app(srv: GatewayServer) -> web.Application:
+    """Every GET route answers HEAD too (`add_get`), as upstream's; the probes refuse other methods with 405."""
     probes = Probes(srv)
     app = web.Application()
-    for path in ("/health", "/healthz"):
-        app.router.add_route("GET", path, probes.live)
-    for path in ("/ready", "/readyz"):
-        app.router.add_route("GET", path, probes.ready)
-    for path in ("/startup", "/startupz"):
-        app.router.add_route("GET", path, probes.startup)
+    for paths, handler in ((("/health", "/healthz"), probes.live), (("/ready", "/readyz"), probes.ready),
+                           (("/startup", "/startupz"), probes.startup)):
+        for path in paths:
+            app.router.add_get(path, handler)
+            app.router.add_route("*", path, probes.not_allowed)
 
     async def root(request: web.Request) -> web.StreamResponse:
         return await late_upgrade(srv, request)
 
-    app.router.add_route("GET", "/", root)
+    app.router.add_get("/", root)
     if srv.core is not None:
         from openclaw_sup.gateway.http_api import add_http_api
 
@@ -51,36 +51,72 @@ def build_app(srv: GatewayServer) -> web.Application:
 
 
 class Probes:
-    """`/health(z)`, `/ready(z)`, `/startup(z)` with the spec's bodies; details only for loopback callers."""
+    """`/health(z)`, `/ready(z)`, `/startup(z)` with upstream's bodies: remote callers get only the verdict,
+    local or authenticated ones the details (`/readyz`: what is failing, uptime and the event loop's health)."""
 
     def __init__(self, srv: GatewayServer) -> None:
         self.srv = srv
 
+    def _detailed(self, request: web.Request) -> bool:
+        if is_direct_loopback(request.remote or "", request.headers):
+            return True
+        core = self.srv.core
+        if core is None or core.auth.mode == "none" or not request.headers.get("Authorization"):
+            return False
+        from openclaw_sup.gateway.http_common import authorize
+
+        return authorize(request, core) is None
+
+    def _uptime(self) -> int:
+        return int((time.monotonic() - self.srv.started) * 1000)
+
     def _body(self, request: web.Request, ok: bool, status: str, **detail: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": ok, "status": status}
-        if is_direct_loopback(request.remote or "", request.headers):
-            body.update(version=self.srv.version, uptimeMs=int((time.monotonic() - self.srv.started) * 1000),
-                        **detail)
+        if self._detailed(request):
+            body.update(version=self.srv.version, uptimeMs=self._uptime(), **detail)
         return body
 
+    async def not_allowed(self, request: web.Request) -> web.Response:
+        return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "GET, HEAD"})
+
     async def live(self, request: web.Request) -> web.Response:
-        return web.json_response(self._body(request, True, "live"))
+        return _no_store(web.json_response(self._body(request, True, "live")))
 
     async def startup(self, request: web.Request) -> web.Response:
         r = self.srv.readiness()
         if self.srv.draining:
-            return web.json_response(self._body(request, False, "draining"), status=503)
+            return _no_store(web.json_response(self._body(request, False, "draining"), status=503))
         if not r["started"]:
-            return web.json_response(self._body(request, False, "starting", pendingReason=r.get("pending")),
-                                     status=503)
-        return web.json_response(self._body(request, True, "started"))
+            return _no_store(web.json_response(self._body(request, False, "starting", pendingReason="startup-sidecars"),
+                                               status=503))
+        return _no_store(web.json_response(self._body(request, True, "started")))
 
     async def ready(self, request: web.Request) -> web.Response:
         r = self.srv.readiness()
-        ok = r["ready"] and not self.srv.draining
-        status = "ready" if ok else ("draining" if self.srv.draining else "not-ready")
-        return web.json_response(self._body(request, ok, status, workers=r.get("workers")),
-                                 status=200 if ok else 503)
+        if self.srv.draining:
+            failing = ["gateway-draining"]
+        elif not r["started"]:
+            failing = ["startup-sidecars"]
+        else:
+            failing = [_failing_name(name) for name, state in (r.get("workers") or {}).items() if state != "running"]
+        ready = not failing
+        body: dict[str, Any] = {"ready": ready}
+        if self._detailed(request):
+            body.update(failing=list(dict.fromkeys(failing)), uptimeMs=self._uptime(), workers=r.get("workers"))
+            loop = self.srv.core.loop_health.snapshot() if self.srv.core is not None else None
+            if loop is not None:
+                body["eventLoop"] = loop
+        return _no_store(web.json_response(body, status=200 if ready else 503))
+
+
+def _failing_name(worker: str) -> str:
+    """Upstream lists a failing channel by its id (`irc`); other workers are named as they are (`scheduler`)."""
+    return worker.split(":")[1] if worker.startswith("channel:") else worker
+
+
+def _no_store(response: web.Response) -> web.Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def late_upgrade(srv: GatewayServer, request: web.Request) -> web.StreamResponse:

@@ -54,11 +54,10 @@ def heartbeats(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         hb = {**base, **own.get(agent_id, {})}
         every = str(hb.get("every", DEFAULT_EVERY))
         ms = every_ms(every)
-        ack = hb.get("ackMaxChars")
         out.append({"agentId": agent_id, "enabled": ms > 0, "every": every, "everyMs": ms,
                     "prompt": str(hb.get("prompt") or DEFAULT_PROMPT),
                     "target": str(hb.get("target") or DEFAULT_TARGET),
-                    "ackMaxChars": ack if isinstance(ack, int) and not isinstance(ack, bool) else ACK_MAX_CHARS})
+                    "ackMaxChars": ACK_MAX_CHARS})
     return out
 
 

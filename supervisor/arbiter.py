@@ -33,7 +33,7 @@ from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 from openclaw_sup.gateway.core import GatewayCore
 from openclaw_sup.gateway.host import Partial
 from openclaw_sup.gateway.methods import unavailable_worker
-from openclaw_sup.gateway.protocol import MethodError
+from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
 from openclaw_sup.gateway.server import GatewayServer
 from openclaw_sup.ipc.bus import RouterBus
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
@@ -142,7 +142,7 @@ class Supervisor:
         await self.control.start()
         self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
-        self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, __version__, self.core)
+        self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, UPSTREAM_VERSION, self.core)
         try:
             await self.gateway.start()
         except Exception as exc:
@@ -710,7 +710,7 @@ class Supervisor:
         await self.gateway.stop()
         self.core.set_auth(auth)
         old = (self.opts.host, self.opts.port)
-        new_server = GatewayServer(host, port, self.readiness, __version__, self.core)
+        new_server = GatewayServer(host, port, self.readiness, UPSTREAM_VERSION, self.core)
         try:
             await new_server.start()
             self.opts = replace(self.opts, host=host, port=port, auth=auth)
@@ -721,7 +721,7 @@ class Supervisor:
         except Exception as exc:
             self.log("error", f"config reload: cannot bind ws://{host}:{port} ({exc}); staying on "
                               f"ws://{old[0]}:{old[1]}")
-            self.gateway = GatewayServer(old[0], old[1], self.readiness, __version__, self.core)
+            self.gateway = GatewayServer(old[0], old[1], self.readiness, UPSTREAM_VERSION, self.core)
             await self.gateway.start()
         self.core.hub.closing = False
         self.core.hub.start()

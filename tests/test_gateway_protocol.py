@@ -390,7 +390,7 @@ def test_health_status_presence_config_and_logs(gw: Gateway) -> None:
     c.connect()
     h = c.request("health")
     assert h["ok"] is True and h["defaultAgentId"] == "main" and h["heartbeatSeconds"] == 1800
-    assert {w["name"] for w in h["workers"]} == {"scheduler", "agent"}
+    assert {w["name"] for w in h["workers"]} == {"scheduler", "agent", "browser"}
     assert h["configReload"]["hotReloadStatus"] == "active"
     st = c.request("status", {})
     assert st["runtimeVersion"] and st["supervisor"]["pid"] == gw.status()["supervisor"]["pid"]
