@@ -262,10 +262,12 @@ class Methods:
     async def refresh_sessions(self) -> None:
         """Ask the agent worker for its per-agent session counts (bounded: health and status never wait long)."""
         try:
-            self._sessions = (await self.core.host.call_worker("agent", "sessions.summary", {},
-                                                               timeout=SESSIONS_ASK_S), None)
+            self._sessions = (await asyncio.wait_for(self.core.host.call_worker(
+                "agent", "sessions.summary", {}, timeout=SESSIONS_ASK_S), SESSIONS_ASK_S), None)
         except MethodError as exc:
             self._sessions = (self._sessions[0], str(exc))
+        except TimeoutError:
+            self._sessions = (self._sessions[0], f"the agent worker did not answer within {SESSIONS_ASK_S:g}s")
 
     async def health(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         probe = bool(params.get("probe"))
