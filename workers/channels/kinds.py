@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from openclaw_sup.workers.channels.adapter import Adapter
 from openclaw_sup.workers.channels.irc import IrcAdapter
+from openclaw_sup.workers.channels.matrix import MatrixAdapter
 from openclaw_sup.workers.channels.service import run_channel
 from openclaw_sup.workers.channels.telegram import TelegramAdapter
 from openclaw_sup.workers.channels.webchat import WebchatAdapter
@@ -18,5 +19,5 @@ def _kind(adapter_cls: type[Adapter]) -> None:
     register(f"channel.{adapter_cls.channel}")(main)
 
 
-for _cls in (IrcAdapter, TelegramAdapter, WebchatAdapter):
+for _cls in (IrcAdapter, TelegramAdapter, WebchatAdapter, MatrixAdapter):
     _kind(_cls)

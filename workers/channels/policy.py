@@ -28,6 +28,8 @@ class Inbound:
     sender_name: str | None = None
     mentioned: bool = False  # a native mention of the bot (IRC `nick:`, Telegram @username entity)
     ts: float = 0.0
+    space: str = ""  # what holds the group chat, where the network has one: a Discord guild, a Slack team
+    roles: tuple[str, ...] | list[str] = ()  # the sender's roles there (Discord role ids)
 
     @property
     def peer(self) -> str:
@@ -96,7 +98,8 @@ def mentioned(cfg: dict[str, Any], msg: Inbound) -> bool:
     """A native mention, or any `mentionPatterns` regex (case-insensitive) found in the text."""
     if msg.mentioned:
         return True
-    for pattern in cfg.get("mentionPatterns") or []:
+    patterns = cfg.get("mentionPatterns")
+    for pattern in patterns if isinstance(patterns, list) else []:
         try:
             if re.search(str(pattern), msg.text, re.IGNORECASE):
                 return True
@@ -105,11 +108,14 @@ def mentioned(cfg: dict[str, Any], msg: Inbound) -> bool:
     return False
 
 
-def group_verdict(cfg: dict[str, Any], msg: Inbound) -> Verdict:
-    """groupPolicy `allowlist` (default) | `open` | `disabled`, then allowlists, then mention gating."""
+def group_verdict(cfg: dict[str, Any], msg: Inbound, noun: str = "group") -> Verdict:
+    """groupPolicy `allowlist` (default) | `open` | `disabled`, then allowlists, then mention gating.
+
+    `noun` is what the network calls a group chat in the log lines (Discord's runbook line reads
+    `drop guild message (mention required)`)."""
     channel = str(cfg.get("channel", ""))
     policy = cfg.get("groupPolicy") or "allowlist"
-    where = f"{channel}: group message in {msg.chat_id} from {msg.sender_id}"
+    where = f"{channel}: {noun} message in {msg.chat_id} from {msg.sender_id}"
     if policy == "disabled":
         return Verdict(DROP, "group-disabled", f"{where} blocked (groupPolicy=disabled)")
     own, star = _group_entry(cfg, msg.chat_id)
@@ -129,13 +135,13 @@ def group_verdict(cfg: dict[str, Any], msg: Inbound) -> Verdict:
         return Verdict(DROP, "not-allowlisted", f"{where} blocked: sender not in allowlist (groups.allowFrom)")
     require = (own or {}).get("requireMention", (star or {}).get("requireMention", True))
     if require is not False and not mentioned(cfg, msg):
-        return Verdict(DROP, "mention-required", f"{channel}: drop group message (mention required) in "
+        return Verdict(DROP, "mention-required", f"{channel}: drop {noun} message (mention required) in "
                                                  f"{msg.chat_id} from {msg.sender_id}")
     return Verdict(PROCESS, "group")
 
 
-def verdict(cfg: dict[str, Any], msg: Inbound, store_allowed: bool) -> Verdict:
-    return group_verdict(cfg, msg) if msg.chat_type == "group" else dm_verdict(cfg, msg, store_allowed)
+def verdict(cfg: dict[str, Any], msg: Inbound, store_allowed: bool, noun: str = "group") -> Verdict:
+    return group_verdict(cfg, msg, noun) if msg.chat_type == "group" else dm_verdict(cfg, msg, store_allowed)
 
 
 def session_key(agent_id: str, channel: str, msg: Inbound) -> str:
