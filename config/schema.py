@@ -346,6 +346,15 @@ MATRIX_ROOM = obj({
     "systemPrompt": string(),
 })
 
+DISCORD_CHANNEL_COMMON: dict[str, Spec] = {
+    "requireMention": boolean(),
+    "tools": TOOL_POLICY,
+    "toolsBySender": mapping(TOOL_POLICY),
+    "ignoreOtherMentions": boolean(),
+    "users": STRINGS,
+    "roles": STRINGS,
+}
+
 CHANNEL_COMMON: dict[str, Spec | None] = {
     "name": string(),
     "enabled": boolean(),
@@ -452,6 +461,47 @@ CHANNEL_SPECIFIC: dict[str, dict[str, Spec | None]] = {
                    "threadReplies": enum("off", "inbound", "always")}),
         "groups": mapping(MATRIX_ROOM),
         "rooms": mapping(MATRIX_ROOM),
+    },
+    "discord": {
+        "groups": None,  # Discord's allowlists are `guilds`
+        "groupAllowFrom": None,
+        "allowFrom": STRINGS,
+        "defaultTo": string(),
+        "mentionPatterns": SCOPED_MENTIONS,
+        "token": secret(),
+        "applicationId": string(),
+        "activities": ANY_OBJECT,
+        "proxy": string(),
+        "allowBots": ALLOW_BOTS,
+        "botLoopProtection": ANY_OBJECT,
+        "dangerouslyAllowNameMatching": boolean(),
+        "mentionAliases": mapping(string()),
+        "suppressEmbeds": boolean(),
+        "maxLinesPerMessage": integer(1),
+        "joinIntro": boolean(),
+        "heartbeatVisibility": ANY_OBJECT,
+        "thread": obj({"inheritParent": boolean()}),
+        "dm": obj({"enabled": boolean(), "groupEnabled": boolean(), "groupChannels": STRINGS,
+                   "policy": enum("pairing", "allowlist", "open", "disabled"), "allowFrom": STRINGS}),
+        "guilds": mapping(obj({**DISCORD_CHANNEL_COMMON, "slug": string(), "reactionNotifications": string(),
+                               "presenceEvents": ANY_OBJECT, "channels": mapping(obj({
+                                   **DISCORD_CHANNEL_COMMON, "skills": STRINGS, "enabled": boolean(),
+                                   "systemPrompt": string(), "includeThreadStarter": boolean(),
+                                   "autoThread": boolean(), "autoThreadName": enum("message", "generated"),
+                                   "autoArchiveDuration": union(string(), integer())}))})),
+        "agentComponents": ANY_OBJECT,
+        "slashCommand": ANY_OBJECT,
+        "intents": obj({"messageContent": boolean(), "presence": boolean(), "guildMembers": boolean(),
+                        "voiceStates": boolean()}),
+        "voice": ANY_OBJECT,
+        "pluralkit": ANY_OBJECT,
+        "ackReactionScope": string(),
+        "activity": string(),
+        "status": enum("online", "dnd", "idle", "invisible"),
+        "autoPresence": ANY_OBJECT,
+        "activityType": integer(0, 5),
+        "activityUrl": string(),
+        "inboundWorker": ANY_OBJECT,
     },
 }
 

@@ -27,7 +27,7 @@ class HttpJson:
         self.headers = headers or {}
         self.session: aiohttp.ClientSession | None = None
 
-    def _session(self) -> aiohttp.ClientSession:
+    def client(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
         return self.session
@@ -44,7 +44,7 @@ class HttpJson:
             hdrs["Content-Type"] = "application/json; charset=utf-8"
         elif form is not None:
             data = form
-        async with self._session().request(method, url, data=data, params=params, headers=hdrs,
+        async with self.client().request(method, url, data=data, params=params, headers=hdrs,
                                            timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             raw = await r.read()
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from openclaw_sup.workers.channels.adapter import Adapter
+from openclaw_sup.workers.channels.discord import DiscordAdapter
 from openclaw_sup.workers.channels.irc import IrcAdapter
 from openclaw_sup.workers.channels.matrix import MatrixAdapter
 from openclaw_sup.workers.channels.service import run_channel
@@ -19,5 +20,5 @@ def _kind(adapter_cls: type[Adapter]) -> None:
     register(f"channel.{adapter_cls.channel}")(main)
 
 
-for _cls in (IrcAdapter, TelegramAdapter, WebchatAdapter, MatrixAdapter):
+for _cls in (IrcAdapter, TelegramAdapter, WebchatAdapter, MatrixAdapter, DiscordAdapter):
     _kind(_cls)
