@@ -34,6 +34,16 @@ INTENT_MESSAGE_CONTENT = 1 << 15
 PRIVILEGED = INTENT_GUILD_MEMBERS | INTENT_GUILD_PRESENCES | INTENT_MESSAGE_CONTENT
 
 
+def serve_app(server: Any, app: web.Application) -> None:
+    """Run `app` on `server.port` in `server._loop` (call in the server's thread); sets `_runner` and `_ready`."""
+    asyncio.set_event_loop(server._loop)
+    server._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    server._loop.run_until_complete(server._runner.setup())
+    server._loop.run_until_complete(web.TCPSite(server._runner, "127.0.0.1", server.port).start())
+    server._ready.set()
+    server._loop.run_forever()
+
+
 def stop_loop_server(loop: asyncio.AbstractEventLoop, runner: web.AppRunner, sockets: list[Any]) -> None:
     """Close the open WebSockets, the server, every task left, then the loop (no task left pending)."""
     async def shutdown() -> None:
@@ -99,15 +109,10 @@ class FakeDiscord:
         return f"http://127.0.0.1:{self.port}/api/v10"
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
+        serve_app(self, app)
 
     def _do(self, fn: Any, *args: Any) -> Any:
         async def wrap() -> Any:

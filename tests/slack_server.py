@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from discord_server import stop_loop_server
+from discord_server import serve_app, stop_loop_server
 
 from conftest import free_port
 
@@ -56,15 +56,10 @@ class FakeSlack:
         return f"http://127.0.0.1:{self.port}/api/"
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_get("/link", self._socket)
         app.router.add_post("/api/{method}", self._api)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
+        serve_app(self, app)
 
     def close(self) -> None:
         stop_loop_server(self._loop, self._runner, list(self._sockets))

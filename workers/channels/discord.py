@@ -32,7 +32,7 @@ import orjson
 
 from openclaw_sup.workers.channels.adapter import Adapter, Backoff, SendError
 from openclaw_sup.workers.channels.httpjson import HttpJson, aiohttp
-from openclaw_sup.workers.channels.policy import DROP, Inbound, Verdict
+from openclaw_sup.workers.channels.policy import DROP, Inbound, Verdict, dm_settings
 
 DEFAULT_API = "https://discord.com/api/v10"
 TEXT_LIMIT = 2000
@@ -178,12 +178,8 @@ class DiscordAdapter(Adapter):
 
     @classmethod
     def policy_config(cls, cfg: dict[str, Any]) -> dict[str, Any]:
-        dm = cfg.get("dm") if isinstance(cfg.get("dm"), dict) else {}
-        policy = cfg.get("dmPolicy") or dm.get("policy") or "pairing"
-        if dm.get("enabled") is False:
-            policy = "disabled"
-        allow = cfg.get("allowFrom") if cfg.get("allowFrom") is not None else dm.get("allowFrom")
-        return {**cfg, "dmPolicy": policy, "allowFrom": allow or [], "mentionPatterns": []}
+        policy, allow = dm_settings(cfg)
+        return {**cfg, "dmPolicy": policy, "allowFrom": allow, "mentionPatterns": []}
 
     def reply_target(self, msg: Inbound) -> str:
         return msg.chat_id  # a DM has its own channel id

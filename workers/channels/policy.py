@@ -67,6 +67,15 @@ def sender_matches(channel: str, entries: list[str], sender_id: str, sender_name
     return False
 
 
+def dm_settings(cfg: dict[str, Any]) -> tuple[str, list[Any]]:
+    """(dmPolicy, allowFrom) of networks that also read the legacy `dm.policy` / `dm.allowFrom` and `dm.enabled`
+    (Discord, Slack); the top-level keys win."""
+    dm = cfg.get("dm") if isinstance(cfg.get("dm"), dict) else {}
+    policy = "disabled" if dm.get("enabled") is False else (cfg.get("dmPolicy") or dm.get("policy") or "pairing")
+    allow = cfg.get("allowFrom") if cfg.get("allowFrom") is not None else dm.get("allowFrom")
+    return policy, list(allow or [])
+
+
 def dm_verdict(cfg: dict[str, Any], msg: Inbound, store_allowed: bool) -> Verdict:
     """dmPolicy: `pairing` (default) | `allowlist` | `open` (allowFrom must hold "*") | `disabled`."""
     channel = str(cfg.get("channel", ""))

@@ -31,7 +31,7 @@ import orjson
 
 from openclaw_sup.workers.channels.adapter import Adapter, Backoff, SendError
 from openclaw_sup.workers.channels.httpjson import HttpJson, aiohttp
-from openclaw_sup.workers.channels.policy import Inbound, Verdict
+from openclaw_sup.workers.channels.policy import Inbound, Verdict, dm_settings
 
 DEFAULT_API = "https://slack.com/api/"
 TEXT_LIMIT = 4000
@@ -100,16 +100,12 @@ class SlackAdapter(Adapter):
 
     @classmethod
     def policy_config(cls, cfg: dict[str, Any]) -> dict[str, Any]:
-        dm = cfg.get("dm") if isinstance(cfg.get("dm"), dict) else {}
-        policy = cfg.get("dmPolicy") or dm.get("policy") or "pairing"
-        if dm.get("enabled") is False:
-            policy = "disabled"
-        allow = cfg.get("allowFrom") if cfg.get("allowFrom") is not None else dm.get("allowFrom")
+        policy, allow = dm_settings(cfg)
         chans = cfg.get("channels") if isinstance(cfg.get("channels"), dict) else {}
         groups = {str(k): {**{f: v[f] for f in ("enabled", "requireMention") if f in v},
                            **({"allowFrom": v["users"]} if isinstance(v.get("users"), list) else {})}
                   for k, v in chans.items() if isinstance(v, dict)}
-        return {**cfg, "dmPolicy": policy, "allowFrom": allow or [], "groups": groups, "mentionPatterns": []}
+        return {**cfg, "dmPolicy": policy, "allowFrom": allow, "groups": groups, "mentionPatterns": []}
 
     def judge(self, policy_cfg: dict[str, Any], msg: Inbound, store_allowed: bool) -> Verdict:
         """The channel-level `requireMention` is the default of every channel entry (and of any channel under
