@@ -4,7 +4,7 @@ receipts, `whoami` for the probe.
 Why our own client rather than a library. matrix-nio 0.26.0 and mautrix 0.21.1 both point at any homeserver
 URL and both could serve here (each lets us pass `since` and read `next_batch`, each takes a transaction id),
 but a worker imports them after it is forked, and measured that way (fork from a process holding the same
-preloads as our fork server, then import and build a client; `bench/channels.py --libs` prints it) a worker's
+preloads as our fork server, then import and build a client; `bench/channel_libs.py` prints it) a worker's
 unique memory grows by 17.0 MB with matrix-nio and 10.6 MB with mautrix, against 2.9 MB for the worker itself on
 aiohttp, which the fork server already shares. With one worker per account that is paid per account. The
 slice of the API a bot needs is small (ten endpoints), so this module speaks it over the shared aiohttp.
