@@ -112,7 +112,7 @@ class SlackAdapter(Adapter):
         groupPolicy open)."""
         if msg.chat_type == "group":
             groups = policy_cfg.get("groups") or {}
-            entry = groups.get(msg.chat_id) or groups.get("*")
+            entry = groups[msg.chat_id] if msg.chat_id in groups else groups.get("*")
             top = policy_cfg.get("requireMention", True)
             if entry is not None or policy_cfg.get("groupPolicy") == "open":
                 own = {"requireMention": top, **(entry or {})}
