@@ -170,7 +170,7 @@ class WebSocket:
         return msg if isinstance(msg, str) else msg.decode()
 
     def send_frame(self, opcode: int, payload: bytes) -> None:
-        """A whole data message; frame-level tricks need tests/wsraw.py."""
+        """A whole data message (frame-level tests write raw frames on a socket, as tests/test_gateway_wire.py)."""
         from websockets.exceptions import ConnectionClosed as WsClosed
 
         try:
