@@ -4,8 +4,9 @@ REST v10 for replies with per-route rate-limit buckets and global 429s, `users/@
 Why our own client. discord.py, hikari and their forks keep the Gateway session (id, sequence number, resume URL)
 inside the library and start a fresh one in each new process, so a worker restarted after a kill could not
 resume and would lose what Discord sent meanwhile; here the sequence number is committed in the same transaction as
-the messages it covers, and a restarted worker resumes from it (Discord replays every dispatch after it). They
-also cost 10-20 MB more per forked worker than the shared aiohttp this module uses.
+the messages it covers, and a restarted worker resumes from it (Discord replays every dispatch after it). Like the
+Matrix and Slack libraries measured in bench/channel_libs.py, they would also be imported privately by each
+forked worker, on top of the shared aiohttp this module uses.
 
 Config (`channels.discord`, upstream's keys): `token` (env `DISCORD_BOT_TOKEN` for the default account),
 `dmPolicy` / `allowFrom` (legacy `dm.policy` / `dm.allowFrom`), `dm.enabled`, `groupPolicy`, `guilds`
