@@ -16,7 +16,6 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from openclaw_sup import __version__
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
 from openclaw_sup.gateway import inventory, logtail, snapshots
 from openclaw_sup.gateway.hub import now_ms
@@ -47,7 +46,7 @@ def _owned(owner: str, scope: str | None, *methods: str) -> dict[str, tuple[str 
 METHODS: dict[str, tuple[str | None, str]] = {
     **_owned(GATEWAY, None, "health"),
     **_owned(GATEWAY, READ, "status", "system-presence", "last-heartbeat", "config.get", "config.schema.lookup",
-             "logs.tail", "gateway.identity.get", "system.info", "diagnostics.stability", "models.list",
+             "logs.tail", "system.info", "diagnostics.stability", "models.list",
              "skills.status", "hooks.status", "doctor.memory.status"),
     **_owned(GATEWAY, ADMIN, "system-event", "gateway.restart.request"),
     **_owned(GATEWAY, PAIRING, "device.pair.list", "device.pair.approve", "device.pair.reject",
@@ -144,8 +143,8 @@ class Methods:
             "channels.stop": lambda p, _c, m="channels.stop": self.channels_control(p, m),
             "channels.logout": lambda p, _c, m="channels.logout": self.channels_control(p, m),
             "send": self.send_via_channel,
-            "gateway.identity.get": self.identity,
-            "system.info": self.identity,
+            "system.info": lambda _p, _c: self._now(snapshots.system_info(core, core.host.supervisor_view()["ports"][
+                "gateway"])),
             "system-event": self.system_event,
             "diagnostics.stability": lambda p, _c: self._now(core.stability.snapshot(p)),
             "models.list": lambda p, _c: self._now(inventory.models_list(p, self._cfg(), core.state_dir)),
@@ -296,10 +295,6 @@ class Methods:
                 **({"sessionKey": params["sessionKey"]} if isinstance(params.get("sessionKey"), str) else {}),
             }, timeout=WORKER_TIMEOUT_S)
         return {"ok": True}
-
-    async def identity(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
-        return {"version": __version__, "instanceId": self.core.hub.instance_id,
-                "host": self.core.hub.self_presence["host"]}
 
     async def config_get(self, params: dict[str, Any], _conn: Connection | None = None) -> dict[str, Any]:
         return snapshots.config_get(self.core)

@@ -7,8 +7,12 @@ shows the last answer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import platform
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -135,6 +139,47 @@ def status(core: GatewayCore, params: dict[str, Any], summary: dict[str, Any] | 
         out["cliProjection"] = {"agents": {"defaultId": beats[0]["agentId"], "ownership": "sole",
                                            "selectionRequired": False, "rows": [{"id": a} for a in agent_ids(cfg)]},
                                 "updateChannel": None, "memoryPlugin": {"enabled": False, "slot": None}}
+    return out
+
+
+def _mem_kb(field: str) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def system_info(core: GatewayCore, port: int) -> dict[str, Any]:
+    """The host and this process, as upstream's `system.info` (Python's version in place of Node's)."""
+    uname = os.uname()
+    disk = os.statvfs(core.state_dir)
+    total, free = disk.f_blocks * disk.f_frsize, disk.f_bavail * disk.f_frsize
+    out: dict[str, Any] = {
+        "machineName": uname.nodename, "hostname": uname.nodename, "platform": sys.platform,
+        "release": uname.release, "arch": {"x86_64": "x64", "aarch64": "arm64"}.get(uname.machine, uname.machine),
+        "osLabel": f"{uname.sysname} {uname.release}", "port": port, "pythonVersion": platform.python_version(),
+        "supervisorVersion": __version__, "pid": os.getpid(), "processInstanceId": core.hub.instance_id,
+        "uptimeMs": int((time.monotonic() - core.started) * 1000), "cpuCount": os.cpu_count() or 1,
+        "loadAverage": [round(x, 2) for x in os.getloadavg()], "memoryTotalBytes": _mem_kb("MemTotal"),
+        "memoryFreeBytes": _mem_kb("MemAvailable"), "processMemory": process_memory(),
+        "disks": [{"path": str(core.state_dir), "totalBytes": total, "availableBytes": free}],
+        "diskTotalBytes": total, "diskAvailableBytes": free, "diskPath": str(core.state_dir),
+    }
+    model = _cpu_model()
+    if model:
+        out["cpuModel"] = model
+    loop = core.loop_health.snapshot()
+    if loop is not None:
+        out["eventLoop"] = loop
     return out
 
 

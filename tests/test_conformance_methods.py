@@ -94,6 +94,10 @@ def test_one_version_everywhere(gw: Gateway) -> None:
     assert me["reason"] == "self" and me["version"] == UPSTREAM and f"app {UPSTREAM}" in me["text"]
     st = c.request("status", {})
     assert st["runtimeVersion"] == UPSTREAM and st["supervisorVersion"] == __version__
+    info = c.request("system.info")
+    assert info["port"] == gw.port and info["pid"] == st["pid"] and info["supervisorVersion"] == __version__
+    assert info["disks"][0]["totalBytes"] > 0 and info["memoryTotalBytes"] > 0
+    assert error_of(c, "gateway.identity.get")["message"] == "unknown method: gateway.identity.get"
     for path in ("/healthz", "/startupz"):
         with urllib.request.urlopen(f"http://127.0.0.1:{gw.port}{path}", timeout=5) as r:
             assert json.loads(r.read())["version"] == UPSTREAM
