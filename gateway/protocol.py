@@ -43,7 +43,7 @@ AUTH_KEYS = frozenset({"token", "password", "bootstrapToken", "deviceToken", "ap
 DEVICE_KEYS = frozenset({"id", "publicKey", "signature", "signedAt", "nonce"})
 
 EVENTS = ["connect.challenge", "tick", "presence", "health", "heartbeat", "shutdown", "agent", "chat", "cron",
-          "config.changed", "device.pair.requested", "device.pair.resolved"]
+          "config.changed", "device.pair.requested", "device.pair.resolved", "browser"]
 NODES_UNSUPPORTED = "nodes are not supported yet"
 
 
