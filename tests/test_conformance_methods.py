@@ -145,8 +145,8 @@ def test_device_pairing_methods(gw: Gateway) -> None:
         params["device"] = signed_device(key, d, params)
         return d, params
 
-    d, params = device(["operator.read"])
-    assert d.request("connect", params)["auth"]["scopes"] == ["operator.read"]  # loopback: approved silently
+    first, params = device(["operator.read"])
+    assert first.request("connect", params)["auth"]["scopes"] == ["operator.read"]  # loopback: approved silently
     d, params = device(["operator.read", "operator.pairing"])
     with pytest.raises(GatewayError) as info:
         d.request("connect", params)  # a scope upgrade waits for an operator
@@ -155,7 +155,9 @@ def test_device_pairing_methods(gw: Gateway) -> None:
     admin.connect()
     listed = admin.request("device.pair.list")
     assert [p["requestId"] for p in listed["pending"]] == [request_id]
-    assert listed["paired"][0]["deviceId"] == params["device"]["id"] and listed["paired"][0]["connected"] is False
+    assert listed["paired"][0]["deviceId"] == params["device"]["id"] and listed["paired"][0]["connected"] is True
+    first.close()
+    wait_for(lambda: admin.request("device.pair.list")["paired"][0]["connected"] is False, 5)
     assert error_of(admin, "device.pair.approve", {})["details"] == {"field": "requestId"}
     assert error_of(admin, "device.pair.approve", {"requestId": "nope"})["message"] == "unknown requestId"
     approved = admin.request("device.pair.approve", {"requestId": request_id})

@@ -306,7 +306,8 @@ def test_presence_broadcast_with_state_version(gw: Gateway) -> None:
 
 
 def test_routed_methods_reach_their_worker_and_fail_cleanly(gateway_factory) -> None:
-    g = gateway_factory({"workers": {"scheduler": {"kind": "fake_owner"}}}, config=gw_config()).start()
+    g = gateway_factory({"workers": {"scheduler": {"kind": "fake_owner"}}},
+                        config={**gw_config(), "browser": {"enabled": False}}).start()
     c = client(g)
     c.connect()
     res = c.request("cron.list", {"limit": 5})

@@ -276,7 +276,7 @@ def test_sighup_reload_touches_only_changed_workers(gateway_factory) -> None:
     settings["workers"]["d"] = {"kind": "sleeper"}
     gw.settings_file.write_text(json.dumps(settings))
     gw.signal(signal.SIGHUP)
-    wait_for(lambda: set(gw.pids()) == {"agent", "a", "b", "d"} and gw.worker("b")["pid"] != before["b"]
+    wait_for(lambda: set(gw.pids()) == {"agent", "browser", "a", "b", "d"} and gw.worker("b")["pid"] != before["b"]
              and gw.worker("d")["state"] == "running" and gw.worker("b")["state"] == "running", 10,
              what="the reload applied")
     after = gw.pids()
