@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from openclaw_sup.gateway.authn import is_direct_loopback
+from openclaw_sup.gateway.controlui import add_control_ui
 from openclaw_sup.gateway.port import MessageHandler
 from openclaw_sup.gateway.protocol import MAX_PAYLOAD
 from openclaw_sup.gateway.wsframe import upgrade_problem
@@ -40,13 +41,16 @@ def build_app(srv: GatewayServer) -> web.Application:
         app.router.add_route("GET", path, probes.startup)
 
     async def root(request: web.Request) -> web.StreamResponse:
-        return await late_upgrade(srv, request)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await late_upgrade(srv, request)
+        return await ui.handle(request)
 
     app.router.add_route("GET", "/", root)
     if srv.core is not None:
         from openclaw_sup.gateway.http_api import add_http_api
 
         add_http_api(app, srv.core)
+    ui = add_control_ui(app, srv.core, srv.core.host.gateway_config if srv.core is not None else dict)
     return app
 
 

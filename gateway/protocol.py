@@ -41,7 +41,7 @@ AUTH_KEYS = frozenset({"token", "password", "bootstrapToken", "deviceToken", "ap
 DEVICE_KEYS = frozenset({"id", "publicKey", "signature", "signedAt", "nonce"})
 
 EVENTS = ["connect.challenge", "tick", "presence", "health", "heartbeat", "shutdown", "agent", "chat", "cron",
-          "config.changed", "device.pair.requested", "device.pair.resolved"]
+          "config.changed", "device.pair.requested", "device.pair.resolved", "workers"]
 
 
 class MethodError(Exception):
