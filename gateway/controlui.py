@@ -266,9 +266,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ControlUi:
-    def __init__(self, core: GatewayCore | None, config: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, core: GatewayCore | None, config: Callable[[], dict[str, Any]],
+                 upgrade: Handler | None = None) -> None:
         self.core = core
         self.config = config
+        self.upgrade = upgrade
         self.built = BuiltUi()
         self._root_shells: dict[tuple[str, str, int], tuple[bytes, str, str]] = {}
 
@@ -286,6 +288,9 @@ class ControlUi:
         if not settings.enabled or not self.claims(path, settings):
             return _not_found()
         base = settings.base_path
+        if (base and path in (base, base + "/") and self.upgrade is not None
+                and request.headers.get("Upgrade", "").lower() == "websocket"):
+            return await self.upgrade(request)  # upstream's clients connect at the base path
         if base and path == base:
             raise web.HTTPFound(base + "/" + (f"?{request.query_string}" if request.query_string else ""),
                                 headers=SECURITY_HEADERS)
@@ -380,9 +385,10 @@ class ControlUi:
         return self._root_shells[key]
 
 
-def add_control_ui(app: web.Application, core: GatewayCore | None,
-                   config: Callable[[], dict[str, Any]]) -> ControlUi:
-    """The UI answers every GET/HEAD no other route took (registered last); other methods keep their 404/405."""
-    ui = ControlUi(core, config)
+def add_control_ui(app: web.Application, core: GatewayCore | None, config: Callable[[], dict[str, Any]],
+                   upgrade: Handler | None = None) -> ControlUi:
+    """The UI answers every GET/HEAD no other route took (registered last); other methods keep their 404/405.
+    `upgrade` serves a WebSocket upgrade at the base path."""
+    ui = ControlUi(core, config, upgrade)
     app.router.add_get("/{tail:.*}", ui.handle)
     return ui

@@ -50,7 +50,8 @@ def build_app(srv: GatewayServer) -> web.Application:
         from openclaw_sup.gateway.http_api import add_http_api
 
         add_http_api(app, srv.core)
-    ui = add_control_ui(app, srv.core, srv.core.host.gateway_config if srv.core is not None else dict)
+    ui = add_control_ui(app, srv.core, srv.core.host.gateway_config if srv.core is not None else dict,
+                        lambda request: late_upgrade(srv, request, endpoint=True))
     return app
 
 
@@ -87,13 +88,15 @@ class Probes:
                                  status=200 if ok else 503)
 
 
-async def late_upgrade(srv: GatewayServer, request: web.Request) -> web.StreamResponse:
+async def late_upgrade(srv: GatewayServer, request: web.Request, endpoint: bool = False) -> web.StreamResponse:
     """An upgrade that reached aiohttp: one on a kept-alive HTTP connection (served through aiohttp's
-    WebSocket, see `FrameworkSocket`) or one `gateway/port.py` doubted (refused here with the reason)."""
+    WebSocket, see `FrameworkSocket`), one at the Control UI's base path (`endpoint`: the UI says it is a
+    WebSocket endpoint, as upstream's gateway serves it there), or one `gateway/port.py` doubted (refused here
+    with the reason)."""
     if request.headers.get("Upgrade", "").lower() != "websocket" or srv.core is None:
         raise web.HTTPNotFound(text="Not Found")
     headers = {k.lower(): v for k, v in request.headers.items()}
-    problem = upgrade_problem(request.method, request.path_qs, headers)
+    problem = upgrade_problem(request.method, "/" if endpoint else request.path_qs, headers)
     if problem:
         raise web.HTTPBadRequest(text=f"invalid WebSocket upgrade: {problem}")
     ws = web.WebSocketResponse(max_msg_size=MAX_PAYLOAD, compress=False, autoping=True)
