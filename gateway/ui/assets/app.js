@@ -125,13 +125,14 @@
     }
     if (current && current.onDisconnected) current.onDisconnected();
     if (state === "insecure") { showInsecure(); return; }
+    if (state === "signedOut") { showLogin(detail.message); return; }
     if (state === "unauthorized") {
       sessionStorage.removeItem(SECRET_KEY);
       showLogin(detail.message);
       return;
     }
     const text = {
-      reconnecting: () => `Gateway unreachable${detail.code ? ` (close ${detail.code})` : ""}; retrying in `
+      reconnecting: () => `Gateway unreachable (${detail.reason || `close ${detail.code || "?"}`}); retrying in `
         + `${Math.ceil((detail.retryInMs || 0) / 1000)}s (attempt ${detail.attempt}).`,
       restarting: () => `The gateway is restarting${detail.reason ? ` (${detail.reason})` : ""}; `
         + "reconnecting when it is back.",

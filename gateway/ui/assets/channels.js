@@ -1,9 +1,10 @@
-// Channels: each account's status (and a probe on demand), and DM pairing requests to approve or dismiss.
+// Channels: each account's status (and a probe on demand), and DM pairing requests to approve or dismiss;
+// both re-read every 5 s while the view is open.
 (function () {
   "use strict";
   const OCS = window.OCS;
   const { h, clear, fmtRelative } = OCS.dom;
-  const PAIRING_REFRESH_MS = 5000;
+  const REFRESH_MS = 5000;
 
   function yesNo(v, yes, no) {
     return h("span", { class: `flag ${v ? "on" : "off"}`, text: v ? yes : no });
@@ -107,7 +108,7 @@
         loadStatus(false);
         loadPairing();
         clearInterval(timer);
-        timer = setInterval(loadPairing, PAIRING_REFRESH_MS);
+        timer = setInterval(() => { loadStatus(false); loadPairing(); }, REFRESH_MS);
       },
       onDisconnected() { clearInterval(timer); },
       onEvent(name, payload) {

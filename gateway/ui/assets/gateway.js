@@ -14,6 +14,7 @@
   // What the banner says in each state.
   const STATES = {
     idle: "not connected",
+    signedOut: "not signed in",
     connecting: "connecting…",
     connected: "connected",
     reconnecting: "gateway unreachable",
@@ -67,17 +68,24 @@
     }
 
     // `secret` is the gateway token or password; without one the stored device token is tried.
-    start(secret) {
+    // With neither a secret nor a stored device token nothing is sent: the operator is asked first.
+    async start(secret) {
       this.stopped = false;
       this.secret = secret || null;
       this.attempt = 0;
       this.deviceRetryDone = false;
       if (!OCS.identity.available()) {
-        this._set("insecure", {
-          message: "device identity required",
-          host: location.host,
-        });
+        this.stopped = true;
+        this._set("insecure", { message: "device identity required", host: location.host });
         return;
+      }
+      if (!this.secret) {
+        const identity = await OCS.identity.load();
+        if (!(await OCS.identity.deviceToken(this.gatewayKey, identity.deviceId, ROLE))) {
+          this.stopped = true;
+          this._set("signedOut", { needSecret: true });
+          return;
+        }
       }
       this._open();
     }
@@ -162,9 +170,13 @@
         if (frame.ok) p.resolve(frame.payload);
         else p.reject(frame.error || { code: "UNAVAILABLE", message: "request failed" });
       } else if (frame.type === "event") {
-        if (frame.event === "shutdown") {
-          this.restartExpectedMs = (frame.payload && frame.payload.restartExpectedMs) || 0;
-          this._set("restarting", { reason: frame.payload && frame.payload.reason });
+        if (frame.event === "shutdown") {  // a restart says when to expect it back; a stop does not
+          const payload = frame.payload || {};
+          this.shutdownReason = payload.reason || "gateway stopping";
+          if (typeof payload.restartExpectedMs === "number") {
+            this.restartExpectedMs = payload.restartExpectedMs;
+            this._set("restarting", { reason: payload.reason });
+          }
         }
         this.onEvent(frame.event, frame.payload, frame);
       }
@@ -283,7 +295,8 @@
         this._schedule(wait);
         return;
       }
-      this._retryLater({ code, reason });
+      this._retryLater({ code, reason: this.shutdownReason || reason });
+      this.shutdownReason = null;
     }
 
     _retryLater(detail) {
