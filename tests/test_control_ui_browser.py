@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from channel_servers import NGIRCD, IrcClient, Ngircd
 
-from conftest import REPO, Gateway, wait_for
+from conftest import REPO, Gateway
 from openclaw_sup.config.pairing_store import APPROVED_NOTICE
 from openclaw_sup.gateway.client import GatewayClient
 
@@ -165,7 +165,7 @@ def test_wrong_secret_says_unauthorized_and_does_not_loop(gateway_factory, conte
     page.on("websocket", lambda ws: sockets.append(ws.url))
     sign_in(page, gw, secret="not-the-token")
     until(page, "() => document.getElementById('login-error')?.textContent.includes('unauthorized')")
-    time.sleep(10)
+    page.wait_for_timeout(10_000)  # (not time.sleep: Playwright delivers events only while it is called)
     assert len(sockets) <= 2, sockets
     assert "unauthorized: gateway token mismatch" in page.inner_text("#login-error")
     assert page.is_visible("#gateway-secret")
@@ -365,10 +365,12 @@ def test_upstream_built_ui_completes_its_handshake(gateway_factory, context: Any
 
     page.on("websocket", watch)
     page.goto(f"http://127.0.0.1:{gw.port}/#token={TOKEN}")
-    wait_for(lambda: hellos or errors, 30, what="upstream's UI connecting")
+    deadline = time.monotonic() + 30
+    while not (hellos or errors) and time.monotonic() < deadline:
+        page.wait_for_timeout(100)  # Playwright delivers frame events only while it is called
     assert hellos, errors
     hello = json.loads(hellos[0])["payload"]
     assert hello["type"] == "hello-ok" and "operator.admin" in hello["auth"]["scopes"]
-    time.sleep(3)
+    page.wait_for_timeout(3000)
     shot(page, "upstream-ui")
     assert not re.search(r"unauthorized|protocol mismatch", page.inner_text("body"), re.I)

@@ -77,11 +77,11 @@ def test_restart_stop_start_a_worker(gateway_factory) -> None:
     assert gw.worker("scheduler")["pid"] is None
     with pytest.raises(GatewayError, match="already stopped"):
         c.request("workers.stop", {"name": "scheduler"})
-    with pytest.raises(GatewayError, match="use workers.start"):
+    with pytest.raises(GatewayError, match=r"use workers\.start"):
         c.request("workers.restart", {"name": "scheduler"})
     c.request("workers.start", {"name": "scheduler"})
     gw.wait_state("scheduler", "running")
-    with pytest.raises(GatewayError, match="use workers.restart"):
+    with pytest.raises(GatewayError, match=r"use workers\.restart"):
         c.request("workers.start", {"name": "scheduler"})
     with pytest.raises(GatewayError, match="no worker named 'nope'"):
         c.request("workers.restart", {"name": "nope"})
@@ -91,6 +91,6 @@ def test_restart_stop_start_a_worker(gateway_factory) -> None:
 
     reader = client(gw, scopes=["operator.read"])
     assert reader.request("workers.list")["workers"]
-    with pytest.raises(GatewayError, match="missing scope: operator.admin"):
+    with pytest.raises(GatewayError, match=r"missing scope: operator\.admin"):
         reader.request("workers.restart", {"name": "agent"})
     reader.close()
