@@ -76,7 +76,7 @@
           h("span", { class: "kv" }, `profile ${supView.profile}`),
           h("span", { class: "kv" }, `up ${fmtDuration((supView.uptimeS || 0) + age)}`),
           h("span", { class: "kv" }, `RSS ${fmtBytes(supView.rss)}`), spark("\u0000supervisor", 1, 0, "supervisor RSS"),
-          h("span", { class: "kv" }, `CPU ${supView.cpuPct ?? "–"}%`), spark("\u0000supervisor", 2, 100, "supervisor CPU"),
+          h("span", { class: "kv" }, `CPU ${typeof supView.cpuPct === "number" ? `${supView.cpuPct}%` : "–"}`), spark("\u0000supervisor", 2, 100, "supervisor CPU"),
           h("span", { class: "kv" }, supView.listen || ""),
           h("span", { class: "kv" }, `bus ${supView.busReceived ?? 0} in, ${supView.busDropped ?? 0} dropped`));
       }
