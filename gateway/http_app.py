@@ -1,4 +1,4 @@
-"""The aiohttp side of the gateway port: health probes, the HTTP API, and late WebSocket upgrades.
+"""The aiohttp side of the gateway port: health probes, the HTTP API, the Control UI, late WebSocket upgrades.
 
 Imported once the port is bound (aiohttp is the heaviest import of the supervisor), so the WebSocket
 protocol is served from the first moment and plain HTTP a moment later; a request that arrives in

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from channel_servers import NGIRCD, IrcClient, Ngircd
+from test_agent_live import SlowModel
 
 from conftest import REPO, Gateway
 from openclaw_sup.config.pairing_store import APPROVED_NOTICE
@@ -250,6 +251,28 @@ def test_chat_streams_a_reply_from_the_echo_model(gateway_factory, context: Any)
     shot(page, "chat")
     page.reload()
     until(page, "() => document.querySelectorAll('#chat-log .msg').length >= 2")
+
+
+def test_chat_abort_from_the_ui(gateway_factory, context: Any) -> None:
+    model = SlowModel()  # streams one chunk, then holds the run open
+    try:
+        gw = make_gateway(gateway_factory, {
+            "agents": {"defaults": {"model": "slow/m1"}},
+            "models": {"providers": {"slow": {"baseUrl": f"http://127.0.0.1:{model.port}/v1",
+                                              "api": "openai-completions"}}}}).start()
+        page = context.new_page()
+        sign_in(page, gw, path="/chat")
+        connected(page)
+        page.fill("#chat-input", "take your time")
+        page.click("#chat-send")
+        until(page, "() => document.querySelector('#chat-log .msg-assistant.streaming .text')?.textContent"
+                    " === 'thinking '", timeout=15)
+        assert page.is_enabled("#chat-abort")
+        page.click("#chat-abort")
+        until(page, "() => document.querySelector('#chat-log .msg-assistant.aborted')")
+        assert not page.is_enabled("#chat-abort") and page.is_enabled("#chat-send")
+    finally:
+        model.close()
 
 
 def test_logs_cron_and_config_views(gateway_factory, context: Any) -> None:
