@@ -149,7 +149,7 @@ GATEWAY = obj({
     }),
     "tls": obj({
         "enabled": boolean(default=False),
-        "autoGenerate": boolean(default=False),
+        "autoGenerate": boolean(default=True),
         "certPath": string(),
         "keyPath": string(),
         "caPath": string(),
