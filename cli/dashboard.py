@@ -1,15 +1,16 @@
 """`openclaw-sup dashboard [--no-open] [--json]`: the Control UI's URL, checked, printed and opened.
 
-As upstream's `openclaw dashboard`: the URL is on 127.0.0.1 whenever the gateway answers there (a browser has a
-secure context on loopback, which the device identity needs), under `gateway.controlUi.basePath`. The page is
-checked with `HEAD` first. The browser is opened with the token in the URL fragment (`#token=`, never sent to
-the server; the UI strips it at once); the token is never printed.
+As upstream's `openclaw dashboard`: https when `gateway.tls.enabled`; the URL is on 127.0.0.1 whenever the
+gateway answers there (a browser has a secure context on loopback, which the device identity needs), under
+`gateway.controlUi.basePath`. The page is checked with `HEAD` first. The browser is opened with the token in the
+URL fragment (`#token=`, never sent to the server; the UI strips it at once); the token is never printed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 import webbrowser
@@ -32,10 +33,14 @@ def base_path(cfg: dict[str, Any]) -> str:
 
 
 def probe(url: str) -> str | None:
-    """Why the dashboard document is not served at `url`, or None when it is (200 text/html to a HEAD)."""
+    """Why the dashboard document is not served at `url`, or None when it is (200 text/html to a HEAD).
+
+    Over TLS the certificate is not checked: this only asks our own port whether the page is there (no secret
+    is sent); the browser checks the certificate it is shown."""
     req = urllib.request.Request(url, method="HEAD", headers={"Accept": "text/html"})
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=PROBE_TIMEOUT_S) as res:
+        with urllib.request.urlopen(req, timeout=PROBE_TIMEOUT_S, context=context) as res:
             ctype = res.headers.get("Content-Type", "").split(";")[0].strip().lower()
             return None if res.status == 200 and ctype == "text/html" else f"HTTP {res.status} {ctype}"
     except urllib.error.HTTPError as exc:
@@ -68,24 +73,26 @@ def dashboard(
         reason = "the Control UI is disabled (gateway.controlUi.enabled: false)"
         _failed(as_json, reason)
     reason = "no address to try"
+    scheme = "https" if (gateway.get("tls") or {}).get("enabled") is True else "http"
     for host in hosts:
-        http_url = f"http://{host}:{port}{base}/"
+        http_url = f"{scheme}://{host}:{port}{base}/"
         reason = probe(http_url)
         if reason is None:
             break
     else:
-        _failed(as_json, f"Control UI dashboard is unavailable at http://127.0.0.1:{port}{base}/: {reason}")
+        _failed(as_json, f"Control UI dashboard is unavailable at {scheme}://127.0.0.1:{port}{base}/: {reason}")
     auth = gateway.get("auth") or {}
     token = os.environ.get("OPENCLAW_GATEWAY_TOKEN") or auth.get("token")
     token = token if isinstance(token, str) and auth.get("mode") != "password" else None
     browser_url = f"{http_url}#token={quote(token, safe='')}" if token else http_url
     if as_json:
         typer.echo(json.dumps({"ok": True, "url": browser_url, "httpUrl": http_url,
-                               "wsUrl": f"ws://{http_url.split('://', 1)[1].split('/', 1)[0]}", "port": port,
+                               "wsUrl": f"{'wss' if scheme == 'https' else 'ws'}://{http_url.split('://', 1)[1]}",
+                               "port": port,
                                "tokenIncluded": bool(token)}))
         return
     typer.echo(f"Dashboard URL: {http_url}")
-    if not http_url.startswith("http://127.0.0.1"):
+    if "://127.0.0.1:" not in http_url:
         typer.echo("This address is not loopback: the browser has no secure context there, so the dashboard "
                    f"asks for localhost, an SSH tunnel (ssh -N -L {port}:127.0.0.1:{port} <host>) or HTTPS.")
     if no_open:
