@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,17 @@ def test_real_cli_dashboard_prints_our_url(gateway_factory) -> None:
     gw.stop()
     down = gw.run_cli("dashboard", "--no-open")
     assert down.returncode == 1 and "no gateway answers" in down.stderr
+
+
+def test_dashboard_over_tls(gateway_factory) -> None:
+    gw = gateway_factory({"kinds": []}, config={"gateway": {"auth": {"mode": "token", "token": TOKEN},
+                                                            "tls": {"enabled": True}}}).start()
+    out = gw.run_cli("dashboard", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    info = json.loads(out.stdout)
+    assert info["httpUrl"] == f"https://127.0.0.1:{gw.port}/" and info["wsUrl"] == f"wss://127.0.0.1:{gw.port}/"
+    conn = http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=10, context=ssl._create_unverified_context())
+    conn.request("GET", "/", headers={"Accept": "text/html"})
+    res = conn.getresponse()
+    assert res.status == 200 and b"openclaw-sup dashboard" in res.read()
+    conn.close()
