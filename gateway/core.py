@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from openclaw_sup import __version__
 from openclaw_sup.gateway import authn, device
+from openclaw_sup.gateway.device_pairing import PairingMethods
 from openclaw_sup.gateway.hub import Hub
 from openclaw_sup.gateway.loop_health import LoopHealth
 from openclaw_sup.gateway.methods import Methods
-from openclaw_sup.gateway.pairing_rpc import PairingMethods
 from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
 from openclaw_sup.gateway.stability import StabilityLog
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
-from openclaw_sup.gateway import inventory, logtail, snapshots
+from openclaw_sup.gateway import inventory, logtail, pairing_rpc, snapshots, workers_rpc
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import (
     NODES_UNSUPPORTED,
@@ -64,6 +64,7 @@ METHODS: dict[str, tuple[str | None, str]] = {
     **_owned("browser", READ, "browser.status", "browser.tabs"),
     **_owned("browser", WRITE, "browser.open", "browser.navigate", "browser.screenshot"),
     **_owned("browser", ADMIN, "browser.start", "browser.stop", "browser.request"),
+    **{m: (scope, GATEWAY) for m, scope in {**workers_rpc.SCOPES, **pairing_rpc.SCOPES}.items()},
 }
 FAMILIES = (("cron.", "scheduler"), ("browser.", "browser"), ("chat.", "agent"), ("agent.", "agent"))
 NODE_PREFIX = "node."
@@ -159,6 +160,9 @@ class Methods:
             **dict.fromkeys(("exec.approval.list", "plugin.approval.list", "openclaw.approval.list"),
                             lambda _p, _c: self._now([])),
         }
+        self.workers = workers_rpc.WorkersRpc(core)
+        for method, fn in {**self.workers.methods(), **pairing_rpc.PairingRpc(core).methods()}.items():
+            self.local[method] = fn if method in workers_rpc.PER_CONNECTION else (lambda p, _c, f=fn: f(p))
 
     @staticmethod
     async def _now(value: Any) -> Any:

@@ -1,99 +1,158 @@
-"""`device.pair.list|approve|reject|remove`: the operator's side of device pairing, on the device store.
+"""`channels.pairing.list|approve|dismiss`: DM pairing requests over the WebSocket protocol, as upstream's.
 
-As upstream: an admin sees and manages every device; a paired device holding `operator.pairing` without admin
-sees only itself, approves only requests for operator scopes it holds itself, and removes only itself. Each
-decision is broadcast as `device.pair.resolved` and logged; a removed device's connections are closed.
+Shapes follow upstream's handlers: `list {channel?, accountId?}` -> `{accounts, requests, commandOwnerConfigured,
+limits}`; `approve {channel, accountId?, requestId, notify?}` -> `{requestId, senderId, notification}` where
+notification is `not-requested | sent | failed`; `dismiss {channel, accountId?, requestId}` -> `{requestId,
+senderId}`. A request id is upstream's: sha256 of channel, account, sender and creation time, base64url, 32 chars.
+
+The pairing store is the one the channel workers and `openclaw-sup pairing` use; it is opened per call on a
+thread (SQLite, WAL), so the event loop never waits on the disk. `notify` tells the sender through the account's
+worker (`channel.send`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from openclaw_sup.gateway import authn
-from openclaw_sup.gateway.hub import now_ms
-from openclaw_sup.gateway.protocol import CLOSE_POLICY, invalid
+from openclaw_sup.config.pairing_store import (
+    APPROVED_NOTICE,
+    MAX_PENDING_PER_ACCOUNT,
+    REQUEST_TTL_MS,
+    PairingRequest,
+    PairingStore,
+    store_path,
+)
+from openclaw_sup.config.plan import channel_accounts
+from openclaw_sup.gateway.protocol import MethodError, invalid
 
 if TYPE_CHECKING:
-    from openclaw_sup.gateway.connection import Connection
     from openclaw_sup.gateway.core import GatewayCore
 
-APPROVAL_DENIED = "device pairing approval denied"
-REJECTION_DENIED = "device pairing rejection denied"
-REMOVAL_DENIED = "device pairing removal denied"
+OPERATOR_PAIRING = "operator.pairing"
+SCOPES = {"channels.pairing.list": OPERATOR_PAIRING, "channels.pairing.approve": OPERATOR_PAIRING,
+          "channels.pairing.dismiss": OPERATOR_PAIRING}
+LABELS = {"irc": "IRC", "telegram": "Telegram", "webchat": "WebChat"}
+SENDER_LABELS = {"irc": "nick", "telegram": "user id"}
+NOTIFY_TIMEOUT_S = 35.0
 
 
-def _text(params: dict[str, Any], key: str, method: str) -> str:
-    value = params.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise invalid(f"invalid {method} params: {key} must be a non-empty string", field=key)
-    return value.strip()
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _restricted(conn: Connection) -> str | None:
-    """The device a non-admin caller may manage (itself), or None when it may manage every device."""
-    if conn.has_scope(authn.OPERATOR_ADMIN):
-        return None
-    return conn.device_id or ""
+def request_id(req: PairingRequest) -> str:
+    raw = f"{req.channel}\0{req.account_id}\0{req.sender_id}\0{iso(req.created_at)}".encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")[:32]
 
 
-class PairingMethods:
+def public_request(req: PairingRequest) -> dict[str, Any]:
+    meta = {k: v for k, v in (("name", req.sender_name), ("chatId", req.chat_id), ("code", req.code)) if v}
+    return {"requestId": request_id(req), "channel": req.channel,
+            "channelLabel": LABELS.get(req.channel, req.channel.capitalize()), "accountId": req.account_id,
+            "senderId": req.sender_id, "senderLabel": SENDER_LABELS.get(req.channel, "id"),
+            **({"metadata": meta} if meta else {}), "createdAt": iso(req.created_at),
+            "lastSeenAt": iso(req.created_at), "expiresAt": iso(req.created_at + REQUEST_TTL_MS),
+            "notifySupported": True}
+
+
+class PairingRpc:
     def __init__(self, core: GatewayCore) -> None:
         self.core = core
 
-    def _connected(self, device_id: str) -> bool:
-        return any(c.device_id == device_id for c in self.core.hub.connections)
+    def methods(self) -> dict[str, Any]:
+        return {"channels.pairing.list": self.list, "channels.pairing.approve": self.approve,
+                "channels.pairing.dismiss": self.dismiss}
 
-    def _resolved(self, request_id: str, device_id: str, decision: str) -> None:
-        self.core.hub.broadcast("device.pair.resolved", {"requestId": request_id, "deviceId": device_id,
-                                                         "decision": decision, "ts": now_ms()},
-                                scope="operator.pairing")
+    def _accounts(self, channel: Any = None, account: Any = None) -> list[tuple[str, str]]:
+        """(channel, account) of the configured accounts that use DM pairing, optionally narrowed."""
+        out = []
+        for opts in channel_accounts(self.core.host.gateway_config()).values():
+            if (opts.get("dmPolicy") or "pairing") != "pairing":
+                continue
+            if channel and str(channel).lower() != opts["channel"]:
+                continue
+            if account and str(account).lower() != str(opts["accountId"]).lower():
+                continue
+            out.append((opts["channel"], str(opts["accountId"])))
+        return out
 
-    async def list(self, params: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        store, only = self.core.devices, _restricted(conn)
-        pending = [r.to_wire() for r in store.list_pending(now_ms()) if only is None or r.device_id == only]
-        paired = [{**d.to_wire(), "connected": self._connected(d.device_id)} for d in store.list_paired()
-                  if only is None or d.device_id == only]
-        return {"pending": pending, "paired": paired}
+    async def _store(self, fn: Any) -> Any:
+        def run() -> Any:
+            store = PairingStore(store_path(self.core.state_dir))
+            try:
+                return fn(store)
+            finally:
+                store.close()
 
-    async def approve(self, params: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        request_id = _text(params, "requestId", "device.pair.approve")
-        store, only = self.core.devices, _restricted(conn)
-        if only is not None:
-            req = store.get_request(request_id, now_ms())
-            if req is None or req.device_id != only or req.role != "operator" \
-                    or not authn.scopes_cover("operator", req.scopes, conn.scopes):
-                raise invalid(APPROVAL_DENIED)
-        device = store.approve_request(request_id)
-        if device is None:
-            raise invalid("unknown requestId", field="requestId")
-        self.core.log("info", f"device pairing approved device={device.device_id} role={device.roles[-1]} "
-                              f"(by {conn.client.get('id')} at {conn.remote_ip})")
-        self._resolved(request_id, device.device_id, "approved")
-        return {"requestId": request_id, "device": device.to_wire()}
+        return await asyncio.get_running_loop().run_in_executor(None, run)
 
-    async def reject(self, params: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        request_id = _text(params, "requestId", "device.pair.reject")
-        store, only = self.core.devices, _restricted(conn)
-        if only is not None:
-            req = store.get_request(request_id, now_ms())
-            if req is None or req.device_id != only:
-                raise invalid(REJECTION_DENIED)
-        rejected = store.reject_request(request_id)
-        if rejected is None:
-            raise invalid("unknown requestId", field="requestId")
-        self.core.log("info", f"device pairing rejected device={rejected.device_id} request={request_id}")
-        self._resolved(request_id, rejected.device_id, "rejected")
-        return rejected.to_wire()
+    async def list(self, params: dict[str, Any]) -> dict[str, Any]:
+        accounts = self._accounts(params.get("channel"), params.get("accountId"))
+        if params.get("channel") and not accounts:
+            raise invalid(f"unknown pairing channel: {params['channel']} (no configured account uses dmPolicy "
+                          "\"pairing\")")
 
-    async def remove(self, params: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        device_id = _text(params, "deviceId", "device.pair.remove")
-        only = _restricted(conn)
-        if only is not None and device_id != only:
-            raise invalid(REMOVAL_DENIED)
-        paired = self.core.devices.get_pairing(device_id)
-        if paired is None or not self.core.devices.remove_device(device_id):
-            raise invalid("unknown deviceId", field="deviceId")
-        self.core.log("info", f"device pairing removed device={device_id}")
-        for other in [c for c in self.core.hub.connections if c.device_id == device_id and c is not conn]:
-            other.close(CLOSE_POLICY, "device removed")
-        return {"deviceId": device_id, "removedAtMs": now_ms()}
+        def pending(store: PairingStore) -> list[PairingRequest]:
+            return [r for ch, acct in accounts for r in store.pending(ch, acct)]
+
+        reqs = await self._store(pending)
+        return {"accounts": [{"channel": ch, "channelLabel": LABELS.get(ch, ch.capitalize()), "accountId": acct,
+                              "notifySupported": True} for ch, acct in accounts],
+                "requests": [public_request(r) for r in reqs], "commandOwnerConfigured": False,
+                "limits": {"pendingPerAccount": MAX_PENDING_PER_ACCOUNT, "ttlMs": REQUEST_TTL_MS}}
+
+    def _target(self, params: dict[str, Any], method: str) -> tuple[str, str, str]:
+        channel, rid = params.get("channel"), params.get("requestId")
+        if not isinstance(channel, str) or not channel or not isinstance(rid, str) or not rid:
+            raise invalid(f"invalid {method} params: channel and requestId are required")
+        accounts = self._accounts(channel, params.get("accountId") or None)
+        if len(accounts) != 1:
+            raise invalid(f"channel account does not use DM pairing: {channel}:{params.get('accountId') or 'default'}")
+        return accounts[0][0], accounts[0][1], rid
+
+    async def _find(self, store_fn: Any, channel: str, account: str, rid: str) -> PairingRequest:
+        def find_and(store: PairingStore) -> PairingRequest | None:
+            match = next((r for r in store.pending(channel, account) if request_id(r) == rid), None)
+            return store_fn(store, match) if match is not None else None
+
+        done = await self._store(find_and)
+        if done is None:
+            raise invalid("pending DM access request no longer exists")
+        return done
+
+    async def approve(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, account, rid = self._target(params, "channels.pairing.approve")
+        req = await self._find(lambda s, r: s.approve(r.channel, r.code, r.account_id, source="control-ui"),
+                               channel, account, rid)
+        self.core.log("info", f"pairing: {channel}/{account} sender {req.sender_id} approved from the dashboard")
+        notification = "not-requested"
+        if params.get("notify") is True:
+            notification = await self._notify(req)
+        return {"requestId": rid, "senderId": req.sender_id, "notification": notification,
+                "commandOwnerBootstrap": "not-requested"}
+
+    async def _notify(self, req: PairingRequest) -> str:
+        worker = f"channel:{req.channel}:{req.account_id}"
+        try:
+            res = await self.core.host.call_worker(worker, "channel.send", {
+                "text": APPROVED_NOTICE, "to": req.chat_id or req.sender_id, "idempotencyKey": str(uuid.uuid4()),
+            }, timeout=NOTIFY_TIMEOUT_S)
+        except MethodError as exc:
+            self.core.log("warn", f"pairing: approval notice to {req.sender_id} via {worker} failed: {exc}")
+            return "failed"
+        if isinstance(res, dict) and res.get("ok") is False:
+            self.core.log("warn", f"pairing: approval notice to {req.sender_id} via {worker} failed: "
+                                  f"{res.get('error')}")
+            return "failed"
+        return "sent"
+
+    async def dismiss(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, account, rid = self._target(params, "channels.pairing.dismiss")
+        req = await self._find(lambda s, r: s.dismiss(r.channel, r.account_id, r.sender_id), channel, account, rid)
+        self.core.log("info", f"pairing: {channel}/{account} request from {req.sender_id} dismissed")
+        return {"requestId": rid, "senderId": req.sender_id}

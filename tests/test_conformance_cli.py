@@ -96,6 +96,7 @@ TABLE: list[tuple[str, str, str]] = [
     ("gateway call status", SHARED, '"byAgent"'),
     ("health --json", SHARED, '"eventLoop"'),
     ("browser status", SHARED, "enabled: true"),
+    ("dashboard --no-open", SHARED, "Dashboard URL: http://127.0.0.1:{port}/"),
 ]
 NODES = ["nodes status", "nodes list", "nodes pending"]
 
@@ -103,6 +104,7 @@ NODES = ["nodes status", "nodes list", "nodes pending"]
 @pytest.mark.parametrize(("command", "mode", "shows"), TABLE, ids=[t[0] for t in TABLE])
 def test_command_works(gw: Gateway, command: str, mode: str, shows: str) -> None:
     res = run(gw, mode, *command.format(job=gw.job_id).split())  # type: ignore[attr-defined]
+    shows = shows.format(port=gw.port)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert any(alt in out for alt in shows.split("|")), out
