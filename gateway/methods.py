@@ -130,6 +130,7 @@ class Methods:
         self._health: tuple[float, dict[str, Any]] | None = None
         self._sessions: tuple[dict[str, Any] | None, str | None] = (None, None)  # agent's summary, why stale
         self._refusals: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._served: list[str] | None = None
         self.sessions_path = str(core.state_dir / "agents" / "main" / "agent" / "openclaw-agent.sqlite")
         self.local: dict[str, Any] = {
             "health": self.health,
@@ -182,12 +183,19 @@ class Methods:
         return None
 
     def served(self) -> list[str]:
-        """What `hello-ok` advertises: the methods answered here, by configured workers, and what those announced."""
-        host = self.core.host
-        out = {m for m, (_scope, owner) in METHODS.items() if owner in (GATEWAY, CHANNELS) or host.has_worker(owner)}
-        for prefix, worker in FAMILIES:
-            out.update(m for m in host.worker_methods(worker) if m.startswith(prefix))
-        return sorted(out)
+        """What `hello-ok` advertises: the methods answered here, by configured workers, and what those announced
+        (kept until a worker changes state: every handshake reads it)."""
+        if self._served is None:
+            host = self.core.host
+            out = {m for m, (_scope, owner) in METHODS.items()
+                   if owner in (GATEWAY, CHANNELS) or host.has_worker(owner)}
+            for prefix, worker in FAMILIES:
+                out.update(m for m in host.worker_methods(worker) if m.startswith(prefix))
+            self._served = sorted(out)
+        return self._served
+
+    def workers_changed(self) -> None:
+        self._served = None
 
     def is_local(self, method: str) -> bool:
         """Answered by the supervisor from its own state, without waiting on a worker."""

@@ -942,6 +942,8 @@ class Supervisor:
 
     def _state_changed(self) -> None:
         """Worker states feed the `health` broadcast, coalesced over 50 ms."""
+        if self.core is not None:
+            self.core.methods.workers_changed()
         if self._health_scheduled or self.core is None:
             return
         self._health_scheduled = True
