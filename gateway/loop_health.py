@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 import resource
 import time
@@ -123,16 +123,14 @@ class _MallInfo2(ctypes.Structure):
                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
+@functools.cache
 def _mallinfo2() -> Any:
+    """glibc's mallinfo2 from the process's own symbols (no library search: that would run ldconfig)."""
     with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallinfo2
+        fn = ctypes.CDLL(None).mallinfo2
         fn.restype = _MallInfo2
         return fn
     return None
-
-
-_MALLINFO = _mallinfo2()
 
 
 def process_memory() -> dict[str, int]:
@@ -141,7 +139,8 @@ def process_memory() -> dict[str, int]:
     with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm", "rb") as f:
         rss = int(f.read().split()[1]) * resource.getpagesize()
     used = total = 0
-    if _MALLINFO is not None:
-        info = _MALLINFO()
+    mallinfo = _mallinfo2()
+    if mallinfo is not None:
+        info = mallinfo()
         used, total = info.uordblks + info.hblkhd, info.arena + info.hblkhd
     return {"rssBytes": rss, "heapUsedBytes": int(used), "heapTotalBytes": int(total)}
