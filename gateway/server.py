@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from openclaw_sup.config.settings import PortLimits
+from openclaw_sup.gateway.admission import Admission, per_address_from_env
 from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.port import PortProtocol, WireSocket
 
@@ -63,7 +65,7 @@ async def import_in_thread(name: str) -> ModuleType:
 
 class GatewayServer:
     def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]], version: str,
-                 core: GatewayCore | None = None) -> None:
+                 core: GatewayCore | None = None, limits: PortLimits | None = None) -> None:
         self.host, self.port = host, port
         self.core = core
         self.readiness = readiness
@@ -75,8 +77,17 @@ class GatewayServer:
         self._runner: web.AppRunner | None = None
         self._http_setup: asyncio.Task[None] | None = None
         self._listener: asyncio.AbstractServer | None = None
+        limits = limits or PortLimits()
+        self.head_timeout_s = limits.head_timeout_ms / 1000
+        self.admission = Admission(per_address=limits.preauth_per_address or per_address_from_env(),
+                                   others=self.http_connections)
 
     # -- PortOwner -----------------------------------------------------------------------------------
+
+    def http_connections(self) -> int:
+        """Connections aiohttp holds (they count against the admission capacity too)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
 
     def http_protocol(self, sock: PortProtocol) -> asyncio.Protocol | None:
         """aiohttp's protocol for a new HTTP connection, or None (the socket is parked until it is up)."""

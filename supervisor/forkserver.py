@@ -151,6 +151,8 @@ class ForkServer:
             if not fut.done():
                 fut.set_exception(ForkServerError("fork server exited"))
         self._pending.clear()
+        if self.booted is not None and not self.booted.done():
+            self.booted.set_exception(ForkServerError("fork server exited while booting"))
         self.reap(block=False)
         if self._on_lost:
             self._on_lost()
