@@ -6,6 +6,7 @@ Precedence follows the upstream gateway: explicit env vars beat the profile, the
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -101,8 +102,32 @@ def validate_profile_name(name: str) -> None:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create a directory readable by its owner only (0700), tightening it if it already exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create a directory readable by its owner only (0700), and every parent it has to create too (a plain
+    `mkdir(parents=True)` gives the parents 0755); an existing directory is tightened."""
+    missing = []
+    for parent in (path, *path.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
     if path.stat().st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+def private_file(path: Path) -> None:
+    """Make an existing file readable by its owner only (0600); a missing one is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
+def loose_mode(path: Path) -> int | None:
+    """The permission bits of `path` if group or others may access it (it holds secrets), else None."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None

@@ -122,7 +122,8 @@ def _could_be_http(buf: bytearray) -> bool:
 
 
 def head_problem(buf: bytes | bytearray, end: int) -> tuple[int, str] | None:
-    """(status, reason) when a complete head ending at `end` must be refused before anyone parses it."""
+    """(status, reason) when a complete head (its empty line included) ending at `end` must be refused
+    before anyone parses it."""
     if end > HEAD_LIMIT:
         return 431, f"request head exceeds {HEAD_LIMIT} bytes"
     head = bytes(buf[:end])
@@ -223,7 +224,7 @@ class PortProtocol(asyncio.Protocol):
             if len(buf) > HEAD_LIMIT:
                 self._refuse(431, f"request head exceeds {HEAD_LIMIT} bytes")
             return
-        problem = head_problem(buf, m.start())
+        problem = head_problem(buf, m.end())
         if problem is not None:
             self._refuse(*problem)
             return

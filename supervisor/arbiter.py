@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from openclaw_sup import __version__
-from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir
+from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
 from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
@@ -40,6 +42,7 @@ from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor import fdlimit
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
+from openclaw_sup.supervisor.liblog import route_library_output
 from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
 from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
@@ -101,6 +104,9 @@ class Supervisor:
         self._started = False
         self.spares: fdlimit.Spares | None = None
         self.fds: dict[str, int] = {}
+        self._loose_config: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._flush_scheduled = False
         self._bad: dict[str, int] = {}
         self._ops_lock: asyncio.Lock | None = None
@@ -117,6 +123,8 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        route_library_output(self._library_log)
         self._fs_settled = asyncio.Event()
         self._ops_lock = asyncio.Lock()
         self.spares = fdlimit.Spares()
@@ -954,8 +962,10 @@ class Supervisor:
 
     # ================================================================ logging
 
-    def log(self, level: str, message: str) -> None:
-        self._write_log(level, message, subsystem="supervisor")
+    def log(self, level: str, message: str, subsystem: str = "supervisor") -> None:
+        """The supervisor's own records are never throttled (they are few, and they are the lifecycle);
+        the gateway's, driven by what clients send, are throttled and folded like any other source."""
+        self._write_log(level, message, subsystem=subsystem, keep=subsystem == "supervisor")
 
     def _write_log(self, level: str, message: str, **kw: Any) -> None:
         self.sink.write(level, message, **kw)
@@ -963,9 +973,24 @@ class Supervisor:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _library_log(self, level: str, message: str, subsystem: str) -> None:
+        """Library output (supervisor/liblog.py), from whichever thread produced it."""
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            self._write_log(level, message, subsystem=subsystem)
+        else:
+            self._loop.call_soon_threadsafe(functools.partial(self._write_log, level, message, subsystem=subsystem))
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.sink.flush()
+
+    def _check_config_mode(self) -> None:
+        """A config others can read is said once (per mode seen), not tightened: `doctor --fix` does that."""
+        mode = loose_mode(self.paths.config_path)
+        if mode is not None and mode != self._loose_config:
+            self.log("warn", f"config file {self.paths.config_path} holds secrets but others may read it (mode "
+                             f"{mode:04o}); run `openclaw-sup doctor --fix` or `chmod 600` it")
+        self._loose_config = mode
 
     def _every_second(self) -> None:
         """Housekeeping only (log summaries); restarts are never decided here."""
@@ -976,6 +1001,7 @@ class Supervisor:
                 self.log("warn", f"dropped {n - 1} more bad bus messages from {who!r}")
         self._bad.clear()
         self.sink.report_drops()
+        self._check_config_mode()
         self._fit_port_to_fds()
         self._reap_adopted()
         self.notify_state()
