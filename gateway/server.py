@@ -10,6 +10,7 @@ EADDRINUSE (a previous instance may still be closing), as upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import importlib
 import threading
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 BIND_RETRIES = 4
 BIND_RETRY_S = 0.5
 CLOSE_GRACE_S = 1.0
+HTTP_RETRY_FIRST_S = 0.5
+HTTP_RETRY_MAX_S = 10.0
 
 
 class BindError(RuntimeError):
@@ -122,18 +125,27 @@ class GatewayServer:
         self._http_setup = loop.create_task(self._start_http())
 
     async def _start_http(self) -> None:
-        try:
-            http_app = await import_in_thread("openclaw_sup.gateway.http_app")
-            self._runner = await http_app.start_runner(self)
-        except Exception as exc:  # WebSocket clients keep working; HTTP callers are told by a closed socket
-            if self.core is not None:
-                self.core.log("error", f"HTTP on the gateway port is unavailable: {type(exc).__name__}: {exc}")
-        parked, self._parked = self._parked, []
-        for sock in parked:
+        """Bring up aiohttp; if that fails (e.g. out of descriptors while importing), WebSocket clients keep
+        working, HTTP callers are told by a closed socket, and it is tried again with backoff."""
+        delay = HTTP_RETRY_FIRST_S
+        while not self.draining:
+            try:
+                http_app = await import_in_thread("openclaw_sup.gateway.http_app")
+                self._runner = await http_app.start_runner(self)
+            except Exception as exc:
+                if self.core is not None:
+                    self.core.log("error", f"HTTP on the gateway port is unavailable: {type(exc).__name__}: {exc}; "
+                                           f"next try in {delay:g}s")
+            parked, self._parked = self._parked, []
+            for sock in parked:
+                if self._runner is not None:
+                    sock.hand_over()
+                elif sock.transport is not None:
+                    sock.transport.close()
             if self._runner is not None:
-                sock.hand_over()
-            elif sock.transport is not None:
-                sock.transport.close()
+                return
+            await asyncio.sleep(delay)
+            delay = min(HTTP_RETRY_MAX_S, delay * 2)
 
     async def stop(self) -> None:
         """Stop listening, close what is still open (WebSocket peers get 1012 and a moment to answer it),
@@ -143,7 +155,10 @@ class GatewayServer:
             self._listener.close()
             self._listener = None
         if self._http_setup is not None:
-            await self._http_setup
+            if self._runner is None:  # still importing, or waiting to try again
+                self._http_setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._http_setup
             self._http_setup = None
         for sock in list(self.sockets):
             sock.close(1012, "service restart")

@@ -100,6 +100,7 @@ class Supervisor:
         self._stop_requested: asyncio.Event | None = None
         self._fs_settled: asyncio.Event | None = None  # the current fork server booted, or was declared down
         self._fs_task: asyncio.Task[None] | None = None
+        self._fs_retry_now = asyncio.Event()
         self.fs_problem: str | None = None
         self._started = False
         self.spares: fdlimit.Spares | None = None
@@ -238,12 +239,13 @@ class Supervisor:
         self._unblock("fork server")
         return True
 
-    def _fork_server_down(self, problem: str) -> None:
+    def _fork_server_down(self, problem: str, retry_in: float | None = None) -> None:
         """No fork server for now: spawns fail at once (through the restart policy) instead of waiting."""
         assert self._fs_settled is not None
         self.fs_problem = problem
         self._fs_settled.set()
-        self.log("error", f"{problem}; workers cannot start until a fork server is up")
+        retry = f"; next try in {retry_in:g}s" if retry_in is not None else ""
+        self.log("error", f"{problem}; workers cannot start until a fork server is up{retry}")
 
     def _on_fork_server_lost(self) -> None:
         if self.stopping:
@@ -275,12 +277,13 @@ class Supervisor:
             try:
                 fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
             except Exception as exc:
-                self._fork_server_down(f"cannot start a fork server ({type(exc).__name__}: {exc}); "
-                                       f"next try in {delay:g}s")
+                self._fork_server_down(f"cannot start a fork server ({type(exc).__name__}: {exc})", delay)
             else:
                 if await self._attach_fork_server(fs):
                     return
-            await asyncio.sleep(delay)
+            self._fs_retry_now.clear()
+            with contextlib.suppress(TimeoutError):  # woken early when descriptors are free again
+                await asyncio.wait_for(self._fs_retry_now.wait(), delay)
             delay = min(FS_RETRY_MAX_S, delay * 2)
 
     def _unblock(self, cause: str) -> None:
@@ -823,10 +826,11 @@ class Supervisor:
         admission = self.gateway.admission
         admission.set_capacity(fdlimit.connection_capacity(limit, in_use, admission.in_use(), len(self.table.records),
                                                            self.settings.limits.max_connections))
-        self.fds = {"open": in_use, "limit": limit, "spares": self.spares.held if self.spares else 0}
+        self.fds = {"open": in_use, "limit": limit}
         if self.spares is not None:
             self.spares.refill()
         if in_use + 2 * fdlimit.RESERVE_PER_WORKER < limit:
+            self._fs_retry_now.set()
             self._unblock("descriptors")
 
     def worker_view(self) -> list[dict[str, Any]]:
@@ -943,7 +947,8 @@ class Supervisor:
                 "booted": self.booted,
                 "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem},
                 "port": self.gateway.admission.snapshot() if self.gateway is not None else None,
-                "fds": self.fds,
+                "fds": {**self.fds, "spares": self.spares.held if self.spares else 0,
+                        "sparesLent": self.spares.lent if self.spares else 0},
             },
             "workers": [r.snapshot(now) for r in self.table],
         }

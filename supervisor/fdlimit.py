@@ -61,6 +61,7 @@ class Spares:
     def __init__(self, count: int = SPARES) -> None:
         self._fds: list[int] = []
         self.count = count
+        self.lent = 0
         self.refill()
 
     def refill(self) -> None:
@@ -79,6 +80,7 @@ class Spares:
         if not self._fds:
             return False
         os.close(self._fds.pop())
+        self.lent += 1
         return True
 
     def close(self) -> None:

@@ -68,8 +68,13 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-m", "openclaw_sup.workers.forkserver", str(theirs.fileno()),
                 str(os.getpid()), profile, *kind_modules]
-        popen = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-        theirs.close()
+        try:
+            popen = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         return cls(popen.pid, ours, popen)
 
     def attach(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> None:
