@@ -694,6 +694,7 @@ class Supervisor:
                     pipe.drain()
         if self.bus is not None:
             self.bus.close()
+        self.sink.report_drops()
         self.log("info", "gateway stopped")
         self.sink.close()
         self.notifier.close()

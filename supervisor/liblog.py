@@ -28,9 +28,14 @@ _LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"
            logging.CRITICAL: "fatal"}
 
 
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+(?!\*\*\*)[^\s'\"\\]+")
+
+
 def mask_credentials(text: str) -> str:
-    """`Authorization: Bearer abc` -> `Authorization: Bearer ***`, and the same for the other auth headers."""
-    return _CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) + ' ' if m.group(3) else ''}***", text)
+    """`Authorization: Bearer abc` -> `Authorization: Bearer ***`, the same for the other auth headers, and any
+    bearer or basic credential wherever it appears (a malformed header name hides which header it was)."""
+    text = _CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) + ' ' if m.group(3) else ''}***", text)
+    return _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
 
 
 def summarize(exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> str:
