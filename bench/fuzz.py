@@ -289,7 +289,7 @@ def http_case(rng: random.Random) -> bytes:
             req += b"zz\r\n"
         elif roll == 5:
             req = bytearray(req.replace(b"Host: x", b"Host: x\r\nX-Long: " + b"a" * rng.choice((9000, 20000))))
-        elif roll == 6:
+        elif roll == 6 and b" " in req:
             req = bytearray(rng.choice((b"BREW", b"G\x00T", b"get", b"PRI * HTTP/2.0")) + req[req.index(b" "):])
         elif roll == 7:
             req = bytearray(req.replace(b"Host: x", b"Host: x\r\n" + ctl + b"Bad: header"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 DEFAULT_PORT = 18789
@@ -91,6 +92,21 @@ def resolve(
     else:
         config_path = state_dir / "openclaw.json"
     return ProfilePaths(profile=profile, state_dir=state_dir, config_path=config_path, dev=dev or profile == "dev")
+
+
+_AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$", re.IGNORECASE)
+_AGENT_ID_BAD = re.compile(r"[^a-z0-9_-]+")
+
+
+def normalize_agent_id(value: str | None, default: str = "main") -> str:
+    """A filesystem-safe agent id, since it names directories under `agents/`: a valid id (letters, digits,
+    `_`, `-`, at most 64) is kept; anything else is cleaned as upstream does (lower case, other characters
+    to `-`), and what cannot be represented is `default`."""
+    trimmed = (value or "").strip()
+    if _AGENT_ID.match(trimmed):
+        return trimmed
+    cleaned = _AGENT_ID_BAD.sub("-", trimmed.lower()).strip("-")[:64]
+    return cleaned or default
 
 
 def validate_profile_name(name: str) -> None:

@@ -1,4 +1,5 @@
-"""Secrets stay the owner's: state files 0600 (SQLite side files too), directories 0700, sockets 0600, and a
+"""Secrets stay the owner's: state files 0600 (SQLite side files too), directories 0700, sockets 0600, agent ids that
+never name a path outside `agents/`, and a
 config others can read is said once in the log and tightened by `doctor --fix`."""
 
 from __future__ import annotations
@@ -76,3 +77,13 @@ def test_doctor_fix_tightens_agent_dirs_and_databases(gateway_factory) -> None:
     for d in (g.state_dir / "agents", g.state_dir / "agents" / "main", agent):
         assert mode(d) == 0o700, (d, res.stdout)
     assert {mode(p) for p in agent.iterdir()} == {0o600}, res.stdout
+
+
+def test_agent_ids_never_leave_the_agents_directory() -> None:
+    from openclaw_sup.config.paths import normalize_agent_id
+    from openclaw_sup.workers.agent.service import agent_of
+
+    assert agent_of(None, "../../etc") == "etc" and agent_of(None, "a\x00b") == "a-b"
+    assert agent_of("agent:..:main") == "main" and agent_of("agent:x/y:main") == "x-y"
+    assert agent_of(None, "Ops") == "Ops" and agent_of("agent:work:main") == "work"
+    assert normalize_agent_id("  ") == "main" and len(normalize_agent_id("x" * 99)) == 64

@@ -89,6 +89,8 @@ def test_a_fork_server_lost_while_out_of_descriptors_comes_back(gw: Gateway, sta
     assert "cannot start a fork server" in sup["forkServer"]["problem"]
     assert "Too many open files" in sup["forkServer"]["problem"]
     assert sup["started"] is True, "a started gateway stays started whatever its workers do"
+    shown = gw.run_cli("status")
+    assert "fork server: DOWN - cannot start a fork server" in shown.stdout, shown.stdout + shown.stderr
     wait_for(lambda: all(st in ("backoff", "failed") and err and "no fork server" in err
                          for st, err in states(gw).values()), 20, what="every worker waiting for a fork server")
     assert c.request("health")["ok"] is True, "an authenticated client is served throughout"
@@ -123,6 +125,8 @@ def test_hostile_sockets_at_a_low_descriptor_limit(gateway_factory) -> None:
     port = wait_for(lambda: (p := g.status()["supervisor"]["port"])["evicted"] > 0 and p, 10,
                     what="evictions under the attack")
     assert port["open"] <= cap + 1
+    shown = g.run_cli("status")
+    assert shown.returncode == 0 and f"of {cap} sockets open" in shown.stdout, shown.stdout
     assert good.request("health")["ok"] is True
     late = client(g)
     late.connect()
