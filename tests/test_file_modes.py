@@ -1,6 +1,6 @@
-"""Secrets stay the owner's: state files 0600 (SQLite side files too), directories 0700, sockets 0600, agent ids that
-never name a path outside `agents/`, and a
-config others can read is said once in the log and tightened by `doctor --fix`."""
+"""Secrets stay the owner's: state files 0600 (SQLite side files too), directories 0700, sockets 0600, agent
+ids that never name a path outside `agents/`, and a config others can read is said once in the log and
+tightened by `doctor --fix`."""
 
 from __future__ import annotations
 
