@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from openclaw_sup import __version__
+from openclaw_sup.config.durations import DurationError, parse_duration_ms
 from openclaw_sup.gateway import logtail
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.params import check as params_check
@@ -48,14 +48,14 @@ WORKER_TIMEOUT_S = 30.0
 AGENT_TIMEOUT_S = 600.0
 HEALTH_MAX_AGE_S = 1.0
 DEFAULT_HEARTBEAT = "30m"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 60_000}
 
 
 def duration_ms(text: Any, default: int = 0) -> int:
-    """`30m`, `1h`, `45s`, `0m` -> milliseconds (a bare number is minutes, as upstream's heartbeat)."""
-    m = _DURATION.match(str(text)) if text is not None else None
-    return int(float(m.group(1)) * _UNITS[m.group(2)]) if m else default
+    """`30m`, `1h30m`, `45s`, `0m` -> milliseconds (a bare number is minutes, as upstream's heartbeat)."""
+    try:
+        return parse_duration_ms(text)
+    except DurationError:
+        return default
 
 
 def required_scope(method: str) -> str:
@@ -286,6 +286,9 @@ class Methods:
                 out["channelAccounts"][channel] = []
                 out["channelDefaultAccountId"][channel] = "default"
             out["channelAccounts"][channel].append({"accountId": account, **(res if isinstance(res, dict) else {})})
+        issues = channel_status_issues(out["channelAccounts"])
+        if issues:
+            out["statusIssues"] = issues
         return out
 
     def _channel_worker(self, params: dict[str, Any], method: str) -> str:
@@ -309,6 +312,30 @@ class Methods:
             raise unavailable(f"send via {name} failed: {res.get('error')}", worker=name)
         return {"runId": params.get("idempotencyKey"), "messageId": (res or {}).get("messageId"),
                 "channel": params.get("channel"), **({"ok": True} if isinstance(res, dict) else {})}
+
+
+def channel_status_issues(accounts: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Upstream's `statusIssues`: what each worker reports (`issues`: auth, intent, permissions, config), and,
+    since a payload that has the list replaces the CLI's own generic checks, those generic lines for the rest."""
+    own = [{"channel": ch, "accountId": str(a.get("accountId") or "default"), "kind": str(i.get("kind") or "runtime"),
+            "message": str(i.get("message") or ""), **({"fix": str(i["fix"])} if i.get("fix") else {})}
+           for ch, rows in accounts.items() for a in rows for i in a.get("issues") or [] if isinstance(i, dict)]
+    if not own:
+        return []
+    generic = []
+    for ch, rows in accounts.items():
+        for a in rows:
+            if a.get("issues") or a.get("stopped"):
+                continue
+            if a.get("running") is False:
+                message = "Channel is enabled and configured, but its runtime is not running."
+            elif a.get("running") and a.get("connected") is False:
+                message = "Channel reports running, but the runtime is disconnected."
+            else:
+                continue
+            generic.append({"channel": ch, "accountId": str(a.get("accountId") or "default"), "kind": "runtime",
+                            "message": message, "fix": "restart the channel or gateway"})
+    return (own + generic)[:50]
 
 
 def unavailable_worker(name: str, state: str | None) -> MethodError:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import importlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ BIND_RETRY_S = 0.5
 CLOSE_GRACE_S = 1.0
 HTTP_RETRY_FIRST_S = 0.5
 HTTP_RETRY_MAX_S = 10.0
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class BindError(RuntimeError):
@@ -68,8 +70,10 @@ async def import_in_thread(name: str) -> ModuleType:
 
 class GatewayServer:
     def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]], version: str,
-                 core: GatewayCore | None = None, limits: PortLimits | None = None) -> None:
+                 core: GatewayCore | None = None, *, ssl_context: ssl.SSLContext | None = None,
+                 limits: PortLimits | None = None) -> None:
         self.host, self.port = host, port
+        self.ssl_context = ssl_context
         self.core = core
         self.readiness = readiness
         self.version = version
@@ -109,11 +113,13 @@ class GatewayServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        url = f"ws://{self.host}:{self.port}"
+        url = f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
         for attempt in range(BIND_RETRIES + 1):
             try:
+                tls: dict[str, Any] = ({"ssl": self.ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S}
+                                       if self.ssl_context else {})
                 self._listener = await loop.create_server(lambda: PortProtocol(self), self.host, self.port,
-                                                          reuse_address=True, backlog=1024)
+                                                          reuse_address=True, backlog=1024, **tls)
                 break
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and attempt < BIND_RETRIES:

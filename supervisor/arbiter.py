@@ -18,6 +18,7 @@ import functools
 import itertools
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ from openclaw_sup.gateway.host import Partial
 from openclaw_sup.gateway.methods import unavailable_worker
 from openclaw_sup.gateway.protocol import MethodError
 from openclaw_sup.gateway.server import GatewayServer
+from openclaw_sup.gateway.tls import server_tls
 from openclaw_sup.ipc.bus import RouterBus
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
 from openclaw_sup.ipc.forkproto import describe_status
@@ -69,6 +71,11 @@ class RunOptions:
     tick_interval_ms: int
     verbose: bool = False
     port_pinned: bool = False
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
 
 
 def _own_rss() -> int:
@@ -141,7 +148,7 @@ class Supervisor:
         await self.control.start()
         self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
-        self.gateway = self._gateway_server(self.opts.host, self.opts.port)
+        self.gateway = self._gateway_server(self.opts)
         try:
             await self.gateway.start()
         except Exception as exc:
@@ -158,7 +165,7 @@ class Supervisor:
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
         if cron_skipped(os.environ):
             self.log("warn", CRON_DISABLED_LINE)
-        self.log("info", f"gateway listening on ws://{self.opts.host}:{self.opts.port} (pid {os.getpid()}, "
+        self.log("info", f"gateway listening on {self.opts.url} (pid {os.getpid()}, "
                          f"profile {self.paths.label}, {len(self.specs)} workers, "
                          f"{self.gateway.admission.capacity} client sockets at most)")
         for spec in self.specs:
@@ -746,23 +753,24 @@ class Supervisor:
             auth = AuthConfig.from_config(gateway_cfg, os.environ)
             host = resolve_host(gateway_cfg)
             guard(host, port, has_shared_secret=bool(auth.token or auth.password) and not auth.generated)
+            ssl_context = server_tls(gateway_cfg, self.paths.state_dir)
         except (ValueError, BindRefused) as exc:
             self.log("error", f"config reload: listener not moved: {exc}")
             return
         await self.core.hub.shutdown("gateway restarting", restart_expected_ms=500)
         await self.gateway.stop()
         self.core.set_auth(auth)
-        old = (self.opts.host, self.opts.port)
-        new_server = self._gateway_server(host, port)
+        old_opts = self.opts
+        new_opts = replace(self.opts, host=host, port=port, auth=auth, ssl_context=ssl_context)
+        new_server = self._gateway_server(new_opts)
         try:
             await new_server.start()
-            self.opts = replace(self.opts, host=host, port=port, auth=auth)
+            self.opts = new_opts
             self.gateway = new_server
-            self.log("info", f"gateway listening on ws://{host}:{port} (moved from ws://{old[0]}:{old[1]})")
+            self.log("info", f"gateway listening on {new_opts.url} (moved from {old_opts.url})")
         except Exception as exc:
-            self.log("error", f"config reload: cannot bind ws://{host}:{port} ({exc}); staying on "
-                              f"ws://{old[0]}:{old[1]}")
-            self.gateway = self._gateway_server(old[0], old[1])
+            self.log("error", f"config reload: cannot bind {new_opts.url} ({exc}); staying on {old_opts.url}")
+            self.gateway = self._gateway_server(old_opts)
             await self.gateway.start()
         self.core.hub.closing = False
         self.core.hub.start()
@@ -814,8 +822,9 @@ class Supervisor:
 
     # ================================================================ gateway host
 
-    def _gateway_server(self, host: str, port: int) -> GatewayServer:
-        return GatewayServer(host, port, self.readiness, __version__, self.core, limits=self.settings.limits)
+    def _gateway_server(self, opts: RunOptions) -> GatewayServer:
+        return GatewayServer(opts.host, opts.port, self.readiness, __version__, self.core,
+                             ssl_context=opts.ssl_context, limits=self.settings.limits)
 
     def _fit_port_to_fds(self) -> None:
         """Each second: the port's share of descriptors is what the soft limit leaves once everything else in
@@ -906,7 +915,7 @@ class Supervisor:
     # ================================================================ status
 
     def status_summary(self) -> str:
-        return status_line(self.worker_view(), f"ws://{self.opts.host}:{self.opts.port}")
+        return status_line(self.worker_view(), self.opts.url)
 
     def notify_state(self) -> None:
         """Tell the service manager: `READY=1` once the port is bound and every worker has settled, then `STATUS=`."""
@@ -939,7 +948,7 @@ class Supervisor:
                 "stateDir": str(self.paths.state_dir), "configPath": str(self.paths.config_path),
                 "uptimeS": round(now - self.started, 3), "rss": _own_rss(),
                 "cpuS": round(ru.user + ru.system, 3), "forkServerPid": self.fs.pid,
-                "listen": f"ws://{self.opts.host}:{self.opts.port}", "bus": self.paths.bus_endpoint,
+                "listen": self.opts.url, "bus": self.paths.bus_endpoint,
                 "ports": {"gateway": self.opts.port, **derived_ports(self.opts.port)},
                 "logFile": str(self.sink.path) if self.sink.path else None,
                 "busReceived": self.bus.received if self.bus else 0,

@@ -95,9 +95,9 @@ def test_unknown_upstream_sections_are_notices_not_errors() -> None:
 
 
 def test_other_channel_ids_are_accepted_with_a_notice() -> None:
-    report = validate({"channels": {"discord": {"token": "x", "whatever": 1}}})
+    report = validate({"channels": {"whatsapp": {"token": "x", "whatever": 1}}})
     assert report.ok
-    assert [n.path for n in report.notices] == ["channels.discord"]
+    assert [n.path for n in report.notices] == ["channels.whatsapp"]
 
 
 def test_unknown_keys_inside_a_section_are_errors_with_a_suggestion() -> None:
@@ -236,3 +236,22 @@ def test_atomic_write_refuses_invalid_or_clobbering(tmp_path: Path) -> None:
     os.symlink(path, link)
     with pytest.raises(ConfigError, match="symlink"):
         write_config_atomic(link, {"gateway": {"mode": "local"}}, env={})
+
+
+@pytest.mark.parametrize(("text", "where", "words"), [
+    ('{"gateway": {"port": 1}', "1:1", "unclosed object (add the missing })"),
+    ('{\n  "a": 1\n  "b": 2\n}', "3:3", "expected ',' or '}', found '\"' (a missing comma?)"),
+    ('{\n "a": 1,,\n}', "2:9", "unexpected ','"),
+    ('{"a": }', "1:7", "expected a value, found '}'"),
+    ('{}\n\n  ]', "3:3", "unexpected ']' after the end of the document"),
+    ('{"a": "x', "1:7", "unclosed string"),
+])
+def test_json5_errors_name_line_column_and_reason_in_words(tmp_path: Path, text: str, where: str,
+                                                           words: str) -> None:
+    path = tmp_path / "openclaw.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_json5(path)
+    message = str(err.value)
+    assert message.startswith(f"Invalid config at {path}:{where}: not valid JSON5: {words}")
+    assert "b'" not in message and "({" not in message and "None" not in message
