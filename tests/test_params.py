@@ -21,11 +21,12 @@ def wrong_value(kind: Kind) -> Any:
 
 
 def served_methods(g: Gateway) -> set[str]:
-    """What the code serves: the scope table, and what hello-ok advertises (the supervisor's own handlers)."""
+    """What the code serves: the method table of gateway/methods.py and what hello-ok advertises."""
     c = client(g)
     hello = c.connect()
     c.close()
-    return set(methods.SCOPES) | set(hello["features"]["methods"])
+    table = getattr(methods, "METHODS", None) or methods.SCOPES
+    return set(table) | set(hello["features"]["methods"])
 
 
 @pytest.fixture(scope="module")
