@@ -181,6 +181,8 @@ class ForkServer:
 
     def close(self, timeout: float = 2.0) -> None:
         """Tell it to quit (it SIGKILLs any worker left), and wait for it, bounded."""
+        if self.booted is not None and not self.booted.done():
+            self.booted.set_exception(ForkServerError("fork server closed while booting"))
         if self.alive:
             self.quit()
             self.alive = False
