@@ -183,6 +183,7 @@ class ForkServer:
         """Tell it to quit (it SIGKILLs any worker left), and wait for it, bounded."""
         if self.booted is not None and not self.booted.done():
             self.booted.set_exception(ForkServerError("fork server closed while booting"))
+            self.booted.exception()  # retrieved here too: at shutdown nobody may be waiting
         if self.alive:
             self.quit()
             self.alive = False
