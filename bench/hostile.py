@@ -54,12 +54,14 @@ class Phase:
                 "samples": self.samples, "port": self.port, "attacker": self.attacker}
 
 
-async def open_ws(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+async def open_ws(session: aiohttp.ClientSession, url: str,
+                  scopes: tuple[str, ...] = ("operator.read",)) -> aiohttp.ClientWebSocketResponse:
     ws = await session.ws_connect(url, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
     try:
         challenge = await ws.receive_json(timeout=10)
         assert challenge.get("event") == "connect.challenge", challenge
-        await ws.send_json({"type": "req", "id": "c", "method": "connect", "params": connect_params(TOKEN)})
+        params = {**connect_params(TOKEN), "scopes": list(scopes)}
+        await ws.send_json({"type": "req", "id": "c", "method": "connect", "params": params})
         await answer(ws, "c")
     except BaseException:
         await ws.close()

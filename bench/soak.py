@@ -32,6 +32,9 @@ from bench_common import add_output_args, log, print_problems, publish
 from hostile import answer, open_ws, why
 from sup_harness import HOOK_TOKEN, TOKEN, Supervisor
 
+RESTARTING = ("is starting", "is backoff", "is crashed", "exited", "not accepting requests")
+"""How an answer says its worker was down for the moment (a SIGKILL of this bench), not that something broke."""
+
 
 class Soak:
     def __init__(self, sup: Supervisor, duration: float, kill_every: float) -> None:
@@ -54,8 +57,8 @@ class Soak:
     def outcome(self, kind: str, exc: BaseException | None) -> None:
         if exc is None:
             self.ok[kind] += 1
-        elif "UNAVAILABLE" in str(exc) and ("is starting" in str(exc) or "exited" in str(exc)
-                                            or "is backoff" in str(exc) or "is crashed" in str(exc)):
+        elif ("UNAVAILABLE" in str(exc) or "HTTP 503" in str(exc)) and any(
+                w in str(exc) for w in RESTARTING):
             self.restarting[kind] += 1
         else:
             self.failed[kind][why(exc)] += 1
@@ -67,7 +70,7 @@ class Soak:
             err: BaseException | None = None
             try:
                 if ws is None or ws.closed:
-                    ws = await open_ws(session, self.url)
+                    ws = await open_ws(session, self.url, ("operator.read", "operator.write"))
                 self.n += 1
                 rid = f"{method}-{self.n}"
                 body = dict(params or {})
@@ -79,7 +82,7 @@ class Soak:
                     await answer(ws, rid)
             except Exception as exc:
                 err = exc
-                if not isinstance(exc, RuntimeError) or "UNAVAILABLE" not in str(exc):
+                if ws is not None and ws.closed:
                     ws = None
             self.outcome(f"ws {method}", err)
             await asyncio.sleep(pause)
@@ -181,9 +184,11 @@ class Soak:
                 self.trickle(), self.killer(), self.sampler())
 
 
-def stats(samples: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[float, float, float]:
+def stats(samples: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[float, float, float, float]:
+    """first, at one minute (warmed up: aiohttp imported, every worker respawned once), last, max."""
     values = [s[key] / scale for s in samples]
-    return values[0], values[-1], max(values)
+    warm = next((s[key] / scale for s in samples if s["t"] - samples[0]["t"] >= 60), values[-1])
+    return values[0], warm, values[-1], max(values)
 
 
 def main() -> None:
@@ -228,12 +233,12 @@ def main() -> None:
         if restart:
             print(f"\n{len(restart)} SIGKILLs; back to running in ms: p50 {restart[len(restart) // 2]:.0f}, "
                   f"max {restart[-1]:.0f}")
-        print(f"\n{'':24} {'first':>9} {'last':>9} {'max':>9}")
+        print(f"\n{'':24} {'first':>9} {'at 1 min':>9} {'last':>9} {'max':>9}")
         for label, key, scale in (("supervisor RSS MB", "rss", 2**20), ("tree PSS MB", "treePss", 2**20),
                                   ("supervisor fds", "fds", 1), ("supervisor threads", "threads", 1),
                                   ("tree threads", "treeThreads", 1)):
-            first, last, top = stats(soak.samples, key, scale)
-            print(f"  {label:22} {first:9.1f} {last:9.1f} {top:9.1f}")
+            first, warm, last, top = stats(soak.samples, key, scale)
+            print(f"  {label:22} {first:9.1f} {warm:9.1f} {last:9.1f} {top:9.1f}")
         print(f"\nlog: {len(lines)} records; {len(errors)} at error level besides the kills")
         for e in errors[:6]:
             print(f"  error: {e[:160]}")
