@@ -201,16 +201,21 @@ class LogSink:
 
     def report_drops(self) -> None:
         """Say, once per call (the supervisor calls it each second), what was folded and which sources
-        were throttled."""
+        were throttled; written through to the file at once (no later record may come to flush it)."""
         folds, self._folds = self._folds, {}
+        wrote = False
         for (_source, level, _shape), (n, last, subsystem, worker) in folds.items():
             if n:
                 self._append(level, f"{last} (repeated {n} more times)", subsystem, worker, None, {"repeated": n})
+                wrote = True
         for source, bucket in self._buckets.items():
             if bucket.dropped:
                 n, bucket.dropped = bucket.dropped, 0
                 self._append("warn", f"log rate limit: dropped {n} records from {source}", "supervisor",
                              None, None, {})
+                wrote = True
+        if wrote:
+            self.flush()
 
     def flush(self) -> None:
         if self._fh is not None:
