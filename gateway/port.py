@@ -22,7 +22,7 @@ import socket
 from collections.abc import Mapping
 from typing import Protocol, cast
 
-from openclaw_sup.gateway.admission import Admission
+from openclaw_sup.gateway.admission import Admission, Member
 from openclaw_sup.gateway.wsframe import (
     CLOSE_BAD_DATA,
     CLOSE_TOO_BIG,
@@ -144,11 +144,12 @@ def refusal(status: int, reason: str) -> bytes:
 
 
 class PortProtocol(asyncio.Protocol):
-    __slots__ = ("_buf", "_frag", "_frag_text", "_handler", "_hold", "_label", "_owner", "_scan", "_state",
-                 "_timer", "closed", "max_size", "transport")
+    __slots__ = ("_admitted", "_buf", "_frag", "_frag_text", "_handler", "_hold", "_label", "_owner", "_scan",
+                 "_state", "_timer", "closed", "max_size", "transport")
 
-    def __init__(self, owner: PortOwner) -> None:
+    def __init__(self, owner: PortOwner, admitted: Member | None = None) -> None:
         self._owner = owner
+        self._admitted = admitted  # a TLS socket was admitted before its handshake (gateway/tls_accept.py)
         self._state = SNIFF
         self._buf = bytearray()
         self._scan = 0
@@ -171,7 +172,11 @@ class PortProtocol(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         peer = transport.get_extra_info("peername")
-        refused = self._owner.admission.admit(self, peer[0] if peer else "")
+        admission = self._owner.admission
+        if self._admitted is not None:  # the place it held through the handshake passes to this socket
+            admission.release(self._admitted)
+            self._admitted = None
+        refused = admission.admit(self, peer[0] if peer else "")
         if refused is not None:
             self._refuse(503, refused)
             return

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import importlib
+import socket
 import ssl
 import threading
 import time
@@ -25,6 +26,7 @@ from openclaw_sup.config.settings import PortLimits
 from openclaw_sup.gateway.admission import Admission, per_address_from_env
 from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.port import PortProtocol, WireSocket
+from openclaw_sup.gateway.tls_accept import TlsAcceptor
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -37,11 +39,28 @@ BIND_RETRY_S = 0.5
 CLOSE_GRACE_S = 1.0
 HTTP_RETRY_FIRST_S = 0.5
 HTTP_RETRY_MAX_S = 10.0
-TLS_HANDSHAKE_TIMEOUT_S = 10.0
+BACKLOG = 1024
 
 
 class BindError(RuntimeError):
     pass
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for `host` (an address literal, v4 or v6), as the loop's server makes."""
+    family, kind, proto, _name, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def import_in_thread(name: str) -> ModuleType:
@@ -85,6 +104,7 @@ class GatewayServer:
         self._runner: web.AppRunner | None = None
         self._http_setup: asyncio.Task[None] | None = None
         self._listener: asyncio.AbstractServer | None = None
+        self._tls: TlsAcceptor | None = None
         limits = limits or PortLimits()
         self.head_timeout_s = limits.head_timeout_ms / 1000
         self.admission = Admission(per_address=limits.preauth_per_address or per_address_from_env(),
@@ -117,10 +137,12 @@ class GatewayServer:
         url = f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
         for attempt in range(BIND_RETRIES + 1):
             try:
-                tls: dict[str, Any] = ({"ssl": self.ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S}
-                                       if self.ssl_context else {})
-                self._listener = await loop.create_server(lambda: PortProtocol(self), self.host, self.port,
-                                                          reuse_address=True, backlog=1024, **tls)
+                if self.ssl_context is not None:
+                    self._tls = TlsAcceptor(listening_socket(self.host, self.port), self.ssl_context,
+                                            self.admission, lambda pending: PortProtocol(self, pending))
+                else:
+                    self._listener = await loop.create_server(lambda: PortProtocol(self), self.host, self.port,
+                                                              reuse_address=True, backlog=BACKLOG)
                 break
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and attempt < BIND_RETRIES:
@@ -161,6 +183,9 @@ class GatewayServer:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._tls is not None:
+            self._tls.close()
+            self._tls = None
         if self._http_setup is not None:
             if self._runner is None:  # still importing, or waiting to try again
                 self._http_setup.cancel()

@@ -19,7 +19,7 @@ from test_gateway_wire import CONNECT, Raw, masked
 from conftest import Gateway, wait_for
 from openclaw_sup.gateway import wsframe
 from openclaw_sup.gateway.admission import Admission
-from openclaw_sup.gateway.client import GatewayError
+from openclaw_sup.gateway.client import GatewayClient, GatewayError
 
 UPGRADE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
@@ -279,3 +279,29 @@ def test_the_good_client_library_still_works_with_a_string_id(gw: Gateway) -> No
     assert info.value.code == "INVALID_REQUEST"
     assert TOKEN not in json.dumps(gw.status())
     c.close()
+
+
+# -- TLS: admitted before the handshake ---------------------------------------------------------------
+
+def test_tls_handshakes_are_admitted_capped_and_evicted(gateway_factory) -> None:
+    """Sockets that never finish (or start) a TLS handshake count like any unauthenticated socket: capped per
+    address, evicted oldest first when the port is full; a good wss:// client still gets in."""
+    from openclaw_sup.gateway.tls import TlsSettings
+
+    cfg = {"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN}, "tls": {"enabled": True}}}
+    g = gateway_factory({"kinds": [], "limits": {"maxConnections": 16, "preauthPerAddress": 4,
+                                                "headTimeoutMs": 30_000}}, config=cfg).start()
+    pin = TlsSettings.from_config({"tls": {"enabled": True}}, g.state_dir).fingerprint()  # type: ignore[union-attr]
+    wait_for(lambda: g.status()["supervisor"]["port"]["capacity"] == 16, 10, what="the capacity applied")
+    same = [sock_from(g, "127.0.4.1") for _ in range(5)]
+    assert answer(same[4]) == b"", "the fifth handshake from one address is closed at once"
+    assert g.status()["supervisor"]["port"]["refusedPerAddress"] == 1
+    silent = [sock_from(g, f"127.0.5.{i}") for i in range(1, 20)]
+    port = wait_for(lambda: (p := g.status()["supervisor"]["port"])["evicted"] > 0 and p, 10, what="evictions")
+    assert port["open"] <= 16 and answer(same[0]) == b"", "the oldest handshake went first"
+    c = GatewayClient(f"wss://127.0.0.1:{g.port}", token=TOKEN, tls_fingerprint=pin)
+    assert c.connect()["type"] == "hello-ok" and c.request("health")["ok"] is True
+    for s in same + silent:
+        s.close()
+    wait_for(lambda: g.status()["supervisor"]["port"]["unauthenticated"] == 0, 10, what="the handshakes gone")
+    assert c.request("health")["ok"] is True
