@@ -279,7 +279,7 @@ def main() -> None:
 
     publish("hostile", args, started, finished,
             f"supervisor ulimit -n {args.nofile}, {args.connections} hostile connections from {args.addresses} "
-            f"addresses for {args.attack:g}s", render,
+            f"address{'es' if args.addresses != 1 else ''} for {args.attack:g}s", render,
             {"phases": {n: ph.report() for n, ph in phases.items()}, "problems": problems, "logErrors": errors})
 
 
