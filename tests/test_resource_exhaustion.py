@@ -13,12 +13,13 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 from test_gateway_protocol import client, gw_config
 
-from conftest import Gateway, wait_for
+from conftest import BIN, Gateway, wait_for
 
 UPGRADE_NO_END = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   b"Sec-WebSocket-Version: 13\r\n")
@@ -142,3 +143,26 @@ def test_hostile_sockets_at_a_low_descriptor_limit(gateway_factory) -> None:
     assert good.request("health")["ok"] is True and late.request("health")["ok"] is True
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     assert fds < 128, f"{fds} descriptors still open after the attack"
+
+
+def test_the_soft_descriptor_limit_is_raised_unless_the_operator_chose_it(gateway_factory) -> None:
+    raised = start_with_limit(gateway_factory({"kinds": []}, config=gw_config()), 512, 4096)
+    assert limit_of(raised) == (4096, 4096), "soft raised to hard (LimitNOFILE= in a unit sets both)"
+    chosen = start_with_limit(gateway_factory({"kinds": [], "limits": {"nofile": 700}}, config=gw_config()), 512, 4096)
+    assert limit_of(chosen) == (700, 4096)
+    wait_for(lambda: chosen.status()["supervisor"]["fds"].get("limit") == 700, 10, what="the limit in status")
+
+
+def limit_of(g: Gateway) -> tuple[int, int]:
+    return resource.prlimit(g.status()["supervisor"]["pid"], resource.RLIMIT_NOFILE)
+
+
+def start_with_limit(g: Gateway, soft: int, hard: int) -> Gateway:
+    """Start the gateway as a shell that ran `ulimit -Sn soft -Hn hard` would."""
+    out = g.stdout.open("ab")
+    g.proc = subprocess.Popen([str(BIN), "gateway"], env=g.env, stdout=out, stderr=subprocess.STDOUT,
+                              start_new_session=True,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    out.close()
+    g.wait_all_running()
+    return g
