@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
 from openclaw_sup.gateway import inventory, logtail, pairing_rpc, snapshots, workers_rpc
 from openclaw_sup.gateway.hub import now_ms
+from openclaw_sup.gateway.params import check as params_check
 from openclaw_sup.gateway.protocol import (
     NODES_UNSUPPORTED,
     MethodError,
@@ -226,6 +227,7 @@ class Methods:
         if scope is not None and not conn.has_scope(scope):
             self.refused(conn, method, f"missing scope: {scope}")
             raise missing_scope(scope)
+        params_check(method, params)
         if method in IDEMPOTENT:
             key = params.get("idempotencyKey")
             if not isinstance(key, str) or not key:
