@@ -6,6 +6,7 @@ Each store belongs to one process; WAL lets readers (the CLI, status) look witho
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,14 @@ def connect(path: str | Path, *, timeout: float = 10.0) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def restrict(path: str | Path) -> None:
+    """Owner-only modes on a database and the side files SQLite keeps beside it (`-wal`, `-shm`, `-journal`):
+    SQLite creates those with the process umask, and they hold the same data as the database."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
 
 
 @contextlib.contextmanager
