@@ -190,3 +190,13 @@ def inspect(path: Path, role: str, agent_id: str | None = None) -> str | None:
         return f"{path} is not a readable SQLite database ({exc}); restore it from a backup"
     finally:
         db.close()
+
+
+def start_identity(pid: int) -> int | None:
+    """A process's start time in clock ticks (`/proc/<pid>/stat` field 22): with the pid, the identity upstream
+    records for the owner of a lease or a running receipt, so a reused pid is never mistaken for the owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 1:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None

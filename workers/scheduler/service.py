@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from openclaw_sup.config import statedb
 from openclaw_sup.config.plan import CRON_DISABLED_LINE
 from openclaw_sup.workers.procgroup import process_started, sweep_group
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
@@ -35,7 +36,7 @@ from openclaw_sup.workers.scheduler.delivery import (
     webhook,
 )
 from openclaw_sup.workers.scheduler.execute import AGENT_DEFAULT_TIMEOUT_S, Outcome, run_agent_turn, run_command
-from openclaw_sup.workers.scheduler.store import Store
+from openclaw_sup.workers.scheduler.store import Store, default_store_key
 
 DISABLED_LINE = CRON_DISABLED_LINE
 TICK_FAILED = "cron: timer tick failed"
@@ -738,10 +739,18 @@ def register_methods(ctx: WorkerContext, s: Scheduler) -> None:
         ctx.handle(method, fn)
 
 
+def store_key(state_dir: Path, cron: Any) -> str:
+    """Upstream's key for the cron store: the absolute path of `cron.store` (default `<stateDir>/cron/jobs.json`)."""
+    configured = cron.get("store") if isinstance(cron, dict) else None
+    if isinstance(configured, str) and configured.strip():
+        return str(Path(os.path.expanduser(configured.strip())).resolve())
+    return default_store_key(state_dir)
+
+
 async def main(ctx: WorkerContext) -> None:
-    path = ctx.state_dir() / "state" / "cron.sqlite"
+    path = statedb.state_db_path(ctx.state_dir())
     try:
-        store = Store(path)
+        store = Store(path, store_key=store_key(ctx.state_dir(), ctx.options.get("cron")))
     except Exception as exc:
         ctx.log.error("cron: cannot open the store at %s: %s: %s", path, type(exc).__name__, exc)
         raise
