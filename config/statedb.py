@@ -200,3 +200,24 @@ def start_identity(pid: int) -> int | None:
         return int(stat[stat.rindex(")") + 1:].split()[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def prepare(state_dir: Path) -> str | None:
+    """Start-up check of a state dir: the shared database opened (created when absent), every agent database
+    usable, no legacy state left unimported. None when the gateway may start, else why not and the fix."""
+    from openclaw_sup.config import legacy_state
+
+    legacy = legacy_state.problem(state_dir)
+    if legacy:
+        return legacy
+    for path in sorted(state_dir.glob(f"agents/*/agent/{AGENT_DB_NAME}")):
+        reason = inspect(path, "agent", path.parent.parent.name)
+        if reason:
+            return reason
+    try:
+        open_state_db(state_db_path(state_dir)).close()
+    except StateDbError as exc:
+        return str(exc)
+    except sqlite3.DatabaseError as exc:
+        return f"cannot use {state_db_path(state_dir)}: {exc}; restore it from a backup"
+    return None

@@ -137,6 +137,13 @@ def run(argv: list[str]) -> int:
     except LockHeld as exc:
         print(exc, file=sys.stderr)
         return 1
+    from openclaw_sup.config.statedb import prepare
+
+    unusable = prepare(paths.state_dir)
+    if unusable:
+        print(f"Gateway start blocked: {unusable}", file=sys.stderr)
+        lock.release()
+        return EXIT_CONFIG
 
     from openclaw_sup.supervisor.forkserver import ForkServer
     from openclaw_sup.supervisor.sdnotify import Notifier

@@ -119,7 +119,7 @@ class AgentService:
     def store(self, agent_id: str) -> AgentStore:
         st = self.stores.get(agent_id)
         if st is None:
-            st = AgentStore(db_path(self.root, agent_id))
+            st = AgentStore(db_path(self.root, agent_id), agent_id, self.root)
             closed = st.close_interrupted()
             if closed:
                 self.log.warning("agent %s: %d run(s) were interrupted by a stop or crash; closed as errors",
@@ -182,7 +182,7 @@ class AgentService:
                 return self.stored_answer(method, row)
         run = Run(run_id, method, agent_id, session_key, idem, message, model, timeout_s, heartbeat=heartbeat,
                   route=route, fallbacks=fallbacks)
-        if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at):
+        if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at, message):
             row = store.run(idem)
             return self.stored_answer(method, row) if row else {"runId": run_id, "status": "error"}
         self.runs[run_id] = run
@@ -255,7 +255,7 @@ class AgentService:
                           error_kind=getattr(exc, "kind", "unknown"))
             self.log.warning("run %s (%s) failed: %s", run.run_id, run.session_key, exc)
         else:
-            store.append(run.session_key, "assistant", result.text, run.run_id)
+            store.append(run.session_key, "assistant", result.text, run.run_id, model=ref, usage=result.usage())
             out = Outcome("ok", text=result.text, model=ref, usage=result.usage(), finish=result.finish_reason)
         self._finish_events(run, out)
         return out
@@ -530,7 +530,7 @@ class AgentService:
             last_user = next((m["content"] for m in reversed(clean) if m["role"] == "user"), None)
             if last_user is not None:
                 store.append(session_key, "user", last_user)
-            store.append(session_key, "assistant", result.text)
+            store.append(session_key, "assistant", result.text, model=ref, usage=result.usage())
         return {"text": result.text, "model": ref, "usage": result.usage(), "finishReason": result.finish_reason}
 
     async def shutdown(self) -> None:
