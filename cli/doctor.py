@@ -190,6 +190,29 @@ class Doctor:
                 self.add("state-dir", "warning", f"service secrets file is readable by others (mode {mode:04o})",
                          str(env_file), f"chmod 600 {env_file}", _chmod(env_file, 0o600))
 
+    def check_state_files(self) -> None:
+        """Upstream's databases: usable as they are (version, owner), private with their side files, and no
+        legacy state of an older release left unimported."""
+        from openclaw_sup.config import legacy_state, statedb
+
+        state = self.paths.state_dir
+        databases = [(statedb.state_db_path(state), "global", None)]
+        databases += [(p, "agent", p.parent.parent.name) for p in sorted(state.glob(f"agents/*/agent/"
+                                                                                    f"{statedb.AGENT_DB_NAME}"))]
+        for path, role, agent in databases:
+            reason = statedb.inspect(path, role, agent)
+            if reason:
+                self.add("state-db", "error", reason, str(path), "openclaw doctor --fix")
+        legacy = legacy_state.problem(state)
+        if legacy:
+            self.add("state-legacy", "error", legacy, str(state), "openclaw doctor --fix")
+        for path in sorted({*state.glob("state/*.sqlite*"), *state.glob("agents/*/agent/*.sqlite*")}):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                self.add("state-files", "warning", f"{path} is readable by others (mode {mode:04o}); it holds "
+                         "the gateway's state and should be 0600", str(path), f"chmod 600 {path}",
+                         _chmod(path, 0o600))
+
     def check_gateway_mode(self) -> None:
         gateway = self.cfg.get("gateway") if isinstance(self.cfg.get("gateway"), dict) else {}
         mode = gateway.get("mode")
@@ -443,6 +466,7 @@ class Doctor:
         self.load()
         self.check_config()
         self.check_state_dir()
+        self.check_state_files()
         self.check_gateway_mode()
         self.check_gateway_auth()
         self.check_locks()

@@ -80,6 +80,10 @@ def _has_tables(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' LIMIT 1").fetchone() is not None
 
 
+def _owner(role: str, agent_id: str | None) -> str:
+    return "the shared state" if role == "global" else f"agent {agent_id}" if agent_id else f"role {role}"
+
+
 def problem(db: sqlite3.Connection, path: Path, role: str, version: int, agent_id: str | None = None) -> str | None:
     """Why `db` is not a database of `role` at `version` we may use as it is; None when it is (or is empty)."""
     user_version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -94,9 +98,8 @@ def problem(db: sqlite3.Connection, path: Path, role: str, version: int, agent_i
     if meta is None:
         return f"the {what} {path} has no schema ownership metadata (schema version {user_version}); {FIX}"
     if meta[0] != role or (agent_id is not None and meta[2] != agent_id):
-        owner = f"{meta[0]}" + (f" of agent {meta[2]}" if meta[2] else "")
-        wanted = role + (f" of agent {agent_id}" if agent_id else "")
-        return f"the {what} {path} belongs to {owner}, not {wanted}; move it back where it belongs"
+        return (f"the {what} {path} belongs to {_owner(meta[0], meta[2])}, not {_owner(role, agent_id)}; move it "
+                "back where it belongs")
     if user_version < version or meta[1] != user_version:
         return f"the {what} {path} uses schema version {user_version}, older than {version}; {FIX}"
     return None
