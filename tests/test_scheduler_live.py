@@ -419,7 +419,7 @@ def test_unevaluable_schedule_logs_tick_failed_and_is_disabled(gateway_factory, 
     with db:
         db.execute("INSERT INTO cron_jobs (store_key, job_id, name, enabled, payload_kind, job_json, sort_order, "
                    "updated_at) VALUES (?, 'broken-1', 'broken', 1, 'command', ?, 9, 0)",
-                   (str((gw.state_dir / "cron" / "jobs.json").resolve()), json.dumps(broken)))
+                   (os.path.abspath(gw.state_dir / "cron" / "jobs.json"), json.dumps(broken)))
     db.close()
     gw.start()
     c = connect(gw)

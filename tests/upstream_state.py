@@ -55,14 +55,16 @@ def run_real(env: dict[str, str], *args: str, timeout: float = 240) -> subproces
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    """The output of a real CLI run that must have exited 0 (the assertion shows its output when not)."""
+    """What a real CLI run that must have exited 0 printed (some tables go to stderr); the assertion shows it
+    when it did not."""
     assert proc.returncode == 0, f"{proc.args[1:]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n" \
                                  f"{proc.stderr[-3000:]}"
-    return proc.stdout
+    return proc.stdout + proc.stderr
 
 
 def json_out(proc: subprocess.CompletedProcess[str]) -> Any:
-    text = ok(proc)
+    ok(proc)
+    text = proc.stdout
     return json.loads(text[text.index("{") if "{" in text else 0:])
 
 

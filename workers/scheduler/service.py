@@ -743,7 +743,7 @@ def store_key(state_dir: Path, cron: Any) -> str:
     """Upstream's key for the cron store: the absolute path of `cron.store` (default `<stateDir>/cron/jobs.json`)."""
     configured = cron.get("store") if isinstance(cron, dict) else None
     if isinstance(configured, str) and configured.strip():
-        return str(Path(os.path.expanduser(configured.strip())).resolve())
+        return os.path.abspath(os.path.expanduser(configured.strip()))
     return default_store_key(state_dir)
 
 

@@ -65,7 +65,7 @@ def _dumps(value: Any) -> str:
 
 def default_store_key(state_dir: Path) -> str:
     """Upstream's key for the default cron store: the path of its legacy `cron/jobs.json`."""
-    return str((state_dir / "cron" / "jobs.json").resolve())
+    return os.path.abspath(state_dir / "cron" / "jobs.json")
 
 
 def task_id(run_id: str) -> str:
