@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -79,18 +80,21 @@ class EchoModel:
 
     @staticmethod
     def _last_user(body: dict[str, Any]) -> str:
+        """The turn's own text: the real gateway adds a context message after it and dates the turn
+        (`[Sat 2026-12-05 18:12 UTC] text`, then a blank line and runtime details)."""
         for m in reversed(body.get("messages") or []):
-            if m.get("role") == "user":
-                content = m.get("content")
-                if isinstance(content, list):
-                    content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-                return str(content)
+            content = m.get("content")
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            text = str(content or "").strip()
+            if m.get("role") == "user" and not text.startswith("<<<"):
+                return re.sub(r"^\[[^\]]*\]\s*", "", text.split("\n\n")[0])
         return ""
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         body = await request.json()
-        text = "echo: " + self._last_user(body).strip().splitlines()[-1][-200:] if self._last_user(body) else "echo:"
+        text = f"echo: {self._last_user(body)[:200]}"
         usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
         if not body.get("stream"):
             return web.json_response({"id": "c1", "object": "chat.completion", "created": int(time.time()),
