@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from openclaw_sup.config import statedb
+from openclaw_sup.config import statedb, sup_layout
 from openclaw_sup.config.sqlitedb import immediate
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -119,6 +119,36 @@ class PairingStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = statedb.open_state_db(path)
+        earlier = path.parent / sup_layout.SUP_PAIRING
+        with sup_layout.importing(earlier, "channel_pairing_requests") as mine:
+            if mine:
+                self._import(earlier)
+
+    def _import(self, earlier: Path) -> None:
+        """Requests and approved senders of openclaw-sup's earlier pairing tables (config/sup_layout.py)."""
+        old = sup_layout.read(earlier)
+        try:
+            requests = old.execute("SELECT channel, account_id, code, sender_id, sender_name, chat_id, created_at "
+                                   "FROM channel_pairing_requests").fetchall()
+            allowed = old.execute("SELECT channel, account_id, sender_id, approved_at FROM "
+                                  "channel_pairing_allow_entries ORDER BY approved_at").fetchall()
+        finally:
+            old.close()
+        with self._tx():
+            for channel, account, code, sender, name, chat, created in requests:
+                meta = {k: v for k, v in (("name", name), ("chatId", chat)) if v and v != sender}
+                self.db.execute(f"INSERT OR IGNORE INTO channel_pairing_requests ({_COLUMNS}) VALUES "
+                                "(?, ?, ?, ?, ?, ?, ?)", (key(channel), key(account) or "default", sender, code,
+                                                          iso(created), iso(created),
+                                                          orjson.dumps({**meta, "accountId": key(account)}).decode()))
+            for channel, account, sender, approved in allowed:
+                self._allow(key(channel), key(account) or "default", sender, approved)
+
+    def _allow(self, ch: str, acct: str, sender: str, now: int) -> None:
+        self.db.execute(
+            "INSERT INTO channel_pairing_allow_entries (channel_key, account_id, entry, sort_order, updated_at) "
+            "VALUES (?, ?, ?, (SELECT coalesce(max(sort_order) + 1, 0) FROM channel_pairing_allow_entries "
+            "WHERE channel_key = ? AND account_id = ?), ?) ON CONFLICT DO NOTHING", (ch, acct, sender, ch, acct, now))
 
     def close(self) -> None:
         self.db.close()
@@ -213,11 +243,7 @@ class PairingStore:
                                    f"{channel}`")
             self.db.execute("DELETE FROM channel_pairing_requests WHERE channel_key=? AND account_id=? AND "
                             "request_id=?", (ch, req.account_id, req.sender_id))
-            self.db.execute(
-                "INSERT INTO channel_pairing_allow_entries (channel_key, account_id, entry, sort_order, updated_at) "
-                "VALUES (?, ?, ?, (SELECT coalesce(max(sort_order) + 1, 0) FROM channel_pairing_allow_entries "
-                "WHERE channel_key = ? AND account_id = ?), ?) ON CONFLICT DO NOTHING",
-                (ch, req.account_id, req.sender_id, ch, req.account_id, now))
+            self._allow(ch, req.account_id, req.sender_id, now)
             return req
 
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:

@@ -16,6 +16,7 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -205,14 +206,20 @@ def start_identity(pid: int) -> int | None:
         return None
 
 
-def prepare(state_dir: Path) -> str | None:
-    """Start-up check of a state dir: the shared database opened (created when absent), every agent database
-    usable, no legacy state left unimported. None when the gateway may start, else why not and the fix."""
-    from openclaw_sup.config import legacy_state
+def prepare(state_dir: Path, notice: Callable[[str], None]) -> str | None:
+    """Start-up check of a state dir: openclaw-sup's earlier files moved off upstream's paths (`notice` says
+    which), the shared database opened (created when absent), every agent database usable, no legacy state of an
+    older upstream left unimported. None when the gateway may start, else why not and the fix."""
+    from openclaw_sup.config import legacy_state, sup_layout
 
     legacy = legacy_state.problem(state_dir)
     if legacy:
         return legacy
+    try:
+        for line in sup_layout.move_earlier_layout(state_dir):
+            notice(f"state: moved openclaw-sup's earlier file {line}")
+    except (OSError, sqlite3.Error) as exc:
+        return f"cannot move openclaw-sup's earlier state files in {state_dir} aside: {exc}"
     for path in sorted(state_dir.glob(f"agents/*/agent/{AGENT_DB_NAME}")):
         reason = inspect(path, "agent", path.parent.parent.name)
         if reason:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from openclaw_sup.config import sqlitedb, statedb
+from openclaw_sup.config import sqlitedb, statedb, sup_layout
 from openclaw_sup.config.sqlitedb import immediate
 from openclaw_sup.gateway.authn import scopes_cover
 
@@ -319,6 +319,7 @@ def _scopes(scopes: Iterable[Any]) -> list[str]:
 _PAIRED_COLUMNS = ("device_id, public_key, display_name, platform, device_family, client_id, client_mode, role, "
                    "roles_json, scopes_json, approved_scopes_json, tokens_json, approved_via, created_at_ms, "
                    "approved_at_ms")
+_OLD_META = "platform, device_family, client_id, client_mode, display_name"
 _PENDING_COLUMNS = ("request_id, device_id, public_key, display_name, platform, device_family, client_id, "
                     "client_mode, role, scopes_json, is_repair, ts, refreshed_at_ms")
 
@@ -353,6 +354,36 @@ class DeviceStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._db = statedb.open_state_db(self.path)
+        earlier = self.path.parent / sup_layout.SUP_DEVICES
+        with sup_layout.importing(earlier, "paired_devices") as mine:
+            if mine:
+                self._import(earlier)
+
+    def _import(self, earlier: Path) -> None:
+        """Pairings and pending requests of openclaw-sup's earlier `state/gateway-devices.sqlite`. Its device
+        tokens were kept only as hashes and cannot be carried over: a device gets a new one at its next connect
+        with the gateway token (one that only ever held its device token is approved again)."""
+        old = sup_layout.read(earlier)
+        try:
+            paired = old.execute(f"SELECT device_id, public_key, roles, scopes, {_OLD_META}, created_ms, updated_ms "
+                                 "FROM paired_devices").fetchall()
+            pending = old.execute(f"SELECT request_id, device_id, public_key, role, scopes, {_OLD_META}, is_repair, "
+                                  "created_ms, updated_ms FROM pairing_requests").fetchall()
+        finally:
+            old.close()
+        with self._tx() as db:
+            for device_id, key, roles, scopes, *meta, created, updated in paired:
+                db.execute(f"INSERT OR IGNORE INTO device_pairing_paired ({_PAIRED_COLUMNS}) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'owner', ?, ?)",
+                           (device_id, key, meta[4], *meta[:4], (json.loads(roles) or [None])[-1], roles, scopes,
+                            scopes, created, updated))
+            for request_id, device_id, key, role, scopes, *meta, repair, created, updated in pending:
+                db.execute("INSERT OR IGNORE INTO device_pairing_pending (request_id, device_id, public_key, "
+                           "display_name, platform, device_family, client_id, client_mode, role, roles_json, "
+                           "scopes_json, is_repair, ts, refreshed_at_ms) VALUES "
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (request_id, device_id, key, meta[4], *meta[:4], role, json.dumps([role]), scopes, repair,
+                            created, updated))
 
     def _restrict_companions(self) -> None:
         sqlitedb.restrict(self.path)

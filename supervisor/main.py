@@ -139,7 +139,7 @@ def run(argv: list[str]) -> int:
         return 1
     from openclaw_sup.config.statedb import prepare
 
-    unusable = prepare(paths.state_dir)
+    unusable = prepare(paths.state_dir, lambda line: print(line, file=sys.stderr))
     if unusable:
         print(f"Gateway start blocked: {unusable}", file=sys.stderr)
         lock.release()

@@ -10,14 +10,16 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from upstream_state import EchoModel, cli_env, ok, rows, run_real, schema
+from upstream_state import EchoModel, cli_env, json_out, ok, rows, run_real, schema
 
 from conftest import BIN, free_port, wait_for
 from openclaw_sup.config import statedb
 from openclaw_sup.config.pairing_store import PairingStore
+from openclaw_sup.gateway.client import GatewayClient
 from openclaw_sup.workers.agent.store import AgentStore, db_path
 from openclaw_sup.workers.scheduler.store import Store
 
@@ -201,3 +203,102 @@ def test_every_database_and_its_side_files_are_owner_only(tmp_path: Path) -> Non
             store.close()
     finally:
         os.umask(old)
+
+
+EARLIER = {  # openclaw-sup's own files before its state was in upstream's format (the schemas those releases wrote)
+    "state/openclaw.sqlite": """
+        CREATE TABLE channel_pairing_requests (channel TEXT NOT NULL, account_id TEXT NOT NULL, code TEXT NOT NULL,
+            sender_id TEXT NOT NULL, sender_name TEXT, chat_id TEXT, created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL, PRIMARY KEY (channel, account_id, sender_id));
+        CREATE TABLE channel_pairing_allow_entries (channel TEXT NOT NULL, account_id TEXT NOT NULL,
+            sender_id TEXT NOT NULL, approved_at INTEGER NOT NULL, source TEXT, PRIMARY KEY (channel, account_id,
+            sender_id));
+        INSERT INTO channel_pairing_requests VALUES ('telegram', 'default', 'OLDCODE2', '301', 'bob', NULL, {now},
+            {later});
+        INSERT INTO channel_pairing_allow_entries VALUES ('telegram', 'default', '300', 5, 'cli');""",
+    "agents/main/agent/openclaw-agent.sqlite": """
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session_key TEXT NOT NULL, role TEXT NOT NULL,
+            text TEXT NOT NULL, ts INTEGER NOT NULL, run_id TEXT);
+        CREATE TABLE runs (idem_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, method TEXT NOT NULL, session_key TEXT,
+            status TEXT NOT NULL, started_at INTEGER NOT NULL, ended_at INTEGER, error TEXT, answer BLOB);
+        INSERT INTO messages (session_key, role, text, ts, run_id) VALUES
+            ('agent:main:main', 'user', 'old question', {now}, 'old-run'),
+            ('agent:main:main', 'assistant', 'old answer', {now}, 'old-run');
+        INSERT INTO runs VALUES ('agent:old-run', 'old-run', 'agent', 'agent:main:main', 'ok', {now}, {now}, NULL,
+            '{{"runId": "old-run", "status": "ok", "summary": "completed"}}');""",
+    "state/cron.sqlite": """
+        CREATE TABLE jobs (id TEXT PRIMARY KEY, declaration_key TEXT UNIQUE, enabled INTEGER NOT NULL,
+            next_run_at_ms INTEGER, updated_at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, status TEXT NOT NULL,
+            started_at_ms INTEGER NOT NULL, finished_at_ms INTEGER, delivery_status TEXT, pgid INTEGER,
+            pgid_started REAL, entry TEXT NOT NULL);
+        CREATE TABLE system_events (id INTEGER PRIMARY KEY AUTOINCREMENT, agent_id TEXT NOT NULL, text TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO jobs VALUES ('old-job', NULL, 1, {later}, {now}, '{{"id": "old-job", "name": "oldjob",
+            "enabled": true, "createdAtMs": {now}, "updatedAtMs": {now}, "schedule": {{"kind": "every",
+            "everyMs": 3600000}}, "sessionTarget": "isolated", "wakeMode": "now", "payload": {{"kind": "command",
+            "argv": ["true"]}}, "state": {{"nextRunAtMs": {later}, "lastRunStatus": "ok"}}}}');
+        INSERT INTO runs VALUES ('old-job-run', 'old-job', 'ok', {now}, {now}, 'not-requested', NULL, NULL,
+            '{{"ts": {now}, "jobId": "old-job", "jobName": "oldjob", "action": "finished", "status": "ok",
+            "runId": "old-job-run", "runAtMs": {now}, "summary": "old output", "durationMs": 3,
+            "completionStatus": "succeeded"}}');""",
+    "state/gateway-devices.sqlite": """
+        CREATE TABLE paired_devices (device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, roles TEXT NOT NULL,
+            scopes TEXT NOT NULL, platform TEXT, device_family TEXT, client_id TEXT, client_mode TEXT,
+            display_name TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+        CREATE TABLE pairing_requests (request_id TEXT PRIMARY KEY, device_id TEXT NOT NULL,
+            public_key TEXT NOT NULL, role TEXT NOT NULL, scopes TEXT NOT NULL, platform TEXT, device_family TEXT,
+            client_id TEXT, client_mode TEXT, display_name TEXT, is_repair INTEGER NOT NULL DEFAULT 0,
+            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+        INSERT INTO paired_devices VALUES ('old-device', 'old-key', '["operator"]', '["operator.read"]', 'linux',
+            'desktop', 'openclaw-tui', 'ui', 'Old laptop', {now}, {now});""",
+}
+
+
+def test_openclaw_sups_earlier_files_are_imported_at_the_first_start(gateway_factory) -> None:
+    token = "earlier-layout-token-0123456789"
+    gw = gateway_factory({"kinds": []}, config={"gateway": {"auth": {"mode": "token", "token": token}},
+                                                "agents": {"defaults": {"model": "echo/echo"}}},
+                         extra_env={"OPENCLAW_SKIP_CRON": ""})
+    now = int(time.time() * 1000)
+    for name, script in EARLIER.items():
+        path = gw.state_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(script.format(now=now, later=now + 3_600_000))
+        db.close()
+    gw.start()
+    assert "state: moved openclaw-sup's earlier file" in gw.stdout.read_text()
+    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=token)
+    c.connect()
+    try:
+        history = c.request("chat.history", {"sessionKey": "agent:main:main"})["messages"]
+        assert [(m["role"], m["content"][0]["text"]) for m in history] == [("user", "old question"),
+                                                                           ("assistant", "old answer")]
+        resent = c.request("agent", {"message": "x", "idempotencyKey": "old-run"}, expect_final=True)
+        assert resent == {"runId": "old-run", "status": "ok", "summary": "completed"}  # stored, not run again
+        assert [j["name"] for j in c.request("cron.list", {})["jobs"] if j["id"] == "old-job"] == ["oldjob"]
+        runs = c.request("cron.runs", {"id": "old-job"})["entries"]
+        assert [(e["runId"], e["summary"]) for e in runs] == [("old-job-run", "old output")]
+    finally:
+        c.close()
+    listed = gw.run_cli("pairing", "list", "telegram", "--json")
+    assert [(r["code"], r["senderId"]) for r in json.loads(listed.stdout)["requests"]] == [("OLDCODE2", "301")]
+    db = gw.state_dir / "state" / "openclaw.sqlite"
+    assert rows(db, "SELECT entry FROM channel_pairing_allow_entries") == [("300",)]
+    assert rows(db, "SELECT device_id, display_name, approved_scopes_json FROM device_pairing_paired") == [
+        ("old-device", "Old laptop", '["operator.read"]')]
+    for name in ("state/openclaw-sup-pairing.sqlite", "agents/main/agent/openclaw-sup-transcripts.sqlite",
+                 "state/cron.sqlite", "state/gateway-devices.sqlite"):
+        assert (gw.state_dir / f"{name}.imported").exists() and not (gw.state_dir / name).exists(), name
+    sessions = json_out(run_real(cli_env(gw.home), "sessions", "--json"))
+    assert [s["key"] for s in sessions["sessions"]] == ["agent:main:main"]
+    moved = gw.stdout.read_text().count("state: moved openclaw-sup's earlier file")
+    assert moved == 2  # the two at upstream's paths; cron.sqlite and gateway-devices.sqlite are imported in place
+    gw.stop()
+    gw.start()  # imported once: a restart finds nothing to import again
+    assert gw.stdout.read_text().count("state: moved openclaw-sup's earlier file") == moved
+    assert rows(db, "SELECT count(*) FROM channel_pairing_requests") == [(1,)]
+    assert rows(db, "SELECT count(*) FROM task_runs WHERE source_id = 'old-job'") == [(1,)]

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from openclaw_sup.config import sqlitedb, statedb
+from openclaw_sup.config import sqlitedb, statedb, sup_layout
 from openclaw_sup.config.paths import ensure_private_dir
 from openclaw_sup.config.sqlitedb import immediate
 
@@ -116,6 +116,24 @@ class AgentStore:
         sqlitedb.restrict(path.parent / RUNS_NAME)
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
+        earlier = path.parent / sup_layout.SUP_TRANSCRIPTS
+        with sup_layout.importing(earlier, "messages") as mine:
+            if mine:
+                self._import(earlier)
+
+    def _import(self, earlier: Path) -> None:
+        """Transcripts and runs of openclaw-sup's earlier agent tables (config/sup_layout.py), in order."""
+        old = sup_layout.read(earlier)
+        try:
+            messages = old.execute("SELECT session_key, role, text, ts, run_id FROM messages ORDER BY id").fetchall()
+            runs = old.execute("SELECT idem_key, run_id, method, session_key, status, started_at, ended_at, error, "
+                               "answer FROM runs").fetchall()
+        finally:
+            old.close()
+        for session_key, role, text, ts, run_id in messages:
+            self.append(session_key, role, text, run_id, ts=ts)
+        with immediate(self.side):
+            self.side.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", runs)
 
     def close(self) -> None:
         for db in (self.db, self.side, self.state):
@@ -179,10 +197,10 @@ class AgentStore:
         self.db.execute("DELETE FROM session_canonical_validation_pending WHERE session_key = ?", (key,))
 
     def append(self, session_key: str, role: str, text: str, run_id: str | None = None, *,
-               model: str | None = None, usage: dict[str, int] | None = None) -> int:
+               model: str | None = None, usage: dict[str, int] | None = None, ts: int | None = None) -> int:
         """Append a user or assistant message to the session's transcript; returns its sequence number."""
         key = store_key(session_key, self.agent_id)
-        now = now_ms()
+        now = now_ms() if ts is None else ts
         with immediate(self.db):
             session_id, entry = self._open_session(key, now)
             (last,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",

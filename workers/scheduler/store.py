@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from openclaw_sup.config import sqlitedb, statedb
+from openclaw_sup.config import sqlitedb, statedb, sup_layout
 from openclaw_sup.config.paths import ensure_private_dir
 from openclaw_sup.config.sqlitedb import immediate
 from openclaw_sup.workers.scheduler.jobs import config_revision
@@ -114,6 +114,37 @@ class Store:
         sqlitedb.restrict(self.side_path)
         self.pid = os.getpid()
         self.pid_start = statedb.start_identity(self.pid)
+        earlier = path.parent / sup_layout.SUP_CRON
+        with sup_layout.importing(earlier, "jobs") as mine:
+            if mine:
+                self._import(earlier)
+
+    def _import(self, earlier: Path) -> None:
+        """Jobs, runs, pending events and settings of openclaw-sup's earlier `state/cron.sqlite`."""
+        old = sup_layout.read(earlier)
+        try:
+            jobs = [orjson.loads(b) for (b,) in old.execute("SELECT body FROM jobs ORDER BY rowid")]
+            runs = [(orjson.loads(e), status, pgid, started) for e, status, pgid, started in old.execute(
+                "SELECT entry, status, pgid, pgid_started FROM runs ORDER BY started_at_ms, rowid")]
+            events = old.execute("SELECT agent_id, text, ts_ms FROM system_events ORDER BY id").fetchall()
+            meta = old.execute("SELECT key, value FROM meta").fetchall()
+        finally:
+            old.close()
+        by_id = {j["id"]: j for j in jobs if isinstance(j, dict) and isinstance(j.get("id"), str)}
+        with self.tx():
+            for job in by_id.values():
+                self._put(job)
+        for entry, status, pgid, started in runs:
+            job = by_id.get(entry.get("jobId")) or {"id": entry.get("jobId"), "name": entry.get("jobName")}
+            self._insert_run(job, {**entry, "status": "running"}, owner=None)
+            if status == "running" and pgid:
+                self.record_process(entry["runId"], pgid, started)
+            elif status != "running":
+                with self.tx():
+                    self._finish(entry)
+        with immediate(self.side):
+            self.side.executemany("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)", events)
+            self.side.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", meta)
 
     def close(self) -> None:
         for db in (self.db, self.side):
@@ -184,29 +215,32 @@ class Store:
 
     def begin_run(self, job: dict[str, Any], entry: dict[str, Any]) -> None:
         """The run as `running` (task and receipt) and the job marked running, in one transaction."""
-        run_id, started = entry["runId"], int(entry["runAtMs"])
-        detail = {"storeKey": self.store_key, **{k: v for k, v in entry.items() if k not in ("status", "action")}}
         with self.tx():
-            self.db.execute("UPDATE cron_run_receipts SET status = 'superseded', finished_at_ms = ? WHERE "
-                            "store_key = ? AND job_id = ? AND status = 'running'",
-                            (started, self.store_key, entry["jobId"]))
-            self.db.execute(
-                "INSERT INTO cron_run_receipts (receipt_id, store_key, job_id, config_revision, agent_id, "
-                "request_run_id, status, owner_pid, owner_start_time, started_at_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-                (receipt_id(run_id), self.store_key, entry["jobId"], config_revision(job),
-                 job.get("agentId") or "main", run_id, self.pid, self.pid_start, started))
-            self.db.execute(
-                "INSERT INTO task_runs (task_id, runtime, task_kind, source_id, requester_session_key, owner_key, "
-                "scope_kind, child_session_key, agent_id, run_id, execution_owner_host, execution_owner_pid, "
-                "execution_owner_start_identity, label, task, status, delivery_status, notify_policy, created_at, "
-                "started_at, last_event_at, progress_summary, detail_json) VALUES (?, 'cron', 'automation_run', ?, "
-                "'', '', 'system', ?, ?, ?, ?, ?, ?, ?, ?, 'running', 'not_applicable', 'silent', ?, ?, ?, "
-                "'Running automation.', ?)",
-                (task_id(run_id), entry["jobId"], entry.get("sessionKey"), job.get("agentId") or "main",
-                 task_run_id(entry), os.uname().nodename, self.pid, self.pid_start,
-                 job.get("name"), job.get("name") or entry["jobId"], started, started, started, _dumps(detail)))
+            self._insert_run(job, entry, owner=self.pid)
             self._put(job)
+
+    def _insert_run(self, job: dict[str, Any], entry: dict[str, Any], *, owner: int | None) -> None:
+        run_id, started = entry["runId"], int(entry["runAtMs"])
+        owner_start = self.pid_start if owner == self.pid else None
+        detail = {"storeKey": self.store_key, **{k: v for k, v in entry.items() if k not in ("status", "action")}}
+        self.db.execute("UPDATE cron_run_receipts SET status = 'superseded', finished_at_ms = ? WHERE store_key = ? "
+                        "AND job_id = ? AND status = 'running'", (started, self.store_key, entry["jobId"]))
+        self.db.execute(
+            "INSERT OR IGNORE INTO cron_run_receipts (receipt_id, store_key, job_id, config_revision, agent_id, "
+            "request_run_id, status, owner_pid, owner_start_time, started_at_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+            (receipt_id(run_id), self.store_key, entry["jobId"], config_revision(job), job.get("agentId") or "main",
+             run_id, owner or 0, owner_start, started))
+        self.db.execute(
+            "INSERT OR IGNORE INTO task_runs (task_id, runtime, task_kind, source_id, requester_session_key, "
+            "owner_key, scope_kind, child_session_key, agent_id, run_id, execution_owner_host, execution_owner_pid, "
+            "execution_owner_start_identity, label, task, status, delivery_status, notify_policy, created_at, "
+            "started_at, last_event_at, progress_summary, detail_json) VALUES (?, 'cron', 'automation_run', ?, "
+            "'', '', 'system', ?, ?, ?, ?, ?, ?, ?, ?, 'running', 'not_applicable', 'silent', ?, ?, ?, "
+            "'Running automation.', ?)",
+            (task_id(run_id), entry["jobId"], entry.get("sessionKey"), job.get("agentId") or "main",
+             task_run_id(entry), os.uname().nodename if owner else None, owner, owner_start,
+             job.get("name"), job.get("name") or entry["jobId"], started, started, started, _dumps(detail)))
 
     def record_process(self, run_id: str, pgid: int, started: float | None) -> None:
         """The process group a command run lives in, so a restart can sweep what a crash left behind."""
@@ -217,28 +251,29 @@ class Store:
     def finish_run(self, entry: dict[str, Any], job: dict[str, Any] | None, *, delete_job: str | None = None,
                    now_ms: int) -> None:
         """The finished run, the job's new state (or its deletion) and the retention pass, in one transaction."""
-        run_id, ended = entry["runId"], int(entry["ts"])
-        detail = {"kind": "cron-run", "storeKey": self.store_key, **entry}
-        status = _task_status(entry)
         with self.tx():
-            self.db.execute(
-                "UPDATE task_runs SET status = ?, ended_at = ?, last_event_at = ?, cleanup_after = ?, error = ?, "
-                "progress_summary = NULL, terminal_summary = ?, detail_json = ? WHERE task_id = ?",
-                (status, ended, ended, ended + self.max_age_ms, entry.get("error"), entry.get("summary"),
-                 _dumps(detail), task_id(run_id)))
-            receipt = {"lost": "interrupted", "succeeded": "ok"}.get(status, "error")
-            if entry.get("status") == "skipped":
-                receipt = "skipped"
-            self.db.execute("UPDATE cron_run_receipts SET status = ?, finished_at_ms = ?, error_text = ? "
-                            "WHERE receipt_id = ? AND status = 'running'",
-                            (receipt, ended, entry.get("error"), receipt_id(run_id)))
+            self._finish(entry)
             if job is not None:
                 self._put(job)
             if delete_job:
                 self._delete(delete_job)
             self._prune(entry["jobId"], now_ms)
         with immediate(self.side):
-            self.side.execute("DELETE FROM run_processes WHERE run_id = ?", (run_id,))
+            self.side.execute("DELETE FROM run_processes WHERE run_id = ?", (entry["runId"],))
+
+    def _finish(self, entry: dict[str, Any]) -> None:
+        run_id, ended = entry["runId"], int(entry["ts"])
+        status = _task_status(entry)
+        self.db.execute(
+            "UPDATE task_runs SET status = ?, ended_at = ?, last_event_at = ?, cleanup_after = ?, error = ?, "
+            "progress_summary = NULL, terminal_summary = ?, detail_json = ? WHERE task_id = ?",
+            (status, ended, ended, ended + self.max_age_ms, entry.get("error"), entry.get("summary"),
+             _dumps({"kind": "cron-run", "storeKey": self.store_key, **entry}), task_id(run_id)))
+        receipt = "skipped" if entry.get("status") == "skipped" else \
+            {"lost": "interrupted", "succeeded": "ok"}.get(status, "error")
+        self.db.execute("UPDATE cron_run_receipts SET status = ?, finished_at_ms = ?, error_text = ? "
+                        "WHERE receipt_id = ? AND status = 'running'", (receipt, ended, entry.get("error"),
+                                                                       receipt_id(run_id)))
 
     def _prune(self, job_id: str, now_ms: int) -> None:
         self.db.execute("DELETE FROM task_runs WHERE runtime = 'cron' AND status != 'running' AND "
