@@ -30,7 +30,6 @@ from typing import Any
 import orjson
 
 from openclaw_sup.config import statedb, sup_layout
-from openclaw_sup.config.sqlitedb import immediate
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
@@ -247,4 +246,4 @@ class PairingStore:
             return req
 
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return immediate(self.db)
+        return self.db.write()

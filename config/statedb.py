@@ -13,10 +13,12 @@ a newer one naming the version we understand. The files and their `-wal`/`-shm` 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -59,12 +61,74 @@ def _ddl(name: str) -> str:
     return resources.files("openclaw_sup.config").joinpath("upstream_schema", name).read_text()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+class WriteGate:
+    """Upstream's cross-process write coordinator for one database: an EXCLUSIVE transaction on
+    `/tmp/openclaw-state-locks-<uid>/state-lifecycle.<first 8 hex of sha256(realpath)>.lock.sqlite`, held around
+    each write transaction, so our writes queue with the real CLI's and gateway's exactly as theirs queue with
+    each other (a database write lock alone would still be correct; this keeps upstream's own ordering)."""
+
+    def __init__(self, db_path: Path) -> None:
+        digest = hashlib.sha256(os.path.realpath(db_path).encode()).hexdigest()[:8]
+        directory = Path(os.path.realpath("/tmp")) / f"openclaw-state-locks-{os.getuid()}"
+        self.path = directory / f"state-lifecycle.{digest}.lock.sqlite"
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(mode=0o700, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=MEMORY")
+        return self._db
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                gate = self._open()
+                gate.execute("BEGIN EXCLUSIVE")
+            except (OSError, sqlite3.Error):
+                gate = None  # no coordinator (read-only /tmp, another owner): SQLite's own lock still serialises
+            try:
+                yield
+            finally:
+                if gate is not None:
+                    gate.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+
+class StateConnection(sqlite3.Connection):
+    """A connection to one of upstream's databases; `write()` is the only way our stores write to it."""
+
+    gate: WriteGate | None = None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """Upstream's write coordinator (the shared state database has one), then BEGIN IMMEDIATE ... COMMIT
+        (ROLLBACK on any error)."""
+        with self.gate.held() if self.gate else contextlib.nullcontext(), sqlitedb.immediate(self):
+            yield self
+
+    def close(self) -> None:
+        if self.gate:
+            self.gate.close()
+        super().close()
+
+
+def _connect(path: Path, gated: bool) -> StateConnection:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(OSError):
         os.chmod(path.parent, 0o700)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False,
+                         factory=StateConnection)
+    db.gate = WriteGate(path) if gated else None
     db.create_function("octet_length", 1, _octet_length, deterministic=True)
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return db
@@ -106,12 +170,12 @@ def problem(db: sqlite3.Connection, path: Path, role: str, version: int, agent_i
     return None
 
 
-def _create(db: sqlite3.Connection, ddl: str, role: str, version: int, agent_id: str | None) -> None:
+def _create(db: StateConnection, ddl: str, role: str, version: int, agent_id: str | None) -> None:
     """The whole schema, its version and ownership row in one transaction; a racing creator wins cleanly."""
     if db.execute("PRAGMA page_count").fetchone()[0] == 0:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
-    with sqlitedb.immediate(db):
+    with db.write():
         if _has_tables(db):
             return
         for statement in _statements(ddl):
@@ -135,8 +199,8 @@ def _statements(ddl: str) -> list[str]:
     return out
 
 
-def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> sqlite3.Connection:
-    db = _connect(path)
+def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> StateConnection:
+    db = _connect(path, gated=role == "global")
     try:
         reason = problem(db, path, role, version, agent_id)
         if reason:
@@ -155,24 +219,24 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
     return db
 
 
-def open_state_db(path: Path) -> sqlite3.Connection:
+def open_state_db(path: Path) -> StateConnection:
     """The shared state database at `path`, created at schema 18 when absent; StateDbError when unusable."""
     return _open(path, f"state-v{STATE_SCHEMA_VERSION}.sql", "global", STATE_SCHEMA_VERSION, None)
 
 
-def open_agent_db(path: Path, agent_id: str) -> sqlite3.Connection:
+def open_agent_db(path: Path, agent_id: str) -> StateConnection:
     """Agent `agent_id`'s database at `path`, created at schema 23 when absent; StateDbError when unusable."""
     return _open(path, f"agent-v{AGENT_SCHEMA_VERSION}.sql", "agent", AGENT_SCHEMA_VERSION, agent_id)
 
 
-def register_agent_db(state: sqlite3.Connection, state_dir: Path, agent_id: str, path: Path) -> None:
+def register_agent_db(state: StateConnection, state_dir: Path, agent_id: str, path: Path) -> None:
     """Record the agent database in upstream's registry (`agent_databases`), as upstream does on first open."""
     try:
         rel = str(path.relative_to(state_dir))
     except ValueError:
         rel = str(path)
     size = path.stat().st_size if path.exists() else None
-    with sqlitedb.immediate(state):
+    with state.write():
         state.execute("INSERT INTO agent_databases (agent_id, path, schema_version, last_seen_at, size_bytes) "
                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT(agent_id, path) DO UPDATE SET "
                       "schema_version = excluded.schema_version, last_seen_at = excluded.last_seen_at, "

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from openclaw_sup.config import sqlitedb, statedb, sup_layout
-from openclaw_sup.config.sqlitedb import immediate
 from openclaw_sup.gateway.authn import scopes_cover
 
 DEFAULT_SKEW_MS = 120_000
@@ -401,7 +400,7 @@ class DeviceStore:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: read-modify-write sequences see no interleaved writer."""
-        with self._lock, immediate(self._db):
+        with self._lock, self._db.write():
             yield self._db
 
     @staticmethod

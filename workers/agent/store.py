@@ -116,6 +116,7 @@ class AgentStore:
         sqlitedb.restrict(path.parent / RUNS_NAME)
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
+        self.lease = self._claim_lease()
         earlier = path.parent / sup_layout.SUP_TRANSCRIPTS
         with sup_layout.importing(earlier, "messages") as mine:
             if mine:
@@ -135,7 +136,32 @@ class AgentStore:
         with immediate(self.side):
             self.side.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", runs)
 
+    def _claim_lease(self) -> str:
+        """Upstream's open-database lease (`agent_database_leases`: this process holds the file), so the real
+        `openclaw doctor --fix` leaves the database alone while we use it; refused while upstream's agent
+        database maintenance runs. Leases of processes that are gone are dropped on the way, as upstream does."""
+        lease, pid = str(uuid.uuid4()), os.getpid()
+        with self.state.write():
+            busy = self.state.execute("SELECT owner FROM state_leases WHERE scope = 'core:agent-database-maintenance' "
+                                      "AND lease_key = 'global' AND expires_at > ?", (now_ms(),)).fetchone()
+            if busy:
+                raise statedb.StateDbError(f"the agent database {self.path} is being maintained by `openclaw doctor "
+                                           "--fix`; the agent worker opens it again once that completes")
+            for held, owner, start in self.state.execute("SELECT lease_id, owner_pid, owner_start_time FROM "
+                                                         "agent_database_leases WHERE path = ?",
+                                                         (os.path.abspath(self.path),)).fetchall():
+                if statedb.start_identity(owner) is None or (start is not None and
+                                                             statedb.start_identity(owner) != start):
+                    self.state.execute("DELETE FROM agent_database_leases WHERE lease_id = ?", (held,))
+            self.state.execute("INSERT INTO agent_database_leases (lease_id, agent_id, path, owner_pid, "
+                               "owner_start_time, opened_at) VALUES (?, ?, ?, ?, ?, ?)",
+                               (lease, self.agent_id, os.path.abspath(self.path), pid, statedb.start_identity(pid),
+                                now_ms()))
+        return lease
+
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error), self.state.write():
+            self.state.execute("DELETE FROM agent_database_leases WHERE lease_id = ?", (self.lease,))
         for db in (self.db, self.side, self.state):
             with contextlib.suppress(sqlite3.Error):
                 db.close()
@@ -201,7 +227,7 @@ class AgentStore:
         """Append a user or assistant message to the session's transcript; returns its sequence number."""
         key = store_key(session_key, self.agent_id)
         now = now_ms() if ts is None else ts
-        with immediate(self.db):
+        with self.db.write():
             session_id, entry = self._open_session(key, now)
             (last,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
                                       (session_id,)).fetchone()
@@ -350,7 +376,7 @@ class AgentStore:
                                 (idem_key, run_id, method, session_key, started_at))
         if cur.rowcount == 1 and method == "agent":
             key = store_key(session_key or "main", self.agent_id)
-            with contextlib.suppress(sqlite3.Error), immediate(self.state):
+            with contextlib.suppress(sqlite3.Error), self.state.write():
                 self.state.execute(
                     "INSERT OR IGNORE INTO task_runs (task_id, runtime, source_id, requester_session_key, owner_key, "
                     "scope_kind, child_session_key, agent_id, requester_agent_id, run_id, execution_owner_host, "
@@ -372,7 +398,7 @@ class AgentStore:
             self._end_task(row[0], _TASK_STATUS.get(status, "failed"), error, ended, summary)
 
     def _end_task(self, run_id: str, status: str, error: str | None, ended: int, summary: str | None = None) -> None:
-        with contextlib.suppress(sqlite3.Error), immediate(self.state):
+        with contextlib.suppress(sqlite3.Error), self.state.write():
             self.state.execute("UPDATE task_runs SET status = ?, error = ?, ended_at = ?, last_event_at = ?, "
                                "cleanup_after = ?, terminal_summary = ? WHERE task_id = ? AND status = 'running'",
                                (status, error, ended, ended, ended + TASK_RETENTION_MS, summary, _task_id(run_id)))

@@ -152,7 +152,7 @@ class Store:
                 db.close()
 
     def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return immediate(self.db)
+        return self.db.write()
 
     # -- jobs -----------------------------------------------------------------------------------------
 
