@@ -3,9 +3,13 @@
 Each finding is `{checkId, severity, message, path?, fixHint?, fixed?}` and prints as upstream's
 `  [warning] core/doctor/gateway-config gateway.mode - gateway.mode is unset; gateway start will be blocked.`
 
+The state databases are checked as the gateway opens them (upstream's schema version and owner, no legacy JSON
+state of an older release left for `openclaw doctor --fix` to import) and for their modes.
+
 `--fix` repairs only what cannot lose anything: file modes (config 0600, state and run dirs 0700, service
-secrets 0600), a missing state dir, a missing gateway token in token mode (generated, never over a SecretRef),
-stale lock and socket files (only while no gateway holds the lock). `gateway.mode=local` is written only when
+secrets 0600, state databases and their `-wal`/`-shm` 0600), a missing state dir, a missing gateway token in
+token mode (generated, never over a SecretRef), stale lock and socket files (only while no gateway holds the
+lock). `gateway.mode=local` is written only when
 it is unset, no `gateway.remote.url` says this is a client config, and the operator agrees: at the prompt of
 an interactive run, or with `--yes`; `--non-interactive` never writes it. Services, linger, ports, channel
 credentials and browsers are reported with the command that fixes them.

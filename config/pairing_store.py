@@ -118,21 +118,14 @@ class PairingStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = statedb.open_state_db(path)
-        earlier = path.parent / sup_layout.SUP_PAIRING
-        with sup_layout.importing(earlier, "channel_pairing_requests") as mine:
-            if mine:
-                self._import(earlier)
+        sup_layout.import_once(path.parent / sup_layout.SUP_PAIRING, "channel_pairing_requests", self._import)
 
-    def _import(self, earlier: Path) -> None:
+    def _import(self, old: sqlite3.Connection) -> None:
         """Requests and approved senders of openclaw-sup's earlier pairing tables (config/sup_layout.py)."""
-        old = sup_layout.read(earlier)
-        try:
-            requests = old.execute("SELECT channel, account_id, code, sender_id, sender_name, chat_id, created_at "
-                                   "FROM channel_pairing_requests").fetchall()
-            allowed = old.execute("SELECT channel, account_id, sender_id, approved_at FROM "
-                                  "channel_pairing_allow_entries ORDER BY approved_at").fetchall()
-        finally:
-            old.close()
+        requests = old.execute("SELECT channel, account_id, code, sender_id, sender_name, chat_id, created_at "
+                               "FROM channel_pairing_requests").fetchall()
+        allowed = old.execute("SELECT channel, account_id, sender_id, approved_at FROM "
+                              "channel_pairing_allow_entries ORDER BY approved_at").fetchall()
         with self._tx():
             for channel, account, code, sender, name, chat, created in requests:
                 meta = {k: v for k, v in (("name", name), ("chatId", chat)) if v and v != sender}

@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SUP_PAIRING = "openclaw-sup-pairing.sqlite"  # in state/
@@ -115,3 +115,14 @@ def importing(path: Path, table: str) -> Iterator[bool]:
         os.replace(path, f"{path}{IMPORTED}")
     finally:
         os.close(fd)
+
+
+def import_once(path: Path, table: str, importer: Callable[[sqlite3.Connection], None]) -> None:
+    """Run `importer` on the earlier file at `path` (read-only) unless it is absent or already imported."""
+    with importing(path, table) as mine:
+        if mine:
+            old = read(path)
+            try:
+                importer(old)
+            finally:
+                old.close()

@@ -353,23 +353,16 @@ class DeviceStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._db = statedb.open_state_db(self.path)
-        earlier = self.path.parent / sup_layout.SUP_DEVICES
-        with sup_layout.importing(earlier, "paired_devices") as mine:
-            if mine:
-                self._import(earlier)
+        sup_layout.import_once(self.path.parent / sup_layout.SUP_DEVICES, "paired_devices", self._import)
 
-    def _import(self, earlier: Path) -> None:
+    def _import(self, old: sqlite3.Connection) -> None:
         """Pairings and pending requests of openclaw-sup's earlier `state/gateway-devices.sqlite`. Its device
         tokens were kept only as hashes and cannot be carried over: a device gets a new one at its next connect
         with the gateway token (one that only ever held its device token is approved again)."""
-        old = sup_layout.read(earlier)
-        try:
-            paired = old.execute(f"SELECT device_id, public_key, roles, scopes, {_OLD_META}, created_ms, updated_ms "
-                                 "FROM paired_devices").fetchall()
-            pending = old.execute(f"SELECT request_id, device_id, public_key, role, scopes, {_OLD_META}, is_repair, "
-                                  "created_ms, updated_ms FROM pairing_requests").fetchall()
-        finally:
-            old.close()
+        paired = old.execute(f"SELECT device_id, public_key, roles, scopes, {_OLD_META}, created_ms, updated_ms "
+                             "FROM paired_devices").fetchall()
+        pending = old.execute(f"SELECT request_id, device_id, public_key, role, scopes, {_OLD_META}, is_repair, "
+                              "created_ms, updated_ms FROM pairing_requests").fetchall()
         with self._tx() as db:
             for device_id, key, roles, scopes, *meta, created, updated in paired:
                 db.execute(f"INSERT OR IGNORE INTO device_pairing_paired ({_PAIRED_COLUMNS}) "

@@ -117,20 +117,13 @@ class AgentStore:
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
-        earlier = path.parent / sup_layout.SUP_TRANSCRIPTS
-        with sup_layout.importing(earlier, "messages") as mine:
-            if mine:
-                self._import(earlier)
+        sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
 
-    def _import(self, earlier: Path) -> None:
+    def _import(self, old: sqlite3.Connection) -> None:
         """Transcripts and runs of openclaw-sup's earlier agent tables (config/sup_layout.py), in order."""
-        old = sup_layout.read(earlier)
-        try:
-            messages = old.execute("SELECT session_key, role, text, ts, run_id FROM messages ORDER BY id").fetchall()
-            runs = old.execute("SELECT idem_key, run_id, method, session_key, status, started_at, ended_at, error, "
-                               "answer FROM runs").fetchall()
-        finally:
-            old.close()
+        messages = old.execute("SELECT session_key, role, text, ts, run_id FROM messages ORDER BY id").fetchall()
+        runs = old.execute("SELECT idem_key, run_id, method, session_key, status, started_at, ended_at, error, "
+                           "answer FROM runs").fetchall()
         for session_key, role, text, ts, run_id in messages:
             self.append(session_key, role, text, run_id, ts=ts)
         with immediate(self.side):

@@ -114,34 +114,27 @@ class Store:
         sqlitedb.restrict(self.side_path)
         self.pid = os.getpid()
         self.pid_start = statedb.start_identity(self.pid)
-        earlier = path.parent / sup_layout.SUP_CRON
-        with sup_layout.importing(earlier, "jobs") as mine:
-            if mine:
-                self._import(earlier)
+        sup_layout.import_once(path.parent / sup_layout.SUP_CRON, "jobs", self._import)
 
-    def _import(self, earlier: Path) -> None:
+    def _import(self, old: sqlite3.Connection) -> None:
         """Jobs, runs, pending events and settings of openclaw-sup's earlier `state/cron.sqlite`."""
-        old = sup_layout.read(earlier)
-        try:
-            jobs = [orjson.loads(b) for (b,) in old.execute("SELECT body FROM jobs ORDER BY rowid")]
-            runs = [(orjson.loads(e), status, pgid, started) for e, status, pgid, started in old.execute(
-                "SELECT entry, status, pgid, pgid_started FROM runs ORDER BY started_at_ms, rowid")]
-            events = old.execute("SELECT agent_id, text, ts_ms FROM system_events ORDER BY id").fetchall()
-            meta = old.execute("SELECT key, value FROM meta").fetchall()
-        finally:
-            old.close()
+        jobs = [orjson.loads(b) for (b,) in old.execute("SELECT body FROM jobs ORDER BY rowid")]
+        runs = [(orjson.loads(e), status, pgid, started) for e, status, pgid, started in old.execute(
+            "SELECT entry, status, pgid, pgid_started FROM runs ORDER BY started_at_ms, rowid")]
+        events = old.execute("SELECT agent_id, text, ts_ms FROM system_events ORDER BY id").fetchall()
+        meta = old.execute("SELECT key, value FROM meta").fetchall()
         by_id = {j["id"]: j for j in jobs if isinstance(j, dict) and isinstance(j.get("id"), str)}
         with self.tx():
             for job in by_id.values():
                 self._put(job)
+            for entry, status, _pgid, _started in runs:
+                job = by_id.get(entry.get("jobId")) or {"id": entry.get("jobId"), "name": entry.get("jobName")}
+                self._insert_run(job, {**entry, "status": "running"}, owner=None)
+                if status != "running":
+                    self._finish(entry)
         for entry, status, pgid, started in runs:
-            job = by_id.get(entry.get("jobId")) or {"id": entry.get("jobId"), "name": entry.get("jobName")}
-            self._insert_run(job, {**entry, "status": "running"}, owner=None)
             if status == "running" and pgid:
                 self.record_process(entry["runId"], pgid, started)
-            elif status != "running":
-                with self.tx():
-                    self._finish(entry)
         with immediate(self.side):
             self.side.executemany("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)", events)
             self.side.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", meta)
