@@ -135,6 +135,7 @@ def test_from_the_real_gateway_to_ours(gateway_factory, model: EchoModel) -> Non
         agent_turn(c, "agent:main:main", "first real message")
         agent_turn(c, "agent:main:main", "second real message")
         agent_turn(c, "agent:main:side", "side real message")
+        agent_turn(c, "agent:main:side", "a long one " * 150)  # over 1 KiB: upstream stores it zstd-packed
         real_history = {k: chat_messages(c, k) for k in ("agent:main:main", "agent:main:side")}
         c.close()
         job = json_out(run_real(env, "cron", "add", "--name", "realjob", "--every", "1h", "--no-deliver",
@@ -148,7 +149,9 @@ def test_from_the_real_gateway_to_ours(gateway_factory, model: EchoModel) -> Non
     finally:
         real.stop()
     before = counts(state, store_key)
-    assert len(before["jobs"]) >= 2 and before["runs"] and len(before["sessions"]) == 2 and before["messages"] == 6
+    assert len(before["jobs"]) >= 2 and before["runs"] and len(before["sessions"]) == 2 and before["messages"] == 8
+    agent_db = state / "agents" / "main" / "agent" / "openclaw-agent.sqlite"
+    assert rows(agent_db, "SELECT count(*) FROM transcript_events WHERE event_zstd IS NOT NULL")[0][0] >= 1
     assert [r[3] for r in before["pairingRequests"]] == ["REALBBBB"] and len(before["allowed"]) == 2
     assert len(before["devices"]) == 1 and len(before["execApprovals"]) == 1
 

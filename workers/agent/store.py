@@ -282,31 +282,36 @@ class AgentStore:
                         "active_event_count = ?, active_message_count = ?, updated_at = ? WHERE session_id = ?",
                         (seq, event_id, state[2] + 1, state[3] + 1, now, session_id))
 
-    def _messages(self, session_id: str) -> list[tuple[int, dict[str, Any], int]]:
-        """The session's messages in order: the active branch when upstream's projection is current, else every
-        message event in sequence order."""
+    def _messages(self, session_id: str, limit: int = -1, offset: int = 0
+                  ) -> tuple[list[tuple[int, dict[str, Any], int]], int]:
+        """The session's user and assistant messages, oldest first: the last `limit` (all with -1) before the
+        newest `offset`, and how many there are. The active branch when upstream's projection is current, else
+        every message event in sequence order; only the page asked for is read and decoded."""
         state = self.db.execute("SELECT indexed_seq, needs_rebuild FROM session_transcript_index_state WHERE "
                                 "session_id = ?", (session_id,)).fetchone()
         (latest,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
                                     (session_id,)).fetchone()
-        columns = "e.seq, e.event_json, e.event_zstd, e.event_utf8_bytes, e.created_at"
+        chat = "(e.event_json IS NULL OR json_extract(e.event_json, '$.message.role') IN ('user', 'assistant'))"
         if state is not None and state[1] == 0 and state[0] == latest:
-            rows = self.db.execute(f"SELECT {columns} FROM session_transcript_active_events a JOIN transcript_events e "
-                                   "ON e.session_id = a.session_id AND e.seq = a.event_seq WHERE a.session_id = ? "
-                                   "AND a.message_position IS NOT NULL ORDER BY a.active_position",
-                                   (session_id,)).fetchall()
+            source = ("FROM session_transcript_active_events a JOIN transcript_events e ON e.session_id = "
+                      f"a.session_id AND e.seq = a.event_seq WHERE a.session_id = ? AND a.message_position IS NOT NULL "
+                      f"AND {chat}")
+            order = "a.active_position"
         else:
-            rows = self.db.execute(f"SELECT {columns} FROM transcript_events e JOIN transcript_event_identities i "
-                                   "ON i.session_id = e.session_id AND i.seq = e.seq WHERE e.session_id = ? AND "
-                                   "i.event_type = 'message' ORDER BY e.seq", (session_id,)).fetchall()
+            source = ("FROM transcript_events e JOIN transcript_event_identities i ON i.session_id = e.session_id "
+                      f"AND i.seq = e.seq WHERE e.session_id = ? AND i.event_type = 'message' AND {chat}")
+            order = "e.seq"
+        (total,) = self.db.execute(f"SELECT count(*) {source}", (session_id,)).fetchone()
+        rows = self.db.execute(f"SELECT e.seq, e.event_json, e.event_zstd, e.event_utf8_bytes, e.created_at {source} "
+                               f"ORDER BY {order} DESC LIMIT ? OFFSET ?", (session_id, limit, offset)).fetchall()
         out = []
-        for seq, text, blob, size, created in rows:
+        for seq, text, blob, size, created in reversed(rows):
             with contextlib.suppress(ValueError, orjson.JSONDecodeError):
                 event = orjson.loads(text if text is not None else _zstd(blob, size))
                 message = event.get("message") if isinstance(event, dict) else None
-                if isinstance(message, dict):
+                if isinstance(message, dict) and message.get("role") in ("user", "assistant"):
                     out.append((seq, message, created))
-        return out
+        return out, int(total)
 
     def history(self, session_key: str, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """The last `limit` user/assistant messages before the newest `offset` ones (oldest first), and the total."""
@@ -314,10 +319,7 @@ class AgentStore:
         row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
         if row is None:
             return [], 0
-        rows = [(seq, m, created) for seq, m, created in self._messages(row[0])
-                if m.get("role") in ("user", "assistant")]
-        total = len(rows)
-        window = rows[max(0, total - offset - limit):total - offset] if offset < total else []
+        window, total = self._messages(row[0], limit, offset)
         out = []
         for seq, m, created in window:
             run = (m.get("__openclaw") or {}).get("runId") if isinstance(m.get("__openclaw"), dict) else None
@@ -342,7 +344,7 @@ class AgentStore:
             with contextlib.suppress(orjson.JSONDecodeError):
                 entry = orjson.loads(entry_json) if entry_json else {}
             if stale or count is None:
-                count = len(self._messages(session_id))
+                count = self._messages(session_id, 0)[1]
             out.append({"key": key, "sessionId": session_id, "updatedAt": updated,
                         "createdAt": created if created is not None else entry.get("sessionStartedAt"),
                         "modelProvider": entry.get("modelProvider", provider), "model": entry.get("model", model),
