@@ -161,6 +161,10 @@ def test_from_the_real_gateway_to_ours(gateway_factory, model: EchoModel) -> Non
     assert set(before["jobs"]) <= {j["id"] for j in listed["jobs"]}
     runs = c.request("cron.runs", {"id": job_id, "limit": 50})["entries"]
     assert [(e["status"], e["summary"]) for e in runs] == [("ok", "from-real")]
+    declared = rows(state / "state" / "openclaw.sqlite", "SELECT job_id FROM cron_jobs WHERE declaration_key LIKE "
+                                                         "'memory-core:%' OR declaration_key LIKE 'skill-collection-%'")
+    for (declared_id,) in declared:  # upstream's own maintenance jobs: kept, listed, not run by ours
+        assert f"cron: job {declared_id} (" in gw.log_text() and "not scheduled" in gw.log_text()
     assert {k: chat_messages(c, k) for k in real_history} == real_history
     assert ("user", "first real message") in real_history["agent:main:main"]
     agent_turn(c, "agent:main:main", "third message, on ours")

@@ -59,6 +59,17 @@ def _display(path: Path) -> str:
     return "~" + text[len(home):] if home and text.startswith(home.rstrip("/") + "/") else text
 
 
+UPSTREAM_DECLARATIONS = ("memory-core:", "skill-collection-review:", "heartbeat-task:", "claw:",
+                         "openclaw-backup-scheduled")
+
+
+def upstream_owned(job: dict[str, Any]) -> bool:
+    """A job upstream's runtime declares for itself (memory dreaming, skill reviews, backups, ...): its message is
+    an instruction to a part of upstream openclaw-sup does not have. Kept and listed as it is; never run here."""
+    key = job.get("declarationKey")
+    return isinstance(key, str) and key.startswith(UPSTREAM_DECLARATIONS)
+
+
 def _job_id(params: dict[str, Any], method: str) -> str:
     job_id = params.get("id", params.get("jobId"))
     if not isinstance(job_id, str) or not job_id:
@@ -110,6 +121,11 @@ class Scheduler:
                 self.log.error("cron: a stored job is unreadable and was left out: %s", str(job)[:200])
         self._recover_interrupted()
         self._declare_heartbeats()
+        for job in self.jobs.values():
+            if upstream_owned(job):
+                self.log.info("cron: job %s (%s) was declared by upstream's %s, which openclaw-sup does not run: "
+                              "kept as it is, not scheduled", job["id"], job.get("name"),
+                              str(job["declarationKey"]).split(":", 1)[0])
         if not self.enabled:
             self.log.warning(DISABLED_LINE)
         self._arm()
@@ -168,7 +184,8 @@ class Scheduler:
     def _next_wake(self) -> int | None:
         """The earliest due time; a running heartbeat still counts (its next beat is skipped as in flight)."""
         due = [(j.get("state") or {}).get("nextRunAtMs") for j in self.jobs.values()
-               if j.get("enabled", True) and (j["id"] not in self.active or hb.is_heartbeat_job(j))]
+               if j.get("enabled", True) and not upstream_owned(j)
+               and (j["id"] not in self.active or hb.is_heartbeat_job(j))]
         return min((d for d in due if d is not None), default=None)
 
     def _arm(self) -> None:
@@ -179,7 +196,7 @@ class Scheduler:
             return
         due = self._next_wake()
         unscheduled = any(j.get("enabled", True) and (j.get("state") or {}).get("nextRunAtMs") is None
-                          and j["id"] not in self.active for j in self.jobs.values())
+                          and j["id"] not in self.active and not upstream_owned(j) for j in self.jobs.values())
         if due is None and not unscheduled:
             return
         now = now_ms()
@@ -204,7 +221,7 @@ class Scheduler:
 
     def _tick_job(self, job: dict[str, Any], now: int) -> None:
         due = (job.get("state") or {}).get("nextRunAtMs")
-        if not job.get("enabled", True):
+        if not job.get("enabled", True) or upstream_owned(job):
             return
         if job["id"] in self.active:
             if hb.is_heartbeat_job(job) and due is not None and due <= now:
