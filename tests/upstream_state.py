@@ -152,15 +152,27 @@ class RealGateway:
         self.proc = None
 
 
-def schema(path: Path) -> dict[str, tuple[str, str]]:
-    """Every schema object SQLite keeps for `path` but its own and FTS shadow tables: name -> (type, sql)."""
+def _objects(path: Path) -> list[tuple[str, str, str]]:
+    """(type, name, sql) of every schema object SQLite keeps for `path` but its own and FTS shadow tables (the
+    virtual table's statement recreates those), in creation order."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         shadow = {r[1] for r in db.execute("PRAGMA table_list") if r[2] == "shadow"}
-        return {name: (kind, sql) for kind, name, sql in db.execute("SELECT type, name, sql FROM sqlite_master")
-                if sql and not name.startswith("sqlite_") and name not in shadow}
+        return [(kind, name, sql) for kind, name, sql in
+                db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY rowid")
+                if sql and not name.startswith("sqlite_") and name not in shadow]
     finally:
         db.close()
+
+
+def schema(path: Path) -> dict[str, tuple[str, str]]:
+    """name -> (type, sql) of the schema objects of `path`."""
+    return {name: (kind, sql) for kind, name, sql in _objects(path)}
+
+
+def ddl(path: Path) -> str:
+    """The statements that recreate the schema of `path` (config/upstream_schema's format)."""
+    return "".join(f"{sql.strip()};\n" for _kind, _name, sql in _objects(path))
 
 
 def rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
