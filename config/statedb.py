@@ -8,6 +8,8 @@ create is therefore created whole, from the DDL the real CLI 2026.9.6 writes on 
 ownership row and pragmas (WAL, incremental auto-vacuum, foreign keys, 5 s busy timeout). A file at another
 version is never migrated here: an older one is refused naming `openclaw doctor --fix` (upstream's migration),
 a newer one naming the version we understand. The files and their `-wal`/`-shm` are 0600, their directory 0700.
+Writes go through `StateConnection.write()`: upstream's cross-process write coordinator (for the shared database)
+around one BEGIN IMMEDIATE transaction, as upstream's own writers do.
 """
 
 from __future__ import annotations
