@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from channel_servers import NGIRCD, IrcClient, Ngircd
-from upstream_state import cli_env, json_out, ok, real_cli, rows, run_real
+from upstream_state import cli_env, json_out, ok, rows, run_real
 
 from conftest import Gateway, wait_for
 from openclaw_sup.config.pairing_store import PairingStore
@@ -152,12 +151,10 @@ def test_real_cli_writes_interleave_with_our_writers(gateway_factory, ircd: Ngir
 
     writer = threading.Thread(target=our_writer)
     writer.start()
-    try:
-        procs = [subprocess.Popen([str(real_cli()), "pairing", "approve", "telegram", code, "--account", account],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for account, code in codes]
-        results = [(p.wait(240), p.stdout.read() if p.stdout else "", p.stderr.read() if p.stderr else "")
-                   for p in procs]
+    try:  # one after the other: concurrent real CLIs race on their own config write (commands.ownerAllowFrom)
+        results = [(p.returncode, p.stdout, p.stderr) for p in
+                   (run_real(env, "pairing", "approve", "telegram", code, "--account", account)
+                    for account, code in codes)]
     finally:
         stop.set()
         writer.join(60)
