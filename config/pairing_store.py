@@ -36,6 +36,8 @@ CODE_LENGTH = 8
 REQUEST_TTL_MS = 3_600_000
 MAX_PENDING_PER_ACCOUNT = 3
 _UNSAFE_KEY = re.compile(r'[\\/:*?"<>|]')
+APPROVED_NOTICE = "OpenClaw: your access request was approved. You can talk to the bot now."
+"""What an approved sender is told when the operator asks to notify them."""
 
 
 def new_code() -> str:
@@ -237,6 +239,20 @@ class PairingStore:
                             "request_id=?", (ch, req.account_id, req.sender_id))
             self._allow(ch, req.account_id, req.sender_id, now)
             return req
+
+    def dismiss(self, channel: str, account_id: str, sender_id: str, now: int | None = None) -> PairingRequest | None:
+        """Drop a pending request without approving it (the sender may ask again); None when there is none."""
+        now = now_ms() if now is None else now
+        ch, acct = key(channel), key(account_id) or "default"
+        with self._tx():
+            self._expire(ch, now)
+            row = self.db.execute(f"SELECT {_COLUMNS} FROM channel_pairing_requests WHERE channel_key=? AND "
+                                  "account_id=? AND request_id=?", (ch, acct, sender_id)).fetchone()
+            if row is None:
+                return None
+            self.db.execute("DELETE FROM channel_pairing_requests WHERE channel_key=? AND account_id=? AND "
+                            "request_id=?", (ch, acct, sender_id))
+            return _request(row)
 
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return self.db.write()
