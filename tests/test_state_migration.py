@@ -95,9 +95,8 @@ def counts(state: Path, store_key: str) -> dict[str, Any]:
     agent = state / "agents" / "main" / "agent" / "openclaw-agent.sqlite"
     return {
         "jobs": sorted(r[0] for r in rows(db, "SELECT job_id FROM cron_jobs WHERE store_key = ?", store_key)),
-        "runs": sorted(r[0] for r in rows(db, "SELECT json_extract(detail_json, '$.runId') FROM task_runs WHERE "
-                                              "runtime = 'cron' AND status != 'running' AND json_extract(detail_json, "
-                                              "'$.kind') = 'cron-run'")),
+        "runs": sorted(r[0] for r in rows(db, "SELECT task_id FROM task_runs WHERE runtime = 'cron' AND status != "
+                                              "'running' AND json_extract(detail_json, '$.kind') = 'cron-run'")),
         "sessions": sorted(r[0] for r in rows(agent, "SELECT session_key FROM session_nodes")),
         "messages": rows(agent, "SELECT count(*) FROM transcript_event_identities WHERE event_type = 'message'")[0][0],
         "pairingRequests": sorted(rows(db, "SELECT channel_key, account_id, request_id, code FROM "
@@ -181,9 +180,8 @@ def test_from_the_real_gateway_to_ours(gateway_factory, model: EchoModel) -> Non
     hello = device_connect(gw.port, key, device_token=device_token)  # the real gateway's device token, on ours
     assert hello["auth"]["role"] == "operator"
     after = counts(state, store_key)
-    assert after["runs"] == before["runs"] and after["sessions"] == before["sessions"]
-    assert after["messages"] == before["messages"] + 2
-    for kept in ("jobs", "pairingRequests", "allowed", "devices", "execApprovals", "operatorApprovals"):
+    assert after["sessions"] == before["sessions"] and after["messages"] == before["messages"] + 2
+    for kept in ("jobs", "runs", "pairingRequests", "allowed", "devices", "execApprovals", "operatorApprovals"):
         assert set(before[kept]) <= set(after[kept]), kept
     assert gw.stop() == 0
 
@@ -218,7 +216,7 @@ def test_from_ours_to_the_real_gateway(gateway_factory, model: EchoModel) -> Non
     ok(run_real(env, "approvals", "allowlist", "add", "/usr/bin/uptime", "--agent", "main"))
     assert gw.stop() == 0
     before = counts(state, store_key)
-    assert set(job_ids) <= set(before["jobs"]) and len(before["runs"]) == 2
+    assert set(job_ids) <= set(before["jobs"]) and len(before["runs"]) >= 2  # a heartbeat may have run too
     assert before["sessions"] == ["agent:main:main", "agent:main:side"] and before["messages"] == 6
     assert [r[2] for r in before["pairingRequests"]] == ["202"] and before["allowed"] == [("telegram", "default",
                                                                                             "201")]
@@ -250,7 +248,6 @@ def test_from_ours_to_the_real_gateway(gateway_factory, model: EchoModel) -> Non
     finally:
         real.stop()
     after = counts(state, store_key)
-    assert after["runs"] == before["runs"] and after["sessions"] == before["sessions"]
-    assert after["messages"] == before["messages"] + 2
-    for kept in ("jobs", "pairingRequests", "allowed", "devices", "execApprovals", "operatorApprovals"):
+    assert after["sessions"] == before["sessions"] and after["messages"] == before["messages"] + 2
+    for kept in ("jobs", "runs", "pairingRequests", "allowed", "devices", "execApprovals", "operatorApprovals"):
         assert set(before[kept]) <= set(after[kept]), kept
