@@ -223,7 +223,7 @@ class AgentService:
             waiter.set()
 
     def _messages(self, run: Run, store: AgentStore) -> list[dict[str, str]]:
-        rows, _total = store.history(run.session_key, HISTORY_TURNS)
+        rows, _total = store.history(run.session_key, HISTORY_TURNS, count=False)
         messages = [{"role": r["role"], "content": r["text"]} for r in rows if r["role"] in ("user", "assistant")]
         prompt = self._system_prompt(run.agent_id)
         return [{"role": "system", "content": prompt}, *messages] if prompt else messages

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
 """
 _TASK_STATUS = {"ok": "succeeded", "error": "failed"}
+TASK_METHOD = "agent"  # the runs upstream records as tasks: `openclaw agent` through the gateway
 
 
 def now_ms() -> int:
@@ -117,6 +118,8 @@ class AgentStore:
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
+        self.db.execute("PRAGMA wal_autocheckpoint=0")  # every turn writes ~40 pages: checkpoints off the hot path
+        self.checkpointer = sqlitedb.Checkpointer(path)
         sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
 
     def _import(self, old: sqlite3.Connection) -> None:
@@ -153,6 +156,7 @@ class AgentStore:
         return lease
 
     def close(self) -> None:
+        self.checkpointer.stop()
         with contextlib.suppress(sqlite3.Error), self.state.write():
             self.state.execute("DELETE FROM agent_database_leases WHERE lease_id = ?", (self.lease,))
         for db in (self.db, self.side, self.state):
@@ -161,12 +165,13 @@ class AgentStore:
 
     def close_interrupted(self) -> list[tuple[str, str | None]]:
         """Runs left `running` by a crash become errors; answers their `(runId, sessionKey)`."""
-        rows = self.side.execute("SELECT run_id, session_key FROM runs WHERE status='running'").fetchall()
+        rows = self.side.execute("SELECT run_id, session_key, method FROM runs WHERE status='running'").fetchall()
         ended = now_ms()
         self.side.execute("UPDATE runs SET status='error', error=?, ended_at=? WHERE status='running'",
                           (INTERRUPTED, ended))
-        for run_id, _key in rows:
-            self._end_task(run_id, "lost", INTERRUPTED, ended)
+        for run_id, _key, method in rows:
+            if method == TASK_METHOD:
+                self._end_task(run_id, "lost", INTERRUPTED, ended)
         return [(r[0], r[1]) for r in rows]
 
     # -- sessions ------------------------------------------------------------------------------------
@@ -200,9 +205,13 @@ class AgentStore:
         self.db.execute("INSERT INTO session_transcript_index_state (session_id, indexed_seq, leaf_event_id, "
                         "needs_rebuild, active_event_count, active_message_count, updated_at) "
                         "VALUES (?, 0, ?, 0, 0, 0, ?)", (session_id, session_id, now))
+        self._certify(key)
         return session_id, entry
 
     def _insert_event(self, session_id: str, seq: int, event: dict[str, Any], idem: str | None, now: int) -> None:
+        if idem and self.db.execute("SELECT 1 FROM transcript_event_identities WHERE session_id = ? AND "
+                                    "message_idempotency_key = ?", (session_id, idem)).fetchone():
+            idem = None  # upstream keeps one message per key and session: a repeat is kept, unkeyed
         text = orjson.dumps(event).decode()
         self.db.execute("INSERT INTO transcript_events (session_id, seq, event_json, created_at, event_utf8_bytes) "
                         "VALUES (?, ?, ?, ?, ?)", (session_id, seq, text, now, len(text.encode())))
@@ -250,20 +259,20 @@ class AgentStore:
                      "timestamp": iso(now), "message": message}
             self._insert_event(session_id, seq, event, idem, now)
             self._project(session_id, seq, event["id"], now)
-            entry.update(updatedAt=now, lastInteractionAt=now, lastActivityAt=now)
-            if model:
-                entry["modelProvider"], _, entry["model"] = model.partition("/")
-            self.db.execute("UPDATE session_nodes SET entry_json = ?, updated_at = ?, last_interaction_at = ?, "
-                            "last_activity_at = ? WHERE session_key = ?",
-                            (orjson.dumps(entry).decode(), now, now, now, key))
-            status = ("running", None) if role == "user" else ("done", now)
-            self.db.execute("UPDATE session_windows SET updated_at = ?, transcript_updated_at = ?, "
-                            "transcript_observed_at = ?, status = ?, ended_at = ?, "
-                            "model_provider = coalesce(?, model_provider), model = coalesce(?, model) "
-                            "WHERE session_id = ?",
-                            (now, now, now, *status, entry.get("modelProvider") if model else None,
-                             entry.get("model") if model else None, session_id))
-            self._certify(key)
+            if role != "user":  # the session and its window move on once per turn, with the answer
+                entry.update(updatedAt=now, lastInteractionAt=now, lastActivityAt=now)
+                if model:
+                    entry["modelProvider"], _, entry["model"] = model.partition("/")
+                self.db.execute("UPDATE session_nodes SET entry_json = ?, updated_at = ?, last_interaction_at = ?, "
+                                "last_activity_at = ? WHERE session_key = ?",
+                                (orjson.dumps(entry).decode(), now, now, now, key))
+                self._certify(key)
+                self.db.execute("UPDATE session_windows SET updated_at = ?, transcript_updated_at = ?, "
+                                "transcript_observed_at = ?, status = 'done', ended_at = ?, "
+                                "model_provider = coalesce(?, model_provider), model = coalesce(?, model) "
+                                "WHERE session_id = ?",
+                                (now, now, now, now, entry.get("modelProvider") if model else None,
+                                 entry.get("model") if model else None, session_id))
         return seq
 
     def _project(self, session_id: str, seq: int, event_id: str, now: int) -> None:
@@ -282,7 +291,7 @@ class AgentStore:
                         "active_event_count = ?, active_message_count = ?, updated_at = ? WHERE session_id = ?",
                         (seq, event_id, state[2] + 1, state[3] + 1, now, session_id))
 
-    def _messages(self, session_id: str, limit: int = -1, offset: int = 0
+    def _messages(self, session_id: str, limit: int = -1, offset: int = 0, *, count: bool = True
                   ) -> tuple[list[tuple[int, dict[str, Any], int]], int]:
         """The session's user and assistant messages, oldest first: the last `limit` (all with -1) before the
         newest `offset`, and how many there are. The active branch when upstream's projection is current, else
@@ -301,7 +310,7 @@ class AgentStore:
             source = ("FROM transcript_events e JOIN transcript_event_identities i ON i.session_id = e.session_id "
                       f"AND i.seq = e.seq WHERE e.session_id = ? AND i.event_type = 'message' AND {chat}")
             order = "e.seq"
-        (total,) = self.db.execute(f"SELECT count(*) {source}", (session_id,)).fetchone()
+        (total,) = self.db.execute(f"SELECT count(*) {source}", (session_id,)).fetchone() if count else (-1,)
         rows = self.db.execute(f"SELECT e.seq, e.event_json, e.event_zstd, e.event_utf8_bytes, e.created_at {source} "
                                f"ORDER BY {order} DESC LIMIT ? OFFSET ?", (session_id, limit, offset)).fetchall()
         out = []
@@ -313,13 +322,15 @@ class AgentStore:
                     out.append((seq, message, created))
         return out, int(total)
 
-    def history(self, session_key: str, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """The last `limit` user/assistant messages before the newest `offset` ones (oldest first), and the total."""
+    def history(self, session_key: str, limit: int, offset: int = 0, *, count: bool = True
+                ) -> tuple[list[dict[str, Any]], int]:
+        """The last `limit` user/assistant messages before the newest `offset` ones (oldest first), and the total
+        (-1 unless `count`: a model's context needs no total)."""
         key = store_key(session_key, self.agent_id)
         row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
         if row is None:
             return [], 0
-        window, total = self._messages(row[0], limit, offset)
+        window, total = self._messages(row[0], limit, offset, count=count)
         out = []
         for seq, m, created in window:
             run = (m.get("__openclaw") or {}).get("runId") if isinstance(m.get("__openclaw"), dict) else None
@@ -369,7 +380,7 @@ class AgentStore:
         cur = self.side.execute("INSERT OR IGNORE INTO runs(idem_key, run_id, method, session_key, status, "
                                 "started_at) VALUES (?,?,?,?, 'running', ?)",
                                 (idem_key, run_id, method, session_key, started_at))
-        if cur.rowcount == 1 and method == "agent":
+        if cur.rowcount == 1 and method == TASK_METHOD:
             key = store_key(session_key or "main", self.agent_id)
             with contextlib.suppress(sqlite3.Error), self.state.write():
                 self.state.execute(
@@ -387,8 +398,8 @@ class AgentStore:
         ended = now_ms()
         self.side.execute("UPDATE runs SET status=?, error=?, ended_at=?, answer=? WHERE idem_key=?",
                           (status, error, ended, orjson.dumps(answer), idem_key))
-        row = self.side.execute("SELECT run_id FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
-        if row:
+        row = self.side.execute("SELECT run_id, method FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
+        if row and row[1] == TASK_METHOD:
             summary = "completed" if status == "ok" else None
             self._end_task(row[0], _TASK_STATUS.get(status, "failed"), error, ended, summary)
 
