@@ -21,7 +21,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from importlib import resources
 from pathlib import Path
 
 from openclaw_sup.config import sqlitedb
@@ -60,7 +59,8 @@ def _octet_length(value: object) -> int | None:
 
 
 def _ddl(name: str) -> str:
-    return resources.files("openclaw_sup.config").joinpath("upstream_schema", name).read_text()
+    """A shipped DDL file (package data beside this module; `importlib.resources` costs a worker 2 MB)."""
+    return (Path(__file__).parent / "upstream_schema" / name).read_text()
 
 
 class WriteGate:
