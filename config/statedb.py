@@ -214,6 +214,9 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
+        # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
+        # the gateway's for the shared database, the agent worker's for its own), and at the last close.
+        db.execute("PRAGMA wal_autocheckpoint=0")
     except BaseException:
         db.close()
         raise

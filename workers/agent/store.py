@@ -118,8 +118,7 @@ class AgentStore:
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
-        self.db.execute("PRAGMA wal_autocheckpoint=0")  # every turn writes ~40 pages: checkpoints off the hot path
-        self.checkpointer = sqlitedb.Checkpointer(path)
+        self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
         sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
 
     def _import(self, old: sqlite3.Connection) -> None:
