@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at INTEGER NOT NULL,
     ended_at INTEGER,
     error TEXT,
-    answer BLOB
+    answer BLOB,
+    message TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
 """
@@ -129,7 +130,8 @@ class AgentStore:
         for session_key, role, text, ts, run_id in messages:
             self.append(session_key, role, text, run_id, ts=ts)
         with immediate(self.side):
-            self.side.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", runs)
+            self.side.executemany("INSERT OR IGNORE INTO runs (idem_key, run_id, method, session_key, status, "
+                                  "started_at, ended_at, error, answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", runs)
 
     def _claim_lease(self) -> str:
         """Upstream's open-database lease (`agent_database_leases`: this process holds the file), so the real
@@ -164,11 +166,15 @@ class AgentStore:
 
     def close_interrupted(self) -> list[tuple[str, str | None]]:
         """Runs left `running` by a crash become errors; answers their `(runId, sessionKey)`."""
-        rows = self.side.execute("SELECT run_id, session_key, method FROM runs WHERE status='running'").fetchall()
+        rows = self.side.execute("SELECT run_id, session_key, method, message, started_at FROM runs "
+                                 "WHERE status='running'").fetchall()
         ended = now_ms()
+        for run_id, key, _method, message, started in rows:
+            if message is not None and key:  # its turn was to be written whole at its end: the question is kept
+                self.append_turn(key, message, None, run_id, ts=started)
         self.side.execute("UPDATE runs SET status='error', error=?, ended_at=? WHERE status='running'",
                           (INTERRUPTED, ended))
-        for run_id, _key, method in rows:
+        for run_id, _key, method, _message, _started in rows:
             if method == TASK_METHOD:
                 self._end_task(run_id, "lost", INTERRUPTED, ended)
         return [(r[0], r[1]) for r in rows]
@@ -226,52 +232,71 @@ class AgentStore:
     def append(self, session_key: str, role: str, text: str, run_id: str | None = None, *,
                model: str | None = None, usage: dict[str, int] | None = None, ts: int | None = None) -> int:
         """Append a user or assistant message to the session's transcript; returns its sequence number."""
-        key = store_key(session_key, self.agent_id)
-        now = now_ms() if ts is None else ts
         with self.db.write():
-            session_id, entry = self._open_session(key, now)
-            (last,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
-                                      (session_id,)).fetchone()
-            seq = (last if last is not None else -1) + 1
-            leaf = self.db.execute("SELECT leaf_event_id FROM session_transcript_index_state WHERE session_id = ? "
-                                   "AND needs_rebuild = 0 AND indexed_seq = ?", (session_id, seq - 1)).fetchone() \
-                or self.db.execute("SELECT event_id FROM transcript_event_identities WHERE session_id = ? AND seq = ?",
-                                   (session_id, seq - 1)).fetchone()
-            message: dict[str, Any] = {"role": role, "timestamp": now}
-            idem = None
-            if role == "user":
-                message["content"] = text
-                if run_id:
-                    idem = message["idempotencyKey"] = f"{run_id}:user"
-            else:
-                message["content"] = [{"type": "text", "text": text}]
-                if model:
-                    provider, _, name = model.partition("/")
-                    message.update(provider=provider, model=name)
-                if usage:
-                    message["usage"] = {"input": usage.get("inputTokens", 0), "output": usage.get("outputTokens", 0),
-                                        "totalTokens": usage.get("inputTokens", 0) + usage.get("outputTokens", 0)}
-                message["stopReason"] = "stop"
-                if run_id:
-                    message["__openclaw"] = {"runId": run_id}
-            event = {"type": "message", "id": str(uuid.uuid4()), "parentId": leaf[0] if leaf else None,
-                     "timestamp": iso(now), "message": message}
-            self._insert_event(session_id, seq, event, idem, now)
-            self._project(session_id, seq, event["id"], now)
-            if role != "user":  # the session and its window move on once per turn, with the answer
-                entry.update(updatedAt=now, lastInteractionAt=now, lastActivityAt=now)
-                if model:
-                    entry["modelProvider"], _, entry["model"] = model.partition("/")
-                self.db.execute("UPDATE session_nodes SET entry_json = ?, updated_at = ?, last_interaction_at = ?, "
-                                "last_activity_at = ? WHERE session_key = ?",
-                                (orjson.dumps(entry).decode(), now, now, now, key))
-                self._certify(key)
-                self.db.execute("UPDATE session_windows SET updated_at = ?, transcript_updated_at = ?, "
-                                "transcript_observed_at = ?, status = 'done', ended_at = ?, "
-                                "model_provider = coalesce(?, model_provider), model = coalesce(?, model) "
-                                "WHERE session_id = ?",
-                                (now, now, now, now, entry.get("modelProvider") if model else None,
-                                 entry.get("model") if model else None, session_id))
+            return self._append(store_key(session_key, self.agent_id), role, text, run_id, model, usage,
+                                now_ms() if ts is None else ts)
+
+    def append_turn(self, session_key: str, question: str, answer: str | None, run_id: str, *,
+                    model: str | None = None, usage: dict[str, int] | None = None, ts: int | None = None) -> None:
+        """A turn's question and (when there is one) its answer in one transaction: half the commits of two
+        appends, each of which writes dozens of pages of upstream's indexed tables. A question already written
+        for this run (a crash after the turn was stored, before its run was closed) is not written twice."""
+        key = store_key(session_key, self.agent_id)
+        with self.db.write():
+            row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?",
+                                  (key,)).fetchone()
+            if row is None or not self.db.execute(
+                    "SELECT 1 FROM transcript_event_identities WHERE session_id = ? AND message_idempotency_key = ?",
+                    (row[0], f"{run_id}:user")).fetchone():
+                self._append(key, "user", question, run_id, None, None, now_ms() if ts is None else ts)
+            if answer is not None:
+                self._append(key, "assistant", answer, run_id, model, usage, now_ms())
+
+    def _append(self, key: str, role: str, text: str, run_id: str | None, model: str | None,
+                usage: dict[str, int] | None, now: int) -> int:
+        session_id, entry = self._open_session(key, now)
+        (last,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
+                                  (session_id,)).fetchone()
+        seq = (last if last is not None else -1) + 1
+        leaf = self.db.execute("SELECT leaf_event_id FROM session_transcript_index_state WHERE session_id = ? "
+                               "AND needs_rebuild = 0 AND indexed_seq = ?", (session_id, seq - 1)).fetchone() \
+            or self.db.execute("SELECT event_id FROM transcript_event_identities WHERE session_id = ? AND seq = ?",
+                               (session_id, seq - 1)).fetchone()
+        message: dict[str, Any] = {"role": role, "timestamp": now}
+        idem = None
+        if role == "user":
+            message["content"] = text
+            if run_id:
+                idem = message["idempotencyKey"] = f"{run_id}:user"
+        else:
+            message["content"] = [{"type": "text", "text": text}]
+            if model:
+                provider, _, name = model.partition("/")
+                message.update(provider=provider, model=name)
+            if usage:
+                message["usage"] = {"input": usage.get("inputTokens", 0), "output": usage.get("outputTokens", 0),
+                                    "totalTokens": usage.get("inputTokens", 0) + usage.get("outputTokens", 0)}
+            message["stopReason"] = "stop"
+            if run_id:
+                message["__openclaw"] = {"runId": run_id}
+        event = {"type": "message", "id": str(uuid.uuid4()), "parentId": leaf[0] if leaf else None,
+                 "timestamp": iso(now), "message": message}
+        self._insert_event(session_id, seq, event, idem, now)
+        self._project(session_id, seq, event["id"], now)
+        if role != "user":  # the session and its window move on once per turn, with the answer
+            entry.update(updatedAt=now, lastInteractionAt=now, lastActivityAt=now)
+            if model:
+                entry["modelProvider"], _, entry["model"] = model.partition("/")
+            self.db.execute("UPDATE session_nodes SET entry_json = ?, updated_at = ?, last_interaction_at = ?, "
+                            "last_activity_at = ? WHERE session_key = ?",
+                            (orjson.dumps(entry).decode(), now, now, now, key))
+            self._certify(key)
+            self.db.execute("UPDATE session_windows SET updated_at = ?, transcript_updated_at = ?, "
+                            "transcript_observed_at = ?, status = 'done', ended_at = ?, "
+                            "model_provider = coalesce(?, model_provider), model = coalesce(?, model) "
+                            "WHERE session_id = ?",
+                            (now, now, now, now, entry.get("modelProvider") if model else None,
+                             entry.get("model") if model else None, session_id))
         return seq
 
     def _project(self, session_id: str, seq: int, event_id: str, now: int) -> None:
@@ -375,10 +400,12 @@ class AgentStore:
 
     def start_run(self, idem_key: str, run_id: str, method: str, session_key: str | None, started_at: int,
                   message: str | None = None) -> bool:
-        """Record a run as started; False when that key already has one (the caller returns the stored one)."""
+        """Record a run as started; False when that key already has one (the caller returns the stored one).
+        `message`, the run's question, is kept until the run is closed: written with its answer in one
+        transaction (`append_turn`), it is written alone if a crash ends the run first (`close_interrupted`)."""
         cur = self.side.execute("INSERT OR IGNORE INTO runs(idem_key, run_id, method, session_key, status, "
-                                "started_at) VALUES (?,?,?,?, 'running', ?)",
-                                (idem_key, run_id, method, session_key, started_at))
+                                "started_at, message) VALUES (?,?,?,?, 'running', ?, ?)",
+                                (idem_key, run_id, method, session_key, started_at, message))
         if cur.rowcount == 1 and method == TASK_METHOD:
             key = store_key(session_key or "main", self.agent_id)
             with contextlib.suppress(sqlite3.Error), self.state.write():
