@@ -80,3 +80,22 @@ def test_transcripts_page_from_the_end_and_sessions_are_listed(tmp_path: Path) -
         ("main", "agents/main/agent/openclaw-agent.sqlite", 23)]
     store.close()
     assert rows(state_db, "SELECT count(*) FROM agent_database_leases") == [(0,)]
+
+
+def test_a_turn_cut_short_keeps_its_question_once(tmp_path: Path) -> None:
+    """A keyed run writes question and answer together at its end; a crash before that still leaves the question
+    in the transcript when the store reopens (and a crash after the turn was written does not write it twice)."""
+    path = db_path(tmp_path, "main")
+    store = AgentStore(path)
+    assert store.start_run("agent.turn:k1", "r1", "agent.turn", "agent:main:main", 1_000, "asked before a crash")
+    assert store.start_run("agent.turn:k2", "r2", "agent.turn", "agent:main:main", 2_000, "answered, then a crash")
+    store.append_turn("agent:main:main", "answered, then a crash", "the answer", "r2", ts=2_000)
+    store.close()  # the worker dies here: neither run was closed
+    store = AgentStore(path)
+    assert sorted(store.close_interrupted()) == [("r1", "agent:main:main"), ("r2", "agent:main:main")]
+    history, total = store.history("agent:main:main", 10)
+    assert [(m["role"], m["text"], m["runId"]) for m in history] == [
+        ("user", "answered, then a crash", "r2"), ("assistant", "the answer", "r2"),
+        ("user", "asked before a crash", "r1")] and total == 3
+    assert store.run("agent.turn:k1")["status"] == "error"  # type: ignore[index]
+    store.close()
