@@ -181,7 +181,9 @@ class Doctor:
             self.add("state-dir", "info", f"state directory {state} does not exist yet", str(state),
                      f"mkdir -m 700 {state}", make_state)
             return
-        for directory in (state, self.paths.run_dir, state / "service-env"):
+        agents = state / "agents"
+        for directory in (state, self.paths.run_dir, state / "service-env", agents, *sorted(agents.glob("*")),
+                          *sorted(agents.glob("*/agent"))):
             if not directory.is_dir():
                 continue
             mode = stat.S_IMODE(directory.stat().st_mode)
@@ -193,10 +195,15 @@ class Doctor:
             if mode & 0o077:
                 self.add("state-dir", "warning", f"service secrets file is readable by others (mode {mode:04o})",
                          str(env_file), f"chmod 600 {env_file}", _chmod(env_file, 0o600))
+        for db in sorted({*state.glob("state/*.sqlite*"), *agents.glob("*/agent/*.sqlite*")}):
+            mode = stat.S_IMODE(db.stat().st_mode)
+            if db.is_file() and mode & 0o077:
+                self.add("state-dir", "warning", f"database file is readable by others (mode {mode:04o})",
+                         str(db), f"chmod 600 {db}", _chmod(db, 0o600))
 
     def check_state_files(self) -> None:
-        """Upstream's databases: usable as they are (version, owner), private with their side files, and no
-        legacy state of an older release left unimported."""
+        """Upstream's databases usable as they are (version, owner), and no legacy state of an older release left
+        unimported (their modes: check_state_dir)."""
         from openclaw_sup.config import legacy_state, statedb
 
         state = self.paths.state_dir
@@ -210,12 +217,6 @@ class Doctor:
         legacy = legacy_state.problem(state)
         if legacy:
             self.add("state-legacy", "error", legacy, str(state), "openclaw doctor --fix")
-        for path in sorted({*state.glob("state/*.sqlite*"), *state.glob("agents/*/agent/*.sqlite*")}):
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                self.add("state-files", "warning", f"{path} is readable by others (mode {mode:04o}); it holds "
-                         "the gateway's state and should be 0600", str(path), f"chmod 600 {path}",
-                         _chmod(path, 0o600))
 
     def check_gateway_mode(self) -> None:
         gateway = self.cfg.get("gateway") if isinstance(self.cfg.get("gateway"), dict) else {}

@@ -220,7 +220,7 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
     except BaseException:
         db.close()
         raise
-    sqlitedb.restrict(path)
+    sqlitedb.make_private(path)
     return db
 
 

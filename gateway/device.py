@@ -378,7 +378,7 @@ class DeviceStore:
                             created, updated))
 
     def _restrict_companions(self) -> None:
-        sqlitedb.restrict(self.path)
+        sqlitedb.make_private(self.path)
 
     def close(self) -> None:
         with self._lock:

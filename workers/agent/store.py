@@ -115,7 +115,6 @@ class AgentStore:
         self.db = statedb.open_agent_db(path, self.agent_id)
         self.side = sqlitedb.connect(path.parent / RUNS_NAME, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
         self.side.executescript(RUNS_SCHEMA)
-        sqlitedb.restrict(path.parent / RUNS_NAME)
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()

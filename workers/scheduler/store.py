@@ -111,7 +111,6 @@ class Store:
         self.side_path = path.parent / SIDE_NAME
         self.side = sqlitedb.connect(self.side_path, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
         self.side.executescript(SIDE_SCHEMA)
-        sqlitedb.restrict(self.side_path)
         self.pid = os.getpid()
         self.pid_start = statedb.start_identity(self.pid)
         sup_layout.import_once(path.parent / sup_layout.SUP_CRON, "jobs", self._import)
