@@ -8,6 +8,7 @@ store, the agent databases, the config's port and token are read from there).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -48,15 +49,16 @@ def run(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
 
 # (command, what the output must show; `a|b`: either)
 TABLE: list[tuple[str, str]] = [
-    ("status", "reachable"),
-    ("status --deep", "reachable"),
-    ("status --all", "reachable"),
+    ("status", "agent:main:main"),
+    ("status --deep", "agent:main:main"),
+    ("status --all", "1 sessions"),
     ("status --json", f'"runtimeVersion": "{UPSTREAM}"'),
     ("gateway status --require-rpc", "Read probe: ok"),
     ("gateway status --deep", "Connectivity probe: ok"),
     ("gateway probe", "Reachable: yes"),
     ("doctor --non-interactive", "Doctor"),
     ("channels status --probe", "Gateway reachable"),
+    ("pairing list telegram", "No pending telegram pairing requests"),
     ("cron status", "enabled"),
     ("cron list", "table-job"),
     ("cron runs --id {job}", "table check"),
@@ -97,6 +99,17 @@ def test_command_works(gw: Gateway, command: str, shows: str) -> None:
 def test_nodes_say_not_supported_yet(gw: Gateway, command: str) -> None:
     res = run(gw, *command.split())
     assert res.returncode == 1 and "nodes are not supported yet" in res.stdout + res.stderr
+
+
+def test_the_gateways_session_list_is_what_the_cli_reads_in_the_store(gw: Gateway) -> None:
+    """`sessions.list` (the agent worker) and `openclaw sessions` (the CLI reading the agent database itself)
+    list the same sessions with the same stored fields."""
+    served = json.loads(run(gw, "gateway", "call", "sessions.list", "--json").stdout)
+    stored = json.loads(run(gw, "sessions", "--json").stdout)
+    fields = ("key", "sessionId", "agentId", "kind", "updatedAt", "lastInteractionAt", "model", "modelProvider")
+    assert served["path"] == stored["path"] and served["totalCount"] == stored["totalCount"] == 1
+    assert [{f: r.get(f) for f in fields} for r in served["sessions"]] == \
+        [{f: r.get(f) for f in fields} for r in stored["sessions"]]
 
 
 def test_logs_follow_streams_our_log(gw: Gateway) -> None:

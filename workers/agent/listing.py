@@ -28,6 +28,12 @@ UNSUPPORTED_FILTERS = frozenset({
     "label", "projectId", "workspaceDir", "group", "pinned", "boardFace", "hasBoard", "creatorId", "ownerId",
     "involvingMe", "profileRelation", "spawnedBy", "archived", "requireLastInteraction",
 })
+ENTRY_FIELDS = (
+    "label", "channel", "chatType", "subject", "groupChannel", "space", "origin", "createdVia", "lastInteractionAt",
+    "lastActivityAt", "systemSent", "abortedLastRun", "lastRunId", "lastRunError", "inputTokens", "outputTokens",
+    "lastChannel", "lastTo", "lastAccountId", "lastThreadId", "deliveryContext", "parentSessionKey",
+)
+"""Session entry fields upstream's rows carry as stored."""
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 TOKEN_FIELDS = ("input", "output", "cacheRead", "cacheWrite")
 COST_FIELDS = ("inputCost", "outputCost", "cacheReadCost", "cacheWriteCost")
@@ -77,6 +83,8 @@ class Listing:
         for key in ("model", "modelProvider"):
             if s.get(key):
                 row[key] = s[key]
+        entry = s.get("entry") or {}
+        row.update({k: entry[k] for k in ENTRY_FIELDS if entry.get(k) is not None})
         return row
 
     def defaults(self, agent_id: str) -> dict[str, Any]:

@@ -365,7 +365,7 @@ class AgentStore:
         return out, total
 
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Every session of this agent, newest first: key, session id, times, model, and its message count."""
+        """Every session of this agent, newest first: key, session id, times, model, its message count and its entry."""
         sql = ("SELECT n.session_key, n.current_session_id, n.entry_json, n.updated_at, n.created_at, "
                "w.model_provider, w.model, s.active_message_count, s.needs_rebuild FROM session_nodes n "
                "LEFT JOIN session_windows w ON w.session_id = n.current_session_id "
@@ -382,7 +382,7 @@ class AgentStore:
             out.append({"key": key, "sessionId": session_id, "updatedAt": updated,
                         "createdAt": created if created is not None else entry.get("sessionStartedAt"),
                         "modelProvider": entry.get("modelProvider", provider), "model": entry.get("model", model),
-                        "messages": count, "agentId": self.agent_id})
+                        "messages": count, "agentId": self.agent_id, "entry": entry})
         return out
 
     def usage_by_day(self, since_ms: int) -> list[dict[str, Any]]:
