@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench_common import Listener, free_port, kill_leftovers
+from bench_common import Listener, free_port, kill_leftovers, timeline_env
 
 from openclaw_sup.ipc.control import ControlError, call
 
@@ -258,11 +258,16 @@ class Ours(Manager):
             OPENCLAW_STATE_DIR=str(self.state_dir),
             HOME=str(self.tmp),
             OPENCLAW_SUP_CONFIG=str(self.settings_file),
-            PYTHONPATH=str(BENCH_DIR),
             OPENCLAW_SKIP_CRON="1",
             OPENCLAW_SKIP_CHANNELS="1",
         )
+        env.update(timeline_env(self.timeline_file, (), str(BENCH_DIR)))
         return env
+
+    @property
+    def timeline_file(self) -> Path:
+        """The tree's own stamps (bench/timeline/): where each recovery's time goes."""
+        return self.tmp / "timeline.txt"
 
     def status_argv(self) -> list[str]:
         return [str(OUR_BIN), "status"]

@@ -26,13 +26,17 @@ from typing import Any
 
 from bench_common import (
     MB,
+    PSS_SPLIT_HEADER,
     Listener,
     Report,
+    Stamp,
     add_output_args,
     chosen,
     log,
     print_problems,
+    pss_split_rows,
     publish,
+    read_timeline,
     summarize,
     time_cli,
     tree_memory,
@@ -244,7 +248,33 @@ def kill_series(
     again = [r for r in listener.reports if r.name in others and r.pid != others[r.name]]
     if again:
         mgr.problems.append(f"{mgr.title}: untouched workers were respawned: {sorted({r.name for r in again})}")
+    if isinstance(mgr, Ours):
+        add_recovery_steps(records, read_timeline(mgr.timeline_file))
     return records
+
+
+RECOVERY_STEPS = (
+    ("tReaped", "kill -> fork server reaps w0 (its killpg of the dead group)"),
+    ("tAsked", "-> supervisor sends the spawn request (exit read, state machine, backoff 0)"),
+    ("tForked", "-> fork server forks (request read)"),
+    ("tChild", "-> child runs (the fork itself)"),
+    ("tFirstLine", "-> `tiny` starts (worker runtime: bus link, loop, hello)"),
+    ("tReported", "-> report reaches the bench (TCP connect + line)"),
+)
+
+
+def add_recovery_steps(records: list[dict[str, Any]], stamps: list[Stamp]) -> None:
+    """Date each recovery's steps from our tree's stamps (bench/timeline/): see RECOVERY_STEPS."""
+    for rec in records:
+        reaped = next((s for s in stamps if s.event == "killpg" and s.detail == str(rec["oldPid"])), None)
+        child = next((s for s in stamps if s.event == "child" and s.pid == rec["newPid"]), None)
+        if reaped is None or child is None:
+            continue
+        asked = next((s for s in stamps if s.event == "sendmsg" and s.t >= reaped.t), None)
+        forked = next((s for s in stamps if s.event == "fork" and s.pid == child.ppid and s.t <= child.t
+                       and s.t >= (asked.t if asked else reaped.t)), None)
+        rec.update(tReaped=reaped.t, tAsked=asked.t if asked else None, tForked=forked.t if forked else None,
+                   tChild=child.t)
 
 
 # ==================================================================================== bus
@@ -409,6 +439,23 @@ def _ours_tree_note(mem: dict[str, Any]) -> str:
     return note
 
 
+def _print_recovery_steps(kills: list[dict[str, Any]]) -> None:
+    """Where each of our recoveries went, step by step (ms), from the tree's own stamps."""
+    dated = [k for k in kills if all(k.get(f) is not None for f, _ in RECOVERY_STEPS)]
+    if not dated:
+        return
+    rows = []
+    prev = "tKill"
+    for field, what in RECOVERY_STEPS:
+        s = summarize([(k[field] - k[prev]) * 1000 for k in dated])
+        rows.append([what, *(fmt(s[c], 2) for c in ("p50", "p90", "p99", "min", "max"))])
+        prev = field
+    s = summarize([(k["tReported"] - k["tKill"]) * 1000 for k in dated])
+    rows.append(["= kill -> replacement reported", *(fmt(s[c], 2) for c in ("p50", "p90", "p99", "min", "max"))])
+    print_table(f"openclaw-sup recovery, step by step (ms; {len(dated)} kills dated by the tree's own stamps)",
+                ["step", "p50", "p90", "p99", "min", "max"], rows)
+
+
 def status_row(title: str, cmd: str, wall: list[float], codes: list[int]) -> list[str]:
     s = summarize(wall)
     exits = ",".join(map(str, sorted(set(codes))))
@@ -472,6 +519,13 @@ def report(results: dict[str, Any], bus: dict[str, Any] | None, args: argparse.N
     ours_mem = results.get("ours", {}).get("memory")
     if ours_mem:
         print("   " + _ours_tree_note(ours_mem))
+    rows = []
+    for key, res in results.items():
+        if res.get("memory"):
+            rows += pss_split_rows(TITLES[key], res["memory"], {w: "w0..w4" for w in WORKERS})
+    print_table("idle memory per process (MB; PSS each = median of the processes of that row; priv dirty, shared, "
+                "PSS anon/file from smaps_rollup)", PSS_SPLIT_HEADER, rows)
+    _print_recovery_steps(results.get("ours", {}).get("kills") or [])
 
     rows = []
     for key, res in results.items():
