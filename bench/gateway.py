@@ -37,14 +37,17 @@ from bench_common import (
     publish,
     summarize,
 )
-from bench_managers import WORKERS, Unavailable
+from bench_managers import WORKERS, Unavailable, ensure_install
 from gw_client import handshakes, healthz, parallel, sequential
 from gw_lean import hold_lean, probe_loop, probe_pipelined
 from gw_report import fmt, print_table, skipped_row, spread, wait_quiet
 from gw_servers import Gateway, Ours, OursWorkers, Real, install_real, make_root, our_env, remove
 
-GATEWAYS = ("ours", "ours5w", "real")
-TITLES = {"ours": Ours.title, "ours5w": OursWorkers.title, "real": Real.title}
+GATEWAYS = ("ours", "ours5w", "tree", "tree5w", "base", "base5w", "real")
+OURS = ("ours", "tree", "base")
+TITLES = {"ours": Ours.title, "ours5w": OursWorkers.title, "real": Real.title,
+          "tree": "openclaw-sup (this tree, installed)", "tree5w": "openclaw-sup (this tree, installed) + 5 workers",
+          "base": "openclaw-sup (baseline, installed)", "base5w": "openclaw-sup (baseline, installed) + 5 workers"}
 TARGETS = {"first_rpc_ms": 150.0, "seq_per_s": 5000.0, "seq_p99_ms": 2.0, "idle10k_mb": 200.0, "idle50k_mb": 250.0,
            "idle_pss_mb": 50.0, "probe_per_s": 15_000.0, "probe_p99_ms": 0.5}
 PROBES = (("GET", "/healthz"), ("HEAD", "/healthz"), ("GET", "/readyz"))
@@ -75,8 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-s", type=float, default=3.0, help="seconds of each raw-socket probe measure")
     p.add_argument("--probe-reps", type=int, default=3, help="repetitions of each raw-socket probe measure")
     p.add_argument("--pause", type=float, default=1.0, help="idle seconds between measures")
+    p.add_argument("--baseline", default="main",
+                   help="git ref that `base`/`base5w` install (default main); `tree`/`tree5w` install the working tree "
+                        "the same way, so the two compare on equal terms in one run")
     add_output_args(p, "gateway", "keep the gateways' temp dirs (configs, logs)")
     args = p.parse_args(argv)
+    TITLES["base"] = f"openclaw-sup {args.baseline} (installed)"
+    TITLES["base5w"] = f"openclaw-sup {args.baseline} (installed) + 5 workers"
     args.gw_list = chosen(p, args.gateways, GATEWAYS, "gateway")
     try:
         args.big_holds = [int(n) for n in args.idle_conns_ours.split(",") if int(n) > 0]
@@ -193,6 +201,7 @@ async def _load(
     log(f"{gw.title}: pipelined probes: {res['pipelined']['answers']}/{res['pipelined']['asked']} answers, "
         f"problems {res['pipelined']['problems'] or 'none'}")
     res["holds"] = {}
+    pristine = gw.stats()  # before any hold: closing connections leaves memory the allocator keeps for reuse
     for n in holds:
         await asyncio.sleep(pause)
         server_limit = gw.stats()["nofile"]
@@ -209,11 +218,11 @@ async def _load(
         hold = await hold_lean(gw.port, hold_n, hold_s, conc, gw.stats, gw.cpu_split)
         hold["healthAfterHold"] = await gw.health_ok()
         if hold_n < n:
-            # The fd limit allows fewer: hold what it allows and carry the measured cost per connection to n.
-            per_conn = {k: (hold["after"][k] - hold["before"][k]) / max(1, hold["held"])
-                        for k in ("treeRss", "treePss")}
+            # The fd limit allows fewer: hold what it allows and carry the measured cost per connection to n,
+            # counted from the tree before any hold (memory kept from an earlier hold is then part of the cost).
+            per_conn = {k: (hold["after"][k] - pristine[k]) / max(1, hold["held"]) for k in ("treeRss", "treePss")}
             hold["extrapolatedTo"] = {"n": n, "limitedBy": f"RLIMIT_NOFILE {limits['soft']} (hard {limits['hard']})",
-                                      **{k: hold["before"][k] + per_conn[k] * n for k in per_conn}}
+                                      "perConnBytes": per_conn, **{k: pristine[k] + per_conn[k] * n for k in per_conn}}
         res["holds"][str(n)] = hold
         delta = (hold["after"]["treeRss"] - hold["before"]["treeRss"]) / MB
         log(
@@ -245,10 +254,16 @@ def _run_one(key: str, args: argparse.Namespace, limits: dict[str, Any]) -> dict
             holds = [args.idle_conns] if args.idle_conns > 0 else []
             return uvloop.run(measure(gw, args, args.real_runs, True, holds, limits))
         env = our_env(args.cache)
-        if key == "ours5w":
-            return uvloop.run(measure(OursWorkers(root, env), args, args.ours_runs, False, [], limits))
+        try:
+            ref = args.baseline if key.startswith("base") else None
+            bindir = None if key.startswith("ours") else ensure_install(args.cache, ref)
+        except Unavailable as exc:
+            return {"title": TITLES[key], "skipped": str(exc), "problems": []}
+        if key.endswith("5w"):
+            gw5 = OursWorkers(root, env, bindir, TITLES[key])
+            return uvloop.run(measure(gw5, args, args.ours_runs, False, [], limits))
         holds = [n for n in (args.idle_conns, *args.big_holds) if n > 0]
-        return uvloop.run(measure(Ours(root, env), args, args.ours_runs, True, holds, limits))
+        return uvloop.run(measure(Ours(root, env, bindir, TITLES[key]), args, args.ours_runs, True, holds, limits))
     finally:
         remove(root, args.keep_tmp)
 
@@ -261,7 +276,7 @@ def _starts(results: dict[str, Any], field: str) -> list[list[str]]:
     for key, r in results.items():
         values = [s[field] for s in r.get("starts", []) if field in s]
         if not values:
-            if field == "workersReportedMs" and key != "ours5w":
+            if field == "workersReportedMs" and not key.endswith("5w"):
                 continue
             rows.append(skipped_row(TITLES[key], r.get("skipped", "no data")))
             continue
@@ -272,7 +287,7 @@ def _starts(results: dict[str, Any], field: str) -> list[list[str]]:
 def _lat_rows(results: dict[str, Any], section: str, digits: int = 2, rate: bool = True) -> list[list[str]]:
     rows = []
     for key, r in results.items():
-        if key == "ours5w":
+        if key.endswith("5w"):
             continue
         m = r.get(section)
         if not m:
@@ -309,7 +324,7 @@ def _probe_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for key, r in results.items():
         probes = r.get("probes")
-        if key == "ours5w":
+        if key.endswith("5w"):
             continue
         if not probes:
             rows.append(skipped_row(TITLES[key], r.get("skipped", "no data")))
@@ -450,7 +465,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
     rows = []
     for key, r in results.items():
         holds = r.get("holds")
-        if key == "ours5w":
+        if key.endswith("5w"):
             continue
         if holds is None:
             rows.append(skipped_row(TITLES[key], r.get("skipped", "no data")))
@@ -504,8 +519,10 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
                 print(f"   {TITLES[key]} ({n}) errors: {h['errors']}")
             ext = h.get("extrapolatedTo")
             if ext:
+                per = ext.get("perConnBytes") or {}
                 print(f"   {TITLES[key]} ({n}): {ext['limitedBy']} allows {h['requested']}; at {ext['n']} connections "
-                      f"the measured cost per connection gives tree RSS {ext['treeRss'] / MB:.1f} MB, PSS "
+                      f"the cost per held connection measured from the tree before any hold "
+                      f"({per.get('treeRss', 0) / 1024:.2f} KB RSS) gives tree RSS {ext['treeRss'] / MB:.1f} MB, PSS "
                       f"{ext['treePss'] / MB:.1f} MB (extrapolated, not measured)")
     stops = [f"{TITLES[k]} {fmt(r['stopMs'], 0)} ms" for k, r in results.items() if r.get("stopMs") is not None]
     if stops:
@@ -537,17 +554,23 @@ def _hold_checks(ours: dict[str, Any], n: int, limit: float) -> list[tuple[str, 
 
 
 def _targets(results: dict[str, Any]) -> dict[str, Any]:
-    ours = results.get("ours")
-    if not ours or not ours.get("starts"):
-        return {}
+    verdicts: dict[str, Any] = {}
+    for key in OURS:
+        ours = results.get(key)
+        if ours and ours.get("starts"):
+            verdicts.update({f"{key}: {k}": v for k, v in _targets_of(key, ours, results.get(f"{key}5w")).items()})
+    return verdicts
+
+
+def _targets_of(key: str, ours: dict[str, Any], with5w: dict[str, Any] | None) -> dict[str, Any]:
     checks: list[tuple[str, float | None, float, str]] = []
     rpc = [s["rpcMs"] for s in ours.get("starts", [])]
     if rpc:
         checks.append(("first RPC < 150 ms (p50)", summarize(rpc)["p50"], TARGETS["first_rpc_ms"], "<"))
-    for key in ("ours", "ours5w"):
-        idle = (results.get(key) or {}).get("idle")
+    for label, r in (("alone", ours), ("+ 5 idle workers", with5w)):
+        idle = (r or {}).get("idle")
         if idle:
-            checks.append((f"idle tree PSS < 50 MB ({key})", idle["treePss"] / MB, TARGETS["idle_pss_mb"], "<"))
+            checks.append((f"idle tree PSS < 50 MB ({label})", idle["treePss"] / MB, TARGETS["idle_pss_mb"], "<"))
     seq = ours.get("sequential")
     if seq:
         rate = summarize([rep["perS"] for rep in seq["reps"]])["p50"]
@@ -562,7 +585,7 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
         checks.append(("GET /healthz p99 < 0.5 ms", summarize(lat)["p99"], TARGETS["probe_p99_ms"], "<"))
     checks += _hold_checks(ours, 10_000, TARGETS["idle10k_mb"])
     checks += _hold_checks(ours, 50_000, TARGETS["idle50k_mb"])
-    print("\n== targets (openclaw-sup)")
+    print(f"\n== targets ({TITLES[key]})")
     verdicts: dict[str, Any] = {}
     for name, value, limit, op in checks:
         met = value is not None and (value < limit if op == "<" else value >= limit)

@@ -271,6 +271,11 @@ class Ours(Gateway):
     key = "ours"
     title = "openclaw-sup"
 
+    def __init__(self, root: Path, env: dict[str, str], bindir: Path | None = None, title: str | None = None) -> None:
+        super().__init__(root, env)
+        self.bin = (bindir or OUR_BIN.parent) / "openclaw-sup"
+        self.title = title or self.title
+
     def prepare(self) -> None:
         self.state = self.run_dir / "state2"
         self.home = self.run_dir / "home2"
@@ -284,7 +289,7 @@ class Ours(Gateway):
         (self.state / "openclaw.json").write_text(json.dumps(cfg))
 
     def argv(self) -> list[str]:
-        return [str(OUR_BIN), "gateway", "--port", str(self.port)]
+        return [str(self.bin), "gateway", "--port", str(self.port)]
 
     def env(self) -> dict[str, str]:
         env = dict(self.base_env)
@@ -336,8 +341,8 @@ class OursWorkers(Ours):
     key = "ours5w"
     title = "openclaw-sup + 5 idle workers"
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        super().__init__(root, env)
+    def __init__(self, root: Path, env: dict[str, str], bindir: Path | None = None, title: str | None = None) -> None:
+        super().__init__(root, env, bindir, title)
         self.listener: Listener | None = None
         self.mark = 0
 
