@@ -84,6 +84,7 @@ class ForkServerLoop:
             prctl(PR_SET_CHILD_SUBREAPER, 1)
         gc.collect()
         gc.freeze()
+        gc.enable()
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
 
     def _on_term(self, *_: Any) -> None:
@@ -194,7 +195,6 @@ class ForkServerLoop:
                     os.close(fd)
             sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
             sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-            gc.enable()
             import setproctitle
 
             name = str(req["name"])
@@ -241,7 +241,7 @@ class ForkServerLoop:
 def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str]) -> None:
     """Entry in the forked (or exec'd) fork-server process; never returns."""
     code = 0
-    gc.disable()  # no collection while preloading: it would leave freed holes that later allocations dirty
+    gc.disable()  # no collection while booting: it would leave freed holes that the workers' allocations dirty
     try:
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent_pid:
