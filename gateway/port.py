@@ -1,11 +1,13 @@
-"""One accepted socket on the gateway port: a WebSocket upgrade is served here, anything else goes to aiohttp.
+"""One accepted socket on the gateway port: WebSocket upgrades and health probes are served here, the rest by aiohttp.
 
 The first request head decides. A clean `GET /` upgrade is answered with 101 on the raw transport and the
-socket becomes a `WireSocket` for a message handler (the gateway's `Connection`); every other request, and
-any upgrade this module doubts, is handed with its bytes to aiohttp's protocol, which owns that transport
-from then on. An idle WebSocket therefore costs a transport and two small objects: no framework request,
-no reader queue, no handler task. Reads pause while the peer is not reading what we write, so a client
-can never make the supervisor buffer more than one transport's high-water mark of replies.
+socket becomes a `WireSocket` for a message handler (the gateway's `Connection`); a health probe (GET or HEAD
+of `/health(z)`, `/ready(z)`, `/startup(z)`, `gateway/probes.py`) is answered here too, and the connection
+kept for the next request, pipelined or not; every other request, and any upgrade this module doubts, is
+handed with its bytes to aiohttp's protocol, which owns that transport from then on. An idle WebSocket
+therefore costs a transport and two small objects: no framework request, no reader queue, no handler task.
+Reads pause while the peer is not reading what we write, so a client can never make the supervisor buffer
+more than one transport's high-water mark of replies.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from openclaw_sup.gateway.wsframe import (
 
 HEAD_LIMIT = 16 * 1024
 CLOSE_WAIT_S = 2.0
+KEEPALIVE_S = 75.0
+"""How long a connection that was answered a probe may sit idle before it is closed (aiohttp's own default)."""
 
 SNIFF, PARKED, OPEN, CLOSING, CLOSED = range(5)
 PARKED_LIMIT = 1 << 20
@@ -76,6 +80,9 @@ class PortOwner(Protocol):
         """None parks `sock` until HTTP is up; the owner then calls `sock.hand_over()`."""
 
     def open_socket(self, sock: WireSocket, peer_ip: str, headers: Mapping[str, str]) -> MessageHandler: ...
+
+    def probe(self, method: str, target: str, headers: Mapping[str, str], peer_ip: str) -> bytes | None:
+        """The whole answer to a health probe, or None if this request is not one to answer here."""
 
 
 def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
@@ -127,6 +134,9 @@ class PortProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buf += data
         if self._state == SNIFF:
+            if self._timer is not None:  # a kept-alive connection's next request
+                self._timer.cancel()
+                self._timer = None
             self._sniff()
         elif self._state == PARKED:
             if len(self._buf) > PARKED_LIMIT and self.transport is not None:
@@ -144,6 +154,8 @@ class PortProtocol(asyncio.Protocol):
         self._set_hold(HOLD_WRITE, False)
         if self._handler is not None and self._state == OPEN:
             self._handler.writable()
+        elif self._state == SNIFF and self._buf:
+            self._sniff()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = CLOSED
@@ -161,24 +173,59 @@ class PortProtocol(asyncio.Protocol):
     # -- the first request ---------------------------------------------------------------------------
 
     def _sniff(self) -> None:
-        buf = self._buf
-        if b"GET "[:len(buf)] != bytes(buf[:4]):
-            self.hand_over()
-            return
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) >= HEAD_LIMIT:
+        """Read request heads: answer probes (pipelined ones in order, while the peer reads the answers), take
+        a clean upgrade, hand anything else over."""
+        while self._state == SNIFF and self._buf and not self._hold & HOLD_WRITE:
+            buf = self._buf
+            if b"GET "[:len(buf)] != bytes(buf[:4]) and b"HEAD "[:len(buf)] != bytes(buf[:5]):
                 self.hand_over()
-            return
-        parsed = parse_head(bytes(buf[:end]))
-        if parsed is None or upgrade_problem(*parsed) is not None:
+                return
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) >= HEAD_LIMIT:
+                    self.hand_over()
+                return
+            parsed = parse_head(bytes(buf[:end]))
+            if parsed is None:
+                self.hand_over()
+                return
+            if not self._probe(parsed, end + 4):
+                self._upgrade(parsed, end + 4)
+                return
+
+    def _probe(self, parsed: tuple[str, str, dict[str, str]], used: int) -> bool:
+        """Answer a health probe and keep the connection for the next request; False if it is not one."""
+        method, target, headers = parsed
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername")
+        answer = self._owner.probe(method, target, headers, peer[0] if peer else "")
+        if answer is None:
+            return False
+        del self._buf[:used]
+        self.transport.write(answer)
+        if "close" in headers.get("connection", "").lower():
+            self._state = CLOSED
+            self.transport.close()
+        elif not self._buf:
+            self._timer = asyncio.get_running_loop().call_later(KEEPALIVE_S, self._idle)
+        return True
+
+    def _idle(self) -> None:
+        self._timer = None
+        if self._state == SNIFF and not self._buf and self.transport is not None:
+            self._state = CLOSED
+            self.transport.close()
+
+    def _upgrade(self, parsed: tuple[str, str, dict[str, str]], used: int) -> None:
+        if upgrade_problem(*parsed) is not None:
             self.hand_over()
             return
         _method, _target, headers = parsed
+        buf = self._buf
         assert self.transport is not None
         self.transport.write(accept_response(headers["sec-websocket-key"]))
         self._state = OPEN
-        self._buf = buf[end + 4:]
+        self._buf = buf[used:]
         peer = self.transport.get_extra_info("peername")
         self._handler = self._owner.open_socket(self, peer[0] if peer else "", headers)
         self._handler.opened()
@@ -189,6 +236,9 @@ class PortProtocol(asyncio.Protocol):
         """aiohttp owns this connection from here, starting with the bytes already read."""
         if self.transport is None or self.transport.is_closing():
             return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         proto = self._owner.http_protocol(self)
         if proto is None:
             self._state = PARKED

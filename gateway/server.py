@@ -1,11 +1,11 @@
 """The one listener of the gateway port, run inside the supervisor's event loop (uvloop).
 
-`GET /` with an Upgrade is the WebSocket protocol, served on the raw transport (`gateway/port.py`); every
-other request goes to aiohttp (`gateway/http_app.py`): the unauthenticated health probes of the spec, the
-HTTP API, the Control UI (`gateway/controlui.py`), and 404 for the rest. aiohttp is imported on a thread just
-after the bind, while the supervisor attaches its fork server and starts workers, so it is off the start-up
-path. Binding retries briefly on
-EADDRINUSE (a previous instance may still be closing), as upstream.
+`GET /` with an Upgrade is the WebSocket protocol and the spec's unauthenticated health probes are answered,
+both on the raw transport (`gateway/port.py`, `gateway/probes.py`); every other request goes to aiohttp
+(`gateway/http_app.py`): the HTTP API, the Control UI (`gateway/controlui.py`), and 404 for the rest. aiohttp
+is imported (on a thread, while the loop keeps serving) when the first such request arrives, so a gateway
+that only WebSocket clients and probes talk to never loads it. Binding retries briefly on EADDRINUSE (a
+previous instance may still be closing), as upstream.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from openclaw_sup.gateway import probes
 from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.port import PortProtocol, WireSocket
 
@@ -83,11 +84,22 @@ class GatewayServer:
     # -- PortOwner -----------------------------------------------------------------------------------
 
     def http_protocol(self, sock: PortProtocol) -> asyncio.Protocol | None:
-        """aiohttp's protocol for a new HTTP connection, or None (the socket is parked until it is up)."""
+        """aiohttp's protocol for a new HTTP connection, or None (the socket is parked until it is up; the
+        first one brings it up)."""
         if self._runner is None or self._runner.server is None:
             self._parked.append(sock)
+            if self._http_setup is None and not self.draining:
+                self._http_setup = asyncio.get_running_loop().create_task(self._start_http())
             return None
         return self._runner.server()
+
+    def probe(self, method: str, target: str, headers: Mapping[str, str], peer_ip: str) -> bytes | None:
+        kind = probes.kind_of(target)
+        if kind is None or not probes.answerable(method, headers):
+            return None
+        status, body = probes.verdict(self, kind, is_direct_loopback(peer_ip, headers))
+        return probes.response(status, body, head=method == "HEAD",
+                               close="close" in headers.get("connection", "").lower())
 
     def open_socket(self, sock: WireSocket, peer_ip: str, headers: Mapping[str, str]) -> Connection:
         from openclaw_sup.gateway.connection import Connection
@@ -114,7 +126,6 @@ class GatewayServer:
                 if exc.errno == errno.EADDRINUSE:
                     raise BindError(f"another gateway instance is already listening on {url}") from None
                 raise BindError(f"failed to bind gateway socket on {url}: {exc.strerror}") from None
-        self._http_setup = loop.create_task(self._start_http())
 
     async def _start_http(self) -> None:
         try:
