@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib
+import socket
 import ssl
 import threading
 import time
@@ -32,12 +33,33 @@ if TYPE_CHECKING:
 
 BIND_RETRIES = 4
 BIND_RETRY_S = 0.5
+BACKLOG = 1024
 CLOSE_GRACE_S = 1.0
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class BindError(RuntimeError):
     pass
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The port's listening socket, made here rather than by the loop: for an address literal (what
+    `gateway/bind.py` resolves) no resolver runs, so no resolver thread pool starts. Accepted sockets inherit
+    its SO_KEEPALIVE."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def import_in_thread(name: str) -> ModuleType:
@@ -116,8 +138,8 @@ class GatewayServer:
             try:
                 tls: dict[str, Any] = ({"ssl": self.ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S}
                                        if self.ssl_context else {})
-                self._listener = await loop.create_server(lambda: PortProtocol(self), self.host, self.port,
-                                                          reuse_address=True, backlog=1024, **tls)
+                self._listener = await loop.create_server(lambda: PortProtocol(self),
+                                                          sock=listening_socket(self.host, self.port), **tls)
                 break
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and attempt < BIND_RETRIES:

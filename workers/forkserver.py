@@ -61,7 +61,7 @@ class ForkServerLoop:
 
     # -- set-up --------------------------------------------------------------------------------------
 
-    def boot(self, kind_modules: list[str]) -> None:
+    def boot(self, kind_modules: list[str], kinds: tuple[str, ...] = ()) -> None:
         import importlib
 
         from openclaw_sup.workers import registry
@@ -73,6 +73,9 @@ class ForkServerLoop:
             except ImportError as exc:
                 errors.append(f"cannot preload {mod}: {exc}")
         errors += registry.load(kind_modules)
+        for kind in kinds:
+            with contextlib.suppress(Exception):  # a kind that cannot be imported says so when it is spawned
+                registry.preload(kind)
         self.modules = len(sys.modules)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -238,7 +241,8 @@ class ForkServerLoop:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str]) -> None:
+def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str],
+        kinds: tuple[str, ...] = ()) -> None:
     """Entry in the forked (or exec'd) fork-server process; never returns."""
     code = 0
     gc.disable()  # no collection while booting: it would leave freed holes that the workers' allocations dirty
@@ -251,7 +255,7 @@ def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[s
 
         setproctitle.setproctitle(f"openclaw-sup: forkserver [{profile}]")
         server = ForkServerLoop(sock, profile)
-        server.boot(kind_modules)
+        server.boot(kind_modules, kinds)
         server.serve()
     except BaseException:
         traceback.print_exc()
