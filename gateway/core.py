@@ -47,7 +47,7 @@ class GatewayCore:
             self.limiter = authn.FailedAuthLimiter(auth)
 
     def log(self, level: str, message: str) -> None:
-        self.host.log(level, message)
+        self.host.log(level, message, subsystem="gateway")
 
     def reload_status(self) -> dict[str, Any]:
         return dict(self.reload)

@@ -335,6 +335,16 @@ def test_probe_connection_close_http10_and_upgrade_after_probes(gw: Gateway) -> 
     assert msg["id"] == "h" and msg["payload"]["ok"] is True
 
 
+def test_a_probe_with_control_bytes_in_its_head_is_refused(gw: Gateway) -> None:
+    """Control bytes are not allowed in a request head: such a probe is not answered here but refused (by
+    aiohttp, 400), as any other request would be."""
+    for head in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\x01\r\n\r\n",
+                 b"GET /healthz HTTP/1.1\r\nHo\x7fst: x\r\n\r\n"):
+        r = Raw(gw)
+        assert r.http(head)[0] == 400
+        assert r.sock.recv(1) == b""
+
+
 # -- the codec on its own -------------------------------------------------------------------------------
 
 
