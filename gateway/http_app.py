@@ -18,17 +18,12 @@ from aiohttp import WSMsgType, web
 from openclaw_sup.gateway import probes
 from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.controlui import add_control_ui
-from openclaw_sup.gateway.port import MessageHandler
+from openclaw_sup.gateway.port import KEEPALIVE_S, MessageHandler
 from openclaw_sup.gateway.protocol import MAX_PAYLOAD
 from openclaw_sup.gateway.wsframe import upgrade_problem
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.server import GatewayServer
-
-
-KEEPALIVE_S = 15.0
-"""An idle kept-alive HTTP connection is closed after this (aiohttp's default is an hour); it also bounds
-a request head dripped on a kept-alive connection, which aiohttp only parses once complete."""
 
 
 async def start_runner(srv: GatewayServer) -> web.AppRunner:

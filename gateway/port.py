@@ -18,9 +18,7 @@ supervisor buffer more than one transport's high-water mark of replies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import socket
 from collections.abc import Mapping
 from typing import Protocol, cast
 
@@ -46,8 +44,10 @@ HEAD_LIMIT = 16 * 1024
 """Upstream's (Node's) limit on a request head, however it arrives."""
 HEAD_MAX_LINES = 128
 CLOSE_WAIT_S = 2.0
-KEEPALIVE_S = 75.0
-"""How long a connection that was answered a probe may sit idle before it is closed (aiohttp's own default)."""
+KEEPALIVE_S = 15.0
+"""An idle kept-alive HTTP connection is closed after this, here (after a probe) as on aiohttp's side (whose
+default is an hour); there it also bounds a request head dripped on a kept-alive connection, which aiohttp
+only parses once complete."""
 
 SNIFF, PARKED, OPEN, CLOSING, CLOSED = range(5)
 PARKED_LIMIT = 1 << 20
@@ -178,11 +178,7 @@ class PortProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        peer = transport.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")  # SO_KEEPALIVE comes from the listening socket
         admission = self._owner.admission
         if self._admitted is not None:  # the place it held through the handshake passes to this socket
             admission.release(self._admitted)
