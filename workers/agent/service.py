@@ -97,6 +97,7 @@ class Run:
     heartbeat: bool = False
     route: dict[str, Any] | None = None
     fallbacks: tuple[str, ...] = ()
+    asked: bool = False  # the question is in the transcript (written at once for a run without a key)
 
 
 class AgentService:
@@ -121,7 +122,7 @@ class AgentService:
     def store(self, agent_id: str) -> AgentStore:
         st = self.stores.get(agent_id)
         if st is None:
-            st = AgentStore(db_path(self.root, agent_id))
+            st = AgentStore(db_path(self.root, agent_id), agent_id, self.root)
             closed = st.close_interrupted()
             if closed:
                 self.log.warning("agent %s: %d run(s) were interrupted by a stop or crash; closed as errors",
@@ -184,7 +185,7 @@ class AgentService:
                 return self.stored_answer(method, row)
         run = Run(run_id, method, agent_id, session_key, idem, message, model, timeout_s, heartbeat=heartbeat,
                   route=route, fallbacks=fallbacks)
-        if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at):
+        if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at, message):
             row = store.run(idem)
             return self.stored_answer(method, row) if row else {"runId": run_id, "status": "error"}
         self.runs[run_id] = run
@@ -209,6 +210,10 @@ class AgentService:
             out = Outcome("error", error=f"{type(exc).__name__}: {exc}")
             self._finish_events(run, out)
         finally:
+            if not run.asked and run.started_at:  # failed or aborted: the question stays in the transcript
+                with contextlib.suppress(Exception):
+                    self.store(run.agent_id).append_turn(run.session_key, run.message, None, run.run_id,
+                                                         ts=run.started_at)
             self.runs.pop(run.run_id, None)
             self.ctx.stats["activeRuns"] = len(self.runs)
             if run.idem_key:
@@ -225,8 +230,10 @@ class AgentService:
             waiter.set()
 
     def _messages(self, run: Run, store: AgentStore) -> list[dict[str, str]]:
-        rows, _total = store.history(run.session_key, HISTORY_TURNS)
+        rows, _total = store.history(run.session_key, HISTORY_TURNS - (0 if run.asked else 1), count=False)
         messages = [{"role": r["role"], "content": r["text"]} for r in rows if r["role"] in ("user", "assistant")]
+        if not run.asked:
+            messages.append({"role": "user", "content": run.message})
         prompt = self._system_prompt(run.agent_id)
         return [{"role": "system", "content": prompt}, *messages] if prompt else messages
 
@@ -240,7 +247,9 @@ class AgentService:
         store = self.store(run.agent_id)
         run.started_at = now_ms()
         self._agent_event(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
-        store.append(run.session_key, "user", run.message, run.run_id)
+        if run.idem_key is None:  # no run record to recover it from: the question is written before the model call
+            store.append(run.session_key, "user", run.message, run.run_id)
+            run.asked = True
         if run.route:
             self.routes[run.session_key] = self.routes[f"{LAST_ROUTE}:{run.agent_id}"] = run.route
 
@@ -257,7 +266,12 @@ class AgentService:
                           error_kind=getattr(exc, "kind", "unknown"))
             self.log.warning("run %s (%s) failed: %s", run.run_id, run.session_key, exc)
         else:
-            store.append(run.session_key, "assistant", result.text, run.run_id)
+            if run.asked:
+                store.append(run.session_key, "assistant", result.text, run.run_id, model=ref, usage=result.usage())
+            else:
+                store.append_turn(run.session_key, run.message, result.text, run.run_id, model=ref,
+                                  usage=result.usage(), ts=run.started_at)
+                run.asked = True
             out = Outcome("ok", text=result.text, model=ref, usage=result.usage(), finish=result.finish_reason)
         self._finish_events(run, out)
         return out
@@ -532,7 +546,7 @@ class AgentService:
             last_user = next((m["content"] for m in reversed(clean) if m["role"] == "user"), None)
             if last_user is not None:
                 store.append(session_key, "user", last_user)
-            store.append(session_key, "assistant", result.text)
+            store.append(session_key, "assistant", result.text, model=ref, usage=result.usage())
         return {"text": result.text, "model": ref, "usage": result.usage(), "finishReason": result.finish_reason}
 
     async def shutdown(self) -> None:
