@@ -32,6 +32,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path.home() / ".cache" / "openclaw-sup-bench"
 
 
+def rounded(value: Any) -> Any:
+    """`value` with every float to 6 decimals (1 us of a CLOCK_MONOTONIC stamp in s, 1 ns of a latency in ms):
+    the raw files hold every sample, and 17 significant digits each tripled their size."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
+
+
 def add_output_args(p: argparse.ArgumentParser, bench: str, keep_help: str, *, cache: bool = True,
                     txt: bool = True) -> None:
     """`--cache`, `--out`, `--txt` and `--keep-tmp`, worded the same in every bench."""
@@ -82,7 +94,7 @@ def publish(bench: str, args: argparse.Namespace, started: dt.datetime, finished
         **data,
         "targets": verdicts,
     }
-    out.write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    out.write_text(json.dumps(rounded(raw), separators=(",", ":"), default=str) + "\n")
     text = buf.getvalue() + f"\nraw numbers: {out}\n"
     print(text, end="")
     txt = getattr(args, "txt", None)
