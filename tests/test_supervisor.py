@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -347,6 +348,20 @@ def test_a_kind_that_needs_http_gets_it_from_the_fork_server(gateway_factory) ->
     inherited = _mapped(fs, "/aiohttp/")
     assert inherited, "the fork server did not load aiohttp for the telegram kind"
     assert inherited <= _mapped(worker, "/aiohttp/")
+
+
+def test_every_built_in_kind_is_known_by_name_before_its_module_loads() -> None:
+    """The fork server imports a built-in kind's module only for its first worker, so the registry's names must
+    match what the modules register: none missing (it would be an unknown kind), none extra."""
+    code = ("import importlib, json\n"
+            "from openclaw_sup.workers import registry\n"
+            "named = sorted(registry.BUILTIN_KINDS)\n"
+            "for module in sorted(set(registry.BUILTIN_KINDS.values())):\n"
+            "    importlib.import_module(module)\n"
+            "print(json.dumps([named, sorted(registry._KINDS)]))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    named, registered = json.loads(run.stdout)
+    assert named == registered
 
 
 def test_second_gateway_on_same_state_dir_is_refused(gateway_factory) -> None:
