@@ -317,11 +317,11 @@ def test_a_kept_alive_probe_connection_judges_each_head_as_the_first(gw: Gateway
     a pipelined head over 16 KiB is refused with the reason after the probes before it are answered."""
     r = Raw(gw)
     assert r.http(PROBE)[0] == 200
-    for piece in (b"GET /rea", b"dyz HTTP/1.1\r\nHo", b"st: x\r", b"\n\r\n"):
+    for piece in (b"GET /sta", b"rtupz HTTP/1.1\r\nHo", b"st: x\r", b"\n\r\n"):
         r.send(piece)
         time.sleep(0.05)
     status, _headers, body = r.answer()
-    assert status == 200 and json.loads(body)["status"] == "ready"
+    assert status == 200 and json.loads(body)["status"] == "started"
     r.send(PROBE + UPGRADE + b"X-Pad: " + b"a" * (17 * 1024) + b"\r\n\r\n")
     assert r.answer()[0] == 200
     rest = r.buf + answer(r.sock)
