@@ -31,7 +31,8 @@ from conftest import Gateway, free_port, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError, WebSocket
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is missing (scripts/test installs it)")
+pytestmark = [pytest.mark.live,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is missing (scripts/test installs it)")]
 
 TOKEN = "browser-token-0123456789abcdef"
 PAGE = b"<html><head><title>openclaw-sup test page</title></head><body style='background:#0a0'>hi</body></html>"
