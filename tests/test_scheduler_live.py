@@ -113,8 +113,8 @@ def test_sigkill_mid_run_marks_it_interrupted_kills_the_group_and_goes_on(gatewa
     job = c.request("cron.add", command_job(["sh", "-c", script], every_ms=500, name="long"))
     wait_for(lambda: not slow.exists(), 10, what="the long run to start")
     leader = int(pids.read_text().split()[0])
-    group = [p.pid for p in psutil.process_iter() if p.pid != leader and _pgid(p.pid) == leader]
-    assert group, "the run's sleep is in the run's process group"
+    group = wait_for(lambda: [p.pid for p in psutil.process_iter() if p.pid != leader and _pgid(p.pid) == leader],
+                     5, what="the run's sleep in the run's process group")
     old = gw.worker("scheduler")["pid"]
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: (w := gw.worker("scheduler"))["state"] == "running" and w["pid"] != old, 15,
