@@ -29,7 +29,7 @@ from typing import Any
 from openclaw_sup import __version__
 from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
 from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
-from openclaw_sup.config.restart import LIVE_STATES, RETRY_STATES, UNHEALTHY_STATES, Event, State
+from openclaw_sup.config.restart import LIVE_STATES, RETRY_STATES, UNHEALTHY_STATES, Backoff, Event, State
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
@@ -290,8 +290,9 @@ class Supervisor:
 
     async def _replace_fork_server(self) -> None:
         """Start a fork server, retrying with backoff for as long as it takes (e.g. out of descriptors)."""
-        delay = FS_RETRY_FIRST_S
+        backoff = Backoff(FS_RETRY_FIRST_S, FS_RETRY_MAX_S, jitter=0.0)
         while not self.stopping:
+            delay = backoff.next()
             try:
                 fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
             except Exception as exc:
@@ -302,7 +303,6 @@ class Supervisor:
             self._fs_retry_now.clear()
             with contextlib.suppress(TimeoutError):  # woken early when descriptors are free again
                 await asyncio.wait_for(self._fs_retry_now.wait(), delay)
-            delay = min(FS_RETRY_MAX_S, delay * 2)
 
     def _unblock(self, cause: str) -> None:
         """Workers whose last spawn failed for `cause` (now gone) are started now, not at their next retry."""
