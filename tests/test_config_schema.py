@@ -259,6 +259,7 @@ def test_json5_errors_name_line_column_and_reason_in_words(tmp_path: Path, text:
     assert "b'" not in message and "({" not in message and "None" not in message
 
 
+@pytest.mark.live  # a fresh interpreter: what it imports is the point
 def test_plain_json_is_read_without_the_json5_parser(tmp_path: Path) -> None:
     """A config the CLI wrote (plain JSON) is read without the JSON5 parser, which is imported only for JSON5
     proper; both read to the same values (an integer beyond 64 bits stays exact)."""

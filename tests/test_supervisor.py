@@ -350,6 +350,7 @@ def test_a_kind_that_needs_http_gets_it_from_the_fork_server(gateway_factory) ->
     assert inherited <= _mapped(worker, "/aiohttp/")
 
 
+@pytest.mark.live  # a fresh interpreter: what it imports is the point
 def test_every_built_in_kind_is_known_by_name_before_its_module_loads() -> None:
     """The fork server imports a built-in kind's module only for its first worker, so the registry's names must
     match what the modules register: none missing (it would be an unknown kind), none extra."""
