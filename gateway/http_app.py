@@ -1,32 +1,29 @@
-"""The aiohttp side of the gateway port: health probes, the HTTP API, the Control UI, late WebSocket upgrades.
+"""The aiohttp side of the gateway port: the HTTP API, the Control UI, late WebSocket upgrades, and the health
+probes that arrive on a connection aiohttp already owns (the raw transport answers the others).
 
-Imported once the port is bound (aiohttp is the heaviest import of the supervisor), so the WebSocket
-protocol is served from the first moment and plain HTTP a moment later; a request that arrives in
-between waits for it (see `GatewayServer.http_protocol`).
+Imported when the first request for it arrives (aiohttp is the heaviest import of the supervisor): the
+WebSocket protocol and the probes never wait for it, and that first request waits while it loads (see
+`GatewayServer.http_protocol`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
+from openclaw_sup.gateway import probes
 from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.controlui import add_control_ui
-from openclaw_sup.gateway.port import MessageHandler
+from openclaw_sup.gateway.port import KEEPALIVE_S, MessageHandler
 from openclaw_sup.gateway.protocol import MAX_PAYLOAD
 from openclaw_sup.gateway.wsframe import upgrade_problem
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.server import GatewayServer
-
-
-KEEPALIVE_S = 15.0
-"""An idle kept-alive HTTP connection is closed after this (aiohttp's default is an hour); it also bounds
-a request head dripped on a kept-alive connection, which aiohttp only parses once complete."""
 
 
 async def start_runner(srv: GatewayServer) -> web.AppRunner:
@@ -38,13 +35,11 @@ async def start_runner(srv: GatewayServer) -> web.AppRunner:
 
 def build_app(srv: GatewayServer) -> web.Application:
     """Every GET route answers HEAD too (`add_get`), as upstream's; the probes refuse other methods with 405."""
-    probes = Probes(srv)
     app = web.Application()
-    for paths, handler in ((("/health", "/healthz"), probes.live), (("/ready", "/readyz"), probes.ready),
-                           (("/startup", "/startupz"), probes.startup)):
-        for path in paths:
-            app.router.add_get(path, handler)
-            app.router.add_route("*", path, probes.not_allowed)
+    probe = probe_route(srv)
+    for path in probes.KINDS:
+        app.router.add_get(path, probe)
+        app.router.add_route("*", path, not_allowed)
 
     async def root(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -61,73 +56,32 @@ def build_app(srv: GatewayServer) -> web.Application:
     return app
 
 
-class Probes:
-    """`/health(z)`, `/ready(z)`, `/startup(z)` with upstream's bodies: remote callers get only the verdict,
-    local or authenticated ones the details (`/readyz`: what is failing, uptime and the event loop's health)."""
+def probe_route(srv: GatewayServer) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The probes' route, with the raw transport's answer (`gateway/probes.py`); details go to a direct loopback
+    caller or one whose `Authorization` the HTTP API accepts."""
+    async def probe(request: web.Request) -> web.Response:
+        kind = probes.kind_of(request.path)
+        assert kind is not None
+        status, body = probes.verdict(srv, kind, _detailed(srv, request))
+        return web.Response(status=status, body=body, content_type="application/json", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
 
-    def __init__(self, srv: GatewayServer) -> None:
-        self.srv = srv
-
-    def _detailed(self, request: web.Request) -> bool:
-        if is_direct_loopback(request.remote or "", request.headers):
-            return True
-        core = self.srv.core
-        if core is None or core.auth.mode == "none" or not request.headers.get("Authorization"):
-            return False
-        from openclaw_sup.gateway.http_common import authorize
-
-        return authorize(request, core) is None
-
-    def _uptime(self) -> int:
-        return int((time.monotonic() - self.srv.started) * 1000)
-
-    def _body(self, request: web.Request, ok: bool, status: str, **detail: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"ok": ok, "status": status}
-        if self._detailed(request):
-            body.update(version=self.srv.version, uptimeMs=self._uptime(), **detail)
-        return body
-
-    async def not_allowed(self, request: web.Request) -> web.Response:
-        return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "GET, HEAD"})
-
-    async def live(self, request: web.Request) -> web.Response:
-        return _no_store(web.json_response(self._body(request, True, "live")))
-
-    async def startup(self, request: web.Request) -> web.Response:
-        r = self.srv.readiness()
-        if self.srv.draining:
-            return _no_store(web.json_response(self._body(request, False, "draining"), status=503))
-        if not r["started"]:
-            return _no_store(web.json_response(self._body(request, False, "starting", pendingReason="startup-sidecars"),
-                                               status=503))
-        return _no_store(web.json_response(self._body(request, True, "started")))
-
-    async def ready(self, request: web.Request) -> web.Response:
-        r = self.srv.readiness()
-        if self.srv.draining:
-            failing = ["gateway-draining"]
-        elif not r["started"]:
-            failing = ["startup-sidecars"]
-        else:
-            failing = [_failing_name(name) for name, state in (r.get("workers") or {}).items() if state != "running"]
-        ready = not failing
-        body: dict[str, Any] = {"ready": ready}
-        if self._detailed(request):
-            body.update(failing=list(dict.fromkeys(failing)), uptimeMs=self._uptime(), workers=r.get("workers"))
-            loop = self.srv.core.loop_health.snapshot() if self.srv.core is not None else None
-            if loop is not None:
-                body["eventLoop"] = loop
-        return _no_store(web.json_response(body, status=200 if ready else 503))
+    return probe
 
 
-def _failing_name(worker: str) -> str:
-    """Upstream lists a failing channel by its id (`irc`); other workers are named as they are (`scheduler`)."""
-    return worker.split(":")[1] if worker.startswith("channel:") else worker
+def _detailed(srv: GatewayServer, request: web.Request) -> bool:
+    if is_direct_loopback(request.remote or "", request.headers):
+        return True
+    core = srv.core
+    if core is None or core.auth.mode == "none" or not request.headers.get("Authorization"):
+        return False
+    from openclaw_sup.gateway.http_common import authorize
+
+    return authorize(request, core) is None
 
 
-def _no_store(response: web.Response) -> web.Response:
-    response.headers["Cache-Control"] = "no-store"
-    return response
+async def not_allowed(request: web.Request) -> web.Response:
+    return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "GET, HEAD"})
 
 
 async def late_upgrade(srv: GatewayServer, request: web.Request, endpoint: bool = False) -> web.StreamResponse:

@@ -405,9 +405,9 @@ def test_health_status_presence_config_and_logs(gw: Gateway) -> None:
     assert json.loads(first["lines"][-1])["message"]
     os.kill(gw.worker("agent")["pid"], signal.SIGKILL)
     wait_for(lambda: gw.worker("agent")["restarts"] == 1, 10)
-    time.sleep(0.3)
-    nxt = c.request("logs.tail", {"cursor": first["cursor"], "limit": 100})
-    assert any("worker agent exited" in json.loads(x)["message"] for x in nxt["lines"])
+    nxt = wait_for(lambda: (t := c.request("logs.tail", {"cursor": first["cursor"], "limit": 100}))
+                   and any("worker agent exited" in json.loads(x)["message"] for x in t["lines"]) and t, 10,
+                   what="the exit line in logs.tail")
     assert nxt["cursor"] > first["cursor"]
     reset = c.request("logs.tail", {"cursor": 10**12})
     assert reset["reset"] is True
@@ -423,6 +423,9 @@ def test_http_probes(gw: Gateway) -> None:
         assert status == 200 and body["ok"] is True and body["status"] == "live"
         assert body["version"] and body["uptimeMs"] >= 0  # loopback callers get the details
     assert http(gw, "/readyz")[0] == 200 and http(gw, "/startup")[1]["status"] == "started"
+    ready = wait_for(lambda: (b := http(gw, "/readyz")[1]) and "eventLoop" in b and b, 10,
+                     what="/readyz with a first event-loop window")
+    assert ready["ready"] is True and ready["failing"] == [] and ready["uptimeMs"] >= 0  # upstream's shape
     assert http(gw, "/api/nope")[0] == 404  # other unclaimed GETs get the Control UI's shell (test_control_ui_*)
 
 
