@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 from openclaw_sup import __version__
 from openclaw_sup.config import sqlitedb, statedb
 from openclaw_sup.gateway import authn, device
+from openclaw_sup.gateway.device_pairing import PairingMethods
 from openclaw_sup.gateway.hub import Hub
-from openclaw_sup.gateway.methods import SCOPES, Methods
+from openclaw_sup.gateway.loop_health import LoopHealth
+from openclaw_sup.gateway.methods import Methods
 from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
+from openclaw_sup.gateway.stability import StabilityLog
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 
 ATTACHMENT_MAX = 20 * 1024 * 1024
 IMAGE_MAX = 6 * 1024 * 1024
+CAPABILITIES = ["gateway-restart-target-safe-v1", "published-model-catalog"]
+"""Upstream's server capabilities this gateway honours (the real CLI checks them before some calls)."""
 
 
 class GatewayCore:
@@ -37,6 +42,9 @@ class GatewayCore:
         self.nonces = device.NonceRegistry()
         self.auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
+        self.stability = StabilityLog()
+        self.loop_health = LoopHealth()
+        self.pairing = PairingMethods(self)
         self.methods = Methods(self)
         self.boot_id = str(uuid.uuid4())
         self.started = time.monotonic()
@@ -61,7 +69,7 @@ class GatewayCore:
             "protocol": PROTOCOL,
             "server": {"version": UPSTREAM_VERSION, "buildId": f"openclaw-sup-{__version__}", "bootId": self.boot_id,
                        "connId": conn.id},
-            "features": {"methods": sorted({*SCOPES, *self.methods.local}), "events": EVENTS},
+            "features": {"methods": self.methods.served(), "events": EVENTS, "capabilities": CAPABILITIES},
             "snapshot": {
                 "presence": self.hub.presence_list(),
                 "health": health,
@@ -79,7 +87,13 @@ class GatewayCore:
                        "attachments": {"maxBytes": ATTACHMENT_MAX, "maxImageBytes": IMAGE_MAX}},
         }
 
+    def start(self) -> None:
+        """Begin what runs on the event loop: ticks and the loop-health sampler."""
+        self.hub.start()
+        self.loop_health.start()
+
     def close(self) -> None:
+        self.loop_health.stop()
         self.state_checkpointer.stop()
         self.devices.close()
 
