@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import faulthandler
 import functools
-import itertools
 import os
 import signal
 import ssl
@@ -36,12 +35,10 @@ from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 from openclaw_sup.gateway.core import GatewayCore
 from openclaw_sup.gateway.host import Partial
-from openclaw_sup.gateway.methods import unavailable_worker
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
 from openclaw_sup.gateway.server import GatewayServer
 from openclaw_sup.gateway.tls import server_tls
-from openclaw_sup.ipc.bus import RouterBus
-from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
+from openclaw_sup.ipc.envelope import Kind
 from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor import fdlimit
 from openclaw_sup.supervisor.control import ControlServer
@@ -51,6 +48,7 @@ from openclaw_sup.supervisor.lock import UpstreamLock
 from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
 from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
+from openclaw_sup.supervisor.router import BusRouter
 from openclaw_sup.supervisor.sdnotify import Notifier, status_line
 from openclaw_sup.supervisor.table import Incarnation, ProcessTable, SampleRing, WorkerRecord
 
@@ -58,7 +56,6 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 LINE_LIMIT = 8192
 EARLY_MAX = 32
 EARLY_EXITS_MAX = 64  # exits read before their spawn was recorded (only while spawns are in flight)
-RELAYED_MAX = 10_000  # worker-to-worker requests awaiting an answer, per target
 FS_BOOT_TIMEOUT_S = 60.0
 FS_RETRY_FIRST_S = 0.5
 FS_RETRY_MAX_S = 30.0
@@ -128,7 +125,9 @@ class Supervisor:
         self.exit_code = 0
         self.stopping = False
         self.booted = False
-        self.bus: RouterBus | None = None
+        self.router = BusRouter(lookup=lambda name: self.table.get(name), lifecycle=self._worker_message,
+                                events=self._worker_event, log=self.log, spawn_task=self._spawn_task,
+                                max_message_bytes=lambda: self.settings.bus.max_message_bytes)
         self.control: ControlServer | None = None
         self.gateway: GatewayServer | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -143,13 +142,9 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._flush_scheduled = False
-        self._bad: dict[str, int] = {}
         self._ops_lock: asyncio.Lock | None = None
         self.core: GatewayCore | None = None
         self.gateway_cfg = opts.gateway_config
-        self._pending: dict[str, tuple[asyncio.Future[Any], Partial | None, str]] = {}
-        self._req_ids = itertools.count(1)
-        self._relayed: dict[str, dict[str, str]] = {}  # target worker -> {request id: requesting worker}
         self._early_exits: dict[int, int] = {}  # pid -> status, for exits read before their spawn was recorded
         self._health_scheduled = False
         self._restarting: asyncio.Event | None = None  # set while an in-place restart runs; opens when it is done
@@ -172,9 +167,7 @@ class Supervisor:
         ensure_private_dir(self.paths.run_dir)
         with contextlib.suppress(FileNotFoundError):
             (self.paths.run_dir / "bus.sock").unlink()
-        b = self.settings.bus
-        self.bus = RouterBus(self.paths.bus_endpoint, self._on_bus, self._on_bad_frames,
-                             max_message_bytes=b.max_message_bytes, rcv_hwm=b.rcv_hwm, snd_hwm=b.snd_hwm)
+        self.router.open(self.paths.bus_endpoint, self.settings.bus)
         self.control = ControlServer(self.paths.control_socket, self._on_control, self.spares)
         await self.control.start()
         self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
@@ -395,7 +388,7 @@ class Supervisor:
         early, rec.early = rec.early, []
         for msg in early:
             if msg.get("pid") == pid:
-                self._dispatch(rec, msg)
+                self._worker_message(rec, msg)
         status = self._early_exits.pop(pid, None)
         if status is not None:
             self._on_exit(pid, status)
@@ -447,25 +440,10 @@ class Supervisor:
             inc.errors.append(self.sink.redact(text))
         self._write_log(level, text, subsystem="stderr" if level == "error" else "stdout", worker=rec.name)
 
-    # ================================================================ manage: bus
+    # ================================================================ manage: what workers say
 
-    def _on_bus(self, identity: bytes, payload: bytes) -> None:
-        name = identity.decode("utf-8", "replace")
-        rec = self.table.get(name)
-        if rec is None:
-            self._note_bad(name, "message from an unknown worker identity")
-            return
-        try:
-            msg = decode(payload, self.settings.bus.max_message_bytes)
-        except EnvelopeError as exc:
-            self._note_bad(name, str(exc))
-            return
-        try:
-            self._dispatch(rec, msg)
-        except Exception as exc:
-            self._note_bad(name, f"{msg.get('kind')} message could not be handled: {type(exc).__name__}: {exc}")
-
-    def _dispatch(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
+    def _worker_message(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
+        """hello, ready, hb and log, as the router hands them over: readiness, liveness and stats."""
         kind = msg["kind"]
         inc = rec.current
         if rec.spawning and kind in (Kind.HELLO, Kind.READY, Kind.HB):
@@ -504,15 +482,8 @@ class Supervisor:
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
                 self._arm(rec, inc, rec.spec.liveness.heartbeat_timeout_ms / 1000)
-        elif kind == Kind.HELLO:
-            if msg.get("pid") == inc.pid:
-                inc.last_hb = time.monotonic()
-        elif kind == Kind.EVENT:
-            self._worker_event(rec, msg)
-        elif kind == Kind.RES and str(msg.get("id")) in self._pending:
-            self._answer(msg)
-        elif kind in (Kind.REQ, Kind.RES):
-            self._route(rec, msg)
+        elif kind == Kind.HELLO and msg.get("pid") == inc.pid:
+            inc.last_hb = time.monotonic()
 
     def _worker_event(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
         """Fan a worker's event out to the WebSocket clients allowed to see it."""
@@ -524,39 +495,6 @@ class Supervisor:
             self.core.methods.last_heartbeat = payload
         self.core.hub.broadcast(event, payload, scope="operator.read")
 
-    def _answer(self, msg: dict[str, Any]) -> None:
-        rid = str(msg.get("id"))
-        fut, partial, _worker = self._pending[rid]
-        if msg.get("partial"):
-            if partial is not None:
-                self._spawn_task(partial(msg.get("payload")), "partial answer")
-            return
-        del self._pending[rid]
-        if fut.done():
-            return
-        if msg.get("ok", True):
-            fut.set_result(msg.get("payload"))
-        else:
-            err = msg.get("error") if isinstance(msg.get("error"), dict) else {}
-            fut.set_exception(MethodError(str(err.get("code", "UNAVAILABLE")), str(err.get("message", "failed")),
-                                          details=err.get("details") if isinstance(err.get("details"), dict)
-                                          else None))
-
-    def _fail_pending(self, worker: str, why: str) -> None:
-        """A worker died: its unanswered requests fail now, whether a client or another worker asked."""
-        for rid, (fut, _partial, name) in list(self._pending.items()):
-            if name == worker:
-                del self._pending[rid]
-                if not fut.done():
-                    fut.set_exception(MethodError("UNAVAILABLE", why, retryable=True))
-        for rid, requester in self._relayed.pop(worker, {}).items():
-            if self.bus is not None and requester in self.table.records:
-                self.bus.send(requester.encode(), {"kind": Kind.RES, "id": rid, "ok": False,
-                                                   "error": {"code": "UNAVAILABLE", "message": why}})
-        for asked in self._relayed.values():
-            for rid in [r for r, requester in asked.items() if requester == worker]:
-                del asked[rid]
-
     def _worker_log(self, rec: WorkerRecord, inc: Incarnation | None, msg: dict[str, Any]) -> None:
         level = str(msg.get("level", "info"))[:8]
         text = str(msg.get("msg", ""))[:LINE_LIMIT]
@@ -565,44 +503,6 @@ class Supervisor:
             inc.errors.append(self.sink.redact(text.splitlines()[-1] if text else text))
         self._write_log(level, text, subsystem=str(msg.get("subsystem", "worker"))[:64], worker=rec.name,
                         ts=ts if isinstance(ts, (int, float)) else None)
-
-    def _route(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
-        """Worker-to-worker traffic goes through here; the supervisor itself serves no worker methods yet."""
-        assert self.bus is not None
-        target = msg.get("to")
-        if isinstance(target, str) and target in self.table.records:
-            fwd = dict(msg)
-            fwd.pop("to", None)
-            fwd["from"] = rec.name
-            sent = self.bus.send(target.encode(), fwd)
-            if msg["kind"] == Kind.RES:
-                if not msg.get("partial"):
-                    self._relayed.get(rec.name, {}).pop(str(msg.get("id")), None)
-                return
-            if sent:
-                asked = self._relayed.setdefault(target, {})
-                if len(asked) >= RELAYED_MAX:
-                    del asked[next(iter(asked))]
-                asked[str(msg.get("id"))] = rec.name
-                return
-            error = f"worker {target} is not accepting messages"
-        elif msg["kind"] == Kind.RES:
-            return
-        else:
-            error = f"no worker named {target!r}" if target else f"unknown method {msg.get('method')!r}"
-        self.bus.send(rec.name.encode(), {"kind": Kind.RES, "id": msg.get("id"), "ok": False,
-                                          "error": {"code": "UNAVAILABLE", "message": error}})
-
-    def _on_bad_frames(self, frames: list[bytes]) -> None:
-        who = frames[0].decode("utf-8", "replace") if frames else "?"
-        self._note_bad(who, f"message with {len(frames) - 1} payload frames (expected 1)")
-
-    def _note_bad(self, who: str, reason: str) -> None:
-        """Drop a bad message with a log line; a source that keeps sending them is summarised each second."""
-        n = self._bad.get(who, 0)
-        self._bad[who] = n + 1
-        if n == 0:
-            self.log("warn", f"dropped a bad bus message from {who!r}: {reason}")
 
     # ================================================================ manage: liveness
 
@@ -659,7 +559,7 @@ class Supervisor:
         inc.exit["atS"] = round(time.time(), 3)
         rec.cancel_timer()
         rec.settled = True
-        self._fail_pending(rec.name, f"the {rec.name} worker exited ({inc.exit['text']}) before answering")
+        self.router.worker_gone(rec.name, f"the {rec.name} worker exited ({inc.exit['text']}) before answering")
         if inc.done is not None and not inc.done.done():
             inc.done.set_result(inc.exit)
         if rec.state == State.STOPPING:
@@ -724,9 +624,8 @@ class Supervisor:
             if rec.state == State.STOPPING:
                 rec.fire(Event.EXIT)
             return
-        assert self.bus is not None
         ladder = rec.spec.stop
-        self.bus.send(rec.name.encode(), {"kind": Kind.STOP})
+        self.router.send(rec.name, {"kind": Kind.STOP})
         for sig, bound in ((signal.SIGTERM, ladder.bus_timeout_ms / 1000),
                            (signal.SIGKILL, ladder.term_timeout_ms / 1000),
                            (None, 5.0)):
@@ -764,8 +663,7 @@ class Supervisor:
             for inc in (rec.current, rec.previous):
                 for pipe in inc.pipes if inc else ():
                     pipe.drain()
-        if self.bus is not None:
-            self.bus.close()
+        self.router.close()
         self.sink.report_drops()
         self.log("info", "gateway stopped")
         self.sink.close()
@@ -874,11 +772,11 @@ class Supervisor:
         gate = asyncio.Event()
         retired = self.core.hub.retire() if self.core is not None and notify_clients else []
         try:
-            await self._drain(lambda: not self._pending and not any(c.busy for c in retired), RESTART_DRAIN_S)
+            await self._drain(lambda: not self.router.outstanding and not any(c.busy for c in retired), RESTART_DRAIN_S)
             if self.core is not None and retired:
                 await self.core.hub.close_retired(retired, "gateway restarting", restart_expected_ms=1000)
             self._restarting = gate
-            await self._drain(lambda: not self._pending, RESTART_DRAIN_S)
+            await self._drain(lambda: not self.router.outstanding, RESTART_DRAIN_S)
             loaded = self.reloader.load()
             if isinstance(loaded, str):
                 self.log("error", f"config reload skipped (invalid config): {loaded}; restarting with the last good "
@@ -961,31 +859,7 @@ class Supervisor:
         if gate is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(gate.wait(), RESTART_SETTLE_S)
-        rec = self.table.get(name)
-        if rec is None or rec.state != State.RUNNING:
-            raise unavailable_worker(name, rec.state.value if rec else None)
-        assert self.bus is not None
-        rid = f"gw:{next(self._req_ids)}"
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = (fut, partial, name)
-        if not self.bus.send(name.encode(), {"kind": Kind.REQ, "id": rid, "method": method, "params": params}):
-            del self._pending[rid]
-            raise MethodError("UNAVAILABLE", f"the {name} worker is not accepting requests", retryable=True)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            self._cancel_request(name, rid)
-            raise MethodError("UNAVAILABLE", f"the {name} worker did not answer {method} within {timeout:g}s",
-                              retryable=True) from None
-        except asyncio.CancelledError:
-            self._cancel_request(name, rid)  # e.g. the HTTP client left: the worker stops the run
-            raise
-        finally:
-            self._pending.pop(rid, None)
-
-    def _cancel_request(self, name: str, rid: str) -> None:
-        if rid in self._pending and self.bus is not None:
-            self.bus.send(name.encode(), {"kind": Kind.CANCEL, "id": rid})
+        return await self.router.call_worker(name, method, params, timeout=timeout, partial=partial)
 
     def gateway_config(self) -> dict[str, Any]:
         return self.gateway_cfg
@@ -1110,6 +984,7 @@ class Supervisor:
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         ru = os.times()
+        bus = self.router.bus
         return {
             "ok": True,
             "supervisor": {
@@ -1120,8 +995,8 @@ class Supervisor:
                 "listen": self.opts.url, "bus": self.paths.bus_endpoint,
                 "ports": {"gateway": self.opts.port, **derived_ports(self.opts.port)},
                 "logFile": str(self.sink.path) if self.sink.path else None,
-                "busReceived": self.bus.received if self.bus else 0,
-                "busDropped": self.bus.dropped if self.bus else 0, "stopping": self.stopping,
+                "busReceived": bus.received if bus else 0,
+                "busDropped": bus.dropped if bus else 0, "stopping": self.stopping,
                 "started": self.readiness()["started"],
                 "booted": self.booted,
                 "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem},
@@ -1184,10 +1059,7 @@ class Supervisor:
         """Housekeeping only (log summaries); restarts are never decided here."""
         if self.stopping:
             return
-        for who, n in list(self._bad.items()):
-            if n > 1:
-                self.log("warn", f"dropped {n - 1} more bad bus messages from {who!r}")
-        self._bad.clear()
+        self.router.report_bad()
         self.sink.report_drops()
         self._check_config_mode()
         self._fit_port_to_fds()
