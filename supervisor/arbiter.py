@@ -34,7 +34,6 @@ from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 from openclaw_sup.gateway.core import GatewayCore
-from openclaw_sup.gateway.host import Partial
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
 from openclaw_sup.gateway.server import GatewayServer
 from openclaw_sup.gateway.tls import server_tls
@@ -43,6 +42,7 @@ from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor import fdlimit
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
+from openclaw_sup.supervisor.gatewayhost import SupervisorHost
 from openclaw_sup.supervisor.liblog import route_library_output
 from openclaw_sup.supervisor.lock import UpstreamLock
 from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
@@ -120,13 +120,14 @@ class Supervisor:
         self.available_kinds: set[str] | None = None
         self._skipped: set[str] = set()
         self.reloader = ConfigReloader(self)
+        self.host = SupervisorHost(self)
         self.table = ProcessTable(self._state_changed)
         self.started = time.monotonic()
         self.exit_code = 0
         self.stopping = False
         self.booted = False
         self.router = BusRouter(lookup=lambda name: self.table.get(name), lifecycle=self._worker_message,
-                                events=self._worker_event, log=self.log, spawn_task=self._spawn_task,
+                                events=self.host.worker_event, log=self.log, spawn_task=self._spawn_task,
                                 max_message_bytes=lambda: self.settings.bus.max_message_bytes)
         self.control: ControlServer | None = None
         self.gateway: GatewayServer | None = None
@@ -170,7 +171,7 @@ class Supervisor:
         self.router.open(self.paths.bus_endpoint, self.settings.bus)
         self.control = ControlServer(self.paths.control_socket, self._on_control, self.spares)
         await self.control.start()
-        self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
+        self.core = GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway = self._gateway_server(self.opts)
         try:
@@ -485,16 +486,6 @@ class Supervisor:
         elif kind == Kind.HELLO and msg.get("pid") == inc.pid:
             inc.last_hb = time.monotonic()
 
-    def _worker_event(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
-        """Fan a worker's event out to the WebSocket clients allowed to see it."""
-        event = msg.get("event")
-        if not isinstance(event, str) or self.core is None:
-            return
-        payload = msg.get("payload")
-        if event == "heartbeat" and isinstance(payload, dict):
-            self.core.methods.last_heartbeat = payload
-        self.core.hub.broadcast(event, payload, scope="operator.read")
-
     def _worker_log(self, rec: WorkerRecord, inc: Incarnation | None, msg: dict[str, Any]) -> None:
         level = str(msg.get("level", "info"))[:8]
         text = str(msg.get("msg", ""))[:LINE_LIMIT]
@@ -738,8 +729,7 @@ class Supervisor:
             self.log("error", f"config reload: cannot bind {new_opts.url} ({exc}); staying on {old_opts.url}")
             self.gateway = self._gateway_server(old_opts)
             await self.gateway.start()
-        self.core.hub.closing = False
-        self.core.hub.start()
+        self.core.hub.reopen()
 
     def apply_logging(self, logging_cfg: dict[str, Any]) -> None:
         """`logging.*` in place: a new file or size limit takes effect with the next record."""
@@ -816,7 +806,7 @@ class Supervisor:
         while not done() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
-    # ================================================================ gateway host
+    # ================================================================ gateway host (asked through SupervisorHost)
 
     def _gateway_server(self, opts: RunOptions) -> GatewayServer:
         return GatewayServer(opts.host, opts.port, self.readiness, UPSTREAM_VERSION, self.core,
@@ -843,41 +833,12 @@ class Supervisor:
         now = time.monotonic()
         return [r.snapshot(now) for r in self.table]
 
-    def has_worker(self, name: str) -> bool:
-        return name in self.table.records
-
-    def worker_methods(self, name: str) -> frozenset[str]:
-        rec = self.table.get(name)
-        return rec.methods if rec is not None else frozenset()
-
-    def workers_of_kind(self, kind_prefix: str) -> list[str]:
-        return [r.name for r in self.table if r.spec.kind.startswith(kind_prefix)]
-
-    async def call_worker(self, name: str, method: str, params: dict[str, Any], *, timeout: float,
-                          partial: Partial | None = None) -> Any:
+    async def restart_settled(self) -> None:
+        """During an in-place restart, wait until it is done (at most RESTART_SETTLE_S); at once otherwise."""
         gate = self._restarting
         if gate is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(gate.wait(), RESTART_SETTLE_S)
-        return await self.router.call_worker(name, method, params, timeout=timeout, partial=partial)
-
-    def gateway_config(self) -> dict[str, Any]:
-        return self.gateway_cfg
-
-    def config_path(self) -> Path:
-        return self.paths.config_path
-
-    def log_file(self) -> Path | None:
-        return self.sink.path
-
-    def supervisor_view(self) -> dict[str, Any]:
-        return self.snapshot()["supervisor"]
-
-    def restart_target(self) -> dict[str, Any] | None:
-        """`{pid, ownerId, port}` of the upstream lock this gateway holds (what `gateway restart` targets)."""
-        if self.gateway_lock is None:
-            return None
-        return {"pid": os.getpid(), "ownerId": self.gateway_lock.owner_id, "port": self.gateway_lock.port}
 
     def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]:
         """Schedule an in-place restart; one already scheduled or running absorbs this one (`coalesced`)."""
@@ -897,11 +858,6 @@ class Supervisor:
         asyncio.get_running_loop().call_later(delay_ms / 1000, begin)
         return {"ok": True, "status": "scheduled", "scheduled": True, "delayMs": delay_ms, "pid": os.getpid(),
                 "restart": {**restart, "coalesced": False}}
-
-    def worker_samples(self) -> dict[str, list[list[Any]]]:
-        samples = {r.name: list(r.history.samples) for r in self.table}
-        samples[""] = list(self.self_history.samples)
-        return samples
 
     async def control_worker(self, name: str, action: str) -> dict[str, Any]:
         """restart | stop | start one worker as an operator asked (the dashboard's buttons, `workers.*`).

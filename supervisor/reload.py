@@ -70,8 +70,7 @@ class ConfigReloader:
 
     def _publish(self) -> None:
         if self.sup.core is not None:
-            self.sup.core.reload = dict(self.status)
-            self.sup.core.methods.invalidate_health()
+            self.sup.core.set_reload_status(self.status)
 
     # -- loading -------------------------------------------------------------------------------------
 
