@@ -6,6 +6,11 @@
     reload   -> SIGHUP re-reads the settings and applies a ReloadPlan; SIGUSR1 restarts everything in place
     stop     -> SIGTERM/SIGINT: every worker down the stop ladder (bus `stop`, SIGTERM, SIGKILL), then exit
 
+Beside it, one job per module: supervisor/router.py (`BusRouter`) takes every bus frame and correlates the
+requests sent to workers with their answers; supervisor/gatewayhost.py (`SupervisorHost`) is all the gateway
+core sees of the supervisor; supervisor/reload.py (`ConfigReloader`) reads, diffs and applies a config edit
+through the public methods here (`exclusive`, `restart_in_place`, `apply_worker_plan`, `rebind`, `spawn_task`).
+
 Nothing a worker or a client sends can raise out of a callback here: every inbound path validates, and a
 failure in one handler is logged and contained.
 """
@@ -22,6 +27,7 @@ import ssl
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -127,7 +133,7 @@ class Supervisor:
         self.stopping = False
         self.booted = False
         self.router = BusRouter(lookup=lambda name: self.table.get(name), lifecycle=self._worker_message,
-                                events=self.host.worker_event, log=self.log, spawn_task=self._spawn_task,
+                                events=self.host.worker_event, log=self.log, spawn_task=self.spawn_task,
                                 max_message_bytes=lambda: self.settings.bus.max_message_bytes)
         self.control: ControlServer | None = None
         self.gateway: GatewayServer | None = None
@@ -210,7 +216,7 @@ class Supervisor:
         Python traceback on stderr: nothing ends the supervisor without a word, except SIGKILL."""
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self.reloader.reload("SIGHUP"), "reload"))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn_task(self.reloader.reload("SIGHUP"), "reload"))
         for sig in RESTART_SIGNALS:
             loop.add_signal_handler(sig, self._restart_signal, sig)
         for sig in dict.fromkeys(IGNORED_SIGNALS):
@@ -227,7 +233,7 @@ class Supervisor:
                              "or set commands.restart to true")
         else:
             self.log("info", f"received {name}; restarting in place (pid {os.getpid()}, port {self.opts.port})")
-            self._spawn_task(self.restart_all(True), "restart")
+            self.spawn_task(self.restart_all(True), "restart")
 
     def _ignored_signal(self, sig: int) -> None:
         try:
@@ -263,9 +269,17 @@ class Supervisor:
         assert self._stop_requested is not None
         self._stop_requested.set()
 
-    def _spawn_task(self, coro: Any, what: str) -> None:
+    def spawn_task(self, coro: Any, what: str) -> None:
+        """Run `coro` in the background; a failure is logged with `what`, never lost or raised."""
         task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(lambda t: self._task_failed(t, what))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Reloads, in-place restarts and operator actions on workers run one at a time."""
+        assert self._ops_lock is not None
+        async with self._ops_lock:
+            yield
 
     def _task_failed(self, task: asyncio.Task[Any], what: str) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -360,7 +374,7 @@ class Supervisor:
         rec.retry_at = None
         rec.fire(event)
         rec.begin_spawn()
-        self._spawn_task(self._spawn(rec), f"spawn of {rec.name}")
+        self.spawn_task(self._spawn(rec), f"spawn of {rec.name}")
 
     async def _spawn(self, rec: WorkerRecord) -> None:
         """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy."""
@@ -747,15 +761,15 @@ class Supervisor:
         as upstream. Requests already at a worker get RESTART_DRAIN_S to finish; a request for a worker made during
         the restart (a new connection, HTTP) waits until that worker is back, at most RESTART_SETTLE_S.
         """
-        assert self._ops_lock is not None
-        async with self._ops_lock:
+        async with self.exclusive():
             self.notifier.reloading()
             try:
-                await self._restart_all_locked(notify_clients)
+                await self.restart_in_place(notify_clients)
             finally:
                 self.notifier.ready(self.status_summary())
 
-    async def _restart_all_locked(self, notify_clients: bool) -> None:
+    async def restart_in_place(self, notify_clients: bool) -> None:
+        """The in-place restart itself; the caller holds `exclusive()` (restart_all, a reload that needs one)."""
         assert self._fs_settled is not None
         self.log("info", "restarting every worker in place")
         t0 = time.monotonic()
@@ -853,7 +867,7 @@ class Supervisor:
         def begin() -> None:
             self._restart_scheduled = False
             if not self.stopping:
-                self._spawn_task(self.restart_all(notify_clients=True), "requested restart")
+                self.spawn_task(self.restart_all(notify_clients=True), "requested restart")
 
         asyncio.get_running_loop().call_later(delay_ms / 1000, begin)
         return {"ok": True, "status": "scheduled", "scheduled": True, "delayMs": delay_ms, "pid": os.getpid(),
@@ -865,8 +879,7 @@ class Supervisor:
         Serialised with reloads and in-place restarts. A start resets the crash-loop count, so a `failed`
         worker gets a fresh chance at once; a stopped worker stays stopped until started or respawned by a reload.
         """
-        assert self._ops_lock is not None
-        async with self._ops_lock:
+        async with self.exclusive():
             rec = self.table.get(name)
             if rec is None:
                 raise MethodError("INVALID_REQUEST", f"no worker named {name!r} (workers: "
