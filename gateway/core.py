@@ -12,6 +12,8 @@ from openclaw_sup import __version__
 from openclaw_sup.gateway import authn, device
 from openclaw_sup.gateway.hub import Hub
 from openclaw_sup.gateway.methods import SCOPES, Methods
+from openclaw_sup.gateway.node_surfaces import NodeSurfaceStore
+from openclaw_sup.gateway.nodes import Nodes
 from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ IMAGE_MAX = 6 * 1024 * 1024
 
 class GatewayCore:
     def __init__(self, host: GatewayHost, state_dir: Path, auth: authn.AuthConfig, *, tick_interval_ms: int,
-                 auto_approve_local: bool = True) -> None:
+                 auto_approve_local: bool | None = None) -> None:
         self.host = host
         self.state_dir = state_dir
         self.auth = auth
@@ -33,12 +35,23 @@ class GatewayCore:
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.devices = device.DeviceStore(data / "gateway-devices.sqlite")
         self.nonces = device.NonceRegistry()
-        self.auto_approve_local = auto_approve_local
+        self._auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
+        self.nodes = Nodes(self, NodeSurfaceStore(data / "openclaw-sup-nodes.sqlite"))
+        self.handlers = {**self.nodes.handlers}
         self.methods = Methods(self)
         self.boot_id = str(uuid.uuid4())
         self.started = time.monotonic()
         self.reload: dict[str, Any] = {"hotReloadStatus": "active"}
+
+    @property
+    def auto_approve_local(self) -> bool:
+        """`gateway.nodes.pairing.autoApproveLocal` (default true): silent pairing for direct loopback devices."""
+        if self._auto_approve_local is not None:
+            return self._auto_approve_local
+        gw = self.host.gateway_config().get("gateway") or {}
+        pairing = ((gw.get("nodes") or {}) if isinstance(gw, dict) else {}).get("pairing") or {}
+        return not (isinstance(pairing, dict) and pairing.get("autoApproveLocal") is False)
 
     def set_auth(self, auth: authn.AuthConfig) -> None:
         """New credentials after a reload; the failed-auth history starts over with the new limits."""
@@ -59,7 +72,7 @@ class GatewayCore:
             "protocol": PROTOCOL,
             "server": {"version": UPSTREAM_VERSION, "buildId": f"openclaw-sup-{__version__}", "bootId": self.boot_id,
                        "connId": conn.id},
-            "features": {"methods": sorted({*SCOPES, *self.methods.local}), "events": EVENTS},
+            "features": {"methods": sorted({*SCOPES, *self.methods.local, *self.handlers}), "events": EVENTS},
             "snapshot": {
                 "presence": self.hub.presence_list(),
                 "health": health,
@@ -78,6 +91,7 @@ class GatewayCore:
         }
 
     def close(self) -> None:
+        self.nodes.close()
         self.devices.close()
 
 

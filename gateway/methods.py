@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from openclaw_sup import __version__
-from openclaw_sup.gateway import logtail
+from openclaw_sup.gateway import logtail, nodes
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError, invalid, missing_scope, unavailable
 
@@ -38,6 +38,7 @@ SCOPES: dict[str, str] = {
     **dict.fromkeys(
         ["agent", "agent.wait", "chat.send", "chat.abort", "chat.inject", "send", "wake", "browser.open",
          "browser.navigate", "browser.screenshot"], WRITE),
+    **nodes.SCOPES,
 }
 
 IDEMPOTENT = frozenset({"agent", "send", "chat.send", "node.invoke", "poll"})
@@ -121,8 +122,10 @@ class Methods:
         return method in self.local and not method.startswith("channels.") and method != "send"
 
     async def call(self, conn: Connection, method: str, params: dict[str, Any], partial: Partial) -> Any:
+        if (conn.role == "node") != (method in nodes.NODE_ROLE_METHODS) and method != "health":
+            raise invalid(f"unauthorized role: {conn.role}")
         scope = required_scope(method)
-        if not conn.has_scope(scope):
+        if conn.role != "node" and not conn.has_scope(scope):
             raise missing_scope(scope)
         if method in IDEMPOTENT:
             key = params.get("idempotencyKey")
@@ -143,6 +146,9 @@ class Methods:
         return await self._dispatch(conn, method, params, partial)
 
     async def _dispatch(self, conn: Connection, method: str, params: dict[str, Any], partial: Partial) -> Any:
+        family = self.core.handlers.get(method)
+        if family is not None:
+            return await family(conn, params)
         handler = self.local.get(method)
         if handler is not None:
             return await handler(params)

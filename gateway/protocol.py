@@ -41,7 +41,9 @@ AUTH_KEYS = frozenset({"token", "password", "bootstrapToken", "deviceToken", "ap
 DEVICE_KEYS = frozenset({"id", "publicKey", "signature", "signedAt", "nonce"})
 
 EVENTS = ["connect.challenge", "tick", "presence", "health", "heartbeat", "shutdown", "agent", "chat", "cron",
-          "config.changed", "device.pair.requested", "device.pair.resolved"]
+          "config.changed", "device.pair.requested", "device.pair.resolved", "node.pair.requested",
+          "node.pair.resolved", "node.invoke.request", "node.hostStats", "exec.approval.requested",
+          "exec.approval.resolved"]
 
 
 class MethodError(Exception):
