@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from openclaw_sup import __version__
 from openclaw_sup.gateway import authn, device
+from openclaw_sup.gateway.approvals import Approvals
 from openclaw_sup.gateway.hub import Hub
 from openclaw_sup.gateway.methods import SCOPES, Methods
 from openclaw_sup.gateway.node_surfaces import NodeSurfaceStore
@@ -37,10 +38,12 @@ class GatewayCore:
         self.nonces = device.NonceRegistry()
         self._auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
-        self.nodes = Nodes(self, NodeSurfaceStore(data / "openclaw-sup-nodes.sqlite"))
-        self.handlers = {**self.nodes.handlers}
-        self.methods = Methods(self)
         self.boot_id = str(uuid.uuid4())
+        self.nodes = Nodes(self, NodeSurfaceStore(data / "openclaw-sup-nodes.sqlite"))
+        self.approvals = Approvals(self)
+        self.handlers = {**self.nodes.handlers, **self.approvals.handlers}
+        self.streaming = dict(self.approvals.streaming)
+        self.methods = Methods(self)
         self.started = time.monotonic()
         self.reload: dict[str, Any] = {"hotReloadStatus": "active"}
 
@@ -72,7 +75,8 @@ class GatewayCore:
             "protocol": PROTOCOL,
             "server": {"version": UPSTREAM_VERSION, "buildId": f"openclaw-sup-{__version__}", "bootId": self.boot_id,
                        "connId": conn.id},
-            "features": {"methods": sorted({*SCOPES, *self.methods.local, *self.handlers}), "events": EVENTS},
+            "features": {"methods": sorted({*SCOPES, *self.methods.local, *self.handlers, *self.streaming}),
+                         "events": EVENTS},
             "snapshot": {
                 "presence": self.hub.presence_list(),
                 "health": health,
@@ -91,6 +95,7 @@ class GatewayCore:
         }
 
     def close(self) -> None:
+        self.approvals.close()
         self.nodes.close()
         self.devices.close()
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from openclaw_sup import __version__
-from openclaw_sup.gateway import logtail, nodes
+from openclaw_sup.gateway import approvals, logtail, nodes
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError, invalid, missing_scope, unavailable
 
@@ -39,6 +39,7 @@ SCOPES: dict[str, str] = {
         ["agent", "agent.wait", "chat.send", "chat.abort", "chat.inject", "send", "wake", "browser.open",
          "browser.navigate", "browser.screenshot"], WRITE),
     **nodes.SCOPES,
+    **approvals.SCOPES,
 }
 
 IDEMPOTENT = frozenset({"agent", "send", "chat.send", "node.invoke", "poll"})
@@ -149,6 +150,9 @@ class Methods:
         family = self.core.handlers.get(method)
         if family is not None:
             return await family(conn, params)
+        stream = self.core.streaming.get(method)
+        if stream is not None:
+            return await stream(conn, params, partial)
         handler = self.local.get(method)
         if handler is not None:
             return await handler(params)
