@@ -62,6 +62,9 @@ class RunOptions:
     tick_interval_ms: int
     verbose: bool = False
     port_pinned: bool = False
+    listen: bool = True
+    """False for a node host (`openclaw-sup node run`): no port, just the fixed `workers`."""
+    workers: tuple[WorkerSpec, ...] | None = None
 
 
 def _own_rss() -> int:
@@ -120,6 +123,29 @@ class Supervisor:
                              max_message_bytes=b.max_message_bytes, rcv_hwm=b.rcv_hwm, snd_hwm=b.snd_hwm)
         self.control = ControlServer(self.paths.control_socket, self._on_control)
         await self.control.start()
+        if self.opts.listen and not await self._listen():
+            return self.exit_code
+        await self._attach_fork_server(self.fs)
+        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
+        if cron_skipped(os.environ):
+            self.log("warn", CRON_DISABLED_LINE)
+        where = f"gateway listening on ws://{self.opts.host}:{self.opts.port}" if self.opts.listen \
+            else "node host supervisor started"
+        self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers)")
+        for spec in self.specs:
+            self._start(self.table.add(spec))
+        self.booted = True
+        if self.opts.listen:
+            self.reloader.start()
+        self._every_second()
+        self.notify_state()
+        await self._stop_requested.wait()
+        await self.shutdown()
+        return self.exit_code
+
+    async def _listen(self) -> bool:
+        """Bind the gateway port; False (and torn down, exit code set) when it cannot be bound."""
+        assert self.control is not None
         self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, __version__, self.core)
@@ -130,23 +156,9 @@ class Supervisor:
             print(exc, file=sys.stderr, flush=True)
             self.exit_code = 1
             await self._teardown()
-            return self.exit_code
+            return False
         self.core.hub.start()
-        await self._attach_fork_server(self.fs)
-        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
-        if cron_skipped(os.environ):
-            self.log("warn", CRON_DISABLED_LINE)
-        self.log("info", f"gateway listening on ws://{self.opts.host}:{self.opts.port} (pid {os.getpid()}, "
-                         f"profile {self.paths.label}, {len(self.specs)} workers)")
-        for spec in self.specs:
-            self._start(self.table.add(spec))
-        self.booted = True
-        self.reloader.start()
-        self._every_second()
-        self.notify_state()
-        await self._stop_requested.wait()
-        await self.shutdown()
-        return self.exit_code
+        return True
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -605,6 +617,8 @@ class Supervisor:
 
     def wanted_specs(self, cfg: dict[str, Any], settings: SupervisorSettings) -> list[WorkerSpec]:
         """The workers the config asks for, less kinds this build does not provide (said once each)."""
+        if self.opts.workers is not None:
+            return list(self.opts.workers)
         specs = [replace(s, options={**s.options, "gatewayPort": self.opts.port, "stateDir": str(self.paths.state_dir)})
                  if s.kind == "browser" else s for s in worker_specs(cfg, settings)]  # its CDP range follows the port
         if self.available_kinds is None:

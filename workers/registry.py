@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 KindMain = Callable[["WorkerContext"], Awaitable[None]]
 
 BUILTIN_MODULES: tuple[str, ...] = ("openclaw_sup.workers.scheduler", "openclaw_sup.workers.agent",
-                                    "openclaw_sup.workers.browser", "openclaw_sup.workers.channels.kinds")
+                                    "openclaw_sup.workers.browser", "openclaw_sup.workers.channels.kinds",
+                                    "openclaw_sup.workers.nodehost")
 
 _KINDS: dict[str, KindMain] = {}
 
