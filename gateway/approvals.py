@@ -120,6 +120,9 @@ class Approvals:
             "plugin.approval.list": self.no_plugin_approvals, "openclaw.approval.list": self.no_plugin_approvals,
         }
         self.streaming = {"exec.approval.request": self.request_method}
+        self.worker_methods = {"exec.approval.request": self.worker_request,
+                               "exec.approval.waitDecision": self.worker_wait,
+                               "exec.approval.cancel": self.worker_cancel}
 
     # -- host documents ------------------------------------------------------------------------------
 
@@ -307,6 +310,20 @@ class Approvals:
         if item.decision == "allow-once" and not self.records.consume(item.id, node_id, now_ms()):
             raise invalid("approval already used", code="APPROVAL_CONSUMED")
         return {**params, "approved": True, "approvalDecision": item.decision}
+
+    # -- for workers (the agent's exec tool) ---------------------------------------------------------
+
+    async def worker_request(self, worker: str, params: dict[str, Any]) -> dict[str, Any]:
+        item = self.open(params, worker)
+        return {"status": "accepted", "id": item.id, "createdAtMs": item.created_ms, "expiresAtMs": item.expires_ms}
+
+    async def worker_wait(self, worker: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await self.waiter(self._find(params.get("id")))
+
+    async def worker_cancel(self, worker: str, params: dict[str, Any]) -> dict[str, Any]:
+        item = self._find(params.get("id"))
+        self._finish(item, None, "run-aborted", {"kind": "system", "id": "run-aborted"})
+        return {"ok": True}
 
     # -- methods -------------------------------------------------------------------------------------
 

@@ -15,7 +15,14 @@ from openclaw_sup.gateway.hub import Hub
 from openclaw_sup.gateway.methods import SCOPES, Methods
 from openclaw_sup.gateway.node_surfaces import NodeSurfaceStore
 from openclaw_sup.gateway.nodes import Nodes
-from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
+from openclaw_sup.gateway.protocol import (
+    EVENTS,
+    MAX_BUFFERED_BYTES,
+    MAX_PAYLOAD,
+    PROTOCOL,
+    UPSTREAM_VERSION,
+    MethodError,
+)
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -43,6 +50,7 @@ class GatewayCore:
         self.approvals = Approvals(self)
         self.handlers = {**self.nodes.handlers, **self.approvals.handlers}
         self.streaming = dict(self.approvals.streaming)
+        self.worker_methods = {**self.nodes.worker_methods, **self.approvals.worker_methods}
         self.methods = Methods(self)
         self.started = time.monotonic()
         self.reload: dict[str, Any] = {"hotReloadStatus": "active"}
@@ -61,6 +69,17 @@ class GatewayCore:
         if auth != self.auth:
             self.auth = auth
             self.limiter = authn.FailedAuthLimiter(auth)
+
+    async def worker_call(self, worker: str, method: str, params: dict[str, Any]) -> Any:
+        """What a worker may ask of the gateway over the bus (the agent's exec tool: nodes and approvals)."""
+        handler = self.worker_methods.get(method)
+        if handler is None:
+            raise MethodError("INVALID_REQUEST", f"unknown method: {method} (not served to workers)")
+        return await handler(worker, params if isinstance(params, dict) else {})
+
+    def worker_gone(self, worker: str) -> None:
+        """A worker exited: what it was waiting for can no longer be acted on."""
+        self.approvals.cancel_for(worker)
 
     def log(self, level: str, message: str) -> None:
         self.host.log(level, message)

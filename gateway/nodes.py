@@ -110,6 +110,7 @@ class Nodes:
             "node.pluginTools.update": self.plugin_tools_update, "node.skills.update": self.skills_update,
             "node.runnerInventory.update": self.runner_inventory_update,
         }
+        self.worker_methods = {"node.invoke": self.worker_invoke, "node.list": self.worker_list}
 
     def _nodes_cfg(self) -> dict[str, Any]:
         gw = self.core.host.gateway_config().get("gateway") or {}
@@ -329,6 +330,21 @@ class Nodes:
         err = result.get("error") if isinstance(result.get("error"), dict) else {}
         raise node_error(str(err.get("code") or "UNAVAILABLE"), str(err.get("message") or "node command failed"),
                          dispatched=True)
+
+    async def worker_invoke(self, worker: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A worker's invoke (the exec tool's `system.run.prepare` / `system.run`): an approved run must present
+        the approval it was granted (checked and, for allow-once, spent by the gateway)."""
+        node_id = self.resolve_id(params.get("nodeId"))
+        command = params.get("command")
+        if not isinstance(command, str) or not command:
+            raise invalid("command required")
+        args = params.get("params") if isinstance(params.get("params"), dict) else {}
+        if command == "system.run":
+            args = self.core.approvals.authorize_node_run(node_id, args)
+        return await self.invoke(node_id, command, args, params.get("timeoutMs"), params.get("idempotencyKey"))
+
+    async def worker_list(self, worker: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await self.node_list(None, params)
 
     def _check_approver(self, conn: Connection | None, scopes: list[str]) -> None:
         if conn is None:

@@ -413,9 +413,12 @@ class Supervisor:
                         ts=ts if isinstance(ts, (int, float)) else None)
 
     def _route(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
-        """Worker-to-worker traffic goes through here; the supervisor itself serves no worker methods yet."""
+        """Worker-to-worker traffic goes through here; requests to `gateway` are served by the port's core."""
         assert self.bus is not None
         target = msg.get("to")
+        if target == "gateway" and msg["kind"] == Kind.REQ and self.core is not None:
+            self._spawn_task(self._serve_worker(rec.name, msg), f"{msg.get('method')} for {rec.name}")
+            return
         if isinstance(target, str) and target in self.table.records:
             fwd = dict(msg)
             fwd.pop("to", None)
@@ -438,6 +441,17 @@ class Supervisor:
             error = f"no worker named {target!r}" if target else f"unknown method {msg.get('method')!r}"
         self.bus.send(rec.name.encode(), {"kind": Kind.RES, "id": msg.get("id"), "ok": False,
                                           "error": {"code": "UNAVAILABLE", "message": error}})
+
+    async def _serve_worker(self, name: str, msg: dict[str, Any]) -> None:
+        assert self.core is not None and self.bus is not None
+        reply: dict[str, Any] = {"kind": Kind.RES, "id": msg.get("id")}
+        try:
+            reply.update(ok=True, payload=await self.core.worker_call(name, str(msg.get("method")),
+                                                                      msg.get("params") or {}))
+        except MethodError as exc:
+            reply.update(ok=False, error=exc.to_error())
+        if name in self.table.records:
+            self.bus.send(name.encode(), reply)
 
     def _on_bad_frames(self, frames: list[bytes]) -> None:
         who = frames[0].decode("utf-8", "replace") if frames else "?"
@@ -504,6 +518,8 @@ class Supervisor:
         inc.exit["atS"] = round(time.time(), 3)
         rec.cancel_timer()
         self._fail_pending(rec.name, f"the {rec.name} worker exited ({inc.exit['text']}) before answering")
+        if self.core is not None:
+            self.core.worker_gone(rec.name)
         if inc.done is not None and not inc.done.done():
             inc.done.set_result(inc.exit)
         if rec.state == State.STOPPING:
