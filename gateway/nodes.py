@@ -266,9 +266,7 @@ class Nodes:
         return {"ts": now_ms(), "nodes": [n for n in nodes if n.get("paired") or n.get("connected")]}
 
     async def node_describe(self, conn: Connection | None, params: dict[str, Any]) -> dict[str, Any]:
-        node_id = params.get("nodeId")
-        if not isinstance(node_id, str) or node_id not in self._known_ids():
-            raise invalid("unknown nodeId")
+        node_id = self.resolve_id(params.get("nodeId"))
         return {"ts": now_ms(), **self._entry(node_id, self.store.get(node_id))}
 
     async def node_invoke(self, conn: Connection | None, params: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +279,7 @@ class Nodes:
         if command in node_policy.SHELL_COMMANDS:
             raise invalid(f'command "{command}" is reserved for shell execution; use the exec tool with '
                           "host=node instead", command=command)
-        return await self.invoke(node_id.strip(), command, params.get("params"), params.get("timeoutMs"),
+        return await self.invoke(self.resolve_id(node_id), command, params.get("params"), params.get("timeoutMs"),
                                  params.get("idempotencyKey"))
 
     async def invoke(self, node_id: str, command: str, args: Any, timeout_ms: Any = None,
@@ -395,10 +393,11 @@ class Nodes:
             devices.remove_device(node_id)
         elif paired is not None:
             devices.revoke(node_id, "node")
-        self.store.remove(node_id)
         sess = self.sessions.get(node_id)
         if sess is not None:
+            self.detach(sess.conn)
             sess.conn.close(1008, "node pairing removed")
+        self.store.remove(node_id)
         self.core.log("info", f"node {node_id} removed")
         return {"nodeId": node_id, "removed": True}
 
