@@ -38,8 +38,8 @@ def openclaw_cli() -> Path:
     return cli
 
 
-def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: float = 120
-                 ) -> subprocess.CompletedProcess[str]:
+def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: float = 120,
+                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real CLI against `gw` with a HOME and state dir of its own, so it never reads the gateway's files.
 
     With `token`, the gateway's URL and that token come from OPENCLAW_GATEWAY_URL / OPENCLAW_GATEWAY_TOKEN.
@@ -54,7 +54,7 @@ def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: flo
                OPENCLAW_CONFIG_PATH=str(state / "openclaw.json"), NO_COLOR="1")
     if token is not None:
         env.update(OPENCLAW_GATEWAY_URL=f"ws://127.0.0.1:{gw.port}", OPENCLAW_GATEWAY_TOKEN=token)
-    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:

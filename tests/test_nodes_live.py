@@ -1,0 +1,134 @@
+"""Node hosts against our gateway, driven by the real `openclaw` CLI: upstream's `openclaw node run` and our
+`openclaw-sup node run` pair, show in `nodes status|describe`, answer `nodes invoke`, and keep their exec
+approvals on their own host (`openclaw approvals get|set|allowlist --node`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
+
+from conftest import Gateway, run_openclaw, wait_for
+from openclaw_sup.gateway.client import GatewayError
+
+TOKEN = "nodes-live-token-0123456789"
+
+
+@pytest.fixture
+def gw(gateway_factory) -> Gateway:
+    cfg = {"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN}}}
+    return gateway_factory({}, config=cfg).start()
+
+
+def cli(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
+    res = run_openclaw(gw, *args, token=TOKEN, timeout=120)
+    assert res.returncode == 0, f"openclaw {' '.join(args)} exited {res.returncode}: {res.stdout}{res.stderr}"
+    return res
+
+
+def cli_json(gw: Gateway, *args: str) -> object:
+    out = cli(gw, *args, "--json").stdout
+    return json.loads(out[out.index(next(c for c in out if c in "[{")):])
+
+
+def node_approvals(state_dir: Path) -> dict:
+    db = sqlite3.connect(state_dir / "state" / "openclaw.sqlite")
+    try:
+        return json.loads(db.execute("SELECT raw_json FROM exec_approvals_config WHERE config_key = 'current'")
+                          .fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_real_node_host_end_to_end(gw: Gateway, tmp_path: Path) -> None:
+    node = RealNode(tmp_path, "buildbox", gw.port, TOKEN).start()
+    try:
+        request = pending_request(gw.port, TOKEN, "buildbox", timeout=120)
+        pending = cli_json(gw, "nodes", "pending")
+        assert [p["requestId"] for p in pending] == [request["requestId"]]
+        assert pending[0]["requiredApproveScopes"] == ["operator.pairing", "operator.admin"]
+        assert "system.run" in pending[0]["commands"] and "system.which" in pending[0]["commands"]
+        before = next(n for n in cli_json(gw, "nodes", "status")["nodes"] if n["displayName"] == "buildbox")
+        assert (before["approvalState"], before["commands"]) == ("pending-approval", [])
+
+        cli(gw, "nodes", "approve", request["requestId"])
+        entry = wait_connected(gw.port, TOKEN, "buildbox", approved=True)
+        nodes = cli_json(gw, "nodes", "status")
+        row = next(n for n in nodes["nodes"] if n["displayName"] == "buildbox")
+        assert row["connected"] and row["paired"] and row["approvalState"] == "approved"
+        assert row["clientId"] == "node-host" and row["version"] == "2026.9.6"
+        described = cli(gw, "nodes", "describe", "--node", "buildbox").stdout
+        assert "paired · connected" in described and "system.which" in described
+        invoked = cli_json(gw, "nodes", "invoke", "--node", "buildbox", "--command", "system.which", "--params",
+                           '{"bins":["uname","no-such-binary-xyz"]}')
+        assert invoked["ok"] is True and invoked["payload"] == {"bins": {"uname": "/usr/bin/uname"}}
+        assert invoked["nodeId"] == entry["nodeId"]
+
+        shell = run_openclaw(gw, "nodes", "invoke", "--node", "buildbox", "--command", "system.run", "--params",
+                             '{"command":["id"]}', token=TOKEN)
+        assert shell.returncode != 0 and "use the exec tool with host=node" in shell.stdout + shell.stderr
+
+        got = cli_json(gw, "approvals", "get", "--node", "buildbox")
+        assert got["path"] == f"{node.state}/state/openclaw.sqlite#exec_approvals_config" and got["exists"]
+        res = run_openclaw(gw, "approvals", "set", "--node", "buildbox", "--stdin", token=TOKEN,
+                           stdin='{version: 1, defaults: {security: "allowlist", ask: "on-miss"}}')
+        assert res.returncode == 0, res.stdout + res.stderr
+        cli(gw, "approvals", "allowlist", "add", "--node", "buildbox", "/usr/bin/uname")
+        stored = node_approvals(node.state)  # on the node's own host, in its own state dir
+        assert stored["defaults"] == {"security": "allowlist", "ask": "on-miss"}
+        assert [e["pattern"] for e in stored["agents"]["*"]["allowlist"]] == ["/usr/bin/uname"]
+        assert cli_json(gw, "approvals", "pending") == {"approvals": []}
+    finally:
+        node.stop()
+    wait_for(lambda: not (node_entry := operator_node(gw, "buildbox")) or not node_entry["connected"], 20,
+             what="the node shown disconnected")
+
+
+def operator_node(gw: Gateway, name: str) -> dict | None:
+    op = operator(gw.port, TOKEN)
+    try:
+        return next((n for n in op.call("node.list", {})["nodes"] if n.get("displayName") == name), None)
+    finally:
+        op.close()
+
+
+def test_our_node_host_pairs_and_survives_a_worker_kill(gw: Gateway, tmp_path: Path) -> None:
+    node = SupNode(tmp_path, "nas", gw.port, TOKEN).start()
+    try:
+        request = pending_request(gw.port, TOKEN, "nas", timeout=30)
+        assert request["commands"] == ["system.execApprovals.get", "system.execApprovals.set", "system.run",
+                                       "system.run.prepare", "system.which"]
+        cli(gw, "nodes", "approve", request["requestId"])
+        entry = wait_connected(gw.port, TOKEN, "nas", approved=True, timeout=30)
+        invoked = cli_json(gw, "nodes", "invoke", "--node", "nas", "--command", "system.which", "--params",
+                           '{"bins":["sh"]}')
+        assert invoked["payload"]["bins"]["sh"].endswith("/sh")
+        ident = subprocess.run([*SupNode(tmp_path, "nas", gw.port, TOKEN).argv()[:2], "identity", "--json"],
+                               env=node.env(), capture_output=True, text=True, timeout=30)
+        assert json.loads(ident.stdout)["deviceId"] == entry["nodeId"]
+
+        first = node.worker_pid()
+        assert first
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: (pid := node.worker_pid()) and pid != first and node.status()["workers"][0]["state"]
+                 == "running", 20, what="the node-host worker restarted by its supervisor")
+        again = wait_connected(gw.port, TOKEN, "nas", approved=True, timeout=30)
+        assert again["nodeId"] == entry["nodeId"]  # same identity: no new pairing
+        op = operator(gw.port, TOKEN)
+        assert op.call("node.pair.list", {})["pending"] == []
+        res = op.call("node.invoke", {"nodeId": "nas", "command": "system.which", "params": {"bins": ["sh"]},
+                                      "idempotencyKey": "after-kill"})
+        assert res["ok"] is True
+        with pytest.raises(GatewayError, match="reserved for shell execution"):
+            op.call("node.invoke", {"nodeId": "nas", "command": "system.run", "params": {"command": ["id"]},
+                                    "idempotencyKey": "shell"})
+        got = cli_json(gw, "approvals", "get", "--node", "nas")
+        assert got["path"] == f"{node.state}/state/openclaw.sqlite#exec_approvals_config"
+    finally:
+        node.stop()
