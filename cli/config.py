@@ -17,7 +17,7 @@ import typer
 
 from openclaw_sup.cli.common import fail, profile_paths
 from openclaw_sup.config.document import Config, read_config, reload_mode
-from openclaw_sup.config.loader import ConfigError, substitute_env
+from openclaw_sup.config.loader import ConfigError, json5_error, substitute_env
 from openclaw_sup.config.paths import ProfilePaths
 from openclaw_sup.config.plan import classify, decide, restart_hint, same_json
 from openclaw_sup.config.schema import redact
@@ -85,11 +85,13 @@ def get_cmd(ctx: typer.Context, path: Annotated[str, typer.Argument(help="dot or
 
 def _parse_value(raw: str, strict: bool) -> Any:
     """JSON5 when it parses, else the raw string (upstream); `--strict-json` makes a parse failure an error."""
+    text = raw.strip()
     try:
-        return pyjson5.decode(raw.strip())
+        return pyjson5.decode(text)
     except (pyjson5.Json5Exception, ValueError) as exc:
         if strict:
-            fail(f"Failed to parse JSON5 value: {exc}")
+            _, column, words = json5_error(exc, text)
+            fail(f"Failed to parse JSON5 value: {words} (at character {column} of {text!r})")
         return raw
 
 

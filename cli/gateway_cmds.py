@@ -1,39 +1,27 @@
 """`openclaw-sup gateway status|call` and `openclaw-sup health`: the gateway seen through its own port.
 
-Credentials follow upstream: an explicit `--url` never reuses stored credentials (pass --token or
---password); otherwise the URL and credentials come from OPENCLAW_GATEWAY_URL / OPENCLAW_GATEWAY_TOKEN /
-OPENCLAW_GATEWAY_PASSWORD, then the profile's config.
+Which gateway, which credentials and which TLS trust: cli/target.py (upstream's precedence, remote mode).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import typer
 
 from openclaw_sup.cli.common import profile_paths
 from openclaw_sup.cli.service import inspect_service
+from openclaw_sup.cli.target import Target, TargetError
+from openclaw_sup.cli.target import resolve_target as target_of
 from openclaw_sup.config.loader import ConfigError, load_json5
-from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths
+from openclaw_sup.config.paths import ProfilePaths
 from openclaw_sup.gateway.client import ConnectionClosed, GatewayClient, GatewayError
 from openclaw_sup.ipc.control import ControlError, call
 
 gateway_app = typer.Typer(help="Run or inspect the gateway (`openclaw-sup gateway` alone runs it).",
                           no_args_is_help=False, add_completion=False)
-
-
-@dataclass
-class Target:
-    url: str
-    token: str | None
-    password: str | None
-    source: str
-
-
 
 
 def config_state(paths: ProfilePaths) -> tuple[dict[str, Any], str]:
@@ -47,25 +35,16 @@ def config_state(paths: ProfilePaths) -> tuple[dict[str, Any], str]:
 
 def resolve_target(paths: ProfilePaths, cfg: dict[str, Any], url: str | None, token: str | None,
                    password: str | None) -> Target:
-    if url:
-        if not token and not password:
-            raise typer.BadParameter("gateway url override requires explicit credentials (--token or --password)",
-                                     param_hint="--url")
-        return Target(url, token, password, "explicit")
-    env = os.environ
-    auth = (cfg.get("gateway") or {}).get("auth") or {}
-    tok = token or env.get("OPENCLAW_GATEWAY_TOKEN") or auth.get("token")
-    pw = password or env.get("OPENCLAW_GATEWAY_PASSWORD") or auth.get("password")
-    if env.get("OPENCLAW_GATEWAY_URL"):
-        return Target(env["OPENCLAW_GATEWAY_URL"], tok, pw, "env")
-    port = env.get("OPENCLAW_GATEWAY_PORT") or (cfg.get("gateway") or {}).get("port") or (
-        DEV_PORT if paths.dev else DEFAULT_PORT)
-    return Target(f"ws://127.0.0.1:{port}", tok, pw, "config")
+    """cli/target.py's precedence; a target that cannot work is a usage error naming what to set."""
+    try:
+        return target_of(paths, cfg, url, token, password)
+    except TargetError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--url" if url else "gateway.remote") from None
 
 
 def connect(target: Target, *, client_id: str = "cli", mode: str = "cli", timeout: float = 10.0) -> GatewayClient:
     client = GatewayClient(target.url, token=target.token, password=target.password, client_id=client_id,
-                           mode=mode, timeout=timeout)
+                           mode=mode, timeout=timeout, tls_fingerprint=target.tls_fingerprint)
     client.connect()
     return client
 

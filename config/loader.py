@@ -10,6 +10,10 @@ from typing import Any
 import pyjson5
 
 _VAR = re.compile(r"\$(\$?)\{([A-Z_][A-Z0-9_]*)\}")
+_NEAR = re.compile(r"\bnear (\d+)")
+_TOKEN = re.compile(r"b'(\w+)'|U\+([0-9A-Fa-f]{4,6})")
+_NAMES = {"JSON5Value": "a value", "comma": "','", "NumericLiteral": "number", "IdentifierName": "a key"}
+_CLOSERS = {"object": "}", "array": "]", "string": "closing quote", "comment": "*/"}
 
 
 class ConfigError(ValueError):
@@ -36,12 +40,50 @@ def substitute_env(value: Any, env: dict[str, str] | None = None, missing: list[
     return value
 
 
+def _token(m: re.Match[str]) -> str:
+    if m.group(1):
+        return _NAMES.get(m.group(1), m.group(1))
+    char = chr(int(m.group(2), 16))
+    return repr(char) if char.isprintable() else f"U+{m.group(2).upper()}"
+
+
+def json5_error(exc: Exception, text: str) -> tuple[int, int, str]:
+    """pyjson5's error -> (line, column, words a person reads), e.g. (1, 12, "unclosed object (add the
+    missing })"). The library reports a 1-based character offset ("near N"); lines and columns are 1-based."""
+    message = str(exc.args[0]) if exc.args else str(exc)
+    near = _NEAR.search(message)
+    offset = max(int(near.group(1)) - 1, 0) if near else len(text)
+    if message.startswith("Extra data") and near:  # here "near" is where the document ended, 0-based
+        rest = text[int(near.group(1)):]
+        offset = int(near.group(1)) + len(rest) - len(rest.lstrip())
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    unclosed = re.match(r"Unclosed b'(\w+)'", message)
+    if unclosed:
+        what = unclosed.group(1)
+        closer = _CLOSERS.get(what)
+        return line, column, f"unclosed {_NAMES.get(what, what)}" + (f" (add the missing {closer})" if closer else "")
+    if message.startswith("Stray"):
+        return line, column, "unexpected " + _TOKEN.sub(_token, message.split(" near")[0].removeprefix("Stray "))
+    if message.startswith("Extra data"):
+        found = _TOKEN.search(message)
+        return line, column, f"unexpected {_token(found) if found else 'text'} after the end of the document"
+    expected = re.match(r"Expected (.+?) near \d+(?:, found (.+))?$", message)
+    if expected:
+        want = _TOKEN.sub(_token, expected.group(1))
+        found = _TOKEN.sub(_token, expected.group(2)) if expected.group(2) else "the end of the file"
+        hint = " (a missing comma?)" if "','" in want and found not in ("the end of the file",) else ""
+        return line, column, f"expected {want}, found {found}{hint}"
+    return line, column, _TOKEN.sub(_token, message.split(" near")[0]).lower()
+
+
 def parse_json5(text: str, source: str) -> Any:
-    """Parse JSON5 text; a syntax error names the source."""
+    """Parse JSON5 text; a syntax error names the source, the line and column, and what is wrong there."""
     try:
         return pyjson5.decode(text)
     except pyjson5.Json5Exception as exc:
-        raise ConfigError(f"Invalid config at {source}: not valid JSON5: {exc}") from None
+        line, column, words = json5_error(exc, text)
+        raise ConfigError(f"Invalid config at {source}:{line}:{column}: not valid JSON5: {words}") from None
 
 
 def load_json5(path: Path, env: dict[str, str] | None = None, substitute: bool = True) -> dict[str, Any]:

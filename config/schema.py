@@ -20,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from openclaw_sup.config import durations
+from openclaw_sup.config.durations import is_duration
+
 REDACTED = "__OPENCLAW_REDACTED__"
 MASK = "***"
 
@@ -139,7 +142,7 @@ GATEWAY = obj({
     }),
     "tls": obj({
         "enabled": boolean(default=False),
-        "autoGenerate": boolean(default=False),
+        "autoGenerate": boolean(default=True),
         "certPath": string(),
         "keyPath": string(),
         "caPath": string(),
@@ -513,12 +516,11 @@ def _mask(value: Any) -> Any:
 
 # ---------------------------------------------------------------- formats and cross-field checks
 
-DURATION_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d)?)+$")
 TIME_RE = re.compile(r"^([01]\d|2[0-3]|24):([0-5]\d)$")
 
 
 def _duration(v: str) -> str | None:
-    return None if DURATION_RE.match(v.strip()) else "invalid duration (use ms, s, m, h, d)"
+    return None if is_duration(v) else f"invalid duration ({durations.HINT})"
 
 
 def _hhmm(v: str, allow_24: bool) -> str | None:

@@ -1,25 +1,27 @@
-"""A small synchronous gateway client (RFC 6455 over a plain socket, standard library only).
+"""The synchronous gateway client: the connect handshake and RPCs over `websockets`' sync client, ws:// or wss://.
 
-The CLI uses it so that `gateway status`, `health` and `gateway call` start without asyncio or aiohttp; the
-tests use it to drive the protocol frame by frame.
+The CLI uses it so that `gateway status`, `health` and `gateway call` start without asyncio or aiohttp (the
+library is imported on first connect, never by `status`, which uses the control socket). TLS follows
+upstream's remote rules: system trust by default, or a pinned SHA-256 fingerprint (`gateway.remote.
+tlsFingerprint`, or the local gateway's own certificate) that is checked before the upgrade is sent.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
+import ipaddress
 import json
-import os
 import socket
-import struct
+import ssl
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
-_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_TEXT, OP_BINARY = 1, 2
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+PLAINTEXT_OK_SUFFIXES = (".local", ".ts.net", ".localhost")
 
 
 class GatewayError(Exception):
@@ -38,99 +40,150 @@ class ConnectionClosed(Exception):
         self.code, self.reason = code, reason
 
 
-class WebSocket:
-    """Just enough of a WebSocket client: text frames, ping/pong, close."""
+class TlsPinMismatch(ConnectionError):
+    """The server's certificate is not the pinned one: nothing was sent to it."""
 
-    def __init__(self, url: str, timeout: float = 10.0, headers: dict[str, str] | None = None) -> None:
-        u = urlsplit(url)
-        if u.scheme not in ("ws", "http"):
-            raise ValueError(f"unsupported gateway URL {url!r}: use ws://host:port")
-        self.host, self.port = u.hostname or "127.0.0.1", u.port or 18789
-        self.sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        path = u.path or "/"
-        req = (f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n")
-        self.sock.sendall(req.encode())
-        self._buf = b""
-        head = self._read_until(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status + b" ":
-            raise ConnectionError(f"WebSocket upgrade refused: {status.decode(errors='replace')}")
-        accept = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
-        if accept.encode() not in head:
-            raise ConnectionError("WebSocket upgrade: bad Sec-WebSocket-Accept")
+
+def normalize_fingerprint(text: str) -> str:
+    """`sha256:AA:BB:...`, `AA:BB...` or `aabb...` -> 64 lowercase hex digits; ValueError otherwise."""
+    hexed = text.strip().lower().removeprefix("sha256:").removeprefix("sha-256:").replace(":", "").replace(" ", "")
+    if len(hexed) != 64 or any(c not in "0123456789abcdef" for c in hexed):
+        raise ValueError(f"invalid TLS fingerprint {text!r}: expected the certificate's SHA-256 as 64 hex digits "
+                         "(colons allowed), e.g. from `openssl x509 -noout -fingerprint -sha256 -in cert.pem`")
+    return hexed
+
+
+def fingerprint_of(der: bytes) -> str:
+    """The SHA-256 fingerprint of a DER certificate, as `AA:BB:...` (the form openssl prints)."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, 64, 2))
+
+
+def plaintext_allowed(host: str) -> bool:
+    """Upstream's rule: plaintext ws:// only to loopback, private/LAN, link-local, CGNAT, .local and .ts.net."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(PLAINTEXT_OK_SUFFIXES):
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    cgnat = ipaddress.ip_network("100.64.0.0/10")
+    return ip.is_loopback or ip.is_private or ip.is_link_local or (ip.version == 4 and ip in cgnat)
+
+
+def tls_context(fingerprint: str | None = None, ca_path: str | None = None) -> ssl.SSLContext:
+    """System trust (plus `ca_path`) by default; with a pinned fingerprint the pin is the trust, so a
+    self-signed gateway works and any other certificate is refused after the TLS handshake, before the
+    WebSocket upgrade carries anything."""
+    if fingerprint:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = ssl.create_default_context(cafile=ca_path) if ca_path else ssl.create_default_context()
+    return ctx
+
+
+def open_socket(url: str, timeout: float, *, fingerprint: str | None = None,
+                ca_path: str | None = None) -> tuple[socket.socket, str]:
+    """TCP (and TLS for wss://) to the URL's host, with the pin checked before anything is sent; returns the
+    socket and the URL to run the WebSocket upgrade over it (always `ws://`: TLS is already on the socket).
+    Plaintext to a public host is refused as upstream refuses it."""
+    u = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(u.scheme, u.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"unsupported gateway URL {url!r}: use ws://host:port or wss://host:port")
+    host = u.hostname or "127.0.0.1"
+    port = u.port or (443 if scheme == "wss" else 18789)
+    if scheme == "ws" and not plaintext_allowed(host):
+        raise ValueError(f"refusing plaintext ws:// to public host {host}: use wss:// (plaintext is only for "
+                         "loopback, private/LAN, link-local, CGNAT, .local and .ts.net hosts)")
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if scheme == "wss":
+        pin = normalize_fingerprint(fingerprint) if fingerprint else None
+        try:
+            sock = tls_context(pin, ca_path).wrap_socket(sock, server_hostname=host)
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise ConnectionError(f"TLS certificate of {host}:{port} not trusted ({exc.verify_message}): pin it "
+                                  "with gateway.remote.tlsFingerprint or add its CA") from None
+        if pin:
+            der = sock.getpeercert(binary_form=True) or b""
+            if hashlib.sha256(der).hexdigest() != pin:
+                sock.close()
+                raise TlsPinMismatch(f"TLS certificate fingerprint mismatch for {host}:{port}: expected "
+                                     f"{_colons(pin)}, got "
+                                     f"{fingerprint_of(der)}; if the gateway's certificate was renewed, update "
+                                     "gateway.remote.tlsFingerprint")
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return sock, urlunsplit(("ws", netloc, u.path or "/", u.query, ""))
+
+
+def _colons(hexed: str) -> str:
+    return ":".join(hexed[i:i + 2] for i in range(0, len(hexed), 2)).upper()
+
+
+class WebSocket:
+    """A WebSocket connection for the CLI and tests (the `websockets` sync client): text messages, close codes
+    as `ConnectionClosed(code, reason)`, TLS with an optional pinned fingerprint."""
+
+    def __init__(self, url: str, timeout: float = 10.0, headers: dict[str, str] | None = None, *,
+                 tls_fingerprint: str | None = None, ca_path: str | None = None) -> None:
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+        from websockets.sync.client import connect
+
+        sock, ws_url = open_socket(url, timeout, fingerprint=tls_fingerprint, ca_path=ca_path)
+        try:
+            self.conn = connect(ws_url, sock=sock, open_timeout=timeout, additional_headers=headers,
+                                compression=None, ping_interval=None, max_size=MAX_MESSAGE_BYTES,
+                                close_timeout=2, legacy=True)
+        except InvalidStatus as exc:
+            sock.close()
+            raise ConnectionError(f"WebSocket upgrade refused: HTTP {exc.response.status_code} "
+                                  f"{exc.response.reason_phrase}") from None
+        except (InvalidHandshake, TimeoutError) as exc:
+            sock.close()
+            raise ConnectionError(f"WebSocket upgrade failed: {exc}") from None
         self.close_code: int | None = None
         self.close_reason = ""
 
-    def _read_until(self, marker: bytes) -> bytes:
-        while marker not in self._buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("connection closed during the WebSocket upgrade")
-            self._buf += chunk
-        head, self._buf = self._buf.split(marker, 1)
-        return head
+    @property
+    def sock(self) -> socket.socket:
+        return self.conn.socket
 
-    def _read_exact(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self._buf)))
-            if not chunk:
-                raise ConnectionClosed(self.close_code or 1006, self.close_reason or "connection lost")
-            self._buf += chunk
-        data, self._buf = self._buf[:n], self._buf[n:]
-        return data
+    def _closed(self, exc: Exception) -> ConnectionClosed:
+        rcvd = getattr(exc, "rcvd", None)
+        self.close_code = rcvd.code if rcvd is not None else 1006
+        self.close_reason = rcvd.reason if rcvd is not None else "connection lost"
+        return ConnectionClosed(self.close_code, self.close_reason)
+
+    def recv(self, timeout: float | None = None) -> str:
+        """Next message as text; raises ConnectionClosed when the server closes, TimeoutError on timeout."""
+        from websockets.exceptions import ConnectionClosed as WsClosed
+
+        try:
+            msg = self.conn.recv(timeout)
+        except WsClosed as exc:
+            raise self._closed(exc) from None
+        return msg if isinstance(msg, str) else msg.decode()
 
     def send_frame(self, opcode: int, payload: bytes) -> None:
-        head = bytes([0x80 | opcode])
-        n = len(payload)
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 65536:
-            head += bytes([0x80 | 126]) + struct.pack("!H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        mask = os.urandom(4)
-        if payload:
-            ints = int.from_bytes(payload, "big") ^ int.from_bytes((mask * (n // 4 + 1))[:n], "big")
-            payload = ints.to_bytes(n, "big")
-        self.sock.sendall(head + mask + payload)
+        """A whole data message (frame-level tests write raw frames on a socket, as tests/test_gateway_wire.py)."""
+        from websockets.exceptions import ConnectionClosed as WsClosed
+
+        try:
+            self.conn.send(payload.decode() if opcode == OP_TEXT else payload)
+        except WsClosed as exc:
+            raise self._closed(exc) from None
 
     def send_text(self, text: str) -> None:
         self.send_frame(OP_TEXT, text.encode())
 
-    def recv(self, timeout: float | None = None) -> str:
-        """Next text message; raises ConnectionClosed when the server closes."""
-        self.sock.settimeout(timeout)
-        parts: list[bytes] = []
-        while True:
-            b0, b1 = self._read_exact(2)
-            opcode, n = b0 & 0x0F, b1 & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", self._read_exact(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", self._read_exact(8))[0]
-            payload = self._read_exact(n)
-            if opcode == OP_PING:
-                self.send_frame(OP_PONG, payload)
-                continue
-            if opcode == OP_CLOSE:
-                self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                self.close_reason = payload[2:].decode(errors="replace")
-                with contextlib.suppress(OSError):
-                    self.send_frame(OP_CLOSE, payload[:2])
-                raise ConnectionClosed(self.close_code, self.close_reason)
-            if opcode in (OP_TEXT, OP_BINARY, OP_CONT):
-                parts.append(payload)
-                if b0 & 0x80:
-                    return b"".join(parts).decode()
-
     def close(self, code: int = 1000) -> None:
-        with contextlib.suppress(OSError):
-            self.send_frame(OP_CLOSE, struct.pack("!H", code))
-        self.sock.close()
+        with contextlib.suppress(Exception):
+            self.conn.close(code)
 
 
 class GatewayClient:
@@ -138,12 +191,13 @@ class GatewayClient:
 
     def __init__(self, url: str, *, token: str | None = None, password: str | None = None, client_id: str = "cli",
                  mode: str = "cli", scopes: list[str] | None = None, timeout: float = 10.0,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, tls_fingerprint: str | None = None,
+                 ca_path: str | None = None) -> None:
         self.url, self.timeout = url, timeout
         self.token, self.password = token, password
         self.client_id, self.mode = client_id, mode
         self.scopes = scopes if scopes is not None else ["operator.admin", "operator.read", "operator.write"]
-        self.ws = WebSocket(url, timeout, headers)
+        self.ws = WebSocket(url, timeout, headers, tls_fingerprint=tls_fingerprint, ca_path=ca_path)
         self.events: list[dict[str, Any]] = []
         self.hello: dict[str, Any] = {}
         self.challenge: dict[str, Any] = {}

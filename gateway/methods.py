@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from openclaw_sup import __version__
+from openclaw_sup.config.durations import DurationError, parse_duration_ms
 from openclaw_sup.gateway import approvals, logtail, nodes
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError, invalid, missing_scope, unavailable
@@ -49,14 +49,14 @@ WORKER_TIMEOUT_S = 30.0
 AGENT_TIMEOUT_S = 600.0
 HEALTH_MAX_AGE_S = 1.0
 DEFAULT_HEARTBEAT = "30m"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 60_000}
 
 
 def duration_ms(text: Any, default: int = 0) -> int:
-    """`30m`, `1h`, `45s`, `0m` -> milliseconds (a bare number is minutes, as upstream's heartbeat)."""
-    m = _DURATION.match(str(text)) if text is not None else None
-    return int(float(m.group(1)) * _UNITS[m.group(2)]) if m else default
+    """`30m`, `1h30m`, `45s`, `0m` -> milliseconds (a bare number is minutes, as upstream's heartbeat)."""
+    try:
+        return parse_duration_ms(text)
+    except DurationError:
+        return default
 
 
 def required_scope(method: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 BIND_RETRIES = 4
 BIND_RETRY_S = 0.5
 CLOSE_GRACE_S = 1.0
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class BindError(RuntimeError):
@@ -63,8 +65,9 @@ async def import_in_thread(name: str) -> ModuleType:
 
 class GatewayServer:
     def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]], version: str,
-                 core: GatewayCore | None = None) -> None:
+                 core: GatewayCore | None = None, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
+        self.ssl_context = ssl_context
         self.core = core
         self.readiness = readiness
         self.version = version
@@ -95,11 +98,13 @@ class GatewayServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        url = f"ws://{self.host}:{self.port}"
+        url = f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
         for attempt in range(BIND_RETRIES + 1):
             try:
+                tls: dict[str, Any] = ({"ssl": self.ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S}
+                                       if self.ssl_context else {})
                 self._listener = await loop.create_server(lambda: PortProtocol(self), self.host, self.port,
-                                                          reuse_address=True, backlog=1024)
+                                                          reuse_address=True, backlog=1024, **tls)
                 break
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and attempt < BIND_RETRIES:

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import os
 import signal
+import ssl
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from openclaw_sup.gateway.host import Partial
 from openclaw_sup.gateway.methods import unavailable_worker
 from openclaw_sup.gateway.protocol import MethodError
 from openclaw_sup.gateway.server import GatewayServer
+from openclaw_sup.gateway.tls import server_tls
 from openclaw_sup.ipc.bus import RouterBus
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
 from openclaw_sup.ipc.forkproto import describe_status
@@ -62,9 +64,14 @@ class RunOptions:
     tick_interval_ms: int
     verbose: bool = False
     port_pinned: bool = False
+    ssl_context: ssl.SSLContext | None = None
     listen: bool = True
     """False for a node host (`openclaw-sup node run`): no port, just the fixed `workers`."""
     workers: tuple[WorkerSpec, ...] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
 
 
 def _own_rss() -> int:
@@ -129,7 +136,7 @@ class Supervisor:
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
         if cron_skipped(os.environ):
             self.log("warn", CRON_DISABLED_LINE)
-        where = f"gateway listening on ws://{self.opts.host}:{self.opts.port}" if self.opts.listen \
+        where = f"gateway listening on {self.opts.url}" if self.opts.listen \
             else "node host supervisor started"
         self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers)")
         for spec in self.specs:
@@ -148,7 +155,8 @@ class Supervisor:
         assert self.control is not None
         self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
-        self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, __version__, self.core)
+        self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, __version__, self.core,
+                                     ssl_context=self.opts.ssl_context)
         try:
             await self.gateway.start()
         except Exception as exc:
@@ -678,23 +686,25 @@ class Supervisor:
             auth = AuthConfig.from_config(gateway_cfg, os.environ)
             host = resolve_host(gateway_cfg)
             guard(host, port, has_shared_secret=bool(auth.token or auth.password) and not auth.generated)
+            ssl_context = server_tls(gateway_cfg, self.paths.state_dir)
         except (ValueError, BindRefused) as exc:
             self.log("error", f"config reload: listener not moved: {exc}")
             return
         await self.core.hub.shutdown("gateway restarting", restart_expected_ms=500)
         await self.gateway.stop()
         self.core.set_auth(auth)
-        old = (self.opts.host, self.opts.port)
-        new_server = GatewayServer(host, port, self.readiness, __version__, self.core)
+        old_opts = self.opts
+        new_opts = replace(self.opts, host=host, port=port, auth=auth, ssl_context=ssl_context)
+        new_server = GatewayServer(host, port, self.readiness, __version__, self.core, ssl_context=ssl_context)
         try:
             await new_server.start()
-            self.opts = replace(self.opts, host=host, port=port, auth=auth)
+            self.opts = new_opts
             self.gateway = new_server
-            self.log("info", f"gateway listening on ws://{host}:{port} (moved from ws://{old[0]}:{old[1]})")
+            self.log("info", f"gateway listening on {new_opts.url} (moved from {old_opts.url})")
         except Exception as exc:
-            self.log("error", f"config reload: cannot bind ws://{host}:{port} ({exc}); staying on "
-                              f"ws://{old[0]}:{old[1]}")
-            self.gateway = GatewayServer(old[0], old[1], self.readiness, __version__, self.core)
+            self.log("error", f"config reload: cannot bind {new_opts.url} ({exc}); staying on {old_opts.url}")
+            self.gateway = GatewayServer(old_opts.host, old_opts.port, self.readiness, __version__, self.core,
+                                         ssl_context=old_opts.ssl_context)
             await self.gateway.start()
         self.core.hub.closing = False
         self.core.hub.start()
@@ -819,7 +829,7 @@ class Supervisor:
     # ================================================================ status
 
     def status_summary(self) -> str:
-        return status_line(self.worker_view(), f"ws://{self.opts.host}:{self.opts.port}")
+        return status_line(self.worker_view(), self.opts.url)
 
     def notify_state(self) -> None:
         """Tell the service manager: `READY=1` once the port is bound and every worker has settled, then `STATUS=`."""
@@ -851,7 +861,7 @@ class Supervisor:
                 "stateDir": str(self.paths.state_dir), "configPath": str(self.paths.config_path),
                 "uptimeS": round(now - self.started, 3), "rss": _own_rss(),
                 "cpuS": round(ru.user + ru.system, 3), "forkServerPid": self.fs.pid,
-                "listen": f"ws://{self.opts.host}:{self.opts.port}", "bus": self.paths.bus_endpoint,
+                "listen": self.opts.url, "bus": self.paths.bus_endpoint,
                 "ports": {"gateway": self.opts.port, **derived_ports(self.opts.port)},
                 "logFile": str(self.sink.path) if self.sink.path else None,
                 "busReceived": self.bus.received if self.bus else 0,

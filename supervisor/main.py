@@ -138,6 +138,15 @@ def run(argv: list[str]) -> int:
         print(exc, file=sys.stderr)
         return 1
 
+    from openclaw_sup.gateway.tls import TlsError, server_tls
+
+    try:
+        ssl_context = server_tls(gateway_cfg, paths.state_dir)
+    except TlsError as exc:
+        print(exc, file=sys.stderr)
+        lock.release()
+        return EXIT_CONFIG
+
     from openclaw_sup.supervisor.forkserver import ForkServer
     from openclaw_sup.supervisor.sdnotify import Notifier
 
@@ -166,7 +175,8 @@ def run(argv: list[str]) -> int:
     from openclaw_sup.gateway.core import tick_interval_from_env
 
     opts = RunOptions(host=host, port=port, auth=auth, gateway_config=cfg, tick_interval_ms=tick_interval_from_env(),
-                      verbose=args.verbose, port_pinned=bool(args.port or os.environ.get("OPENCLAW_GATEWAY_PORT")))
+                      verbose=args.verbose, port_pinned=bool(args.port or os.environ.get("OPENCLAW_GATEWAY_PORT")),
+                      ssl_context=ssl_context)
     sup = Supervisor(paths, settings, opts, fork_server, sink, notifier)
     try:
         return uvloop.run(sup.run())

@@ -39,8 +39,10 @@ def openclaw_cli() -> Path:
 
 
 def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: float = 120,
-                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI against `gw` with a HOME and state dir of its own, so it never reads the gateway's files.
+                 state_env: dict[str, str] | None = None, stdin: str | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI against `gw` with a HOME and state dir of its own, so it never reads the gateway's files
+    (`state_env` overrides that, e.g. to share the gateway's state dir as a user on that host does).
 
     With `token`, the gateway's URL and that token come from OPENCLAW_GATEWAY_URL / OPENCLAW_GATEWAY_TOKEN.
     """
@@ -52,6 +54,7 @@ def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: flo
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
     env.update(PATH=f"{node_bin}:{env['PATH']}", HOME=str(home), OPENCLAW_STATE_DIR=str(state),
                OPENCLAW_CONFIG_PATH=str(state / "openclaw.json"), NO_COLOR="1")
+    env.update(state_env or {})
     if token is not None:
         env.update(OPENCLAW_GATEWAY_URL=f"ws://127.0.0.1:{gw.port}", OPENCLAW_GATEWAY_TOKEN=token)
     return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout, input=stdin)

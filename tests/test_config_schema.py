@@ -236,3 +236,22 @@ def test_atomic_write_refuses_invalid_or_clobbering(tmp_path: Path) -> None:
     os.symlink(path, link)
     with pytest.raises(ConfigError, match="symlink"):
         write_config_atomic(link, {"gateway": {"mode": "local"}}, env={})
+
+
+@pytest.mark.parametrize(("text", "where", "words"), [
+    ('{"gateway": {"port": 1}', "1:1", "unclosed object (add the missing })"),
+    ('{\n  "a": 1\n  "b": 2\n}', "3:3", "expected ',' or '}', found '\"' (a missing comma?)"),
+    ('{\n "a": 1,,\n}', "2:9", "unexpected ','"),
+    ('{"a": }', "1:7", "expected a value, found '}'"),
+    ('{}\n\n  ]', "3:3", "unexpected ']' after the end of the document"),
+    ('{"a": "x', "1:7", "unclosed string"),
+])
+def test_json5_errors_name_line_column_and_reason_in_words(tmp_path: Path, text: str, where: str,
+                                                           words: str) -> None:
+    path = tmp_path / "openclaw.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_json5(path)
+    message = str(err.value)
+    assert message.startswith(f"Invalid config at {path}:{where}: not valid JSON5: {words}")
+    assert "b'" not in message and "({" not in message and "None" not in message

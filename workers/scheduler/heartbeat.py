@@ -73,7 +73,7 @@ class HeartbeatSpec:
 
 
 def _spec(agent_id: str, cfg: dict[str, Any]) -> HeartbeatSpec:
-    every = str(cfg.get("every") or DEFAULT_EVERY)
+    every = str(DEFAULT_EVERY if cfg.get("every") is None else cfg["every"])
     every_ms = duration_ms(every)
     timeout = cfg.get("timeoutSeconds")
     return HeartbeatSpec(

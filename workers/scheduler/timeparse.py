@@ -6,27 +6,22 @@ all read `20m`, `2026-03-29T02:30` and `Europe/Paris` the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-_DURATION = re.compile(r"^\s*\+?\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$", re.IGNORECASE)
-_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+from openclaw_sup.config.durations import DurationError, parse_duration_ms
+
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 
 
 def duration_ms(text: object, *, default_unit: str | None = "m") -> int:
-    """`30m`, `1h`, `500ms`, `0m` -> milliseconds; a bare number takes `default_unit` (minutes, as upstream's
-    heartbeat `every`), or is refused when `default_unit` is None."""
-    if isinstance(text, bool):
-        raise ValueError(f"invalid duration {text!r}: use a number with a unit, e.g. 30s, 20m, 1h")
-    m = _DURATION.match(str(text)) if isinstance(text, (str, int, float)) else None
-    unit = (m.group(2) or default_unit) if m else None
-    if m is None or unit is None:
-        raise ValueError(f"invalid duration {text!r}: use a number with a unit, e.g. 30s, 20m, 1h")
-    return int(float(m.group(1)) * _UNITS_MS[unit.lower()])
+    """The config's one grammar (config/durations.py); a bare number takes `default_unit` (minutes, as
+    upstream's heartbeat `every`), or is refused when `default_unit` is None."""
+    return parse_duration_ms(text, default_unit=default_unit)
 
 
 @lru_cache(maxsize=1)
@@ -66,9 +61,8 @@ def parse_instant_ms(value: object, now_ms: int, tz: object = None) -> int:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("schedule.at: expected an ISO time (2026-05-01T09:00:00Z) or a delay such as 20m")
     text = value.strip()
-    relative = _DURATION.match(text)
-    if relative and relative.group(2):
-        return now_ms + duration_ms(text)
+    with contextlib.suppress(DurationError):
+        return now_ms + parse_duration_ms(text.removeprefix("+").strip(), default_unit=None)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
