@@ -23,7 +23,8 @@ OPERATOR_SCOPES = ["operator.admin", "operator.read", "operator.write", "operato
 class NodeProcess:
     """A node host process with its own HOME and state dir, stopped with its whole process group."""
 
-    def __init__(self, root: Path, name: str, port: int, token: str) -> None:
+    def __init__(self, root: Path, name: str, port: int, token: str, extra: tuple[str, ...] = ()) -> None:
+        self.extra = extra
         self.root = root / f"node-{name}"
         self.state = self.root / "state"
         self.state.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ class SupNode(NodeProcess):
 
     def argv(self) -> list[str]:
         return [str(BIN), "node", "run", "--host", "127.0.0.1", "--port", str(self.port), "--display-name",
-                self.name]
+                self.name, *self.extra]
 
     def status(self) -> dict[str, Any]:
         from openclaw_sup.ipc.control import call
@@ -94,23 +95,25 @@ class SupNode(NodeProcess):
         return None
 
 
-def operator(port: int, token: str, caps: list[str] | None = None) -> GatewayClient:
-    client = GatewayClient(f"ws://127.0.0.1:{port}", token=token, scopes=OPERATOR_SCOPES)
+def operator(port: int, token: str, caps: list[str] | None = None, pin: str | None = None) -> GatewayClient:
+    url = f"{'wss' if pin else 'ws'}://127.0.0.1:{port}"
+    client = GatewayClient(url, token=token, scopes=OPERATOR_SCOPES, tls_fingerprint=pin)
     client.connect(caps=caps or [])
     return client
 
 
-def node_entry(port: int, token: str, name: str) -> dict[str, Any] | None:
-    client = operator(port, token)
+def node_entry(port: int, token: str, name: str, pin: str | None = None) -> dict[str, Any] | None:
+    client = operator(port, token, pin=pin)
     try:
         return next((n for n in client.call("node.list", {})["nodes"] if n.get("displayName") == name), None)
     finally:
         client.close()
 
 
-def pending_request(port: int, token: str, name: str, timeout: float = 60) -> dict[str, Any]:
+def pending_request(port: int, token: str, name: str, timeout: float = 60, pin: str | None = None
+                    ) -> dict[str, Any]:
     def find() -> dict[str, Any] | None:
-        client = operator(port, token)
+        client = operator(port, token, pin=pin)
         try:
             return next((p for p in client.call("node.pair.list", {})["pending"] if p.get("displayName") == name),
                         None)
@@ -167,10 +170,10 @@ class ScriptedNode:
         self.state.close()
 
 
-def wait_connected(port: int, token: str, name: str, timeout: float = 90, approved: bool | None = None
-                   ) -> dict[str, Any]:
+def wait_connected(port: int, token: str, name: str, timeout: float = 90, approved: bool | None = None,
+                   pin: str | None = None) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
-        entry = node_entry(port, token, name)
+        entry = node_entry(port, token, name, pin)
         if entry and entry.get("connected") and (approved is None or (entry["approvalState"] == "approved")
                                                   == approved):
             return entry

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
@@ -132,3 +133,32 @@ def test_our_node_host_pairs_and_survives_a_worker_kill(gw: Gateway, tmp_path: P
         assert got["path"] == f"{node.state}/state/openclaw.sqlite#exec_approvals_config"
     finally:
         node.stop()
+
+
+def test_our_node_host_over_tls_with_a_pinned_certificate(gateway_factory: Any, tmp_path: Path) -> None:
+    cfg = {"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN},
+                       "tls": {"enabled": True, "autoGenerate": True}}}
+    gw = gateway_factory({}, config=cfg).start()
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    cert = x509.load_pem_x509_certificate((gw.state_dir / "gateway" / "tls" / "gateway-cert.pem").read_bytes())
+    pin = cert.fingerprint(hashes.SHA256()).hex()
+    wrong = SupNode(tmp_path, "wrongpin", gw.port, TOKEN, extra=("--tls", "--tls-fingerprint", "00" * 32)).start()
+    node = SupNode(tmp_path, "tlsnode", gw.port, TOKEN, extra=("--tls", "--tls-fingerprint", f"sha256:{pin}"))
+    node.start()
+    try:
+        request = pending_request(gw.port, TOKEN, "tlsnode", timeout=30, pin=pin)
+        op = operator(gw.port, TOKEN, pin=pin)
+        op.call("node.pair.approve", {"requestId": request["requestId"]})
+        wait_connected(gw.port, TOKEN, "tlsnode", approved=True, timeout=30, pin=pin)
+        res = op.call("node.invoke", {"nodeId": "tlsnode", "command": "system.which", "params": {"bins": ["sh"]},
+                                      "idempotencyKey": "tls-1"})
+        assert res["payload"]["bins"]["sh"].endswith("/sh")
+        assert all(p["displayName"] != "wrongpin" for p in op.call("node.pair.list", {})["pending"])
+        wait_for(lambda: "does not match tlsFingerprint" in str(wrong.status()["workers"][0]["lastError"]), 20,
+                 what="the pin mismatch shown as the node host's last error")
+        op.close()
+    finally:
+        node.stop()
+        wrong.stop()

@@ -67,7 +67,8 @@ class NodeHost:
         self.host = str(opts.get("host") or "127.0.0.1")
         self.port = int(opts.get("port") or 18789)
         self.tls = bool(opts.get("tls"))
-        self.fingerprint = str(opts.get("tlsFingerprint") or "").replace(":", "").lower() or None
+        pin = str(opts.get("tlsFingerprint") or "").strip().lower().removeprefix("sha256:")
+        self.fingerprint = pin.replace(":", "").replace(" ", "") or None
         path = "/" + str(opts.get("contextPath") or "").lstrip("/")
         self.url = f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}{path}"
         self.state = NodeHostState(ctx.state_dir())
@@ -264,7 +265,10 @@ class NodeHost:
             return PAIRING_RETRY_S
         if code == "AUTH_DEVICE_TOKEN_MISMATCH":
             self.state.forget_token(self.identity.device_id)
-        self.ctx.log.warning("gateway refused the connection: %s", exc)
+        if code == "TLS_PIN_MISMATCH" or str(code).startswith("AUTH_"):
+            self.ctx.log.error("gateway refused the connection: %s", exc)  # needs the operator: shown in status
+        else:
+            self.ctx.log.warning("gateway refused the connection: %s", exc)
         return None
 
     def close(self) -> None:
