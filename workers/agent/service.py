@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
+from openclaw_sup.workers.agent.exec_tool import ExecTool
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
+from openclaw_sup.workers.agent.toolloop import ToolLoopBound, run_loop
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -105,6 +107,7 @@ class AgentService:
         opts = ctx.options
         self.agents_cfg: dict[str, Any] = opts.get("agents") if isinstance(opts.get("agents"), dict) else {}
         self.models_cfg: dict[str, Any] = opts.get("models") if isinstance(opts.get("models"), dict) else {}
+        self.tools_cfg: dict[str, Any] = opts.get("tools") if isinstance(opts.get("tools"), dict) else {}
         defaults = self.agents_cfg.get("defaults") if isinstance(self.agents_cfg.get("defaults"), dict) else {}
         self.default_timeout = _timeout(defaults.get("timeoutSeconds"), 1.0, DEFAULT_TIMEOUT_S)
         self.stores: dict[str, AgentStore] = {}
@@ -247,22 +250,46 @@ class AgentService:
             self._agent_event(run, "assistant", {"text": run.text, "delta": chunk})
             self._chat_event(run, "delta", deltaText=chunk, message=self._message(run.text))
 
+        deadline = time.monotonic() + run.timeout_s
+
+        async def model(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> tuple[Completion, str]:
+            left = max(0.1, round(deadline - time.monotonic(), 1))
+            return await self.complete(run.agent_id, run.model, messages, left, on_delta,
+                                       partial_sent=lambda: bool(run.text), fallbacks=run.fallbacks, tools=tools)
+
         try:
-            result, ref = await self.complete(run.agent_id, run.model, self._messages(run, store), run.timeout_s,
-                                              on_delta, partial_sent=lambda: bool(run.text), fallbacks=run.fallbacks)
-        except (ModelConfigError, ProviderError) as exc:
-            out = Outcome("error", text=run.text, error=str(exc), code=exc.code,
+            loop = await run_loop(model=model, messages=self._messages(run, store), tools=self._tools(run),
+                                  emit=lambda stream, data: self._agent_event(run, stream, data),
+                                  record=lambda message: store.append_message(run.session_key, message, run.run_id),
+                                  deadline=deadline)
+        except (ModelConfigError, ProviderError, ToolLoopBound) as exc:
+            out = Outcome("error", text=run.text, error=str(exc), code=getattr(exc, "code", "UNAVAILABLE"),
                           error_kind=getattr(exc, "kind", "unknown"))
             self.log.warning("run %s (%s) failed: %s", run.run_id, run.session_key, exc)
         else:
+            result, ref = loop.completion, loop.ref
             store.append(run.session_key, "assistant", result.text, run.run_id)
-            out = Outcome("ok", text=result.text, model=ref, usage=result.usage(), finish=result.finish_reason)
+            out = Outcome("ok", text=result.text, model=ref, usage=loop.usage, finish=result.finish_reason)
         self._finish_events(run, out)
         return out
 
-    async def complete(self, agent_id: str, model: str | None, messages: list[dict[str, str]], timeout_s: float,
+    def _tools(self, run: Run) -> dict[str, Any]:
+        """The tools a run may use: `exec`, unless `tools.deny` (or the agent's own) says otherwise."""
+        policies = [self.tools_cfg, *(e.get("tools") for e in self.agents_cfg.get("list") or ()
+                                      if isinstance(e, dict) and e.get("id") == run.agent_id)]
+        for policy in policies:
+            if isinstance(policy, dict) and ("exec" in (policy.get("deny") or ()) or (
+                    policy.get("allow") and "exec" not in policy["allow"])):
+                return {}
+        exec_cfg = self.tools_cfg.get("exec") if isinstance(self.tools_cfg.get("exec"), dict) else {}
+        return {"exec": ExecTool(state_dir=self.root, exec_cfg=exec_cfg, agent_id=run.agent_id,
+                                 session_key=run.session_key, run_id=run.run_id, request=self.ctx.request,
+                                 log=self.log)}
+
+    async def complete(self, agent_id: str, model: str | None, messages: list[dict[str, Any]], timeout_s: float,
                        on_delta: Any = None, *, max_tokens: int | None = None, temperature: float | None = None,
-                       partial_sent: Any = None, fallbacks: tuple[str, ...] = ()) -> tuple[Completion, str]:
+                       partial_sent: Any = None, fallbacks: tuple[str, ...] = (),
+                       tools: list[dict[str, Any]] | None = None) -> tuple[Completion, str]:
         """Call the agent's model (or `model`), falling back to the configured fallbacks while nothing was
         streamed yet and the error is the provider's (not a bad request)."""
         if model:
@@ -278,7 +305,7 @@ class AgentService:
                 target = resolve(ref, agents=self.agents_cfg, models=self.models_cfg, state_dir=self.root,
                                  agent_id=agent_id, env=os.environ, configured=configured)
                 left = timeout_s if ref == refs[0] else max(0.05, deadline - time.monotonic())
-                request = ChatRequest(messages, max_tokens, temperature, left)
+                request = ChatRequest(messages, max_tokens, temperature, left, tools)
                 return await call(target, request, on_delta), target.ref
             except (ModelConfigError, ProviderError) as exc:
                 last = exc

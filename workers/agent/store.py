@@ -78,6 +78,11 @@ class AgentStore:
                               (session_key, role, text, now_ms(), run_id))
         return int(cur.lastrowid or 0)
 
+    def append_message(self, session_key: str, message: dict[str, Any], run_id: str | None = None) -> int:
+        """A tool round's record (the assistant's tool calls, a tool result), kept as its JSON."""
+        role = "toolCall" if message.get("role") == "assistant" else str(message.get("role"))
+        return self.append(session_key, role, orjson.dumps(message).decode(), run_id)
+
     def history(self, session_key: str, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """The last `limit` messages before the newest `offset` ones (oldest first), and the total count."""
         total = self.db.execute("SELECT COUNT(*) FROM messages WHERE session_key=?", (session_key,)).fetchone()[0]
