@@ -10,6 +10,7 @@ and the run's deadline, which tools also honour (a command's timeout never outli
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -107,7 +108,8 @@ async def run_one(call: ToolCall, tools: dict[str, Tool], emit: Emit, deadline: 
         except TimeoutError:
             result = error_result("the run's time limit was reached while this tool was running; it was stopped")
         except RequestError as exc:
-            result = error_result(f"{exc.code}: {exc}" if not str(exc).startswith(exc.code) else str(exc))
+            text = str(exc)
+            result = error_result(text if re.match(r"[A-Z_]+: ", text) else f"{exc.code}: {text}")
     status = "failed" if result.is_error else "completed"
     end = {**item, "phase": "end", "status": status, "startedAt": started, "endedAt": _now_ms()}
     if result.is_error:

@@ -1,0 +1,173 @@
+"""The agent's `exec` tool end to end: a scripted OpenAI-compatible model asks for `exec`, our gateway's agent
+worker runs it on a node (upstream's `openclaw node run`, or ours) or on the gateway host, under that host's
+exec approvals, with approvals answered by the real `openclaw approvals resolve`; and the faults: a node host,
+the agent worker or the gateway killed mid-invoke, a command that floods or never exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from exec_harness import AgentRun, ScriptedModel
+from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
+
+from conftest import Gateway, run_openclaw, wait_for
+
+TOKEN = "exec-live-token-0123456789"
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    m = ScriptedModel()
+    yield m
+    m.close()
+
+
+def make_gateway(gateway_factory: Any, model: ScriptedModel, **extra: dict) -> Gateway:
+    cfg = {"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN}}, **model.config(), **extra}
+    return gateway_factory({}, config=cfg).start()
+
+
+def cli(gw: Gateway, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    res = run_openclaw(gw, *args, token=TOKEN, timeout=120, stdin=stdin)
+    assert res.returncode == 0, f"openclaw {' '.join(args)} exited {res.returncode}: {res.stdout}{res.stderr}"
+    return res
+
+
+def pending_approvals(gw: Gateway) -> list[dict]:
+    return json.loads(cli(gw, "approvals", "pending", "--json").stdout)["approvals"]
+
+
+def pair(gw: Gateway, node_name: str, timeout: float = 120) -> str:
+    request = pending_request(gw.port, TOKEN, node_name, timeout=timeout)
+    cli(gw, "nodes", "approve", request["requestId"])
+    return str(wait_connected(gw.port, TOKEN, node_name, approved=True, timeout=60)["nodeId"])
+
+
+def test_real_node_host_exec_waits_for_the_operator(gateway_factory: Any, model: ScriptedModel, tmp_path: Path) -> None:
+    gw = make_gateway(gateway_factory, model)
+    node = RealNode(tmp_path, "buildbox", gw.port, TOKEN).start()
+    try:
+        pair(gw, "buildbox")
+        cli(gw, "approvals", "set", "--node", "buildbox", "--stdin",
+            stdin='{version: 1, defaults: {security: "allowlist", ask: "on-miss", askFallback: "deny"}}')
+        which = json.loads(cli(gw, "nodes", "invoke", "--node", "buildbox", "--command", "system.which",
+                               "--params", '{"bins":["uname"]}', "--json").stdout)
+        assert which["payload"]["bins"] == {"uname": "/usr/bin/uname"}
+
+        # upstream's node host binds an approval to one executable (no shell chains), so: one command
+        model.exec_args = {"command": "uname -s", "host": "node"}
+        run = AgentRun(gw.port, TOKEN, "what kernel does the build box run?")
+        approval = wait_for(lambda: next(iter(pending_approvals(gw)), None), 60, interval=0.5,
+                            what="the exec approval listed by openclaw approvals pending")
+        assert approval["kind"] == "exec" and approval["agentId"] == "main"
+        assert "uname -s" in approval["summary"]
+        denied = [i for i in run.items() if i.get("phase") == "update" and i.get("status") == "denied"]
+        assert denied and denied[0]["error"] == "SYSTEM_RUN_DENIED: approval required"
+        assert run.final is None  # the run waits for the operator
+        cli(gw, "approvals", "resolve", approval["id"], "allow-once")
+        text = run.text()
+        assert "RESULT: Linux\n" in text, text
+        ends = [i for i in run.items() if i.get("phase") == "end"]
+        assert ends and ends[-1]["status"] == "completed"
+        assert pending_approvals(gw) == []
+
+        cli(gw, "approvals", "set", "--node", "buildbox", "--stdin",
+            stdin='{version: 1, defaults: {security: "allowlist", ask: "off"}}')
+        model.exec_args = {"command": "id -un", "host": "node"}
+        miss = AgentRun(gw.port, TOKEN, "who are you on the build box?")
+        text = miss.text()
+        assert "SYSTEM_RUN_DENIED: allowlist miss" in text, text
+        assert pending_approvals(gw) == []
+    finally:
+        node.stop()
+
+
+def test_node_faults_mid_invoke(gateway_factory: Any, model: ScriptedModel, tmp_path: Path) -> None:
+    gw = make_gateway(gateway_factory, model)
+    node = SupNode(tmp_path, "nas", gw.port, TOKEN).start()
+    try:
+        node_id = pair(gw, "nas", timeout=30)
+        # 1. the node host dies mid-command: the invoke fails at once, the node comes back usable
+        model.exec_args = {"command": "sleep 30; echo never", "host": "node"}
+        run = AgentRun(gw.port, TOKEN, "sleep on the nas")
+        wait_for(lambda: any(i.get("phase") == "start" for i in run.items()), 30, what="the exec started")
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        os.kill(node.worker_pid() or 0, signal.SIGKILL)
+        text = run.text()
+        assert "DISCONNECTED: node disconnected (system.run)" in text, text
+        assert time.monotonic() - killed_at < 10
+        wait_connected(gw.port, TOKEN, "nas", approved=True, timeout=30)
+        model.exec_args = {"command": "echo back", "host": "node"}
+        assert "RESULT: back" in AgentRun(gw.port, TOKEN, "again").text()
+
+        # 2. the agent worker dies mid-invoke: the node stays connected, the next run works
+        model.exec_args = {"command": "sleep 30", "host": "node"}
+        run = AgentRun(gw.port, TOKEN, "sleep again")
+        wait_for(lambda: any(i.get("phase") == "start" for i in run.items()), 30, what="the exec started")
+        before = gw.worker("agent")["pid"]
+        os.kill(before, signal.SIGKILL)
+        wait_for(lambda: (w := gw.worker("agent"))["state"] == "running" and w["pid"] != before, 30,
+                 what="the agent worker restarted")
+        op = operator(gw.port, TOKEN)
+        entry = op.call("node.describe", {"nodeId": node_id})
+        assert entry["connected"] is True
+        model.exec_args = {"command": "echo still-here", "host": "node"}
+        assert "RESULT: still-here" in AgentRun(gw.port, TOKEN, "still there?").text()
+        op.close()
+
+        # 3. the process that holds node routing (the gateway supervisor) dies: the node reconnects to the new one
+        model.exec_args = {"command": "sleep 30", "host": "node"}
+        run = AgentRun(gw.port, TOKEN, "sleep once more")
+        wait_for(lambda: any(i.get("phase") == "start" for i in run.items()), 30, what="the exec started")
+        assert gw.proc is not None
+        os.kill(gw.proc.pid, signal.SIGKILL)
+        gw.proc.wait(10)
+        run.thread.join(10)
+        assert run.final is None and run.error is not None  # its connection went with the gateway
+        gw.start()
+        wait_connected(gw.port, TOKEN, "nas", approved=True, timeout=60)
+        model.exec_args = {"command": "echo after-restart", "host": "node"}
+        assert "RESULT: after-restart" in AgentRun(gw.port, TOKEN, "and now?").text()
+    finally:
+        node.stop()
+
+
+def test_gateway_host_exec_approval_and_bounds(gateway_factory: Any, model: ScriptedModel, tmp_path: Path) -> None:
+    gw = make_gateway(gateway_factory, model)
+    cli(gw, "approvals", "set", "--gateway", "--stdin",
+        stdin='{version: 1, defaults: {security: "allowlist", ask: "on-miss", askFallback: "deny"}}')
+    model.exec_args = {"command": "echo gateway-side", "host": "gateway"}
+    run = AgentRun(gw.port, TOKEN, "say it on the gateway")
+    approval = wait_for(lambda: next(iter(pending_approvals(gw)), None), 30, interval=0.5,
+                        what="the gateway-host approval listed")
+    cli(gw, "approvals", "resolve", approval["id"], "allow-always")
+    assert "RESULT: gateway-side" in run.text()
+    doc = json.loads(cli(gw, "approvals", "get", "--gateway", "--json").stdout)["file"]
+    granted = doc["agents"]["main"]["allowlist"]
+    assert granted[0]["source"] == "allow-always" and granted[0]["pattern"].endswith("/echo")
+    again = AgentRun(gw.port, TOKEN, "once more")  # the same command in the same place runs without asking
+    assert "RESULT: gateway-side" in again.text()
+
+    cli(gw, "approvals", "set", "--gateway", "--stdin", stdin='{version: 1, defaults: {security: "full"}}')
+    agent_pid = gw.worker("agent")["pid"]
+    model.exec_args = {"command": "yes 0123456789abcdef | head -c 1073741824", "host": "gateway"}
+    t0 = time.monotonic()
+    flood = AgentRun(gw.port, TOKEN, "flood").text()
+    assert "command output exceeded" in flood and "process group was killed" in flood, flood[-500:]
+    assert len(flood) < 100_000
+    model.exec_args = {"command": "sleep 600", "host": "gateway", "timeoutSeconds": 2}
+    hang = AgentRun(gw.port, TOKEN, "hang").text()
+    assert "command timed out after 2s; its process group was killed" in hang, hang
+    assert time.monotonic() - t0 < 90
+    worker = gw.worker("agent")
+    assert worker["pid"] == agent_pid and worker["state"] == "running"
+    assert worker["rss"] < 400 * 1024 * 1024
