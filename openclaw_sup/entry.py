@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
         from openclaw_sup.cli.status import main as status_main
 
         sys.exit(status_main(globals_ + rest[1:]))
+    if command == "node" and rest[1:2] == ["status"]:
+        from openclaw_sup.cli.status import main as status_main
+
+        sys.exit(status_main([*globals_, "--node", *rest[2:]]))
     if command == "node" and rest[1:2] in (["run"], ["identity"]):
         from openclaw_sup.supervisor.node_main import run as node_run
 

@@ -14,11 +14,12 @@ import os
 import sys
 from pathlib import Path
 
-from openclaw_sup.config.paths import ProfilePaths, ensure_private_dir, resolve
+from openclaw_sup.config.paths import NODE_RUN_DIR, ProfilePaths, ensure_private_dir, resolve
 
 USAGE = """openclaw-sup node run --host HOST --port PORT [--tls] [--tls-fingerprint SHA256] [--display-name NAME]
                          [--context-path PATH] [--profile NAME | --dev] [--verbose]
        openclaw-sup node identity [--json] [--profile NAME | --dev]
+       openclaw-sup node status [--json] [--watch] [--profile NAME | --dev]
 
 Runs this machine as a headless node of the gateway at HOST:PORT (ours or upstream's): it advertises
 system.run and system.which, runs commands only as this host's exec approvals allow, and reconnects with
@@ -32,7 +33,7 @@ class NodePaths(ProfilePaths):
 
     @property
     def run_dir(self) -> Path:
-        return self.state_dir / "run-node"
+        return self.state_dir / NODE_RUN_DIR
 
     @property
     def lock_file(self) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
 
-from conftest import Gateway, run_openclaw, wait_for
+from conftest import BIN, Gateway, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayError
 
 TOKEN = "nodes-live-token-0123456789"
@@ -114,6 +114,9 @@ def test_our_node_host_pairs_and_survives_a_worker_kill(gw: Gateway, tmp_path: P
                                env=node.env(), capture_output=True, text=True, timeout=30)
         assert json.loads(ident.stdout)["deviceId"] == entry["nodeId"]
 
+        shown = subprocess.run([str(BIN), "node", "status"], env=node.env(), capture_output=True, text=True,
+                               timeout=30)
+        assert shown.returncode == 0 and "node-host" in shown.stdout and "node host -> ws://127.0.0.1" in shown.stdout
         first = node.worker_pid()
         assert first
         os.kill(first, signal.SIGKILL)
