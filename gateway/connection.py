@@ -317,6 +317,10 @@ class Connection:
         issued: dict[str, Any] | None = None
         self_paired = authn.skips_self_pairing(client["id"], client["mode"], loopback_direct=self.loopback_direct,
                                                shared_secret_ok=result.ok)
+        if role == "node" and dev is None:  # a node is routed and paired by its device identity
+            msg = "device identity required"
+            raise reject(CLOSE_POLICY, msg, {"code": "NOT_PAIRED", "message": msg,
+                                             "details": {"code": "DEVICE_IDENTITY_REQUIRED"}})
         if dev is not None and not self_paired:
             proof = device.verify_device(dev, nonce_issued=self.nonce, client=client, role=role, scopes=requested,
                                          auth_token=device.signature_token(auth), now_ms=now, nonces=core.nonces)

@@ -162,6 +162,12 @@ def test_shell_commands_and_roles_are_gated(gw: Gateway, tmp_path: Path) -> None
     assert as_node.value.error["message"] == "unauthorized role: node"
     assert node.client.call("node.invoke.result", {"id": "late", "nodeId": node.identity.device_id, "ok": True}) == \
         {"ok": True, "ignored": True}
+    anonymous = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN, client_id="node-host", mode="node",
+                              scopes=[])
+    with pytest.raises(GatewayError) as no_device:
+        anonymous.connect(role="node")
+    assert no_device.value.error == {"code": "NOT_PAIRED", "message": "device identity required",
+                                     "details": {"code": "DEVICE_IDENTITY_REQUIRED"}}
     reader = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN, scopes=["operator.read"])
     reader.connect()
     with pytest.raises(GatewayError) as write:
