@@ -12,6 +12,14 @@ server. Measures, each printed as median / p90 / min / max over its samples:
    messages per second, `--reps` times (a fresh gateway each time).
 3. Telegram recovery: during a burst the worker is SIGKILLed; time from the kill to the next reply
    (supervisor restart + ingress replay + first turn), once per rep.
+4. With `--fleet N` (default 50): N channel accounts on one gateway, mixed kinds (Telegram, Discord, Slack against
+   the loopback servers, Matrix against a real Synapse), idle after `--settle` s: the tree's PSS, the same
+   gateway with no channel account, the marginal PSS per account ((tree - empty) / N) and each kind's worker PSS
+   (median over its accounts).
+5. Inbound rate per kind (`--burst` DMs through one account, dmPolicy open, every one answered by the echo
+   agent), `--reps` times, beside the Telegram burst of 2. Matrix's DMs are sent while the account is stopped
+   (`channels.stop`) and timed from `channels.start`: four clients sending one by one into Synapse are slower
+   than the bot, so timing the sends would measure the clients.
 Figures depend on the machine's load (2 shared cores here): compare within one run.
 """
 
@@ -29,7 +37,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from bench_common import tree_memory
 from channel_servers import FakeTelegram, IrcClient, Ngircd
+from discord_server import FakeDiscord
+from slack_server import FakeSlack
+from synapse_server import MatrixUser, Synapse
 
 from conftest import Gateway, wait_for
 
@@ -45,10 +57,154 @@ def stats(name: str, values: list[float], unit: str) -> None:
           f"min {vals[0]:8.2f}  max {vals[-1]:8.2f}")
 
 
-def gateway(root: Path, channels: dict[str, Any]) -> Gateway:
+def gateway(root: Path, channels: dict[str, Any], env: dict[str, str] | None = None) -> Gateway:
     cfg = {"gateway": {"auth": {"mode": "token", "token": TOKEN}}, "agents": {"defaults": {"model": "echo/echo"}},
            "channels": channels}
-    return Gateway(root, {"kinds": []}, config=cfg).start()
+    return Gateway(root, {"kinds": []}, config=cfg, extra_env=env).start()
+
+
+OPEN = {"dmPolicy": "open", "allowFrom": ["*"]}
+MATRIX_OPEN = {"dm": {"policy": "open", "allowFrom": ["*"]}, "network": {"dangerouslyAllowPrivateNetwork": True},
+               "autoJoin": "always"}
+
+
+class Peers:
+    """The loopback servers every account of a run talks to."""
+
+    def __init__(self, root: Path) -> None:
+        self.tg = FakeTelegram(BOT_TOKEN)
+        self.dc = FakeDiscord(BOT_TOKEN, bucket_limit=10_000)
+        self.sl = FakeSlack("xoxb-bench", "xapp-bench")
+        self.hs = Synapse(root / "synapse").start()
+        self.env = {"DISCORD_API_URL": self.dc.api_url, "SLACK_API_URL": self.sl.api_url}
+        self._bots = 0
+
+    def matrix_bot(self) -> dict[str, Any]:
+        self._bots += 1
+        name = f"benchbot{self._bots}"
+        self.hs.register(name, "bench-password")
+        return {"homeserver": self.hs.url, "userId": f"@{name}:localhost", "password": "bench-password"}
+
+    def accounts(self, kind: str, n: int) -> dict[str, Any]:
+        base = {"telegram": {"botToken": BOT_TOKEN, "apiBaseUrl": self.tg.base_url, **OPEN},
+                "discord": {"token": BOT_TOKEN, **OPEN},
+                "slack": {"botToken": "xoxb-bench", "appToken": "xapp-bench", **OPEN},
+                "matrix": MATRIX_OPEN}[kind]
+        return {**base, "accounts": {f"{kind[0]}{i}": (self.matrix_bot() if kind == "matrix" else {})
+                                     for i in range(n)}}
+
+    def close(self) -> None:
+        self.tg.close()
+        self.dc.close()
+        self.sl.close()
+        self.hs.kill()
+
+
+def _rpc(gw: Gateway, method: str, params: dict[str, Any]) -> Any:
+    from openclaw_sup.gateway.client import GatewayClient
+
+    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN)
+    c.connect()
+    try:
+        return c.request(method, params, timeout=30)
+    finally:
+        c.close()
+
+
+def _connected(gw: Gateway) -> int:
+    res = _rpc(gw, "channels.status", {})
+    return sum(1 for rows in res["channelAccounts"].values() for a in rows if a.get("connected"))
+
+
+def fleet(root: Path, peers: Peers, n: int, settle: float) -> None:
+    kinds = ("telegram", "discord", "slack", "matrix")
+    per = {k: n // len(kinds) + (1 if i < n % len(kinds) else 0) for i, k in enumerate(kinds)}
+    empty = gateway(root / "empty", {}, peers.env)
+    time.sleep(settle)
+    base = tree_memory(empty.proc.pid)
+    empty.stop()
+    gw = gateway(root / "fleet", {k: peers.accounts(k, c) for k, c in per.items()}, peers.env)
+    try:
+        wait_for(lambda: _connected(gw) >= n, 120, interval=0.5, what=f"{n} accounts connected")
+        time.sleep(settle)
+        report_fleet(n, kinds, tree_memory(gw.proc.pid), base, "as booted")
+        # Workers forked at boot come before the fork server warms aiohttp (workers/forkserver.py WARM), so each
+        # imports it privately; a respawn forks from the warmed fork server and shares it.
+        for w in gw.status()["workers"]:
+            if w["name"].startswith("channel:") and w["pid"]:
+                os.kill(w["pid"], signal.SIGKILL)
+        time.sleep(1.0)
+        wait_for(lambda: _connected(gw) >= n, 180, interval=0.5, what=f"{n} accounts back")
+        time.sleep(settle)
+        report_fleet(n, kinds, tree_memory(gw.proc.pid), base, "after one respawn each")
+    finally:
+        gw.stop()
+
+
+def report_fleet(n: int, kinds: tuple[str, ...], mem: dict[str, Any], base: dict[str, Any], when: str) -> None:
+    mb = 2 ** 20
+    print(f"-- {when}")
+    print(f"{'fleet of ' + str(n) + ' accounts':<34} tree PSS {mem['treePss'] / mb:7.1f} MB  (RSS "
+          f"{mem['treeRss'] / mb:.1f} MB, {mem['procs']} processes); no account: tree PSS "
+          f"{base['treePss'] / mb:.1f} MB")
+    print(f"{'  marginal PSS per account':<34} {(mem['treePss'] - base['treePss']) / n / mb:7.2f} MB")
+    for kind in (*kinds, "agent", "scheduler", "forkserver"):
+        rows = [r["pss"] / mb for r in mem["detail"] if f"channel:{kind}:" in r["name"] or
+                (kind in ("agent", "scheduler", "forkserver") and f": {kind} [" in r["name"])]
+        if rows:
+            print(f"{'  ' + kind + ' worker PSS':<34} n={len(rows):<4} median {statistics.median(rows):6.2f} MB  "
+                  f"min {min(rows):6.2f}  max {max(rows):6.2f}")
+
+
+def inbound_rate(root: Path, peers: Peers, kind: str, burst: int) -> float:
+    """Messages per second from the first push to the last answer, through one account of `kind`."""
+    cfg = {"telegram": {"botToken": BOT_TOKEN, "apiBaseUrl": peers.tg.base_url, **OPEN},
+           "discord": {"token": BOT_TOKEN, **OPEN},
+           "slack": {"botToken": "xoxb-bench", "appToken": "xapp-bench", **OPEN},
+           "matrix": {**MATRIX_OPEN, **peers.matrix_bot()}}[kind]
+    gw = gateway(root, {kind: cfg}, peers.env)
+    users: list[MatrixUser] = []
+    try:
+        wait_for(lambda: _connected(gw) >= 1, 60, interval=0.2, what=f"{kind} connected")
+        tag = root.name
+        if kind == "matrix":
+            bot = cfg["userId"]
+            users = [MatrixUser(peers.hs, f"{tag}u{i}") for i in range(4)]
+            rooms = [u.create_room(invite=[bot], direct=True) for u in users]
+            for u, r in zip(users, rooms, strict=True):
+                wait_for(lambda u=u, r=r: bot in u.members(r), 30, interval=0.1)
+
+            def answered() -> int:
+                return sum(len(u.messages_from(bot)) for u in users)
+        else:
+            before = {"telegram": lambda: len(peers.tg.sent), "discord": lambda: len(peers.dc.posted),
+                      "slack": lambda: len(peers.sl.posted)}[kind]
+            start = before()
+
+            def answered() -> int:
+                return before() - start
+        if kind == "matrix":  # a client's sends into Synapse are slower than the bot: queue them while it is stopped
+            _rpc(gw, "channels.stop", {"channel": "matrix"})
+        t0 = time.perf_counter()
+        for i in range(burst):
+            text = f"{tag}-{i}"
+            if kind == "telegram":
+                peers.tg.push_text(1000 + i % 50, text)
+            elif kind == "discord":
+                peers.dc.push_dm(str(5000 + i % 50), text)
+            elif kind == "slack":
+                peers.sl.push_message(f"D{i % 50:04d}", f"U{i % 50:04d}", text)
+            else:
+                users[i % len(users)].send(rooms[i % len(users)], text)
+        if kind == "matrix":
+            t0 = time.perf_counter()
+            _rpc(gw, "channels.start", {"channel": "matrix"})
+        wait_for(lambda: answered() >= burst, 180, interval=0.005, what=f"{burst} {kind} answers")
+        return burst / (time.perf_counter() - t0)
+    finally:
+        for u in users:
+            u.close()
+        gw.stop()
 
 
 def irc_round_trips(root: Path, n: int) -> list[float]:
@@ -107,9 +263,27 @@ def main() -> None:
     ap.add_argument("--dms", type=int, default=100)
     ap.add_argument("--burst", type=int, default=500)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--fleet", type=int, default=50, help="accounts on one gateway for the memory figure (0: skip)")
+    ap.add_argument("--settle", type=float, default=5.0)
+    ap.add_argument("--only-new", action="store_true", help="skip the IRC round trips and the Telegram kill runs")
+    ap.add_argument("--kinds", default="telegram,discord,slack,matrix", help="kinds for the inbound rates")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-channels-") as tmp:
         root = Path(tmp)
+        peers = Peers(root)
+        try:
+            if args.fleet:
+                fleet(root / "fleet", peers, args.fleet, args.settle)
+            rates: dict[str, list[float]] = {k: [] for k in args.kinds.split(",") if k}
+            for rep in range(args.reps):
+                for kind in rates:
+                    rates[kind].append(inbound_rate(root / f"{kind}{rep}", peers, kind, args.burst))
+            for kind, values in rates.items():
+                stats(f"{kind.capitalize()} inbound, burst of {args.burst}", values, "msg/s")
+        finally:
+            peers.close()
+        if args.only_new:
+            return
         stats("IRC DM round trip", irc_round_trips(root / "irc", args.dms), "ms")
         rates, gaps = [], []
         for rep in range(args.reps):

@@ -16,7 +16,8 @@ from openclaw_sup.cli.gateway_cmds import config_state, connect, fail_text, reso
 
 channels_app = typer.Typer(help="Channel accounts: status and probes.", no_args_is_help=True, add_completion=False)
 
-LABELS = {"irc": "IRC", "telegram": "Telegram", "webchat": "WebChat"}
+LABELS = {"irc": "IRC", "telegram": "Telegram", "webchat": "WebChat", "matrix": "Matrix", "discord": "Discord",
+          "slack": "Slack"}
 
 
 def account_line(label: str, acct: dict[str, Any]) -> str:
@@ -68,6 +69,9 @@ def status(
     for ch, rows in accounts.items():
         for acct in rows:
             typer.echo(account_line(LABELS.get(ch, ch.capitalize()), acct))
+            for issue in acct.get("issues") or []:
+                fix = f" (fix: {issue['fix']})" if issue.get("fix") else ""
+                typer.echo(f"  - {issue.get('kind', 'runtime')}: {issue.get('message')}{fix}")
 
 
 def _config_only(cfg: dict[str, Any], channel: str | None, as_json: bool, why: str) -> None:

@@ -334,7 +334,31 @@ GROUP = obj({
     "errorCooldownMs": integer(0),
 })
 
-CHANNEL_COMMON: dict[str, Spec] = {
+ALLOW_BOTS = union(boolean(), enum("mentions"))
+SCOPED_MENTIONS = obj({"mode": enum("allow", "deny"), "allowIn": STRINGS, "denyIn": STRINGS})
+MATRIX_ROOM = obj({
+    "requireMention": boolean(),
+    "autoReply": boolean(),
+    "users": IDS,
+    "enabled": boolean(),
+    "account": string(),
+    "allowBots": ALLOW_BOTS,
+    "botLoopProtection": ANY_OBJECT,
+    "tools": TOOL_POLICY,
+    "skills": STRINGS,
+    "systemPrompt": string(),
+})
+
+DISCORD_CHANNEL_COMMON: dict[str, Spec] = {
+    "requireMention": boolean(),
+    "tools": TOOL_POLICY,
+    "toolsBySender": mapping(TOOL_POLICY),
+    "ignoreOtherMentions": boolean(),
+    "users": STRINGS,
+    "roles": STRINGS,
+}
+
+CHANNEL_COMMON: dict[str, Spec | None] = {
     "name": string(),
     "enabled": boolean(),
     "dmPolicy": enum("pairing", "allowlist", "open", "disabled", default="pairing"),
@@ -376,7 +400,7 @@ CHANNEL_COMMON: dict[str, Spec] = {
     "defaultTo": union(string(), number()),
 }
 
-CHANNEL_SPECIFIC: dict[str, dict[str, Spec]] = {
+CHANNEL_SPECIFIC: dict[str, dict[str, Spec | None]] = {
     "telegram": {
         "botToken": secret(),
         "tokenFile": string(),
@@ -409,14 +433,124 @@ CHANNEL_SPECIFIC: dict[str, dict[str, Spec]] = {
         "channels": STRINGS,
     },
     "webchat": {},
+    "matrix": {
+        "dmPolicy": None,  # Matrix keeps its DM policy under `dm`
+        "allowFrom": None,
+        "homeserver": string(format="http-url"),
+        "network": obj({"dangerouslyAllowPrivateNetwork": boolean()}),
+        "proxy": string(),
+        "userId": string(),
+        "accessToken": secret(),
+        "password": secret(),
+        "deviceId": string(),
+        "deviceName": string(),
+        "avatarUrl": string(),
+        "initialSyncLimit": integer(0),
+        "encryption": boolean(),
+        "startupVerification": enum("off", "if-unverified"),
+        "startupVerificationCooldownHours": number(0),
+        "allowlistOnly": boolean(),
+        "dangerouslyAllowNameMatching": boolean(),
+        "allowBots": ALLOW_BOTS,
+        "botLoopProtection": ANY_OBJECT,
+        "mentionPatterns": SCOPED_MENTIONS,
+        "threadReplies": enum("off", "inbound", "always"),
+        "ackReactionScope": string(),
+        "joinIntro": boolean(),
+        "autoJoin": enum("always", "allowlist", "off", default="off"),
+        "autoJoinAllowlist": IDS,
+        "dm": obj({"enabled": boolean(), "policy": enum("pairing", "allowlist", "open", "disabled"),
+                   "allowFrom": IDS, "sessionScope": enum("per-user", "per-room"),
+                   "threadReplies": enum("off", "inbound", "always")}),
+        "groups": mapping(MATRIX_ROOM),
+        "rooms": mapping(MATRIX_ROOM),
+    },
+    "discord": {
+        "groups": None,  # Discord's allowlists are `guilds`
+        "groupAllowFrom": None,
+        "allowFrom": STRINGS,
+        "defaultTo": string(),
+        "mentionPatterns": SCOPED_MENTIONS,
+        "token": secret(),
+        "applicationId": string(),
+        "activities": ANY_OBJECT,
+        "proxy": string(),
+        "allowBots": ALLOW_BOTS,
+        "botLoopProtection": ANY_OBJECT,
+        "dangerouslyAllowNameMatching": boolean(),
+        "mentionAliases": mapping(string()),
+        "suppressEmbeds": boolean(),
+        "maxLinesPerMessage": integer(1),
+        "joinIntro": boolean(),
+        "heartbeatVisibility": ANY_OBJECT,
+        "thread": obj({"inheritParent": boolean()}),
+        "dm": obj({"enabled": boolean(), "groupEnabled": boolean(), "groupChannels": STRINGS,
+                   "policy": enum("pairing", "allowlist", "open", "disabled"), "allowFrom": STRINGS}),
+        "guilds": mapping(obj({**DISCORD_CHANNEL_COMMON, "slug": string(), "reactionNotifications": string(),
+                               "presenceEvents": ANY_OBJECT, "channels": mapping(obj({
+                                   **DISCORD_CHANNEL_COMMON, "skills": STRINGS, "enabled": boolean(),
+                                   "systemPrompt": string(), "includeThreadStarter": boolean(),
+                                   "autoThread": boolean(), "autoThreadName": enum("message", "generated"),
+                                   "autoArchiveDuration": union(string(), integer())}))})),
+        "agentComponents": ANY_OBJECT,
+        "slashCommand": ANY_OBJECT,
+        "intents": obj({"messageContent": boolean(), "presence": boolean(), "guildMembers": boolean(),
+                        "voiceStates": boolean()}),
+        "voice": ANY_OBJECT,
+        "pluralkit": ANY_OBJECT,
+        "ackReactionScope": string(),
+        "activity": string(),
+        "status": enum("online", "dnd", "idle", "invisible"),
+        "autoPresence": ANY_OBJECT,
+        "activityType": integer(0, 5),
+        "activityUrl": string(),
+        "inboundWorker": ANY_OBJECT,
+    },
+    "slack": {
+        "groups": None,  # Slack's allowlist is `channels`
+        "groupAllowFrom": None,
+        "defaultTo": string(),
+        "mentionPatterns": SCOPED_MENTIONS,
+        "heartbeatVisibility": ANY_OBJECT,
+        "joinIntro": boolean(),
+        "postAs": enum("bot", "user"),
+        "mode": enum("socket", "http", "relay"),
+        "relay": ANY_OBJECT,
+        "signingSecret": secret(),
+        "webhookPath": string(),
+        "botToken": secret(),
+        "appToken": secret(),
+        "userToken": secret(),
+        "userTokenReadOnly": boolean(),
+        "allowBots": ALLOW_BOTS,
+        "botLoopProtection": ANY_OBJECT,
+        "dangerouslyAllowNameMatching": boolean(),
+        "requireMention": boolean(),
+        "implicitMentions": obj({"replyToBot": boolean(), "quotedBot": boolean(), "threadParticipation": boolean()}),
+        "unfurlLinks": boolean(),
+        "unfurlMedia": boolean(),
+        "reactionAllowlist": IDS,
+        "replyToModeByChatType": ANY_OBJECT,
+        "thread": ANY_OBJECT,
+        "presenceEvents": ANY_OBJECT,
+        "slashCommand": ANY_OBJECT,
+        "typingReaction": string(),
+        "dm": obj({"enabled": boolean(), "groupEnabled": boolean(), "groupChannels": IDS,
+                   "policy": enum("pairing", "allowlist", "open", "disabled"), "allowFrom": IDS}),
+        "channels": mapping(obj({**{k: v for k, v in DISCORD_CHANNEL_COMMON.items() if k != "roles"},
+                                 "skills": STRINGS, "enabled": boolean(),
+                                 "systemPrompt": string(), "replyToMode": string(), "allowBots": ALLOW_BOTS,
+                                 "botLoopProtection": ANY_OBJECT, "users": IDS, "presenceEvents": ANY_OBJECT})),
+    },
 }
 
 IMPLEMENTED_CHANNELS: tuple[str, ...] = tuple(CHANNEL_SPECIFIC)
 
 
 def channel_spec(channel: str) -> Spec:
-    """One channel: its account keys at the top (the base account) plus `accounts` of the same shape."""
-    account = {**CHANNEL_COMMON, **CHANNEL_SPECIFIC[channel]}
+    """One channel: its account keys at the top (the base account) plus `accounts` of the same shape. A channel
+    maps a common key to None when upstream does not have it there."""
+    account = {k: v for k, v in {**CHANNEL_COMMON, **CHANNEL_SPECIFIC[channel]}.items() if v is not None}
     return obj({**account, "accounts": mapping(obj(account)), "defaultAccount": string()}, checks=("dm_policy",))
 
 
@@ -582,21 +716,31 @@ def _check_browser_profile(p: dict[str, Any], path: str, report: ValidationRepor
 
 def _check_dm_policy(ch: dict[str, Any], path: str, report: ValidationReport) -> None:
     """Upstream's rule: an open DM policy must say so in allowFrom ("*"); an allowlist must not be empty."""
-    def check(policy: Any, allow: Any, where: str, label: str) -> None:
+    def check(policy: Any, allow: Any, where: str, label: str, key: str = "dmPolicy") -> None:
         senders = [str(a) for a in allow] if isinstance(allow, list) else []
         if policy == "open" and "*" not in senders:
-            report.error(f"{where}.allowFrom", f'{label}.dmPolicy="open" requires {label}.allowFrom to include "*"',
+            report.error(f"{where}.allowFrom", f'{label}.{key}="open" requires {label}.allowFrom to include "*"',
                          allow if allow is not None else ...)
         elif policy == "allowlist" and not senders:
             report.error(f"{where}.allowFrom",
-                         f'{label}.dmPolicy="allowlist" requires {label}.allowFrom to contain at least one sender ID',
+                         f'{label}.{key}="allowlist" requires {label}.allowFrom to contain at least one sender ID',
                          allow if allow is not None else ...)
 
-    check(ch.get("dmPolicy"), ch.get("allowFrom"), path, path)
+    def dm(c: dict[str, Any]) -> dict[str, Any]:
+        return c["dm"] if isinstance(c.get("dm"), dict) else {}
+
+    if "dmPolicy" in ch or "allowFrom" in ch or not dm(ch):
+        check(ch.get("dmPolicy"), ch.get("allowFrom"), path, path)
+    else:  # Matrix: `dm.policy` and `dm.allowFrom`
+        check(dm(ch).get("policy"), dm(ch).get("allowFrom"), f"{path}.dm", f"{path}.dm", "policy")
     accounts = ch.get("accounts")
     for acct_id, acct in (accounts.items() if isinstance(accounts, dict) else ()):
         if isinstance(acct, dict):
             where = f"{path}.accounts.{acct_id}"
+            if dm(acct) or (dm(ch) and "dmPolicy" not in ch):
+                merged = {**dm(ch), **dm(acct)}
+                check(merged.get("policy"), merged.get("allowFrom"), f"{where}.dm", f"{where}.dm", "policy")
+                continue
             check(acct.get("dmPolicy", ch.get("dmPolicy")), acct.get("allowFrom", ch.get("allowFrom")),
                   where, where)
 

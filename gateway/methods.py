@@ -294,6 +294,9 @@ class Methods:
                 out["channelAccounts"][channel] = []
                 out["channelDefaultAccountId"][channel] = "default"
             out["channelAccounts"][channel].append({"accountId": account, **(res if isinstance(res, dict) else {})})
+        issues = channel_status_issues(out["channelAccounts"])
+        if issues:
+            out["statusIssues"] = issues
         return out
 
     def _channel_worker(self, params: dict[str, Any], method: str) -> str:
@@ -317,6 +320,30 @@ class Methods:
             raise unavailable(f"send via {name} failed: {res.get('error')}", worker=name)
         return {"runId": params.get("idempotencyKey"), "messageId": (res or {}).get("messageId"),
                 "channel": params.get("channel"), **({"ok": True} if isinstance(res, dict) else {})}
+
+
+def channel_status_issues(accounts: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Upstream's `statusIssues`: what each worker reports (`issues`: auth, intent, permissions, config), and,
+    since a payload that has the list replaces the CLI's own generic checks, those generic lines for the rest."""
+    own = [{"channel": ch, "accountId": str(a.get("accountId") or "default"), "kind": str(i.get("kind") or "runtime"),
+            "message": str(i.get("message") or ""), **({"fix": str(i["fix"])} if i.get("fix") else {})}
+           for ch, rows in accounts.items() for a in rows for i in a.get("issues") or [] if isinstance(i, dict)]
+    if not own:
+        return []
+    generic = []
+    for ch, rows in accounts.items():
+        for a in rows:
+            if a.get("issues") or a.get("stopped"):
+                continue
+            if a.get("running") is False:
+                message = "Channel is enabled and configured, but its runtime is not running."
+            elif a.get("running") and a.get("connected") is False:
+                message = "Channel reports running, but the runtime is disconnected."
+            else:
+                continue
+            generic.append({"channel": ch, "accountId": str(a.get("accountId") or "default"), "kind": "runtime",
+                            "message": message, "fix": "restart the channel or gateway"})
+    return (own + generic)[:50]
 
 
 def unavailable_worker(name: str, state: str | None) -> MethodError:

@@ -262,3 +262,13 @@ def history(gw: Gateway, session_key: str, token: str) -> list[str]:
         c.close()
     return [m["content"] if isinstance(m.get("content"), str) else json.dumps(m.get("content"))
             for m in res.get("messages", []) if m.get("role") == "user"]
+
+
+def channel_account(gw: Gateway, token: str, channel: str, probe: bool = False, index: int = 0) -> dict[str, Any]:
+    """One account's entry of `channels.status` (with `--probe` when asked)."""
+    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=token)
+    c.connect()
+    try:
+        return c.request("channels.status", {"probe": probe, "timeoutMs": 5000})["channelAccounts"][channel][index]
+    finally:
+        c.close()

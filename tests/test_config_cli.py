@@ -164,12 +164,12 @@ def test_unset(cli: Cli) -> None:
 
 def test_validate(cli: Cli) -> None:
     assert cli("config", "validate").code == 0
-    cli.write({"gateway": {"mode": "local"}, "plugins": {}, "channels": {"discord": {}}})
+    cli.write({"gateway": {"mode": "local"}, "plugins": {}, "channels": {"whatsapp": {}}})
     ok = cli("config", "validate", "--json")
     assert ok.code == 0
     body = ok.json()
     assert body["valid"] is True and body["path"] == str(cli.config) and body["errors"] == []
-    assert {n["path"] for n in body["notices"]} == {"plugins", "channels.discord"}
+    assert {n["path"] for n in body["notices"]} == {"plugins", "channels.whatsapp"}
     cli.write({"gateway": {"mode": "local", "bind": "everywhere", "auth": {"token": 42}}})
     bad = cli("config", "validate", "--json")
     assert bad.code == 1

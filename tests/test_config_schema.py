@@ -95,9 +95,9 @@ def test_unknown_upstream_sections_are_notices_not_errors() -> None:
 
 
 def test_other_channel_ids_are_accepted_with_a_notice() -> None:
-    report = validate({"channels": {"discord": {"token": "x", "whatever": 1}}})
+    report = validate({"channels": {"whatsapp": {"token": "x", "whatever": 1}}})
     assert report.ok
-    assert [n.path for n in report.notices] == ["channels.discord"]
+    assert [n.path for n in report.notices] == ["channels.whatsapp"]
 
 
 def test_unknown_keys_inside_a_section_are_errors_with_a_suggestion() -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from openclaw_sup.workers.channels.policy import Inbound
+from openclaw_sup.workers.channels.policy import Inbound, Verdict, verdict
 
 Sink = Callable[[list[Inbound], dict[str, str] | None], Awaitable[None]]
 MetaGetter = Callable[[str], str | None]
@@ -49,6 +49,8 @@ class Backoff:
 
 class Adapter:
     channel = ""
+    group_noun = "group"  # what the network calls a chat with several people, for the policy's log lines
+    idempotent_send = False  # True when a resent reply is deduplicated upstream (a transaction id, a nonce)
 
     def __init__(self, cfg: dict[str, Any], log: logging.Logger, sink: Sink, meta: MetaGetter) -> None:
         self.cfg = cfg
@@ -67,6 +69,26 @@ class Adapter:
     @property
     def configured(self) -> bool:
         return True
+
+    @classmethod
+    def policy_config(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The account's config in the policy engine's shape (dmPolicy, allowFrom, groups...): networks whose
+        upstream keys differ (Matrix `dm.policy`, Discord `guilds`) translate here."""
+        return cfg
+
+    def judge(self, policy_cfg: dict[str, Any], msg: Inbound, store_allowed: bool) -> Verdict:
+        return verdict(policy_cfg, msg, store_allowed, self.group_noun)
+
+    def reply_target(self, msg: Inbound) -> str:
+        """Where the answer to `msg` goes: the group, or for a DM the sender (networks with DM rooms override)."""
+        return msg.chat_id if msg.chat_type == "group" else msg.sender_id
+
+    def turn_started(self, msg: Inbound) -> None:
+        """The agent is now answering `msg` (networks with a typing notice show it here); must not block."""
+
+    async def logout(self) -> bool:
+        """Forget any session the adapter holds upstream (after `close`); True when something was cleared."""
+        return False
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or a status answer."""
@@ -96,6 +118,10 @@ class Adapter:
 
     async def send(self, target: str, text: str) -> str | None:
         raise NotImplementedError
+
+    async def send_keyed(self, key: str, target: str, text: str) -> str | None:
+        """`send` with the outbox row's id, for networks that deduplicate by a client-chosen id."""
+        return await self.send(target, text)
 
     async def probe(self, timeout: float) -> dict[str, Any]:
         return {"ok": self.connected}

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 KEEP_FINISHED_S = 7 * 86400
 INTERRUPTED_SEND = "the worker stopped while sending this reply; not resent (it may not have been delivered)"
+RESENT_SEND = "the worker stopped while sending this reply; resent (the network drops the duplicate)"
 
 
 @dataclass(frozen=True)
@@ -111,14 +112,19 @@ class IngressQueue:
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return immediate(self.db)
 
-    def recover(self, now: float | None = None) -> list[OutboundRow]:
-        """At start-up: sends cut short by a kill count as sent (never duplicated); old finished rows go."""
+    def recover(self, now: float | None = None, resend: bool = False) -> list[OutboundRow]:
+        """At start-up: sends cut short by a kill count as sent (never duplicated), or, with `resend` (a network
+        that deduplicates a repeated send by its id), go out again; old finished rows go."""
         now = time.time() if now is None else now
         with self._tx():
             rows = [OutboundRow(*r) for r in self.db.execute(
                 "SELECT out_id, msg_id, target, text, attempts FROM outbound WHERE state='sending'")]
-            self.db.execute("UPDATE outbound SET state='sent', sent_at=?, note=? WHERE state='sending'",
-                            (now, INTERRUPTED_SEND))
+            if resend:
+                self.db.execute("UPDATE outbound SET state='pending', next_at=0, note=? WHERE state='sending'",
+                                (RESENT_SEND,))
+            else:
+                self.db.execute("UPDATE outbound SET state='sent', sent_at=?, note=? WHERE state='sending'",
+                                (now, INTERRUPTED_SEND))
             self.db.execute("DELETE FROM inbound WHERE state!='pending' AND finished_at < ?",
                             (now - KEEP_FINISHED_S,))
             self.db.execute("DELETE FROM outbound WHERE state IN ('sent','failed') AND created_at < ?",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from openclaw_sup.workers.channels.adapter import Adapter
+from openclaw_sup.workers.channels.discord import DiscordAdapter
 from openclaw_sup.workers.channels.irc import IrcAdapter
+from openclaw_sup.workers.channels.matrix import MatrixAdapter
 from openclaw_sup.workers.channels.service import run_channel
+from openclaw_sup.workers.channels.slack import SlackAdapter
 from openclaw_sup.workers.channels.telegram import TelegramAdapter
 from openclaw_sup.workers.channels.webchat import WebchatAdapter
 from openclaw_sup.workers.registry import register
@@ -18,5 +21,5 @@ def _kind(adapter_cls: type[Adapter]) -> None:
     register(f"channel.{adapter_cls.channel}")(main)
 
 
-for _cls in (IrcAdapter, TelegramAdapter, WebchatAdapter):
+for _cls in (IrcAdapter, TelegramAdapter, WebchatAdapter, MatrixAdapter, DiscordAdapter, SlackAdapter):
     _kind(_cls)

@@ -28,6 +28,8 @@ class Inbound:
     sender_name: str | None = None
     mentioned: bool = False  # a native mention of the bot (IRC `nick:`, Telegram @username entity)
     ts: float = 0.0
+    space: str = ""  # what holds the group chat, where the network has one: a Discord guild, a Slack team
+    roles: tuple[str, ...] | list[str] = ()  # the sender's roles there (Discord role ids)
 
     @property
     def peer(self) -> str:
@@ -65,6 +67,15 @@ def sender_matches(channel: str, entries: list[str], sender_id: str, sender_name
     return False
 
 
+def dm_settings(cfg: dict[str, Any]) -> tuple[str, list[Any]]:
+    """(dmPolicy, allowFrom) of networks that also read the legacy `dm.policy` / `dm.allowFrom` and `dm.enabled`
+    (Discord, Slack); the top-level keys win."""
+    dm = cfg.get("dm") if isinstance(cfg.get("dm"), dict) else {}
+    policy = "disabled" if dm.get("enabled") is False else (cfg.get("dmPolicy") or dm.get("policy") or "pairing")
+    allow = cfg.get("allowFrom") if cfg.get("allowFrom") is not None else dm.get("allowFrom")
+    return policy, list(allow or [])
+
+
 def dm_verdict(cfg: dict[str, Any], msg: Inbound, store_allowed: bool) -> Verdict:
     """dmPolicy: `pairing` (default) | `allowlist` | `open` (allowFrom must hold "*") | `disabled`."""
     channel = str(cfg.get("channel", ""))
@@ -96,7 +107,8 @@ def mentioned(cfg: dict[str, Any], msg: Inbound) -> bool:
     """A native mention, or any `mentionPatterns` regex (case-insensitive) found in the text."""
     if msg.mentioned:
         return True
-    for pattern in cfg.get("mentionPatterns") or []:
+    patterns = cfg.get("mentionPatterns")
+    for pattern in patterns if isinstance(patterns, list) else []:
         try:
             if re.search(str(pattern), msg.text, re.IGNORECASE):
                 return True
@@ -105,11 +117,14 @@ def mentioned(cfg: dict[str, Any], msg: Inbound) -> bool:
     return False
 
 
-def group_verdict(cfg: dict[str, Any], msg: Inbound) -> Verdict:
-    """groupPolicy `allowlist` (default) | `open` | `disabled`, then allowlists, then mention gating."""
+def group_verdict(cfg: dict[str, Any], msg: Inbound, noun: str = "group") -> Verdict:
+    """groupPolicy `allowlist` (default) | `open` | `disabled`, then allowlists, then mention gating.
+
+    `noun` is what the network calls a group chat in the log lines (Discord's runbook line reads
+    `drop guild message (mention required)`)."""
     channel = str(cfg.get("channel", ""))
     policy = cfg.get("groupPolicy") or "allowlist"
-    where = f"{channel}: group message in {msg.chat_id} from {msg.sender_id}"
+    where = f"{channel}: {noun} message in {msg.chat_id} from {msg.sender_id}"
     if policy == "disabled":
         return Verdict(DROP, "group-disabled", f"{where} blocked (groupPolicy=disabled)")
     own, star = _group_entry(cfg, msg.chat_id)
@@ -129,13 +144,13 @@ def group_verdict(cfg: dict[str, Any], msg: Inbound) -> Verdict:
         return Verdict(DROP, "not-allowlisted", f"{where} blocked: sender not in allowlist (groups.allowFrom)")
     require = (own or {}).get("requireMention", (star or {}).get("requireMention", True))
     if require is not False and not mentioned(cfg, msg):
-        return Verdict(DROP, "mention-required", f"{channel}: drop group message (mention required) in "
+        return Verdict(DROP, "mention-required", f"{channel}: drop {noun} message (mention required) in "
                                                  f"{msg.chat_id} from {msg.sender_id}")
     return Verdict(PROCESS, "group")
 
 
-def verdict(cfg: dict[str, Any], msg: Inbound, store_allowed: bool) -> Verdict:
-    return group_verdict(cfg, msg) if msg.chat_type == "group" else dm_verdict(cfg, msg, store_allowed)
+def verdict(cfg: dict[str, Any], msg: Inbound, store_allowed: bool, noun: str = "group") -> Verdict:
+    return group_verdict(cfg, msg, noun) if msg.chat_type == "group" else dm_verdict(cfg, msg, store_allowed)
 
 
 def session_key(agent_id: str, channel: str, msg: Inbound) -> str:

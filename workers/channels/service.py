@@ -25,7 +25,6 @@ from openclaw_sup.workers.channels.policy import (
     normalize_id,
     pairing_text,
     session_key,
-    verdict,
 )
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
 
@@ -51,6 +50,7 @@ class ChannelService:
         self.queue = IngressQueue(queue_path(root, self.channel, self.account_id))
         self.store = PairingStore(store_path(root))
         self.adapter = adapter_cls(self.cfg, self.log, self.admit, self.queue.get_meta)
+        self.policy = adapter_cls.policy_config(self.cfg)
         self.agent_id = str(self.cfg.get("agentId") or "main")
         self._wake_dispatch = asyncio.Event()
         self._wake_send = asyncio.Event()
@@ -66,8 +66,11 @@ class ChannelService:
     # -- life ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        for row in self.queue.recover():
+        resend = self.adapter.idempotent_send
+        for row in self.queue.recover(resend=resend):
             self.log.warning("%s: reply %s to %s: %s", self.channel, row.out_id, row.target,
+                             "the worker stopped while sending it; resending it (the network drops a duplicate)"
+                             if resend else
                              "the worker stopped while sending it; not resent (it may not have been delivered)")
         for name, fn in (("channels.status", self.status), ("channels.start", self.op_start),
                          ("channels.stop", self.op_stop), ("channels.logout", self.op_logout),
@@ -164,7 +167,7 @@ class ChannelService:
     async def _judge_and_answer(self, msg_id: str, msg: Inbound, attempts: int) -> None:
         allowed = msg.chat_type == "direct" and self.store.is_allowed(
             self.channel, self.account_id, normalize_id(self.channel, msg.sender_id))
-        v = verdict(self.cfg, msg, allowed)
+        v = self.adapter.judge(self.policy, msg, allowed)
         if v.action == DROP:
             self.log.info("%s", v.log)
             self.queue.finish_inbound(msg_id, "dropped", note=v.reason)
@@ -192,7 +195,7 @@ class ChannelService:
             self.queue.finish_inbound(msg_id, "dropped", note="pairing-full")
 
     def adapter_target(self, msg: Inbound) -> str:
-        return msg.chat_id if msg.chat_type == "group" else msg.sender_id
+        return self.adapter.reply_target(msg)
 
     async def _agent_turn(self, msg_id: str, msg: Inbound, attempts: int) -> None:
         timeout_s = int(self.cfg.get("timeoutSeconds") or DEFAULT_TURN_TIMEOUT_S)
@@ -206,6 +209,7 @@ class ChannelService:
                        "from": msg.sender_id, "chatType": msg.chat_type, "messageId": msg.message_id,
                        "chatId": msg.chat_id, "senderName": msg.sender_name},
         }
+        self.adapter.turn_started(msg)
         try:
             # Ask again at least every TURN_ASK_S: the agent answers a repeated idempotencyKey with the run already
             # going (or its stored result), so this costs nothing, and a request lost with a restarted agent
@@ -257,7 +261,7 @@ class ChannelService:
                 self.queue.mark_sending(row.out_id)
                 try:
                     try:
-                        upstream_id = await self.adapter.send(row.target, row.text)
+                        upstream_id = await self.adapter.send_keyed(row.out_id, row.target, row.text)
                     except SendError:
                         raise
                     except Exception as exc:  # an adapter bug must not end the sender
@@ -353,9 +357,9 @@ class ChannelService:
             "lastConnectedAt": self.adapter.last_connected_at,
             "lastInboundAt": self.adapter.last_inbound_at,
             "lastOutboundAt": self.adapter.last_outbound_at,
-            "dmPolicy": self.cfg.get("dmPolicy") or "pairing",
-            "groupPolicy": self.cfg.get("groupPolicy") or "allowlist",
-            "allowFrom": [str(a) for a in self.cfg.get("allowFrom") or []],
+            "dmPolicy": self.policy.get("dmPolicy") or "pairing",
+            "groupPolicy": self.policy.get("groupPolicy") or "allowlist",
+            "allowFrom": [str(a) for a in self.policy.get("allowFrom") or []],
             "queue": self.queue.counts(),
             **self.adapter.status_extra(),
         }
@@ -381,9 +385,11 @@ class ChannelService:
         return {"channel": self.channel, "accountId": self.account_id, "stopped": True}
 
     async def op_logout(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Disconnect; IRC and Telegram keep no session of their own to clear (credentials live in config)."""
+        """Disconnect, and end the adapter's session upstream if it holds one (IRC and Telegram keep none:
+        their credentials live in config)."""
         await self.op_stop(params)
-        return {"channel": self.channel, "accountId": self.account_id, "loggedOut": True, "cleared": False}
+        cleared = await self.adapter.logout()
+        return {"channel": self.channel, "accountId": self.account_id, "loggedOut": True, "cleared": cleared}
 
 
 async def _guarded(log: Any, what: str, loop_fn: Any) -> None:
@@ -400,7 +406,8 @@ async def _guarded(log: Any, what: str, loop_fn: Any) -> None:
 
 def _inbound_json(m: Inbound) -> dict[str, Any]:
     return {"message_id": m.message_id, "sender_id": m.sender_id, "text": m.text, "chat_type": m.chat_type,
-            "chat_id": m.chat_id, "sender_name": m.sender_name, "mentioned": m.mentioned, "ts": m.ts}
+            "chat_id": m.chat_id, "sender_name": m.sender_name, "mentioned": m.mentioned, "ts": m.ts,
+            "space": m.space, "roles": list(m.roles)}
 
 
 async def run_channel(ctx: WorkerContext, adapter_cls: type[Adapter]) -> None:
