@@ -41,6 +41,14 @@ def cli(gw: Gateway, *args: str, stdin: str | None = None) -> subprocess.Complet
     return res
 
 
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie is left."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def pending_approvals(gw: Gateway) -> list[dict]:
     return json.loads(cli(gw, "approvals", "pending", "--json").stdout)["approvals"]
 
@@ -96,16 +104,17 @@ def test_node_faults_mid_invoke(gateway_factory: Any, model: ScriptedModel, tmp_
     try:
         node_id = pair(gw, "nas", timeout=30)
         # 1. the node host dies mid-command: the invoke fails at once, the node comes back usable
-        model.exec_args = {"command": "sleep 30; echo never", "host": "node"}
+        pidfile = tmp_path / "node-child.pid"
+        model.exec_args = {"command": f"sleep 30 & echo $! > {pidfile}; wait; echo never", "host": "node"}
         run = AgentRun(gw.port, TOKEN, "sleep on the nas")
-        wait_for(lambda: any(i.get("phase") == "start" for i in run.items()), 30, what="the exec started")
-        time.sleep(1.0)
+        child = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, what="the child pid"))
         killed_at = time.monotonic()
         os.kill(node.worker_pid() or 0, signal.SIGKILL)
         text = run.text()
         assert "DISCONNECTED: node disconnected (system.run)" in text, text
         assert time.monotonic() - killed_at < 10
         wait_connected(gw.port, TOKEN, "nas", approved=True, timeout=30)
+        wait_for(lambda: gone(child), 10, what="the command's child swept by the restarted node host")
         model.exec_args = {"command": "echo back", "host": "node"}
         assert "RESULT: back" in AgentRun(gw.port, TOKEN, "again").text()
 
@@ -171,3 +180,14 @@ def test_gateway_host_exec_approval_and_bounds(gateway_factory: Any, model: Scri
     worker = gw.worker("agent")
     assert worker["pid"] == agent_pid and worker["state"] == "running"
     assert worker["rss"] < 400 * 1024 * 1024
+
+    # the agent worker dies while a command's child runs: the next agent worker sweeps the group
+    pidfile = tmp_path / "orphan.pid"
+    model.exec_args = {"command": f"sleep 300 & echo $! > {pidfile}; wait", "host": "gateway"}
+    AgentRun(gw.port, TOKEN, "leave something running")
+    child = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, what="the child pid"))
+    os.kill(agent_pid, signal.SIGKILL)
+    wait_for(lambda: (w := gw.worker("agent"))["state"] == "running" and w["pid"] != agent_pid, 30,
+             what="the agent worker restarted")
+    wait_for(lambda: gone(child), 10, what="the command's child killed by the new agent worker's sweep")
+    assert "killed 1 process(es) that exec commands of a previous agent worker left" in gw.log_text()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from openclaw_sup.workers.groupledger import GroupLedger
 from openclaw_sup.workers.procgroup import Tail, die_with_parent, kill_group
 
 KEEP_BYTES = 64 * 1024
@@ -56,7 +57,9 @@ class RunResult:
 
 async def run_bounded(argv: list[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None,
                       timeout_s: float, max_output_bytes: int = MAX_OUTPUT_BYTES, keep_bytes: int = KEEP_BYTES,
-                      on_spawn: Callable[[int], None] | None = None) -> RunResult:
+                      on_spawn: Callable[[int], None] | None = None, ledger: GroupLedger | None = None
+                      ) -> RunResult:
+    """Run `argv`; with a `ledger`, its process group is listed there while it runs (swept after a crash)."""
     t0 = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -68,6 +71,8 @@ async def run_bounded(argv: list[str], *, cwd: str | None = None, env: Mapping[s
                          spawn_error=f"cannot start {argv[0]!r}: {exc.strerror or exc}")
     if on_spawn is not None:
         on_spawn(proc.pid)
+    if ledger is not None:
+        ledger.add(proc.pid)
     out, err = Tail(keep_bytes), Tail(keep_bytes)
     capped = asyncio.Event()
 
@@ -95,6 +100,8 @@ async def run_bounded(argv: list[str], *, cwd: str | None = None, env: Mapping[s
             await asyncio.wait_for(asyncio.gather(*pumps, return_exceptions=True), DRAIN_S)
         for p in pumps:
             p.cancel()
+        if ledger is not None:
+            ledger.remove(proc.pid)
     return RunResult(proc.returncode, timed_out, capped.is_set(), out.text(), err.text(), out.total, err.total,
                      int((time.monotonic() - t0) * 1000))
 

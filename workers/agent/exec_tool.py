@@ -26,6 +26,7 @@ import orjson
 from openclaw_sup.config import exec_approvals, exec_policy
 from openclaw_sup.workers.agent.providers import ToolCall
 from openclaw_sup.workers.boundedrun import MAX_OUTPUT_BYTES, default_cwd, run_bounded, shell_argv
+from openclaw_sup.workers.groupledger import GroupLedger
 from openclaw_sup.workers.runtime import RequestError
 
 SPEC = {
@@ -95,8 +96,9 @@ class ExecTool:
     spec = SPEC
 
     def __init__(self, *, state_dir: Path, exec_cfg: dict[str, Any], agent_id: str, session_key: str, run_id: str,
-                 request: Request, log: Any) -> None:
+                 request: Request, log: Any, ledger: GroupLedger | None = None) -> None:
         self.state_dir = state_dir
+        self.ledger = ledger
         self.exec_cfg = exec_cfg
         self.agent_id, self.session_key, self.run_id = agent_id, session_key, run_id
         self.request = request
@@ -183,7 +185,8 @@ class ExecTool:
         elif decision.matched:
             with exec_approvals.ApprovalsStore(self.state_dir) as store:
                 store.update(lambda d: exec_policy.note_use(d, decision.matched, command))
-        res = await run_bounded(shell_argv(command), cwd=cwd, env={**os.environ, **env}, timeout_s=timeout_s)
+        res = await run_bounded(shell_argv(command), cwd=cwd, env={**os.environ, **env}, timeout_s=timeout_s,
+                                ledger=self.ledger)
         problem = res.describe(timeout_s, MAX_OUTPUT_BYTES)
         details = {"status": "completed" if res.success else "failed", "exitCode": res.exit_code,
                    "durationMs": res.duration_ms, "host": "gateway", "cwd": cwd, "timedOut": res.timed_out,

@@ -22,6 +22,7 @@ from openclaw_sup.workers.agent.providers import ChatRequest, Completion, Provid
 from openclaw_sup.workers.agent.providers.http import close_pool
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
 from openclaw_sup.workers.agent.toolloop import ToolLoopBound, run_loop
+from openclaw_sup.workers.groupledger import GroupLedger
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -108,6 +109,10 @@ class AgentService:
         self.agents_cfg: dict[str, Any] = opts.get("agents") if isinstance(opts.get("agents"), dict) else {}
         self.models_cfg: dict[str, Any] = opts.get("models") if isinstance(opts.get("models"), dict) else {}
         self.tools_cfg: dict[str, Any] = opts.get("tools") if isinstance(opts.get("tools"), dict) else {}
+        self.exec_groups = GroupLedger(root / "run" / f"exec-groups-{ctx.name}.json")
+        swept = self.exec_groups.sweep()
+        if swept:
+            self.log.warning("killed %d process(es) that exec commands of a previous agent worker left", swept)
         defaults = self.agents_cfg.get("defaults") if isinstance(self.agents_cfg.get("defaults"), dict) else {}
         self.default_timeout = _timeout(defaults.get("timeoutSeconds"), 1.0, DEFAULT_TIMEOUT_S)
         self.stores: dict[str, AgentStore] = {}
@@ -284,7 +289,7 @@ class AgentService:
         exec_cfg = self.tools_cfg.get("exec") if isinstance(self.tools_cfg.get("exec"), dict) else {}
         return {"exec": ExecTool(state_dir=self.root, exec_cfg=exec_cfg, agent_id=run.agent_id,
                                  session_key=run.session_key, run_id=run.run_id, request=self.ctx.request,
-                                 log=self.log)}
+                                 log=self.log, ledger=self.exec_groups)}
 
     async def complete(self, agent_id: str, model: str | None, messages: list[dict[str, Any]], timeout_s: float,
                        on_delta: Any = None, *, max_tokens: int | None = None, temperature: float | None = None,

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from openclaw_sup import __version__
+from openclaw_sup.workers.groupledger import GroupLedger
 from openclaw_sup.workers.nodehost.commands import COMMANDS, CommandError, NodeCommands
 from openclaw_sup.workers.nodehost.identity import NodeHostState
 from openclaw_sup.workers.registry import register
@@ -75,7 +76,11 @@ class NodeHost:
         self.identity = self.state.identity()
         self.config = self.state.config(display_name=opts.get("displayName"),
                                         gateway={"host": self.host, "port": self.port, "tls": self.tls})
-        self.commands = NodeCommands(ctx.state_dir(), self._emit)
+        ledger = GroupLedger(ctx.state_dir() / "run-node" / f"exec-groups-{ctx.name}.json")
+        swept = ledger.sweep()
+        if swept:
+            ctx.log.warning("killed %d process(es) a previous node host left running", swept)
+        self.commands = NodeCommands(ctx.state_dir(), self._emit, ledger)
         self.ws: Any = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self._ids = 0

@@ -17,6 +17,7 @@ from typing import Any
 
 from openclaw_sup.config import exec_approvals, exec_policy
 from openclaw_sup.workers.boundedrun import MAX_OUTPUT_BYTES, run_bounded
+from openclaw_sup.workers.groupledger import GroupLedger
 
 COMMANDS = ("system.run", "system.run.prepare", "system.which", "system.execApprovals.get",
             "system.execApprovals.set")
@@ -55,8 +56,10 @@ def _argv(params: dict[str, Any]) -> list[str]:
 
 
 class NodeCommands:
-    def __init__(self, state_dir: Path, emit: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+    def __init__(self, state_dir: Path, emit: Callable[[str, dict[str, Any]], Awaitable[None]],
+                 ledger: GroupLedger | None = None) -> None:
         self.approvals = exec_approvals.ApprovalsStore(state_dir)
+        self.ledger = ledger
         self.emit = emit
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "system.which": self.which, "system.run.prepare": self.prepare, "system.run": self.run,
@@ -131,7 +134,7 @@ class NodeCommands:
         timeout_ms = params.get("timeoutMs")
         timeout_s = timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) and timeout_ms > 0 \
             else DEFAULT_RUN_TIMEOUT_S
-        res = await run_bounded(argv, cwd=cwd, env=env, timeout_s=timeout_s)
+        res = await run_bounded(argv, cwd=cwd, env=env, timeout_s=timeout_s, ledger=self.ledger)
         error = res.describe(timeout_s, MAX_OUTPUT_BYTES)
         out = {"exitCode": res.exit_code, "timedOut": res.timed_out, "success": res.success, "stdout": res.stdout,
                "stderr": res.stderr, "error": error if not res.success and error else None}
