@@ -165,3 +165,23 @@ def test_our_node_host_over_tls_with_a_pinned_certificate(gateway_factory: Any, 
     finally:
         node.stop()
         wrong.stop()
+
+
+def test_cli_rename_reject_and_remove(gw: Gateway, tmp_path: Path) -> None:
+    from node_harness import ScriptedNode
+
+    node = ScriptedNode(gw.port, TOKEN, tmp_path / "scripted", name="lab-box")
+    node.connect()
+    first = pending_request(gw.port, TOKEN, "lab-box", timeout=10)
+    cli(gw, "nodes", "reject", first["requestId"])
+    op = operator(gw.port, TOKEN)
+    assert op.call("node.pair.list", {})["pending"] == []
+    node.close()
+    again = ScriptedNode(gw.port, TOKEN, tmp_path / "scripted", name="lab-box")
+    again.connect()
+    cli(gw, "nodes", "approve", pending_request(gw.port, TOKEN, "lab-box", timeout=10)["requestId"])
+    cli(gw, "nodes", "rename", "--node", "lab-box", "--name", "lab-box-2")
+    assert op.call("node.describe", {"nodeId": again.identity.device_id})["displayName"] == "lab-box-2"
+    cli(gw, "nodes", "remove", "--node", "lab-box-2")
+    wait_for(lambda: op.call("node.list", {})["nodes"] == [], 10, what="the node gone from node.list")
+    op.close()
