@@ -10,6 +10,7 @@ from openclaw_sup import __version__
 from openclaw_sup.cli.browser import browser_app
 from openclaw_sup.cli.channels import channels_app
 from openclaw_sup.cli.config import config_app
+from openclaw_sup.cli.dashboard import dashboard
 from openclaw_sup.cli.doctor import doctor
 from openclaw_sup.cli.gateway_cmds import gateway_app, health
 from openclaw_sup.cli.logs import logs
@@ -45,6 +46,7 @@ app.add_typer(browser_app, name="browser")
 app.command("health")(health)
 app.command("doctor")(doctor)
 app.command("logs")(logs)
+app.command("dashboard")(dashboard)
 gateway_app.command("install")(install)
 gateway_app.command("uninstall")(uninstall)
 gateway_app.command("start")(start)

@@ -16,12 +16,10 @@ import typer
 
 from openclaw_sup.cli.common import profile_paths
 from openclaw_sup.cli.gateway_cmds import config_state, connect, fail_text, resolve_target
-from openclaw_sup.config.pairing_store import PairingError, PairingStore, store_path
+from openclaw_sup.config.pairing_store import APPROVED_NOTICE, PairingError, PairingStore, store_path
 
 pairing_app = typer.Typer(help="DM pairing: list pending requests, approve a sender.", no_args_is_help=True,
                           add_completion=False)
-
-APPROVED_TEXT = "OpenClaw: your access request was approved. You can talk to the bot now."
 
 
 def _store(ctx: typer.Context) -> PairingStore:
@@ -97,7 +95,7 @@ def _notify(ctx: typer.Context, channel: str, account_id: str, to: str) -> None:
         client = connect(resolve_target(paths, cfg, None, None, None))
         try:
             res = client.request("send", {"channel": channel, "accountId": account_id, "to": to,
-                                          "message": APPROVED_TEXT, "idempotencyKey": str(uuid.uuid4())})
+                                          "message": APPROVED_NOTICE, "idempotencyKey": str(uuid.uuid4())})
         finally:
             client.close()
     except Exception as exc:

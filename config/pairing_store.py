@@ -28,6 +28,8 @@ CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
 REQUEST_TTL_MS = 3_600_000
 MAX_PENDING_PER_ACCOUNT = 3
+APPROVED_NOTICE = "OpenClaw: your access request was approved. You can talk to the bot now."
+"""What an approved sender is told when the operator asks to notify them."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_pairing_requests (
@@ -182,6 +184,20 @@ class PairingStore:
             self.db.execute("INSERT OR REPLACE INTO channel_pairing_allow_entries VALUES (?,?,?,?,?)",
                             (req.channel, req.account_id, req.sender_id, now, source))
             return req
+
+    def dismiss(self, channel: str, account_id: str, sender_id: str, now: int | None = None) -> PairingRequest | None:
+        """Drop a pending request without approving it (the sender may ask again); None when there is none."""
+        now = now_ms() if now is None else now
+        with self._tx():
+            self._expire(now)
+            row = self.db.execute(
+                "SELECT * FROM channel_pairing_requests WHERE channel=? AND account_id=? AND sender_id=?",
+                (channel, account_id, sender_id)).fetchone()
+            if row is None:
+                return None
+            self.db.execute("DELETE FROM channel_pairing_requests WHERE channel=? AND account_id=? AND sender_id=?",
+                            (channel, account_id, sender_id))
+            return PairingRequest(*row)
 
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return immediate(self.db)

@@ -176,6 +176,7 @@ class Effect(StrEnum):
 EFFECT_RULES: tuple[tuple[str, Effect], ...] = (
     ("gateway.reload", Effect.NONE),
     ("gateway.remote", Effect.NONE),
+    ("gateway.controlUi", Effect.IN_PLACE),
     ("gateway", Effect.REBIND),
     ("channels", Effect.RESPAWN),
     ("cron", Effect.RESPAWN),
@@ -192,6 +193,11 @@ RESTART_HINT_PREFIXES = ("plugins.entries",)
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith((prefix + ".", prefix + "["))
+
+
+def section_of(path: str) -> str:
+    """The rule prefix a path falls under (`gateway.controlUi.enabled` -> `gateway.controlUi`)."""
+    return next((prefix for prefix, _ in EFFECT_RULES if _under(path, prefix)), path.split(".")[0])
 
 
 def effect_of(path: str) -> Effect:
@@ -292,8 +298,8 @@ class Decision:
     """What the supervisor does for one config edit.
 
     Apply in this order: `full_restart` (then nothing else matters); otherwise re-bind the listener when
-    `rebind_listener`, re-apply each section of `apply_in_place` ("hooks", "logging"), carry out `workers`
-    (a ReloadPlan: stop, respawn, start), and log `restart required` for `not_applied`.
+    `rebind_listener`, re-apply each section of `apply_in_place` ("hooks", "logging", "gateway.controlUi"),
+    carry out `workers` (a ReloadPlan: stop, respawn, start), and log `restart required` for `not_applied`.
     """
 
     mode: str
@@ -344,7 +350,7 @@ def decide(mode: str, changes: ChangeSet) -> Decision:
     if mode not in RELOAD_MODES:
         raise ValueError(f"unknown reload mode {mode!r} (expected one of {', '.join(RELOAD_MODES)})")
     effective = tuple(c for c in changes.changes if c.effect is not Effect.NONE)
-    in_place = tuple(dict.fromkeys(c.path.split(".")[0] for c in changes.of(Effect.IN_PLACE)))
+    in_place = tuple(dict.fromkeys(section_of(c.path) for c in changes.of(Effect.IN_PLACE)))
     rebind = tuple(c.path for c in changes.of(Effect.REBIND))
     if mode == "off":
         return Decision(mode, changes, not_applied=tuple(c.path for c in effective))

@@ -113,8 +113,15 @@ GATEWAY = obj({
     }),
     "controlUi": obj({
         "enabled": boolean(default=True),
-        "basePath": string(),
+        "basePath": string(format="base-path"),
         "root": string(),
+        "experimental": obj({"customPlugins": boolean()}),
+        "environment": obj({"label": string(), "color": enum("teal", "amber", "purple", "coral", "pink", "blue",
+                                                              "green", "red", "gray")}),
+        "communityInvite": boolean(),
+        "github": obj({"token": secret()}),
+        "sessionObserver": boolean(),
+        "automaticallyFetchFavicons": boolean(),
         "allowedOrigins": STRINGS,
         "embedSandbox": enum("strict", "scripts", "trusted"),
         "allowExternalEmbedUrls": boolean(),
@@ -689,6 +696,13 @@ def _hooks_path(v: str) -> str | None:
     return 'must not be "/" (hooks need their own path, e.g. "/hooks")' if v.rstrip("/") == "" else None
 
 
+def _base_path(value: str) -> str | None:
+    """`gateway.controlUi.basePath`: a URL path prefix such as `/openclaw`."""
+    if any(c in value for c in "?#\\ \t") or any(p in (".", "..") for p in value.split("/")):
+        return 'must be a plain URL path such as "/openclaw" (no "..", "?", "#", spaces or backslashes)'
+    return None
+
+
 FORMATS: dict[str, Callable[[str], str | None]] = {
     "duration": _duration,
     "hhmm": lambda v: _hhmm(v, allow_24=False),
@@ -697,6 +711,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "http-url": lambda v: None if _url(v, ("http", "https")) else "must be an http(s) URL",
     "cdp-url": lambda v: None if _url(v, ("http", "https", "ws", "wss")) else "browser.cdpUrl must be http(s) or ws(s)",
     "hooks-path": _hooks_path,
+    "base-path": _base_path,
 }
 
 

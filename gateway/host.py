@@ -35,3 +35,9 @@ class GatewayHost(Protocol):
     def supervisor_view(self) -> dict[str, Any]: ...
 
     def log(self, level: str, message: str) -> None: ...
+
+    def worker_samples(self) -> dict[str, list[list[Any]]]:
+        """Per worker name (and "" for the supervisor): `[epoch ms, rss, cpu %]`, one per 10 s, 10 minutes."""
+
+    async def control_worker(self, name: str, action: str) -> dict[str, Any]:
+        """`restart`, `stop` or `start` one worker; raises MethodError saying why not."""

@@ -1,4 +1,4 @@
-"""The aiohttp side of the gateway port: health probes, the HTTP API, and late WebSocket upgrades.
+"""The aiohttp side of the gateway port: health probes, the HTTP API, the Control UI, late WebSocket upgrades.
 
 Imported once the port is bound (aiohttp is the heaviest import of the supervisor), so the WebSocket
 protocol is served from the first moment and plain HTTP a moment later; a request that arrives in
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from openclaw_sup.gateway.authn import is_direct_loopback
+from openclaw_sup.gateway.controlui import add_control_ui
 from openclaw_sup.gateway.port import MessageHandler
 from openclaw_sup.gateway.protocol import MAX_PAYLOAD
 from openclaw_sup.gateway.wsframe import upgrade_problem
@@ -40,13 +41,17 @@ def build_app(srv: GatewayServer) -> web.Application:
         app.router.add_route("GET", path, probes.startup)
 
     async def root(request: web.Request) -> web.StreamResponse:
-        return await late_upgrade(srv, request)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await late_upgrade(srv, request)
+        return await ui.handle(request)
 
     app.router.add_route("GET", "/", root)
     if srv.core is not None:
         from openclaw_sup.gateway.http_api import add_http_api
 
         add_http_api(app, srv.core)
+    ui = add_control_ui(app, srv.core, srv.core.host.gateway_config if srv.core is not None else dict,
+                        lambda request: late_upgrade(srv, request, endpoint=True))
     return app
 
 
@@ -83,13 +88,15 @@ class Probes:
                                  status=200 if ok else 503)
 
 
-async def late_upgrade(srv: GatewayServer, request: web.Request) -> web.StreamResponse:
+async def late_upgrade(srv: GatewayServer, request: web.Request, endpoint: bool = False) -> web.StreamResponse:
     """An upgrade that reached aiohttp: one on a kept-alive HTTP connection (served through aiohttp's
-    WebSocket, see `FrameworkSocket`) or one `gateway/port.py` doubted (refused here with the reason)."""
+    WebSocket, see `FrameworkSocket`), one at the Control UI's base path (`endpoint`: the UI says it is a
+    WebSocket endpoint, as upstream's gateway serves it there), or one `gateway/port.py` doubted (refused here
+    with the reason)."""
     if request.headers.get("Upgrade", "").lower() != "websocket" or srv.core is None:
         raise web.HTTPNotFound(text="Not Found")
     headers = {k.lower(): v for k, v in request.headers.items()}
-    problem = upgrade_problem(request.method, request.path_qs, headers)
+    problem = upgrade_problem(request.method, "/" if endpoint else request.path_qs, headers)
     if problem:
         raise web.HTTPBadRequest(text=f"invalid WebSocket upgrade: {problem}")
     ws = web.WebSocketResponse(max_msg_size=MAX_PAYLOAD, compress=False, autoping=True)

@@ -18,7 +18,7 @@ import orjson
 
 from openclaw_sup import __version__
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
-from openclaw_sup.gateway import approvals, logtail, nodes
+from openclaw_sup.gateway import approvals, logtail, nodes, pairing_rpc, workers_rpc
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError, invalid, missing_scope, unavailable
 
@@ -38,6 +38,8 @@ SCOPES: dict[str, str] = {
     **dict.fromkeys(
         ["agent", "agent.wait", "chat.send", "chat.abort", "chat.inject", "send", "wake", "browser.open",
          "browser.navigate", "browser.screenshot"], WRITE),
+    **workers_rpc.SCOPES,
+    **pairing_rpc.SCOPES,
     **nodes.SCOPES,
     **approvals.SCOPES,
 }
@@ -117,6 +119,9 @@ class Methods:
             "gateway.identity.get": self.identity,
             "system.info": self.identity,
         }
+        self.workers = workers_rpc.WorkersRpc(core)
+        self.local.update(self.workers.methods())
+        self.local.update(pairing_rpc.PairingRpc(core).methods())
 
     def is_local(self, method: str) -> bool:
         """Answered by the supervisor without waiting on a worker: served in order, without a task."""
@@ -155,7 +160,7 @@ class Methods:
             return await stream(conn, params, partial)
         handler = self.local.get(method)
         if handler is not None:
-            return await handler(params)
+            return await (handler(params, conn) if method in workers_rpc.PER_CONNECTION else handler(params))
         worker = route_of(method)
         if worker is None:
             raise invalid(f"unknown method: {method}")

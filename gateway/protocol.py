@@ -32,16 +32,17 @@ NO_PRESENCE_MODES = frozenset({"cli", "backend", "probe"})
 
 CONNECT_KEYS = frozenset({
     "minProtocol", "maxProtocol", "client", "role", "scopes", "caps", "commands", "permissions", "pathEnv",
-    "locale", "userAgent", "auth", "device",
+    "locale", "userAgent", "auth", "device", "computerUse", "workerRuns", "modelCatalog",
 })
 CLIENT_KEYS = frozenset({"id", "version", "platform", "mode", "displayName", "deviceFamily", "modelIdentifier",
-                         "instanceId"})
+                         "instanceId", "buildId", "timeZone"})
+"""ConnectParams as upstream 2026.9.6's own Control UI sends them (its schema is closed, and so is ours)."""
 AUTH_KEYS = frozenset({"token", "password", "bootstrapToken", "deviceToken", "approvalRuntimeToken",
                        "agentRuntimeIdentityToken"})
 DEVICE_KEYS = frozenset({"id", "publicKey", "signature", "signedAt", "nonce"})
 
 EVENTS = ["connect.challenge", "tick", "presence", "health", "heartbeat", "shutdown", "agent", "chat", "cron",
-          "config.changed", "device.pair.requested", "device.pair.resolved", "node.pair.requested",
+          "config.changed", "device.pair.requested", "device.pair.resolved", "workers", "node.pair.requested",
           "node.pair.resolved", "node.invoke.request", "node.hostStats", "exec.approval.requested",
           "exec.approval.resolved"]
 

@@ -2,8 +2,9 @@
 
 `GET /` with an Upgrade is the WebSocket protocol, served on the raw transport (`gateway/port.py`); every
 other request goes to aiohttp (`gateway/http_app.py`): the unauthenticated health probes of the spec, the
-HTTP API, and 404 for the rest. aiohttp is imported on a thread just after the bind, while the supervisor
-attaches its fork server and starts workers, so it is off the start-up path. Binding retries briefly on
+HTTP API, the Control UI (`gateway/controlui.py`), and 404 for the rest. aiohttp is imported on a thread just
+after the bind, while the supervisor attaches its fork server and starts workers, so it is off the start-up
+path. Binding retries briefly on
 EADDRINUSE (a previous instance may still be closing), as upstream.
 """
 

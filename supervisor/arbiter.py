@@ -46,7 +46,7 @@ from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
 from openclaw_sup.supervisor.restart import Event, State
 from openclaw_sup.supervisor.sdnotify import Notifier, status_line
-from openclaw_sup.supervisor.table import Incarnation, ProcessTable, WorkerRecord
+from openclaw_sup.supervisor.table import Incarnation, ProcessTable, SampleRing, WorkerRecord
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 LINE_LIMIT = 8192
@@ -112,6 +112,8 @@ class Supervisor:
         self._relayed: dict[str, dict[str, str]] = {}  # target worker -> {request id: requesting worker}
         self._early_exits: dict[int, int] = {}  # pid -> status, for exits read before their spawn was recorded
         self._health_scheduled = False
+        self.self_history = SampleRing()
+        self._cpu_mark: tuple[float, float] | None = None
 
     # ================================================================ run
 
@@ -345,6 +347,7 @@ class Supervisor:
                 if isinstance(cpu, (int, float)) and isinstance(prev_cpu, (int, float)) and inc.last_hb:
                     inc.cpu_pct = round(100 * max(0.0, cpu - prev_cpu) / max(1e-3, now - inc.last_hb), 1)
                 inc.stats = stats
+                rec.history.offer(now, stats.get("rss"), inc.cpu_pct)
                 self._check_rss(rec, inc)
             inc.last_hb = now
         elif kind == Kind.LOG:
@@ -676,6 +679,7 @@ class Supervisor:
         await self.stop_worker(rec)
         fresh = self.table.add(spec)
         fresh.restarts = rec.restarts
+        fresh.history = rec.history
         fresh.previous = rec.current
         self._start(fresh)
 
@@ -810,6 +814,45 @@ class Supervisor:
             self.restart_all(notify_clients=True), "requested restart"))
         return {"ok": True, "scheduled": True, "delayMs": delay_ms}
 
+    def worker_samples(self) -> dict[str, list[list[Any]]]:
+        samples = {r.name: list(r.history.samples) for r in self.table}
+        samples[""] = list(self.self_history.samples)
+        return samples
+
+    async def control_worker(self, name: str, action: str) -> dict[str, Any]:
+        """restart | stop | start one worker as an operator asked (the dashboard's buttons, `workers.*`).
+
+        Serialised with reloads and in-place restarts. A start resets the crash-loop count, so a `failed`
+        worker gets a fresh chance at once; a stopped worker stays stopped until started or respawned by a reload.
+        """
+        assert self._ops_lock is not None
+        async with self._ops_lock:
+            rec = self.table.get(name)
+            if rec is None:
+                raise MethodError("INVALID_REQUEST", f"no worker named {name!r} (workers: "
+                                                     f"{', '.join(self.table.records) or 'none'})")
+            state = rec.state
+            if action == "stop":
+                if state == State.STOPPED:
+                    raise MethodError("INVALID_REQUEST", f"worker {name} is already stopped")
+                await self.stop_worker(rec)
+            elif action in ("start", "restart"):
+                if action == "start" and state in (State.STARTING, State.RUNNING, State.STOPPING):
+                    raise MethodError("INVALID_REQUEST", f"worker {name} is {state.value}; use workers.restart")
+                if action == "restart" and state not in (State.STARTING, State.RUNNING):
+                    raise MethodError("INVALID_REQUEST", f"worker {name} is {state.value}; use workers.start")
+                if state == State.CRASHED:
+                    raise MethodError("UNAVAILABLE", f"worker {name} has just exited; try again in a moment",
+                                      retryable=True)
+                if action == "restart":
+                    await self.stop_worker(rec)
+                rec.policy.reset()
+                self._start(rec, Event.RETRY if rec.state in (State.BACKOFF, State.FAILED) else Event.START)
+            else:
+                raise MethodError("INVALID_REQUEST", f"unknown worker action {action!r} (restart, stop, start)")
+            self.log("info", f"worker {name}: {action} asked by an operator (was {state.value})")
+            return {"ok": True, "name": name, "action": action, "state": rec.state.value}
+
     def _state_changed(self) -> None:
         """Worker states feed the `health` broadcast, coalesced over 50 ms."""
         if self._health_scheduled or self.core is None:
@@ -911,5 +954,16 @@ class Supervisor:
         self.sink.report_drops()
         self._reap_adopted()
         self.notify_state()
+        self._sample_self(time.monotonic())
         asyncio.get_running_loop().call_later(1.0, self._every_second)
+
+    def _sample_self(self, now: float) -> None:
+        """The supervisor's own RSS/CPU sample for the dashboard's sparklines (every 10 s)."""
+        if not self.self_history.due(now):
+            return
+        ru = os.times()
+        cpu, last = ru.user + ru.system, self._cpu_mark
+        self._cpu_mark = (now, cpu)
+        pct = round(100 * max(0.0, cpu - last[1]) / max(1e-3, now - last[0]), 1) if last else None
+        self.self_history.offer(now, _own_rss(), pct)
 

@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 DEFAULT_DEBOUNCE_MS = 200
 
 
+def plan_view(decision: Decision) -> dict[str, Any]:
+    """What the last reload did, worker by worker (the dashboard's Config view, `health.configReload.plan`)."""
+    every = [s.name for s in decision.changes.workers.respawn] + list(decision.changes.workers.keep)
+    if decision.full_restart:
+        return {"respawn": every, "start": [], "stop": [], "keep": [], "paths": list(decision.changes.paths)}
+    return {"respawn": list(decision.respawn), "start": list(decision.start), "stop": list(decision.stop),
+            "keep": list(decision.workers.keep), "paths": list(decision.changes.paths)}
+
+
 class ConfigReloader:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
@@ -126,7 +135,8 @@ class ConfigReloader:
             if line:
                 sup.log("warn", line)
             self.status.update(lastReloadAt=int(time.time() * 1000), lastOutcome=decision.summary(), lastError=None,
-                               restartRequired=list(decision.not_applied) or None)
+                               restartRequired=list(decision.not_applied) or None, trigger=trigger,
+                               plan=plan_view(decision))
             self._sync_watcher(reload_mode(new_cfg))
             if sup.core is not None:
                 digest = content_hash(sup.paths.config_path)

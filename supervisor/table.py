@@ -11,6 +11,29 @@ from openclaw_sup.config.settings import WorkerSpec
 from openclaw_sup.supervisor.restart import Event, RestartPolicy, State, next_state
 
 ERROR_LINES = 20
+SAMPLE_EVERY_S = 10.0
+SAMPLES_KEPT = 60
+"""RSS and CPU history for the dashboard's sparklines: one sample per 10 s for 10 minutes, a fixed-size ring."""
+
+
+class SampleRing:
+    """`[epoch ms, rss bytes, cpu %]` at most every SAMPLE_EVERY_S, fed from heartbeats that arrive anyway."""
+
+    __slots__ = ("_last", "samples")
+
+    def __init__(self) -> None:
+        self.samples: deque[list[Any]] = deque(maxlen=SAMPLES_KEPT)
+        self._last = 0.0
+
+    def due(self, now: float) -> bool:
+        return now - self._last >= SAMPLE_EVERY_S
+
+    def offer(self, now: float, rss: Any, cpu: Any) -> None:
+        if not self.due(now):
+            return
+        self._last = now
+        self.samples.append([int(time.time() * 1000), rss if isinstance(rss, int) else None,
+                             cpu if isinstance(cpu, (int, float)) else None])
 
 
 @dataclass
@@ -51,6 +74,7 @@ class WorkerRecord:
     listener: Any = None
     ever_ready: bool = False
     early: list[dict[str, Any]] = field(default_factory=list)
+    history: SampleRing = field(default_factory=SampleRing)
 
     @property
     def name(self) -> str:

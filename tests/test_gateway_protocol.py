@@ -422,7 +422,7 @@ def test_http_probes(gw: Gateway) -> None:
         assert status == 200 and body["ok"] is True and body["status"] == "live"
         assert body["version"] and body["uptimeMs"] >= 0  # loopback callers get the details
     assert http(gw, "/readyz")[0] == 200 and http(gw, "/startup")[1]["status"] == "started"
-    assert http(gw, "/nope")[0] == 404
+    assert http(gw, "/api/nope")[0] == 404  # other unclaimed GETs get the Control UI's shell (test_control_ui_*)
 
 
 def test_slow_consumer_does_not_grow_the_supervisor(gateway_factory) -> None:
