@@ -180,6 +180,8 @@ def test_cli_rename_reject_and_remove(gw: Gateway, tmp_path: Path) -> None:
     again = ScriptedNode(gw.port, TOKEN, tmp_path / "scripted", name="lab-box")
     again.connect()
     cli(gw, "nodes", "approve", pending_request(gw.port, TOKEN, "lab-box", timeout=10)["requestId"])
+    listed = cli(gw, "nodes", "list").stdout
+    assert "Paired" in listed and "lab-box" in listed
     cli(gw, "nodes", "rename", "--node", "lab-box", "--name", "lab-box-2")
     assert op.call("node.describe", {"nodeId": again.identity.device_id})["displayName"] == "lab-box-2"
     cli(gw, "nodes", "remove", "--node", "lab-box-2")
