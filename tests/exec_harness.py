@@ -108,3 +108,53 @@ class AgentRun:
         final = self.wait()
         payloads = (((final.get("payload") or {}).get("result") or {}).get("payloads")) or []
         return "".join(p.get("text", "") for p in payloads) or str((final.get("payload") or {}).get("summary"))
+
+
+class ScriptedAnthropic:
+    """The same script on the Anthropic Messages stream: a `tool_use` block, then text quoting the `tool_result`."""
+
+    def __init__(self) -> None:
+        self.exec_args: dict[str, Any] = {"command": "echo hi"}
+        self.requests: list[dict[str, Any]] = []
+        self.server = ThreadedServer({"/v1/messages": self.messages})
+        self.port = self.server.port
+
+    def config(self) -> dict[str, Any]:
+        return {"models": {"providers": {"claude": {"baseUrl": f"http://127.0.0.1:{self.port}",
+                                                    "api": "anthropic-messages", "apiKey": "sk-ant-test",
+                                                    "models": [{"id": "m1", "name": "m1"}]}}},
+                "agents": {"defaults": {"model": "claude/m1"}}}
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        last = body["messages"][-1]
+        results = [b for b in last.get("content") or [] if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if results:
+            blocks = [("content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}}),
+                      ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                          "type": "text_delta", "text": f"RESULT: {results[-1]['content']}"}}),
+                      ("content_block_stop", {"type": "content_block_stop", "index": 0})]
+            stop = "end_turn"
+        else:
+            blocks = [("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+                          "type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:8]}", "name": "exec", "input": {}}}),
+                      ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                          "type": "input_json_delta", "partial_json": json.dumps(self.exec_args)}}),
+                      ("content_block_stop", {"type": "content_block_stop", "index": 0})]
+            stop = "tool_use"
+        events = [("message_start", {"type": "message_start", "message": {"usage": {"input_tokens": 5,
+                                                                                     "output_tokens": 1}}}),
+                  *blocks,
+                  ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop},
+                                     "usage": {"output_tokens": 4}}),
+                  ("message_stop", {"type": "message_stop"})]
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for name, data in events:
+            await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        return resp
+
+    def close(self) -> None:
+        self.server.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from exec_harness import AgentRun, ScriptedModel
+from exec_harness import AgentRun, ScriptedAnthropic, ScriptedModel
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
 
 from conftest import Gateway, run_openclaw, wait_for
@@ -30,7 +30,7 @@ def model() -> Iterator[ScriptedModel]:
     m.close()
 
 
-def make_gateway(gateway_factory: Any, model: ScriptedModel, **extra: dict) -> Gateway:
+def make_gateway(gateway_factory: Any, model: ScriptedModel | ScriptedAnthropic, **extra: dict) -> Gateway:
     cfg = {"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN}}, **model.config(), **extra}
     return gateway_factory({}, config=cfg).start()
 
@@ -191,3 +191,18 @@ def test_gateway_host_exec_approval_and_bounds(gateway_factory: Any, model: Scri
              what="the agent worker restarted")
     wait_for(lambda: gone(child), 10, what="the command's child killed by the new agent worker's sweep")
     assert "killed 1 process(es) that exec commands of a previous agent worker left" in gw.log_text()
+
+
+def test_anthropic_tool_use_runs_exec(gateway_factory: Any) -> None:
+    model = ScriptedAnthropic()
+    try:
+        gw = make_gateway(gateway_factory, model)
+        model.exec_args = {"command": "printf 'claude-%s' ran", "host": "gateway"}
+        run = AgentRun(gw.port, TOKEN, "run it")
+        assert "RESULT: claude-ran" in run.text()
+        second = model.requests[1]
+        assert second["messages"][-1]["content"][0]["type"] == "tool_result"
+        assert second["messages"][-2]["content"][0]["type"] == "tool_use"
+        assert [t["name"] for t in second["tools"]] == ["exec"]
+    finally:
+        model.close()
