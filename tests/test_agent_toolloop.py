@@ -89,3 +89,29 @@ def test_a_tool_cannot_outlive_the_run() -> None:
     assert res.completion.text == "done"
     result = seen[1][-1]
     assert result["isError"] and "time limit was reached" in result["content"]
+
+
+def test_replay_pairs_calls_with_results() -> None:
+    from openclaw_sup.workers.agent.toolloop import INTERRUPTED_RESULT, replay
+
+    transcript = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "toolCall", "id": "a", "name": "exec",
+                                           "arguments": {"command": "id"}}]},
+        {"role": "toolResult", "toolCallId": "a", "toolName": "exec", "content": [{"type": "text", "text": "uid=0"}],
+         "isError": False},
+        {"role": "toolResult", "toolCallId": "zzz", "toolName": "exec", "content": [{"type": "text", "text": "x"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "root"}]},
+        {"role": "assistant", "content": [{"type": "toolCall", "id": "b", "name": "exec", "arguments": {}}]},
+        {"role": "user", "content": "again"},
+    ]
+    assert replay(transcript) == [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "",
+         "toolCalls": [{"id": "a", "name": "exec", "arguments": {"command": "id"}}]},
+        {"role": "tool", "toolCallId": "a", "name": "exec", "content": "uid=0", "isError": False},
+        {"role": "assistant", "content": "root"},
+        {"role": "assistant", "content": "", "toolCalls": [{"id": "b", "name": "exec", "arguments": {}}]},
+        {"role": "tool", "toolCallId": "b", "name": "exec", "content": INTERRUPTED_RESULT, "isError": True},
+        {"role": "user", "content": "again"},
+    ]

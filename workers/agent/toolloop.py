@@ -119,3 +119,45 @@ async def run_one(call: ToolCall, tools: dict[str, Tool], emit: Emit, deadline: 
                             "toolCallId": call.id, "name": call.name, "output": result.text[:4000],
                             "status": status})
     return result
+
+
+INTERRUPTED_RESULT = "the tool run was interrupted (the agent stopped before it finished); its outcome is unknown"
+
+
+def replay(transcript: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transcript messages (upstream's shape) as the model context: text turns, tool calls and their results.
+
+    A call whose result never got recorded (a crash mid-tool) gets an error result saying so, and a result
+    without its call is dropped: providers refuse a conversation where the two do not pair up.
+    """
+    out: list[dict[str, Any]] = []
+    waiting: dict[str, str] = {}  # call id -> tool name, still without a result
+
+    def close_waiting() -> None:
+        for call_id, name in waiting.items():
+            out.append({"role": "tool", "toolCallId": call_id, "name": name, "content": INTERRUPTED_RESULT,
+                        "isError": True})
+        waiting.clear()
+
+    for m in transcript:
+        role = m.get("role")
+        content = m.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}] \
+            if isinstance(content, str) else []
+        text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text")
+        if role == "toolResult":
+            call_id = m.get("toolCallId")
+            if call_id in waiting:
+                out.append({"role": "tool", "toolCallId": call_id, "name": waiting.pop(call_id), "content": text,
+                            "isError": bool(m.get("isError"))})
+            continue
+        close_waiting()
+        if role == "user":
+            out.append({"role": "user", "content": text})
+        elif role == "assistant":
+            calls = [{"id": p["id"], "name": p.get("name", ""), "arguments": p.get("arguments") or {}}
+                     for p in parts if isinstance(p, dict) and p.get("type") == "toolCall" and p.get("id")]
+            out.append({"role": "assistant", "content": text, **({"toolCalls": calls} if calls else {})})
+            waiting.update({c["id"]: c["name"] for c in calls})
+    close_waiting()
+    return out
