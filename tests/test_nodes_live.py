@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
 
-from conftest import BIN, Gateway, run_openclaw, wait_for
+from conftest import BIN, Gateway, openclaw_cli, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayError
 
 TOKEN = "nodes-live-token-0123456789"
@@ -113,6 +113,11 @@ def test_our_node_host_pairs_and_survives_a_worker_kill(gw: Gateway, tmp_path: P
         ident = subprocess.run([*SupNode(tmp_path, "nas", gw.port, TOKEN).argv()[:2], "identity", "--json"],
                                env=node.env(), capture_output=True, text=True, timeout=30)
         assert json.loads(ident.stdout)["deviceId"] == entry["nodeId"]
+        real = subprocess.run([str(openclaw_cli()), "node", "identity", "--json"], capture_output=True, text=True,
+                              timeout=60, env={**RealNode(tmp_path, "nas", gw.port, TOKEN).env(),
+                                               "HOME": str(node.root), "OPENCLAW_STATE_DIR": str(node.state)})
+        assert real.returncode == 0, real.stderr
+        assert json.loads(real.stdout) == json.loads(ident.stdout)  # upstream reads the identity we keep
 
         shown = subprocess.run([str(BIN), "node", "status"], env=node.env(), capture_output=True, text=True,
                                timeout=30)
