@@ -177,7 +177,9 @@ class Doctor:
             self.add("state-dir", "info", f"state directory {state} does not exist yet", str(state),
                      f"mkdir -m 700 {state}", make_state)
             return
-        for directory in (state, self.paths.run_dir, state / "service-env"):
+        agents = state / "agents"
+        for directory in (state, self.paths.run_dir, state / "service-env", agents, *sorted(agents.glob("*")),
+                          *sorted(agents.glob("*/agent"))):
             if not directory.is_dir():
                 continue
             mode = stat.S_IMODE(directory.stat().st_mode)
@@ -189,6 +191,11 @@ class Doctor:
             if mode & 0o077:
                 self.add("state-dir", "warning", f"service secrets file is readable by others (mode {mode:04o})",
                          str(env_file), f"chmod 600 {env_file}", _chmod(env_file, 0o600))
+        for db in sorted({*state.glob("state/*.sqlite*"), *agents.glob("*/agent/*.sqlite*")}):
+            mode = stat.S_IMODE(db.stat().st_mode)
+            if db.is_file() and mode & 0o077:
+                self.add("state-dir", "warning", f"database file is readable by others (mode {mode:04o})",
+                         str(db), f"chmod 600 {db}", _chmod(db, 0o600))
 
     def check_gateway_mode(self) -> None:
         gateway = self.cfg.get("gateway") if isinstance(self.cfg.get("gateway"), dict) else {}

@@ -54,13 +54,29 @@ def render(snap: dict[str, object], width: int = 160) -> str:
         rows.append((w["name"], w["kind"], str(w["pid"] or "-"), state, fmt_duration(w["uptimeS"]),
                      str(w["restarts"]), last_exit, fmt_bytes(w["rss"]), cpu, hb, w["lastError"] or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS) - 1)]
-    lines = [head, ""]
+    lines = [head, *notes(sup), ""]
     for r in rows:
         line = "  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1]
         lines.append(line[:width] if width else line)
     if not snap["workers"]:
         lines.append("(no workers)")
     return "\n".join(lines)
+
+
+def notes(sup: dict[str, object]) -> list[str]:
+    """Lines under the header for what is wrong beyond one worker: no fork server, a port under pressure."""
+    out = []
+    problem = (sup.get("forkServer") or {}).get("problem")
+    if problem:
+        out.append(f"fork server: DOWN - {problem}")
+    port, fds = sup.get("port") or {}, sup.get("fds") or {}
+    if port and (port["refusedPerAddress"] or port["refusedFull"] or port["evicted"]
+                 or port["open"] >= port["capacity"] * 0.8):
+        used = f"; fds {fds['open']}/{fds['limit']}" if "open" in fds else ""
+        out.append(f"port: {port['open']} of {port['capacity']} sockets open, {port['unauthenticated']} "
+                   f"unauthenticated; refused {port['refusedPerAddress'] + port['refusedFull']}, "
+                   f"evicted {port['evicted']} since start{used}")
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -6,7 +6,9 @@ Precedence follows the upstream gateway: explicit env vars beat the profile, the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from pathlib import Path
 
 DEFAULT_PORT = 18789
@@ -94,6 +96,21 @@ def resolve(
     return ProfilePaths(profile=profile, state_dir=state_dir, config_path=config_path, dev=dev or profile == "dev")
 
 
+_AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$", re.IGNORECASE)
+_AGENT_ID_BAD = re.compile(r"[^a-z0-9_-]+")
+
+
+def normalize_agent_id(value: str | None, default: str = "main") -> str:
+    """A filesystem-safe agent id, since it names directories under `agents/`: a valid id (letters, digits,
+    `_`, `-`, at most 64) is kept; anything else is cleaned as upstream does (lower case, other characters
+    to `-`), and what cannot be represented is `default`."""
+    trimmed = (value or "").strip()
+    if _AGENT_ID.match(trimmed):
+        return trimmed
+    cleaned = _AGENT_ID_BAD.sub("-", trimmed.lower()).strip("-")[:64]
+    return cleaned or default
+
+
 def validate_profile_name(name: str) -> None:
     ok = name and len(name) <= 64 and all(c.isalnum() or c in "-_" for c in name)
     if not ok:
@@ -103,8 +120,32 @@ def validate_profile_name(name: str) -> None:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create a directory readable by its owner only (0700), tightening it if it already exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create a directory readable by its owner only (0700), and every parent it has to create too (a plain
+    `mkdir(parents=True)` gives the parents 0755); an existing directory is tightened."""
+    missing = []
+    for parent in (path, *path.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
     if path.stat().st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+def private_file(path: Path) -> None:
+    """Make an existing file readable by its owner only (0600); a missing one is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
+def loose_mode(path: Path) -> int | None:
+    """The permission bits of `path` if group or others may access it (it holds secrets), else None."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None

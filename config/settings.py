@@ -10,6 +10,7 @@ openclaw-sup's tuning (restart policy, liveness bounds, bus limits, extra worker
       liveness: { heartbeatIntervalMs, heartbeatTimeoutMs, startTimeoutMs, rssLimitMb },
       stop:     { busTimeoutMs, termTimeoutMs },
       bus:      { maxMessageBytes, rcvHwm, sndHwm },
+      limits:   { nofile, maxConnections, preauthPerAddress, headTimeoutMs },
       kinds:    ["module.that.registers.kinds"],
       workers:  { "<name>": { kind, options: {...}, restart: {...}, liveness: {...} } }
     }
@@ -65,6 +66,18 @@ class BusLimits:
 
 
 @dataclass(frozen=True)
+class PortLimits:
+    """Descriptors and the gateway port's admission; 0 means derived (see supervisor/fdlimit.py and
+    gateway/admission.py): the soft descriptor limit raised to the hard one, a connection cap from it,
+    `OPENCLAW_MAX_PREAUTH_CONNECTIONS_PER_IP` or upstream's 32."""
+
+    nofile: int = 0
+    max_connections: int = 0
+    preauth_per_address: int = 0
+    head_timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     """One wanted worker: its name (also its bus identity), its kind and its effective settings."""
 
@@ -94,6 +107,7 @@ class SupervisorSettings:
     kind_modules: tuple[str, ...] = ()
     workers: tuple[WorkerSpec, ...] = ()
     source: str | None = None
+    limits: PortLimits = PortLimits()
 
 
 def _camel(name: str) -> str:
@@ -131,6 +145,7 @@ def parse_settings(data: dict[str, Any], source: str) -> SupervisorSettings:
         liveness = _section(Liveness, Liveness(), data.get("liveness"), "liveness")
         stop = _section(StopLadder, StopLadder(), data.get("stop"), "stop")
         bus = _section(BusLimits, BusLimits(), data.get("bus"), "bus")
+        limits = _section(PortLimits, PortLimits(), data.get("limits"), "limits")
         kinds = data.get("kinds", [])
         if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
             raise ConfigError("kinds: expected a list of module names")
@@ -156,7 +171,7 @@ def parse_settings(data: dict[str, Any], source: str) -> SupervisorSettings:
             )
     except ConfigError as exc:
         raise ConfigError(where + str(exc)) from None
-    return SupervisorSettings(restart, liveness, stop, bus, tuple(kinds), tuple(workers), source)
+    return SupervisorSettings(restart, liveness, stop, bus, tuple(kinds), tuple(workers), source, limits)
 
 
 def settings_path(paths: ProfilePaths, env: dict[str, str] | None = None) -> Path:

@@ -6,18 +6,41 @@ Each store belongs to one process; WAL lets readers (the CLI, status) look witho
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from openclaw_sup.config.paths import private_file
+
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
 
 def connect(path: str | Path, *, timeout: float = 10.0) -> sqlite3.Connection:
     """Autocommit connection (transactions are explicit, see `immediate`) in WAL mode, synchronous=NORMAL: a
-    SIGKILL loses at most the last commits, never consistency."""
+    SIGKILL loses at most the last commits, never consistency. The files are the owner's only (0600)."""
+    on_disk = str(path) != ":memory:"
+    if on_disk:
+        create_private(Path(path))
     db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    if on_disk:
+        make_private(Path(path))
     return db
+
+
+def create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does: SQLite gives its -wal and -shm the database's mode,
+    so a file created with the umask (0644) and tightened later leaves them readable by others."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
+def make_private(path: Path) -> None:
+    """A database and its side files (-wal, -shm, -journal), each 0600 (for stores opened another way)."""
+    for p in (path, *(path.with_name(path.name + suffix) for suffix in SIDE_FILES)):
+        private_file(p)
 
 
 @contextlib.contextmanager

@@ -121,9 +121,12 @@ class AuthResult:
         return self.reason in ("token_mismatch", "password_mismatch")
 
 
-def _digest_equal(candidate: str, expected: str) -> bool:
-    """Compare fixed-size digests so neither content nor length of the secret leaks through timing."""
-    return hmac.compare_digest(hashlib.sha256(candidate.encode()).digest(), hashlib.sha256(expected.encode()).digest())
+def digest_equal(candidate: str, expected: str) -> bool:
+    """Compare fixed-size digests so neither content nor length of the secret leaks through timing. A header
+    value with bytes that are not UTF-8 reaches here with surrogates (aiohttp's decoding): they are encoded
+    as such, so it is just a wrong secret, not an error."""
+    return hmac.compare_digest(hashlib.sha256(candidate.encode("utf-8", "surrogatepass")).digest(),
+                               hashlib.sha256(expected.encode("utf-8", "surrogatepass")).digest())
 
 
 def _client_hints(client: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -187,7 +190,7 @@ def check_shared_secret(cfg: AuthConfig, auth: Mapping[str, Any] | None, *, devi
     elif not candidates:
         reason = f"{kind}_missing"
     else:
-        matches = [_digest_equal(c, expected) for c in candidates]
+        matches = [digest_equal(c, expected) for c in candidates]
         if any(matches):
             return AuthResult(ok=True, method=kind)
         reason = f"{kind}_mismatch"

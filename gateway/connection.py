@@ -184,6 +184,7 @@ class Connection:
             return
         self.send(hello)
         self.nonce = ""
+        self.sock.admitted()
         self.sock.set_limit(MAX_PAYLOAD, "message")
         self.events = EventQueue(self.sock)
         self.core.hub.add(self)
@@ -202,8 +203,10 @@ class Connection:
         if frame["type"] == "cancel":
             return
         rid, method = frame.get("id"), frame.get("method")
-        if not isinstance(rid, (str, int)) or rid == "" or not isinstance(method, str):
-            self.close(CLOSE_POLICY, "invalid request frame")
+        problem = frame_problem(frame)
+        if problem is not None:  # answered, not closed, as upstream
+            self.send(res_err(rid if isinstance(rid, str) and rid else "invalid",
+                              {"code": "INVALID_REQUEST", "message": f"invalid request frame: {problem}"}))
             return
         inflight = self._inflight
         if inflight is None:
@@ -256,7 +259,7 @@ class Connection:
             frame = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise Reject(CLOSE_POLICY, "invalid request frame", None) from None
-        if not isinstance(frame, dict) or frame.get("type") != "req":
+        if not isinstance(frame, dict) or frame.get("type") != "req" or frame_problem(frame) is not None:
             raise Reject(CLOSE_POLICY, "invalid request frame", None)
         return frame
 
@@ -356,6 +359,15 @@ class Connection:
         if issued:
             hello["auth"].update(issued)
         return res_ok(rid, hello)
+
+
+def frame_problem(frame: dict[str, Any]) -> str | None:
+    """What makes a `req` frame invalid (upstream's RequestFrame: `id` and `method` non-empty strings)."""
+    for key in ("id", "method"):
+        value = frame.get(key)
+        if not isinstance(value, str) or not value:
+            return f"{key} must be a non-empty string"
+    return None
 
 
 def check_connect_params(params: Any) -> str | None:

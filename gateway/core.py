@@ -82,7 +82,7 @@ class GatewayCore:
         self.approvals.cancel_for(worker)
 
     def log(self, level: str, message: str) -> None:
-        self.host.log(level, message)
+        self.host.log(level, message, subsystem="gateway")
 
     def reload_status(self) -> dict[str, Any]:
         return dict(self.reload)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import time
 import uuid
 from collections import OrderedDict
@@ -69,7 +68,7 @@ def base_path(hooks: dict[str, Any]) -> str:
 def _same_secret(given: str | None, expected: str) -> bool:
     if not given:
         return False
-    return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
+    return authn.digest_equal(given, expected)
 
 
 def hook_token(request: web.Request) -> str | None:

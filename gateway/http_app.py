@@ -24,8 +24,14 @@ if TYPE_CHECKING:
     from openclaw_sup.gateway.server import GatewayServer
 
 
+KEEPALIVE_S = 15.0
+"""An idle kept-alive HTTP connection is closed after this (aiohttp's default is an hour); it also bounds
+a request head dripped on a kept-alive connection, which aiohttp only parses once complete."""
+
+
 async def start_runner(srv: GatewayServer) -> web.AppRunner:
-    runner = web.AppRunner(build_app(srv), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    runner = web.AppRunner(build_app(srv), access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                           keepalive_timeout=KEEPALIVE_S)
     await runner.setup()
     return runner
 
@@ -144,6 +150,9 @@ class FrameworkSocket:
 
     def set_limit(self, max_size: int, label: str) -> None:
         self.max_size, self._label = max_size, label
+
+    def admitted(self) -> None:
+        """aiohttp already counts this connection; nothing to release."""
 
     def hold_reading(self, busy: bool) -> None:
         if busy:

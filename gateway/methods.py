@@ -20,6 +20,7 @@ from openclaw_sup import __version__
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
 from openclaw_sup.gateway import approvals, logtail, nodes, pairing_rpc, workers_rpc
 from openclaw_sup.gateway.hub import now_ms
+from openclaw_sup.gateway.params import check as params_check
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError, invalid, missing_scope, unavailable
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class Methods:
         scope = required_scope(method)
         if conn.role != "node" and not conn.has_scope(scope):
             raise missing_scope(scope)
+        params_check(method, params)
         if method in IDEMPOTENT:
             key = params.get("idempotencyKey")
             if not isinstance(key, str) or not key:

@@ -1,22 +1,30 @@
 """One accepted socket on the gateway port: a WebSocket upgrade is served here, anything else goes to aiohttp.
 
-The first request head decides. A clean `GET /` upgrade is answered with 101 on the raw transport and the
+Every socket is admitted first (`gateway/admission.py`). Then the first request head decides, once it is
+complete: it must arrive within the head timeout (10 s, `limits.headTimeoutMs`), fit in 16 KiB and use CRLF
+line ends, or it is answered 408, 431 or 400 here (aiohttp, which owns a connection once handed over, has
+no deadline on a first head). A clean `GET /` upgrade is answered with 101 on the raw transport and the
 socket becomes a `WireSocket` for a message handler (the gateway's `Connection`); every other request, and
 any upgrade this module doubts, is handed with its bytes to aiohttp's protocol, which owns that transport
-from then on. An idle WebSocket therefore costs a transport and two small objects: no framework request,
-no reader queue, no handler task. Reads pause while the peer is not reading what we write, so a client
-can never make the supervisor buffer more than one transport's high-water mark of replies.
+from then on.
+
+An idle WebSocket costs a transport and two small objects: no framework request, no reader queue, no
+handler task. Reads pause while the peer is not reading what we write, so a client can never make the
+supervisor buffer more than one transport's high-water mark of replies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import Mapping
 from typing import Protocol, cast
 
+from openclaw_sup.gateway.admission import Admission, Member
 from openclaw_sup.gateway.wsframe import (
+    CLOSE_BAD_DATA,
     CLOSE_TOO_BIG,
     OP_CLOSE,
     OP_CONT,
@@ -33,11 +41,17 @@ from openclaw_sup.gateway.wsframe import (
 )
 
 HEAD_LIMIT = 16 * 1024
+"""Upstream's (Node's) limit on a request head, however it arrives."""
+HEAD_MAX_LINES = 128
 CLOSE_WAIT_S = 2.0
 
 SNIFF, PARKED, OPEN, CLOSING, CLOSED = range(5)
 PARKED_LIMIT = 1 << 20
 HOLD_WRITE, HOLD_BUSY = 1, 2
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_METHOD = re.compile(rb"[A-Z_-]{1,16}(?: |\Z)")
 
 
 class MessageHandler(Protocol):
@@ -68,9 +82,14 @@ class WireSocket(Protocol):
 
     def hold_reading(self, busy: bool) -> None: ...
 
+    def admitted(self) -> None:
+        """The peer authenticated: the socket no longer counts against the unauthenticated budgets."""
+
 
 class PortOwner(Protocol):
     sockets: set[PortProtocol]
+    admission: Admission
+    head_timeout_s: float
 
     def http_protocol(self, sock: PortProtocol) -> asyncio.Protocol | None:
         """None parks `sock` until HTTP is up; the owner then calls `sock.hand_over()`."""
@@ -97,15 +116,45 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
     return method, target, headers
 
 
-class PortProtocol(asyncio.Protocol):
-    __slots__ = ("_buf", "_frag", "_handler", "_hold", "_label", "_owner", "_state", "_timer",
-                 "closed", "max_size", "transport")
+def _could_be_http(buf: bytearray) -> bool:
+    """Whether the bytes so far can start a request line (a method token, then a space)."""
+    return _METHOD.match(buf, 0, 17) is not None
 
-    def __init__(self, owner: PortOwner) -> None:
+
+def head_problem(buf: bytes | bytearray, end: int) -> tuple[int, str] | None:
+    """(status, reason) when a complete head (its empty line included) ending at `end` must be refused
+    before anyone parses it."""
+    if end > HEAD_LIMIT:
+        return 431, f"request head exceeds {HEAD_LIMIT} bytes"
+    head = bytes(buf[:end])
+    if _BARE_LF.search(head):
+        return 400, "request lines must end with CRLF (bare LF found)"
+    if head.count(b"\n") > HEAD_MAX_LINES:
+        return 431, f"more than {HEAD_MAX_LINES} header lines"
+    return None
+
+
+def refusal(status: int, reason: str) -> bytes:
+    """A complete HTTP/1.1 answer that closes the connection."""
+    phrase = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
+              503: "Service Unavailable"}[status]
+    body = reason.encode() + b"\n"
+    return (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class PortProtocol(asyncio.Protocol):
+    __slots__ = ("_admitted", "_buf", "_frag", "_frag_text", "_handler", "_hold", "_label", "_owner", "_scan",
+                 "_state", "_timer", "closed", "max_size", "transport")
+
+    def __init__(self, owner: PortOwner, admitted: Member | None = None) -> None:
         self._owner = owner
+        self._admitted = admitted  # a TLS socket was admitted before its handshake (gateway/tls_accept.py)
         self._state = SNIFF
         self._buf = bytearray()
+        self._scan = 0
         self._frag: bytearray | None = None
+        self._frag_text = False
         self._handler: MessageHandler | None = None
         self._hold = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -122,7 +171,17 @@ class PortProtocol(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        peer = transport.get_extra_info("peername")
+        admission = self._owner.admission
+        if self._admitted is not None:  # the place it held through the handshake passes to this socket
+            admission.release(self._admitted)
+            self._admitted = None
+        refused = admission.admit(self, peer[0] if peer else "")
+        if refused is not None:
+            self._refuse(503, refused)
+            return
         self._owner.sockets.add(self)
+        self._timer = asyncio.get_running_loop().call_later(self._owner.head_timeout_s, self._head_timeout)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -149,9 +208,8 @@ class PortProtocol(asyncio.Protocol):
         self._state = CLOSED
         self.closed = True
         self._owner.sockets.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._owner.admission.release(self)
+        self._cancel_timer()
         handler, self._handler = self._handler, None
         self._buf = bytearray()
         self._frag = None
@@ -162,15 +220,22 @@ class PortProtocol(asyncio.Protocol):
 
     def _sniff(self) -> None:
         buf = self._buf
-        if b"GET "[:len(buf)] != bytes(buf[:4]):
-            self.hand_over()
+        if not _could_be_http(buf):
+            self.hand_over()  # not HTTP at all (TLS, a port scanner...): aiohttp answers 400
             return
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) >= HEAD_LIMIT:
-                self.hand_over()
+        m = _HEAD_END.search(buf, max(0, self._scan - 3))
+        if m is None:
+            self._scan = len(buf)
+            if len(buf) > HEAD_LIMIT:
+                self._refuse(431, f"request head exceeds {HEAD_LIMIT} bytes")
             return
-        parsed = parse_head(bytes(buf[:end]))
+        problem = head_problem(buf, m.end())
+        if problem is not None:
+            self._refuse(*problem)
+            return
+        self._cancel_timer()
+        end = m.start()
+        parsed = parse_head(bytes(buf[:end])) if buf.startswith(b"GET ") else None
         if parsed is None or upgrade_problem(*parsed) is not None:
             self.hand_over()
             return
@@ -178,23 +243,48 @@ class PortProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(accept_response(headers["sec-websocket-key"]))
         self._state = OPEN
-        self._buf = buf[end + 4:]
+        self._buf = buf[m.end():]
         peer = self.transport.get_extra_info("peername")
         self._handler = self._owner.open_socket(self, peer[0] if peer else "", headers)
         self._handler.opened()
         if self._buf:
             self._feed()
 
+    def _head_timeout(self) -> None:
+        self._timer = None
+        if self._state == SNIFF:
+            self._refuse(408, f"no complete request head within {self._owner.head_timeout_s:g}s")
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a request this module will not pass on, and close (the peer's unread bytes are dropped)."""
+        self._state = CLOSED
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(refusal(status, reason))
+            self.transport.close()
+
+    def evict(self) -> None:
+        """Admission needs the room: an unauthenticated socket is closed at once (WebSockets get 1013)."""
+        if self._state == OPEN:
+            self._fail(1013, "gateway busy: too many unauthenticated connections")
+        elif self._state in (SNIFF, PARKED):
+            self._refuse(503, "gateway busy: too many unauthenticated connections")
+
+    def admitted(self) -> None:
+        self._owner.admission.authenticated(self)
+
     def hand_over(self) -> None:
         """aiohttp owns this connection from here, starting with the bytes already read."""
         if self.transport is None or self.transport.is_closing():
             return
+        self._cancel_timer()
         proto = self._owner.http_protocol(self)
         if proto is None:
             self._state = PARKED
             return
         transport, data = self.transport, bytes(self._buf)
         self._owner.sockets.discard(self)
+        self._owner.admission.release(self)  # aiohttp's own count takes over
         self._state = CLOSED
         self._buf = bytearray()
         self.transport = None
@@ -245,15 +335,21 @@ class PortProtocol(asyncio.Protocol):
             self._frag += payload
             if fin:
                 data, self._frag = bytes(self._frag), None
-                self._deliver(data)
+                self._deliver(data, self._frag_text)
         elif self._frag is not None:
             raise FrameError(1002, "new message before the fragmented one ended")
         elif fin:
-            self._deliver(payload)
+            self._deliver(payload, opcode == OP_TEXT)
         else:
             self._frag = bytearray(payload)
+            self._frag_text = opcode == OP_TEXT
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes, text: bool) -> None:
+        if text and not data.isascii():
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                raise FrameError(CLOSE_BAD_DATA, "text message is not valid UTF-8") from None
         if self._handler is not None:
             self._handler.received(data)
 
@@ -274,6 +370,7 @@ class PortProtocol(asyncio.Protocol):
         A socket still before its first request is simply closed."""
         if self._state in (SNIFF, PARKED) and self.transport is not None:
             self._state = CLOSED
+            self._cancel_timer()
             self.transport.close()
         if self._state != OPEN:
             return
@@ -304,6 +401,11 @@ class PortProtocol(asyncio.Protocol):
         self._state = CLOSED
         if self.transport is not None:
             self.transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _set_hold(self, bit: int, on: bool) -> None:
         before = self._hold

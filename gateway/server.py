@@ -11,8 +11,10 @@ EADDRINUSE (a previous instance may still be closing), as upstream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import importlib
+import socket
 import ssl
 import threading
 import time
@@ -20,8 +22,11 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from openclaw_sup.config.settings import PortLimits
+from openclaw_sup.gateway.admission import Admission, per_address_from_env
 from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.port import PortProtocol, WireSocket
+from openclaw_sup.gateway.tls_accept import TlsAcceptor
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -32,11 +37,30 @@ if TYPE_CHECKING:
 BIND_RETRIES = 4
 BIND_RETRY_S = 0.5
 CLOSE_GRACE_S = 1.0
-TLS_HANDSHAKE_TIMEOUT_S = 10.0
+HTTP_RETRY_FIRST_S = 0.5
+HTTP_RETRY_MAX_S = 10.0
+BACKLOG = 1024
 
 
 class BindError(RuntimeError):
     pass
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for `host` (an address literal, v4 or v6), as the loop's server makes."""
+    family, kind, proto, _name, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def import_in_thread(name: str) -> ModuleType:
@@ -66,7 +90,8 @@ async def import_in_thread(name: str) -> ModuleType:
 
 class GatewayServer:
     def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]], version: str,
-                 core: GatewayCore | None = None, *, ssl_context: ssl.SSLContext | None = None) -> None:
+                 core: GatewayCore | None = None, *, ssl_context: ssl.SSLContext | None = None,
+                 limits: PortLimits | None = None) -> None:
         self.host, self.port = host, port
         self.ssl_context = ssl_context
         self.core = core
@@ -79,8 +104,18 @@ class GatewayServer:
         self._runner: web.AppRunner | None = None
         self._http_setup: asyncio.Task[None] | None = None
         self._listener: asyncio.AbstractServer | None = None
+        self._tls: TlsAcceptor | None = None
+        limits = limits or PortLimits()
+        self.head_timeout_s = limits.head_timeout_ms / 1000
+        self.admission = Admission(per_address=limits.preauth_per_address or per_address_from_env(),
+                                   others=self.http_connections)
 
     # -- PortOwner -----------------------------------------------------------------------------------
+
+    def http_connections(self) -> int:
+        """Connections aiohttp holds (they count against the admission capacity too)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
 
     def http_protocol(self, sock: PortProtocol) -> asyncio.Protocol | None:
         """aiohttp's protocol for a new HTTP connection, or None (the socket is parked until it is up)."""
@@ -102,10 +137,12 @@ class GatewayServer:
         url = f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
         for attempt in range(BIND_RETRIES + 1):
             try:
-                tls: dict[str, Any] = ({"ssl": self.ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S}
-                                       if self.ssl_context else {})
-                self._listener = await loop.create_server(lambda: PortProtocol(self), self.host, self.port,
-                                                          reuse_address=True, backlog=1024, **tls)
+                if self.ssl_context is not None:
+                    self._tls = TlsAcceptor(listening_socket(self.host, self.port), self.ssl_context,
+                                            self.admission, lambda pending: PortProtocol(self, pending))
+                else:
+                    self._listener = await loop.create_server(lambda: PortProtocol(self), self.host, self.port,
+                                                              reuse_address=True, backlog=BACKLOG)
                 break
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and attempt < BIND_RETRIES:
@@ -117,18 +154,27 @@ class GatewayServer:
         self._http_setup = loop.create_task(self._start_http())
 
     async def _start_http(self) -> None:
-        try:
-            http_app = await import_in_thread("openclaw_sup.gateway.http_app")
-            self._runner = await http_app.start_runner(self)
-        except Exception as exc:  # WebSocket clients keep working; HTTP callers are told by a closed socket
-            if self.core is not None:
-                self.core.log("error", f"HTTP on the gateway port is unavailable: {type(exc).__name__}: {exc}")
-        parked, self._parked = self._parked, []
-        for sock in parked:
+        """Bring up aiohttp; if that fails (e.g. out of descriptors while importing), WebSocket clients keep
+        working, HTTP callers are told by a closed socket, and it is tried again with backoff."""
+        delay = HTTP_RETRY_FIRST_S
+        while not self.draining:
+            try:
+                http_app = await import_in_thread("openclaw_sup.gateway.http_app")
+                self._runner = await http_app.start_runner(self)
+            except Exception as exc:
+                if self.core is not None:
+                    self.core.log("error", f"HTTP on the gateway port is unavailable: {type(exc).__name__}: {exc}; "
+                                           f"next try in {delay:g}s")
+            parked, self._parked = self._parked, []
+            for sock in parked:
+                if self._runner is not None:
+                    sock.hand_over()
+                elif sock.transport is not None:
+                    sock.transport.close()
             if self._runner is not None:
-                sock.hand_over()
-            elif sock.transport is not None:
-                sock.transport.close()
+                return
+            await asyncio.sleep(delay)
+            delay = min(HTTP_RETRY_MAX_S, delay * 2)
 
     async def stop(self) -> None:
         """Stop listening, close what is still open (WebSocket peers get 1012 and a moment to answer it),
@@ -137,8 +183,14 @@ class GatewayServer:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._tls is not None:
+            self._tls.close()
+            self._tls = None
         if self._http_setup is not None:
-            await self._http_setup
+            if self._runner is None:  # still importing, or waiting to try again
+                self._http_setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._http_setup
             self._http_setup = None
         for sock in list(self.sockets):
             sock.close(1012, "service restart")

@@ -22,6 +22,7 @@ DATA_OPS = frozenset({OP_TEXT, OP_BINARY})
 CONTROL_OPS = frozenset({OP_CLOSE, OP_PING, OP_PONG})
 
 CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_BAD_DATA = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_NO_STATUS = 1005
 RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
@@ -82,12 +83,18 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     if len(payload) == 1:
         raise FrameError(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload")
     code = struct.unpack_from("!H", payload)[0]
-    if code < 1000 or code in RESERVED_CLOSE_CODES or 1016 <= code < 3000:
+    if not valid_close_code(code):
         raise FrameError(CLOSE_PROTOCOL_ERROR, f"invalid close code {code}")
     try:
         return code, payload[2:].decode()
     except UnicodeDecodeError:
-        raise FrameError(1007, "close reason is not UTF-8") from None
+        raise FrameError(CLOSE_BAD_DATA, "close reason is not UTF-8") from None
+
+
+def valid_close_code(code: int) -> bool:
+    """RFC 6455 7.4: 1000-1015 less the codes that must never be sent, and 3000-4999 for libraries and
+    applications; anything else in a close frame is a protocol error."""
+    return (1000 <= code < 1016 and code not in RESERVED_CLOSE_CODES) or 3000 <= code < 5000
 
 
 SMALL_FRAME = 1024

@@ -9,6 +9,7 @@ Queues are bounded by high-water marks; a send that would block is dropped and c
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +92,8 @@ class RouterBus:
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes + 1024)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://"):], 0o600)  # the owner only, as the control socket
         self.sock = sock
         self.dropped = 0
         self.received = 0

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import signal
 import ssl
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from openclaw_sup import __version__
-from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir
+from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
 from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
@@ -39,8 +41,10 @@ from openclaw_sup.gateway.tls import server_tls
 from openclaw_sup.ipc.bus import RouterBus
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
 from openclaw_sup.ipc.forkproto import describe_status
+from openclaw_sup.supervisor import fdlimit
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
+from openclaw_sup.supervisor.liblog import route_library_output
 from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
 from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
@@ -53,6 +57,9 @@ LINE_LIMIT = 8192
 EARLY_MAX = 32
 EARLY_EXITS_MAX = 64  # exits read before their spawn was recorded (only while spawns are in flight)
 RELAYED_MAX = 10_000  # worker-to-worker requests awaiting an answer, per target
+FS_BOOT_TIMEOUT_S = 60.0
+FS_RETRY_FIRST_S = 0.5
+FS_RETRY_MAX_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,18 @@ class RunOptions:
         return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
 
 
-def _own_rss() -> int:
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * _PAGE
+_STATM: int | None = None
+
+
+def _own_rss() -> int | None:
+    """This process's RSS, read through one descriptor kept open: `status` must answer when none is left."""
+    global _STATM
+    try:
+        if _STATM is None:
+            _STATM = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        return int(os.pread(_STATM, 128, 0).split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class Supervisor:
@@ -101,7 +117,16 @@ class Supervisor:
         self.control: ControlServer | None = None
         self.gateway: GatewayServer | None = None
         self._stop_requested: asyncio.Event | None = None
-        self._fs_ready: asyncio.Event | None = None
+        self._fs_settled: asyncio.Event | None = None  # the current fork server booted, or was declared down
+        self._fs_task: asyncio.Task[None] | None = None
+        self._fs_retry_now = asyncio.Event()
+        self.fs_problem: str | None = None
+        self._started = False
+        self.spares: fdlimit.Spares | None = None
+        self.fds: dict[str, int] = {}
+        self._loose_config: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._flush_scheduled = False
         self._bad: dict[str, int] = {}
         self._ops_lock: asyncio.Lock | None = None
@@ -120,8 +145,11 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        self._fs_ready = asyncio.Event()
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        route_library_output(self._library_log)
+        self._fs_settled = asyncio.Event()
         self._ops_lock = asyncio.Lock()
+        self.spares = fdlimit.Spares()
         self._install_signals(loop)
         self.notifier.start_watchdog(loop)
         ensure_private_dir(self.paths.run_dir)
@@ -130,17 +158,20 @@ class Supervisor:
         b = self.settings.bus
         self.bus = RouterBus(self.paths.bus_endpoint, self._on_bus, self._on_bad_frames,
                              max_message_bytes=b.max_message_bytes, rcv_hwm=b.rcv_hwm, snd_hwm=b.snd_hwm)
-        self.control = ControlServer(self.paths.control_socket, self._on_control)
+        self.control = ControlServer(self.paths.control_socket, self._on_control, self.spares)
         await self.control.start()
         if self.opts.listen and not await self._listen():
             return self.exit_code
-        await self._attach_fork_server(self.fs)
+        if not await self._attach_fork_server(self.fs):
+            self._new_fork_server()
+            await self._fs_settled.wait()
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
         if cron_skipped(os.environ):
             self.log("warn", CRON_DISABLED_LINE)
-        where = f"gateway listening on {self.opts.url}" if self.opts.listen \
-            else "node host supervisor started"
-        self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers)")
+        where = f"gateway listening on {self.opts.url}" if self.gateway else "node host supervisor started"
+        sockets = f", {self.gateway.admission.capacity} client sockets at most" if self.gateway else ""
+        self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers"
+                         f"{sockets})")
         for spec in self.specs:
             self._start(self.table.add(spec))
         self.booted = True
@@ -157,8 +188,7 @@ class Supervisor:
         assert self.control is not None
         self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
-        self.gateway = GatewayServer(self.opts.host, self.opts.port, self.readiness, __version__, self.core,
-                                     ssl_context=self.opts.ssl_context)
+        self.gateway = self._gateway_server(self.opts)
         try:
             await self.gateway.start()
         except Exception as exc:
@@ -168,6 +198,7 @@ class Supervisor:
             await self._teardown()
             return False
         self.core.hub.start()
+        self._fit_port_to_fds()
         return True
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -213,40 +244,84 @@ class Supervisor:
 
     # ================================================================ fork server
 
-    async def _attach_fork_server(self, fs: ForkServer) -> None:
-        assert self._fs_ready is not None
+    async def _attach_fork_server(self, fs: ForkServer) -> bool:
+        """Wait for `fs` to boot; False (and it is declared down) if it dies or hangs first."""
+        assert self._fs_settled is not None
         self.fs = fs
         fs.attach(self._on_exit, self._on_fork_server_lost)
         assert fs.booted is not None
         try:
-            boot = await asyncio.wait_for(fs.booted, 60)
-        except TimeoutError:
-            self.log("error", "fork server did not boot within 60s")
-            return
+            boot = await asyncio.wait_for(fs.booted, FS_BOOT_TIMEOUT_S)
+        except (TimeoutError, ForkServerError) as exc:
+            fs._on_lost = None
+            fs.close(timeout=0.1)
+            self._fork_server_down(f"fork server (pid {fs.pid}) "
+                                   + (f"did not boot within {FS_BOOT_TIMEOUT_S:g}s" if isinstance(exc, TimeoutError)
+                                      else "exited while booting"))
+            return False
         for err in boot.get("errors", []):
             self.log("error", f"fork server: {err}")
         self.available_kinds = set(boot.get("kinds", []))
-        self._fs_ready.set()
+        if self.fs_problem is not None:
+            self.log("info", f"fork server back (pid {fs.pid}); starting the workers that waited for it")
+        self.fs_problem = None
+        self._fs_settled.set()
+        self._unblock("fork server")
+        return True
+
+    def _fork_server_down(self, problem: str, retry_in: float | None = None) -> None:
+        """No fork server for now: spawns fail at once (through the restart policy) instead of waiting."""
+        assert self._fs_settled is not None
+        self.fs_problem = problem
+        self._fs_settled.set()
+        retry = f"; next try in {retry_in:g}s" if retry_in is not None else ""
+        self.log("error", f"{problem}; workers cannot start until a fork server is up{retry}")
 
     def _on_fork_server_lost(self) -> None:
         if self.stopping:
             return
-        assert self._fs_ready is not None
-        self._fs_ready.clear()
         self.log("error", f"fork server (pid {self.fs.pid}) exited; every worker went with it; starting a new one")
         for rec in self.table:
             inc = rec.current
             if inc is not None and inc.exit is None and inc.pid in self.table.by_pid:
                 inc.kill_reason = inc.kill_reason or "fork server exited"
                 self._on_exit(inc.pid, -1)
-        self._spawn_task(self._replace_fork_server(), "fork server restart")
+        self._new_fork_server()
         loop = asyncio.get_running_loop()
         for delay in (0.02, 0.1, 0.5):
             loop.call_later(delay, self._reap_adopted)
 
+    def _new_fork_server(self) -> None:
+        """Replace the fork server (one replacement at a time); spawns wait until it booted or is declared down."""
+        assert self._fs_settled is not None
+        if self._fs_task is not None and not self._fs_task.done():
+            return
+        self._fs_settled.clear()
+        self._fs_task = asyncio.get_running_loop().create_task(self._replace_fork_server())
+        self._fs_task.add_done_callback(lambda t: self._task_failed(t, "fork server restart"))
+
     async def _replace_fork_server(self) -> None:
-        fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
-        await self._attach_fork_server(fs)
+        """Start a fork server, retrying with backoff for as long as it takes (e.g. out of descriptors)."""
+        delay = FS_RETRY_FIRST_S
+        while not self.stopping:
+            try:
+                fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
+            except Exception as exc:
+                self._fork_server_down(f"cannot start a fork server ({type(exc).__name__}: {exc})", delay)
+            else:
+                if await self._attach_fork_server(fs):
+                    return
+            self._fs_retry_now.clear()
+            with contextlib.suppress(TimeoutError):  # woken early when descriptors are free again
+                await asyncio.wait_for(self._fs_retry_now.wait(), delay)
+            delay = min(FS_RETRY_MAX_S, delay * 2)
+
+    def _unblock(self, cause: str) -> None:
+        """Workers whose last spawn failed for `cause` (now gone) are started now, not at their next retry."""
+        for rec in self.table:
+            if rec.blocked_on == cause and rec.state in (State.BACKOFF, State.FAILED):
+                rec.cancel_timer()
+                self._retry(rec)
 
     # ================================================================ manage: starting
 
@@ -258,41 +333,28 @@ class Supervisor:
         self._spawn_task(self._spawn(rec), f"spawn of {rec.name}")
 
     async def _spawn(self, rec: WorkerRecord) -> None:
-        assert self._fs_ready is not None
-        if not self._fs_ready.is_set():
-            await self._fs_ready.wait()
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy."""
+        assert self._fs_settled is not None
+        if not self._fs_settled.is_set():
+            await self._fs_settled.wait()
         spec = rec.spec
         try:
-            fut = self.fs.spawn(spec.name, spec.kind, spec.options, self.paths.bus_endpoint,
-                                spec.liveness.heartbeat_interval_ms, out_w, err_w)
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        try:
-            pid = await fut
-        except ForkServerError as exc:
-            os.close(out_r)
-            os.close(err_r)
-            rec.spawning = False
-            rec.early = []
-            rec.spawn_error = f"spawn failed: {exc}"
-            self.log("error", f"worker {rec.name}: {rec.spawn_error}")
-            if rec.state == State.STARTING:
-                rec.fire(Event.EXIT)
-                self._after_crash(rec, ran_for=None)
-            elif rec.state == State.STOPPING:
-                rec.fire(Event.EXIT)
+            if self.fs_problem is not None:
+                raise ForkServerError(f"no fork server: {self.fs_problem}")
+            pid, out_r, err_r = await self._fork(spec)
+        except Exception as exc:
+            self._spawn_failed(rec, exc)
             return
         rec.spawning = False
         rec.spawn_error = None
+        rec.blocked_on = None
         inc = Incarnation(pid=pid, started=time.monotonic())
         inc.done = asyncio.get_running_loop().create_future()
         rec.previous, rec.current = rec.current, inc
         self.table.by_pid[pid] = rec
         inc.pipes = [OutputPipe(out_r, lambda text: self._output_line(rec, inc, "info", text)),
                      OutputPipe(err_r, lambda text: self._output_line(rec, inc, "error", text))]
+        self.log("info", f"worker {rec.name} spawned (pid {pid})")
         self._arm(rec, inc, spec.liveness.start_timeout_ms / 1000)
         early, rec.early = rec.early, []
         for msg in early:
@@ -301,6 +363,48 @@ class Supervisor:
         status = self._early_exits.pop(pid, None)
         if status is not None:
             self._on_exit(pid, status)
+
+    async def _fork(self, spec: WorkerSpec) -> tuple[int, int, int]:
+        """(pid, stdout reader, stderr reader) of a new worker; nothing stays open if it fails."""
+        fds: list[int] = []
+        try:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            fds += (out_r, out_w)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            fds += (err_r, err_w)
+            fut = self.fs.spawn(spec.name, spec.kind, spec.options, self.paths.bus_endpoint,
+                                spec.liveness.heartbeat_interval_ms, out_w, err_w)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        os.close(out_w)
+        os.close(err_w)
+        try:
+            return await fut, out_r, err_r
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+
+    def _spawn_failed(self, rec: WorkerRecord, exc: Exception) -> None:
+        rec.spawning = False
+        rec.early = []
+        rec.settled = True
+        if isinstance(exc, OSError) and exc.errno in fdlimit.EXHAUSTED:
+            rec.blocked_on = "descriptors"
+        elif isinstance(exc, ForkServerError):
+            rec.blocked_on = "fork server"
+        else:
+            rec.blocked_on = None
+        what = str(exc) if isinstance(exc, ForkServerError) else f"{type(exc).__name__}: {exc}"
+        rec.spawn_error = f"spawn failed: {what}"
+        self.log("error", f"worker {rec.name}: {rec.spawn_error}")
+        if rec.state == State.STARTING:
+            rec.fire(Event.EXIT)
+            self._after_crash(rec, ran_for=None)
+        elif rec.state == State.STOPPING:
+            rec.fire(Event.EXIT)
 
     def _output_line(self, rec: WorkerRecord, inc: Incarnation, level: str, text: str) -> None:
         if level == "error":
@@ -356,7 +460,7 @@ class Supervisor:
             if msg.get("pid") == inc.pid and rec.state == State.STARTING:
                 now = time.monotonic()
                 inc.ready_at = inc.last_hb = now
-                rec.ever_ready = True
+                rec.ever_ready = rec.settled = True
                 rec.fire(Event.READY)
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
@@ -528,6 +632,7 @@ class Supervisor:
                                                                 "text": "lost with the fork server"}
         inc.exit["atS"] = round(time.time(), 3)
         rec.cancel_timer()
+        rec.settled = True
         self._fail_pending(rec.name, f"the {rec.name} worker exited ({inc.exit['text']}) before answering")
         if self.core is not None:
             self.core.worker_gone(rec.name)
@@ -636,6 +741,7 @@ class Supervisor:
                     pipe.drain()
         if self.bus is not None:
             self.bus.close()
+        self.sink.report_drops()
         self.log("info", "gateway stopped")
         self.sink.close()
         self.notifier.close()
@@ -699,7 +805,7 @@ class Supervisor:
         self.core.set_auth(auth)
         old_opts = self.opts
         new_opts = replace(self.opts, host=host, port=port, auth=auth, ssl_context=ssl_context)
-        new_server = GatewayServer(host, port, self.readiness, __version__, self.core, ssl_context=ssl_context)
+        new_server = self._gateway_server(new_opts)
         try:
             await new_server.start()
             self.opts = new_opts
@@ -707,8 +813,7 @@ class Supervisor:
             self.log("info", f"gateway listening on {new_opts.url} (moved from {old_opts.url})")
         except Exception as exc:
             self.log("error", f"config reload: cannot bind {new_opts.url} ({exc}); staying on {old_opts.url}")
-            self.gateway = GatewayServer(old_opts.host, old_opts.port, self.readiness, __version__, self.core,
-                                         ssl_context=old_opts.ssl_context)
+            self.gateway = self._gateway_server(old_opts)
             await self.gateway.start()
         self.core.hub.closing = False
         self.core.hub.start()
@@ -725,7 +830,7 @@ class Supervisor:
 
         The port stays bound; WebSocket clients get `shutdown` then 1012, as upstream's in-place restart.
         """
-        assert self._ops_lock is not None and self._fs_ready is not None
+        assert self._ops_lock is not None
         async with self._ops_lock:
             self.notifier.reloading()
             try:
@@ -734,7 +839,7 @@ class Supervisor:
                 self.notifier.ready(self.status_summary())
 
     async def _restart_all_locked(self, notify_clients: bool) -> None:
-        assert self._fs_ready is not None
+        assert self._fs_settled is not None
         self.log("info", "restarting every worker in place")
         if self.core is not None and notify_clients:
             await self.core.hub.shutdown("gateway restarting", restart_expected_ms=1000)
@@ -748,18 +853,38 @@ class Supervisor:
         for rec in self.table:
             rec.wanted = False
         await asyncio.gather(*(self.stop_worker(r) for r in self.table))
-        self._fs_ready.clear()
         old = self.fs
-        self.fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
         old._on_lost = None
         old.close()
-        await self._attach_fork_server(self.fs)
+        self._new_fork_server()
+        await self._fs_settled.wait()
         self.table = ProcessTable(self._state_changed)
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
         for spec in self.specs:
             self._start(self.table.add(spec))
 
     # ================================================================ gateway host
+
+    def _gateway_server(self, opts: RunOptions) -> GatewayServer:
+        return GatewayServer(opts.host, opts.port, self.readiness, __version__, self.core,
+                             ssl_context=opts.ssl_context, limits=self.settings.limits)
+
+    def _fit_port_to_fds(self) -> None:
+        """Each second: the port's share of descriptors is what the soft limit leaves once everything else in
+        use and a reserve are set aside; with room again, workers whose spawn ran out of them start now."""
+        in_use = fdlimit.open_fds()
+        if in_use < 0 or self.gateway is None:
+            return
+        limit = fdlimit.soft_limit()
+        admission = self.gateway.admission
+        admission.set_capacity(fdlimit.connection_capacity(limit, in_use, admission.in_use(), len(self.table.records),
+                                                           self.settings.limits.max_connections))
+        self.fds = {"open": in_use, "limit": limit}
+        if self.spares is not None:
+            self.spares.refill()
+        if in_use + 2 * fdlimit.RESERVE_PER_WORKER < limit:
+            self._fs_retry_now.set()
+            self._unblock("descriptors")
 
     def worker_view(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -889,8 +1014,9 @@ class Supervisor:
     def readiness(self) -> dict[str, Any]:
         states = {r.name: r.state.value for r in self.table}
         pending = [n for n, s in states.items() if s != State.RUNNING]
-        booting = [r.name for r in self.table if not r.ever_ready and r.state != State.FAILED]
-        started = self._fs_ready is not None and self._fs_ready.is_set() and not booting
+        if not self._started and self.booted:  # latched: once started, whatever the workers do later
+            self._started = all(r.settled or r.state == State.FAILED for r in self.table)
+        started = self._started
         return {"started": started, "ready": started and not pending, "pending": pending or None,
                 "workers": states}
 
@@ -912,6 +1038,10 @@ class Supervisor:
                 "busDropped": self.bus.dropped if self.bus else 0, "stopping": self.stopping,
                 "started": self.readiness()["started"],
                 "booted": self.booted,
+                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem},
+                "port": self.gateway.admission.snapshot() if self.gateway is not None else None,
+                "fds": {**self.fds, "spares": self.spares.held if self.spares else 0,
+                        "sparesLent": self.spares.lent if self.spares else 0},
             },
             "workers": [r.snapshot(now) for r in self.table],
         }
@@ -930,8 +1060,10 @@ class Supervisor:
 
     # ================================================================ logging
 
-    def log(self, level: str, message: str) -> None:
-        self._write_log(level, message, subsystem="supervisor")
+    def log(self, level: str, message: str, subsystem: str = "supervisor") -> None:
+        """The supervisor's own records are never throttled (they are few, and they are the lifecycle);
+        the gateway's, driven by what clients send, are throttled and folded like any other source."""
+        self._write_log(level, message, subsystem=subsystem, keep=subsystem == "supervisor")
 
     def _write_log(self, level: str, message: str, **kw: Any) -> None:
         self.sink.write(level, message, **kw)
@@ -939,9 +1071,24 @@ class Supervisor:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _library_log(self, level: str, message: str, subsystem: str) -> None:
+        """Library output (supervisor/liblog.py), from whichever thread produced it."""
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            self._write_log(level, message, subsystem=subsystem)
+        else:
+            self._loop.call_soon_threadsafe(functools.partial(self._write_log, level, message, subsystem=subsystem))
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.sink.flush()
+
+    def _check_config_mode(self) -> None:
+        """A config others can read is said once (per mode seen), not tightened: `doctor --fix` does that."""
+        mode = loose_mode(self.paths.config_path)
+        if mode is not None and mode != self._loose_config:
+            self.log("warn", f"config file {self.paths.config_path} holds secrets but others may read it (mode "
+                             f"{mode:04o}); run `openclaw-sup doctor --fix` or `chmod 600` it")
+        self._loose_config = mode
 
     def _every_second(self) -> None:
         """Housekeeping only (log summaries); restarts are never decided here."""
@@ -952,6 +1099,8 @@ class Supervisor:
                 self.log("warn", f"dropped {n - 1} more bad bus messages from {who!r}")
         self._bad.clear()
         self.sink.report_drops()
+        self._check_config_mode()
+        self._fit_port_to_fds()
         self._reap_adopted()
         self.notify_state()
         self._sample_self(time.monotonic())

@@ -68,8 +68,13 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-m", "openclaw_sup.workers.forkserver", str(theirs.fileno()),
                 str(os.getpid()), profile, *kind_modules]
-        popen = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-        theirs.close()
+        try:
+            popen = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         return cls(popen.pid, ours, popen)
 
     def attach(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> None:
@@ -151,6 +156,8 @@ class ForkServer:
             if not fut.done():
                 fut.set_exception(ForkServerError("fork server exited"))
         self._pending.clear()
+        if self.booted is not None and not self.booted.done():
+            self.booted.set_exception(ForkServerError("fork server exited while booting"))
         self.reap(block=False)
         if self._on_lost:
             self._on_lost()
@@ -174,6 +181,9 @@ class ForkServer:
 
     def close(self, timeout: float = 2.0) -> None:
         """Tell it to quit (it SIGKILLs any worker left), and wait for it, bounded."""
+        if self.booted is not None and not self.booted.done():
+            self.booted.set_exception(ForkServerError("fork server closed while booting"))
+            self.booted.exception()  # retrieved here too: at shutdown nobody may be waiting
         if self.alive:
             self.quit()
             self.alive = False

@@ -2,13 +2,19 @@
 
 Records follow the layout upstream's `logs.tail` readers parse (`{"0": message, "_meta": {...}, "time",
 "hostname", "message"}`) plus our own `subsystem`, `worker` and `level`. Rotation follows upstream: at
-`maxFileBytes` the file moves to `<name>.1.log` ... `.5.log` and a fresh file starts. A source that floods
-is throttled by a token bucket and the sink says how many records it dropped, once per second.
+`maxFileBytes` the file moves to `<name>.1.log` ... `.5.log` and a fresh file starts.
+
+A flood must never drown what matters. Each source (a worker, the gateway, a library logger) has its own
+token bucket, and the sink says how many records it dropped, once per second. Warnings and errors of one
+source that differ only in their numbers (a refusal per request from one address) are folded: the first is
+written, the rest counted into one line each second. Records written with `keep` (the supervisor's own
+lifecycle: spawn, exit, restart, reload, failed) are never throttled or folded.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -21,6 +27,9 @@ import orjson
 LEVEL_IDS = {"trace": 1, "debug": 2, "info": 3, "warn": 4, "warning": 4, "error": 5, "fatal": 6,
              "critical": 6}
 KEEP_ARCHIVES = 5
+FOLD_LEVELS = frozenset({"warn", "warning", "error", "fatal", "critical"})
+FOLD_KEYS_MAX = 10_000
+_VARYING = re.compile(r"[0-9a-fA-F]{8,}|\d+")
 
 
 def mask(secret: str) -> str:
@@ -81,6 +90,7 @@ class LogSink:
         self.hostname = socket.gethostname()
         self._rate, self._burst = rate, burst
         self._buckets: dict[str, TokenBucket] = {}
+        self._folds: dict[tuple[str, str, str], list[Any]] = {}  # key -> [count, last message, subsystem, worker]
         self._fh: Any = None
         self._date = ""
         self.path: Path | None = None
@@ -131,17 +141,31 @@ class LogSink:
     # -- writing -------------------------------------------------------------------------------------
 
     def write(self, level: str, message: str, *, subsystem: str = "supervisor", worker: str | None = None,
-              ts: float | None = None, **extra: Any) -> bool:
-        """Append one record; False if the source was throttled."""
-        source = worker or subsystem
-        now = time.monotonic()
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            bucket = self._buckets[source] = TokenBucket(self._rate, self._burst)
-        if not bucket.take(now):
-            return False
+              ts: float | None = None, keep: bool = False, **extra: Any) -> bool:
+        """Append one record; False if it was folded into a repeat count or its source was throttled."""
+        if not keep:
+            source = worker or subsystem
+            if level.lower() in FOLD_LEVELS and self._fold(source, level, message, subsystem, worker):
+                return False
+            bucket = self._buckets.get(source)
+            if bucket is None:
+                bucket = self._buckets[source] = TokenBucket(self._rate, self._burst)
+            if not bucket.take(time.monotonic()):
+                return False
         self._append(level, message, subsystem, worker, ts, extra)
         return True
+
+    def _fold(self, source: str, level: str, message: str, subsystem: str, worker: str | None) -> bool:
+        """True if a record of the same shape from `source` was written since the last report (then counted)."""
+        key = (source, level, _VARYING.sub("#", message[:512]))
+        seen = self._folds.get(key)
+        if seen is not None:
+            seen[0] += 1
+            seen[1] = message
+            return True
+        if len(self._folds) < FOLD_KEYS_MAX:
+            self._folds[key] = [0, message, subsystem, worker]
+        return False
 
     def _append(self, level: str, message: str, subsystem: str, worker: str | None, ts: float | None,
                 extra: dict[str, Any]) -> None:
@@ -176,12 +200,22 @@ class LogSink:
             self._rotate()
 
     def report_drops(self) -> None:
-        """Say, once per call (the supervisor calls it each second), which sources were throttled."""
+        """Say, once per call (the supervisor calls it each second), what was folded and which sources
+        were throttled; written through to the file at once (no later record may come to flush it)."""
+        folds, self._folds = self._folds, {}
+        wrote = False
+        for (_source, level, _shape), (n, last, subsystem, worker) in folds.items():
+            if n:
+                self._append(level, f"{last} (repeated {n} more times)", subsystem, worker, None, {"repeated": n})
+                wrote = True
         for source, bucket in self._buckets.items():
             if bucket.dropped:
                 n, bucket.dropped = bucket.dropped, 0
                 self._append("warn", f"log rate limit: dropped {n} records from {source}", "supervisor",
                              None, None, {})
+                wrote = True
+        if wrote:
+            self.flush()
 
     def flush(self) -> None:
         if self._fh is not None:

@@ -73,6 +73,8 @@ class WorkerRecord:
     wanted: bool = True
     listener: Any = None
     ever_ready: bool = False
+    settled: bool = False  # its first start ended one way or the other (ready, exited, spawn failed)
+    blocked_on: str | None = None  # why the last spawn failed, when it is a cause that can go away
     early: list[dict[str, Any]] = field(default_factory=list)
     history: SampleRing = field(default_factory=SampleRing)
 

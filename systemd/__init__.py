@@ -75,7 +75,8 @@ class UnitSpec:
     user: str | None = None
     state_directory: str | None = None
     read_write_paths: tuple[Path, ...] = ()
-    restart_sec: int = 5
+    restart_sec: int = 1
+    limit_nofile: int = 65536
     start_limit_burst: int = 5
     start_limit_interval_sec: int = 60
     watchdog_sec: int = 30
@@ -108,6 +109,7 @@ def render_unit(spec: UnitSpec) -> str:
         "USER": spec.user or "",
         "STATE_PATHS": _state_paths(spec),
         "RESTART_SEC": str(spec.restart_sec),
+        "LIMIT_NOFILE": str(spec.limit_nofile),
         "START_LIMIT_BURST": str(spec.start_limit_burst),
         "START_LIMIT_INTERVAL_SEC": str(spec.start_limit_interval_sec),
         "WATCHDOG_SEC": str(spec.watchdog_sec),

@@ -70,6 +70,11 @@ def test_generated_units_verify(tmp_path: Path, scope: str, profile: str | None)
     assert int(parsed.value("Service", "WatchdogSec") or 0) > 0
     assert int(parsed.value("Service", "TimeoutStopSec") or 0) >= 30
     assert parsed.value("Unit", "StartLimitBurst") and parsed.value("Unit", "StartLimitIntervalSec")
+    restart_sec = int(parsed.value("Service", "RestartSec") or 0)
+    assert restart_sec == 1, "a dead supervisor is back in about a second"
+    assert int(parsed.value("Unit", "StartLimitBurst") or 0) * restart_sec < int(
+        parsed.value("Unit", "StartLimitIntervalSec") or 0), "a crash loop still hits the start limit"
+    assert int(parsed.value("Service", "LimitNOFILE") or 0) >= 65536
     assert "RestartSteps" not in text and "RestartMaxDelaySec" not in text
     expected_args = [str(BIN), "gateway", "--port", "18999", *(["--profile", profile] if profile else [])]
     assert parsed.exec_start == expected_args

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
+from openclaw_sup.config.paths import normalize_agent_id
 from openclaw_sup.workers.agent.exec_tool import ExecTool
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
@@ -37,13 +38,14 @@ LAST_ROUTE = "agent:last-route"
 
 
 def agent_of(session_key: str | None, explicit: Any = None) -> str:
-    """`agent:<agentId>:...` names its agent; otherwise the explicit `agentId`, else `main`."""
+    """`agent:<agentId>:...` names its agent; otherwise the explicit `agentId`, else `main`; normalized as
+    upstream does, since it names a directory (`agents/<id>/`): `../x` or a NUL byte never reach a path."""
     if isinstance(explicit, str) and explicit.strip():
-        return explicit.strip()
+        return normalize_agent_id(explicit)
     if session_key and session_key.startswith("agent:"):
         parts = session_key.split(":")
         if len(parts) >= 3 and parts[1]:
-            return parts[1]
+            return normalize_agent_id(parts[1])
     return "main"
 
 
