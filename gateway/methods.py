@@ -129,12 +129,12 @@ class Methods:
         return method in self.local and not method.startswith("channels.") and method != "send"
 
     async def call(self, conn: Connection, method: str, params: dict[str, Any], partial: Partial) -> Any:
-        if (conn.role == "node") != (method in nodes.NODE_ROLE_METHODS) and method != "health":
-            raise invalid(f"unauthorized role: {conn.role}")
         scope = required_scope(method)
         if conn.role != "node" and not conn.has_scope(scope):
             raise missing_scope(scope)
         params_check(method, params)
+        if (conn.role == "node") != (method in nodes.NODE_ROLE_METHODS) and method != "health":
+            raise invalid(f"unauthorized role: {conn.role}")
         if method in IDEMPOTENT:
             key = params.get("idempotencyKey")
             if not isinstance(key, str) or not key:
