@@ -307,7 +307,9 @@ def idle_ours(gw: OursCron, c: GatewayClient, pid: int, args: argparse.Namespace
     res["memory"] = memory(pid)
     with contextlib.suppress(OSError):
         db = gw.state / "state"
-        res["storeBytes"] = sum(p.stat().st_size for p in db.glob("cron.sqlite*"))
+        # the scheduler's rows live in upstream's shared state database (beside other stores' rows) and its side file
+        res["storeBytes"] = sum(p.stat().st_size for pattern in ("openclaw.sqlite*", "openclaw-sup-scheduler.sqlite*")
+                                for p in db.glob(pattern))
     return res
 
 

@@ -3,9 +3,13 @@
 Each finding is `{checkId, severity, message, path?, fixHint?, fixed?}` and prints as upstream's
 `  [warning] core/doctor/gateway-config gateway.mode - gateway.mode is unset; gateway start will be blocked.`
 
+The state databases are checked as the gateway opens them (upstream's schema version and owner, no legacy JSON
+state of an older release left for `openclaw doctor --fix` to import) and for their modes.
+
 `--fix` repairs only what cannot lose anything: file modes (config 0600, state and run dirs 0700, service
-secrets 0600), a missing state dir, a missing gateway token in token mode (generated, never over a SecretRef),
-stale lock and socket files (only while no gateway holds the lock). `gateway.mode=local` is written only when
+secrets 0600, state databases and their `-wal`/`-shm` 0600), a missing state dir, a missing gateway token in
+token mode (generated, never over a SecretRef), stale lock and socket files (only while no gateway holds the
+lock). `gateway.mode=local` is written only when
 it is unset, no `gateway.remote.url` says this is a client config, and the operator agrees: at the prompt of
 an interactive run, or with `--yes`; `--non-interactive` never writes it. Services, linger, ports, channel
 credentials and browsers are reported with the command that fixes them.
@@ -196,6 +200,23 @@ class Doctor:
             if db.is_file() and mode & 0o077:
                 self.add("state-dir", "warning", f"database file is readable by others (mode {mode:04o})",
                          str(db), f"chmod 600 {db}", _chmod(db, 0o600))
+
+    def check_state_files(self) -> None:
+        """Upstream's databases usable as they are (version, owner), and no legacy state of an older release left
+        unimported (their modes: check_state_dir)."""
+        from openclaw_sup.config import legacy_state, statedb
+
+        state = self.paths.state_dir
+        databases = [(statedb.state_db_path(state), "global", None)]
+        databases += [(p, "agent", p.parent.parent.name) for p in sorted(state.glob(f"agents/*/agent/"
+                                                                                    f"{statedb.AGENT_DB_NAME}"))]
+        for path, role, agent in databases:
+            reason = statedb.inspect(path, role, agent)
+            if reason:
+                self.add("state-db", "error", reason, str(path), "openclaw doctor --fix")
+        legacy = legacy_state.problem(state)
+        if legacy:
+            self.add("state-legacy", "error", legacy, str(state), "openclaw doctor --fix")
 
     def check_gateway_mode(self) -> None:
         gateway = self.cfg.get("gateway") if isinstance(self.cfg.get("gateway"), dict) else {}
@@ -450,6 +471,7 @@ class Doctor:
         self.load()
         self.check_config()
         self.check_state_dir()
+        self.check_state_files()
         self.check_gateway_mode()
         self.check_gateway_auth()
         self.check_locks()

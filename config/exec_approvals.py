@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import secrets
 import sqlite3
 import time
@@ -23,29 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openclaw_sup.config import sqlitedb
-from openclaw_sup.config.sqlitedb import immediate
+from openclaw_sup.config import statedb
 
 SECURITY = ("deny", "allowlist", "full")
 ASK = ("off", "on-miss", "always")
 DEFAULTS = {"security": "full", "ask": "off", "askFallback": "deny", "autoAllowSkills": False}
 ROW_KEY = "current"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS exec_approvals_config (
-  config_key TEXT NOT NULL PRIMARY KEY,
-  raw_json TEXT NOT NULL,
-  socket_path TEXT,
-  has_socket_token INTEGER NOT NULL,
-  default_security TEXT,
-  default_ask TEXT,
-  default_ask_fallback TEXT,
-  auto_allow_skills INTEGER,
-  agent_count INTEGER NOT NULL,
-  allowlist_count INTEGER NOT NULL,
-  updated_at_ms INTEGER NOT NULL
-) STRICT;
-"""
 
 
 class ApprovalsError(ValueError):
@@ -154,9 +137,7 @@ class ApprovalsStore:
         self.state_dir = Path(state_dir)
         self.path = db_path(self.state_dir)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._db = sqlitedb.connect(self.path, timeout=10.0)
-        self._db.executescript(_SCHEMA)
+        self._db = statedb.open_state_db(self.path)
 
     def close(self) -> None:
         self._db.close()
@@ -169,7 +150,7 @@ class ApprovalsStore:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with immediate(self._db):
+        with self._db.write():
             yield self._db
 
     def _read(self, db: sqlite3.Connection) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +55,37 @@ def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+class Checkpointer:
+    """Moves a database's WAL into it from a thread of its own, so a busy writer never pays for it.
+
+    The writer's connection runs with `wal_autocheckpoint=0`; every `interval_s` this thread, on a connection of its
+    own, runs a PASSIVE checkpoint once the WAL holds `threshold` bytes (PASSIVE never waits for, nor blocks, the
+    writer; SQLite releases the GIL meanwhile). A database whose writes touch many pages (upstream's, with its many
+    indexes) otherwise checkpoints, with its fsyncs, inside every few dozen commits."""
+
+    def __init__(self, path: str | Path, *, threshold: int = 4 << 20, interval_s: float = 1.0) -> None:
+        self.path, self.threshold, self.interval_s = str(path), threshold, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"checkpoint {Path(path).name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        db = None
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    if os.path.getsize(f"{self.path}-wal") < self.threshold:
+                        continue
+                    db = db or sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except (OSError, sqlite3.Error):
+                    continue  # no WAL yet, or the database is busy: the next round tries again
+        finally:
+            if db is not None:
+                db.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -17,132 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from openclaw_sup.config import sqlitedb
+from openclaw_sup.config import statedb
 from openclaw_sup.config.exec_approvals import db_path
-from openclaw_sup.config.sqlitedb import immediate
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS operator_approvals (
-  approval_id TEXT NOT NULL PRIMARY KEY CHECK (
-    length(approval_id) > 0 AND approval_id NOT IN ('.', '..')
-  ),
-  resolution_ref TEXT NOT NULL CHECK (
-    length(resolution_ref) = 43 AND resolution_ref NOT GLOB '*[^A-Za-z0-9_-]*'
-  ),
-  kind TEXT NOT NULL CHECK (kind IN ('exec', 'plugin', 'system-agent')),
-  status TEXT NOT NULL CHECK (status IN ('pending', 'allowed', 'denied', 'expired', 'cancelled')),
-  presentation_json TEXT NOT NULL,
-  requested_by_device_id TEXT,
-  requested_by_client_id TEXT,
-  requested_by_device_token_auth INTEGER NOT NULL DEFAULT 0,
-  reviewer_device_ids_json TEXT NOT NULL,
-  source_agent_id TEXT,
-  source_session_key TEXT,
-  source_session_id TEXT,
-  source_run_id TEXT,
-  source_tool_call_id TEXT,
-  source_tool_name TEXT,
-  audience_session_keys_json TEXT NOT NULL,
-  runtime_epoch TEXT NOT NULL,
-  created_at_ms INTEGER NOT NULL,
-  expires_at_ms INTEGER NOT NULL,
-  updated_at_ms INTEGER NOT NULL,
-  decision TEXT CHECK (decision IN ('allow-once', 'allow-always', 'deny')),
-  terminal_reason TEXT CHECK (
-    terminal_reason IN (
-      'user',
-      'timeout',
-      'malformed-verdict',
-      'no-route',
-      'run-aborted',
-      'gateway-restart',
-      'storage-corrupt'
-    )
-  ),
-  resolved_at_ms INTEGER,
-  resolver_kind TEXT CHECK (resolver_kind IN ('device', 'channel', 'runtime', 'system')),
-  resolver_id TEXT,
-  consumed_at_ms INTEGER,
-  consumed_by TEXT,
-  CHECK (expires_at_ms >= created_at_ms),
-  CHECK (updated_at_ms >= created_at_ms),
-  CHECK (resolved_at_ms IS NULL OR resolved_at_ms >= created_at_ms),
-  CHECK (resolved_at_ms IS NULL OR resolved_at_ms <= updated_at_ms),
-  CHECK (consumed_at_ms IS NULL OR consumed_at_ms >= resolved_at_ms),
-  CHECK (consumed_at_ms IS NULL OR consumed_at_ms <= updated_at_ms),
-  CHECK (requested_by_device_token_auth IN (0, 1)),
-  CHECK (
-    (
-      status = 'pending'
-      AND decision IS NULL
-      AND terminal_reason IS NULL
-      AND resolved_at_ms IS NULL
-      AND resolver_kind IS NULL
-      AND resolver_id IS NULL
-      AND consumed_at_ms IS NULL
-      AND consumed_by IS NULL
-    )
-    OR (
-      status = 'allowed'
-      AND decision IN ('allow-once', 'allow-always')
-      AND terminal_reason = 'user'
-      AND resolved_at_ms IS NOT NULL
-      AND resolver_kind IS NOT NULL
-    )
-    OR (
-      status = 'denied'
-      AND decision = 'deny'
-      AND terminal_reason IN ('user', 'malformed-verdict', 'no-route', 'storage-corrupt')
-      AND resolved_at_ms IS NOT NULL
-      AND resolver_kind IS NOT NULL
-      AND consumed_at_ms IS NULL
-      AND consumed_by IS NULL
-    )
-    OR (
-      status = 'expired'
-      AND decision = 'deny'
-      AND terminal_reason = 'timeout'
-      AND resolved_at_ms IS NOT NULL
-      AND resolver_kind IS NOT NULL
-      AND consumed_at_ms IS NULL
-      AND consumed_by IS NULL
-    )
-    OR (
-      status = 'cancelled'
-      AND decision = 'deny'
-      AND terminal_reason IN ('run-aborted', 'gateway-restart')
-      AND resolved_at_ms IS NOT NULL
-      AND resolver_kind IS NOT NULL
-      AND consumed_at_ms IS NULL
-      AND consumed_by IS NULL
-    )
-  ),
-  CHECK (
-    (consumed_at_ms IS NULL AND consumed_by IS NULL)
-    OR (
-      status = 'allowed'
-      AND decision = 'allow-once'
-      AND consumed_at_ms IS NOT NULL
-      AND consumed_by IS NOT NULL
-    )
-  )
-) STRICT;
-CREATE INDEX IF NOT EXISTS idx_operator_approvals_status_expiry
-  ON operator_approvals(status, expires_at_ms, approval_id);
-CREATE UNIQUE INDEX IF NOT EXISTS idx_operator_approvals_resolution_ref
-  ON operator_approvals(resolution_ref);
-CREATE INDEX IF NOT EXISTS idx_operator_approvals_source_session_created
-  ON operator_approvals(source_session_key, created_at_ms DESC, approval_id);
-CREATE INDEX IF NOT EXISTS idx_operator_approvals_source_run_resolved
-  ON operator_approvals(source_run_id, resolved_at_ms, approval_id)
-  WHERE source_run_id IS NOT NULL AND resolved_at_ms IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_operator_approvals_resolved
-  ON operator_approvals(resolved_at_ms, approval_id)
-  WHERE resolved_at_ms IS NOT NULL;
-CREATE INDEX IF NOT EXISTS idx_operator_approvals_runtime_pending
-  ON operator_approvals(runtime_epoch, approval_id)
-  WHERE status = 'pending';
-"""
 
 TERMINAL = {  # how a request ended -> (status, decision, terminal reason)
     "allow-once": ("allowed", "allow-once", "user"),
@@ -160,8 +36,7 @@ class ApprovalRecords:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.epoch = runtime_epoch
         self._lock = threading.Lock()
-        self._db = sqlitedb.connect(path, timeout=10.0)
-        self._db.executescript(_SCHEMA)
+        self._db = statedb.open_state_db(path)
 
     def close(self) -> None:
         with self._lock:
@@ -169,7 +44,7 @@ class ApprovalRecords:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, immediate(self._db):
+        with self._lock, self._db.write():
             yield self._db
 
     def cancel_stale(self, now_ms: int) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup import __version__
+from openclaw_sup.config import sqlitedb, statedb
 from openclaw_sup.gateway import authn, device
 from openclaw_sup.gateway.approvals import Approvals
 from openclaw_sup.gateway.hub import Hub
@@ -41,7 +42,8 @@ class GatewayCore:
         self.limiter = authn.FailedAuthLimiter(auth)
         data = state_dir / "state"
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.devices = device.DeviceStore(data / "gateway-devices.sqlite")
+        self.devices = device.DeviceStore(statedb.state_db_path(state_dir))
+        self.state_checkpointer = sqlitedb.Checkpointer(statedb.state_db_path(state_dir))
         self.nonces = device.NonceRegistry()
         self._auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
@@ -116,6 +118,7 @@ class GatewayCore:
     def close(self) -> None:
         self.approvals.close()
         self.nodes.close()
+        self.state_checkpointer.stop()
         self.devices.close()
 
 

@@ -2,8 +2,8 @@
 
 A device proves possession of its key by signing a payload that binds the connection's challenge nonce, the
 client identity, role, scopes and the token it authenticates with. The pairing store remembers which devices an
-operator approved (roles, scopes, pinned platform metadata), the pending requests awaiting approval, and hashes of
-the device tokens handed out in `hello-ok` (a raw token is returned once and never stored).
+operator approved (roles, scopes, pinned platform metadata), the pending requests awaiting approval, and the
+device token of each approved role handed out in `hello-ok`, in upstream's tables (see DeviceStore).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import sqlite3
 import threading
@@ -26,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from openclaw_sup.config import sqlitedb
-from openclaw_sup.config.sqlitedb import immediate
+from openclaw_sup.config import sqlitedb, statedb, sup_layout
 from openclaw_sup.gateway.authn import scopes_cover
 
 DEFAULT_SKEW_MS = 120_000
@@ -317,76 +315,70 @@ def _scopes(scopes: Iterable[Any]) -> list[str]:
     return list(out)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS paired_devices (
-    device_id TEXT PRIMARY KEY,
-    public_key TEXT NOT NULL,
-    roles TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    platform TEXT,
-    device_family TEXT,
-    client_id TEXT,
-    client_mode TEXT,
-    display_name TEXT,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS device_tokens (
-    token_hash TEXT PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    role TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    issued_at_ms INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS device_tokens_by_role ON device_tokens (device_id, role);
-CREATE TABLE IF NOT EXISTS pairing_requests (
-    request_id TEXT PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    public_key TEXT NOT NULL,
-    role TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    platform TEXT,
-    device_family TEXT,
-    client_id TEXT,
-    client_mode TEXT,
-    display_name TEXT,
-    is_repair INTEGER NOT NULL DEFAULT 0,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS pairing_requests_by_device ON pairing_requests (device_id);
-"""
+_PAIRED_COLUMNS = ("device_id, public_key, display_name, platform, device_family, client_id, client_mode, role, "
+                   "roles_json, scopes_json, approved_scopes_json, tokens_json, approved_via, created_at_ms, "
+                   "approved_at_ms")
+_OLD_META = "platform, device_family, client_id, client_mode, display_name"
+_PENDING_COLUMNS = ("request_id, device_id, public_key, display_name, platform, device_family, client_id, "
+                    "client_mode, role, scopes_json, is_repair, ts, refreshed_at_ms")
 
-_META_COLUMNS = "platform, device_family, client_id, client_mode, display_name"
-_PENDING_SELECT = (f"SELECT request_id, device_id, public_key, role, scopes, {_META_COLUMNS}, is_repair, "
-                   "created_ms, updated_ms FROM pairing_requests")
+
+def _json_list(text: str | None) -> list[str]:
+    value = json.loads(text) if text else None
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _tokens(text: str | None) -> dict[str, dict[str, Any]]:
+    """upstream's `tokens_json`: one token per role, `{role: {token, role, scopes, createdAtMs, rotatedAtMs?,
+    revokedAtMs?, lastUsedAtMs?}}`."""
+    value = json.loads(text) if text else None
+    if not isinstance(value, dict):
+        return {}
+    return {role: entry for role, entry in value.items() if isinstance(entry, dict)}
 
 
 class DeviceStore:
-    """Pairings, pending requests and device-token hashes in one SQLite file.
+    """Pairings, pending requests and device tokens, in upstream's tables of the shared state database.
 
-    WAL with `synchronous=NORMAL`: every mutation is one transaction, so a SIGKILL at any instant leaves either the
-    old or the new state, never a torn one. The file (and its WAL/SHM companions) is owner-only because it decides
-    who may operate the gateway. One connection is shared behind a lock; calls are short and synchronous.
+    `device_pairing_paired` (one row per approved device: roles, approved scopes, platform metadata, and
+    `tokens_json`, the device token of each role) and `device_pairing_pending` (requests awaiting approval, `ts`
+    their creation, `refreshed_at_ms` their last retry) of `<stateDir>/state/openclaw.sqlite` (config/statedb.py),
+    so `openclaw devices list|approve` and the real gateway see the same devices we do. As upstream, a device
+    token is stored as issued (the file is owner-only): a device keeps working when the operator moves between
+    the real gateway and this one. Every mutation is one IMMEDIATE transaction (WAL, synchronous=NORMAL): a
+    SIGKILL at any instant leaves the old or the new state. One connection is shared behind a lock.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self.path, 0o600)
         self._lock = threading.RLock()
-        self._db = sqlitedb.connect(self.path, timeout=5.0)
-        with self._lock:
-            self._db.executescript(_SCHEMA)
-            self._db.execute("PRAGMA user_version=1")
-        self._restrict_companions()
+        self._db = statedb.open_state_db(self.path)
+        sup_layout.import_once(self.path.parent / sup_layout.SUP_DEVICES, "paired_devices", self._import)
+
+    def _import(self, old: sqlite3.Connection) -> None:
+        """Pairings and pending requests of openclaw-sup's earlier `state/gateway-devices.sqlite`. Its device
+        tokens were kept only as hashes and cannot be carried over: a device gets a new one at its next connect
+        with the gateway token (one that only ever held its device token is approved again)."""
+        paired = old.execute(f"SELECT device_id, public_key, roles, scopes, {_OLD_META}, created_ms, updated_ms "
+                             "FROM paired_devices").fetchall()
+        pending = old.execute(f"SELECT request_id, device_id, public_key, role, scopes, {_OLD_META}, is_repair, "
+                              "created_ms, updated_ms FROM pairing_requests").fetchall()
+        with self._tx() as db:
+            for device_id, key, roles, scopes, *meta, created, updated in paired:
+                db.execute(f"INSERT OR IGNORE INTO device_pairing_paired ({_PAIRED_COLUMNS}) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'owner', ?, ?)",
+                           (device_id, key, meta[4], *meta[:4], (json.loads(roles) or [None])[-1], roles, scopes,
+                            scopes, created, updated))
+            for request_id, device_id, key, role, scopes, *meta, repair, created, updated in pending:
+                db.execute("INSERT OR IGNORE INTO device_pairing_pending (request_id, device_id, public_key, "
+                           "display_name, platform, device_family, client_id, client_mode, role, roles_json, "
+                           "scopes_json, is_repair, ts, refreshed_at_ms) VALUES "
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (request_id, device_id, key, meta[4], *meta[:4], role, json.dumps([role]), scopes, repair,
+                            created, updated))
 
     def _restrict_companions(self) -> None:
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(f"{self.path}{suffix}", 0o600)
+        sqlitedb.make_private(self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -401,133 +393,153 @@ class DeviceStore:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: read-modify-write sequences see no interleaved writer."""
-        with self._lock, immediate(self._db):
+        with self._lock, self._db.write():
             yield self._db
 
     @staticmethod
-    def _meta(row: sqlite3.Row | tuple[Any, ...], start: int) -> DeviceMeta:
-        return DeviceMeta(*row[start:start + 5])
+    def _meta(row: tuple[Any, ...], display: int) -> DeviceMeta:
+        """The metadata columns: display name, then platform, device family, client id and mode."""
+        return DeviceMeta(*row[display + 1:display + 5], display_name=row[display])
 
-    def _paired_row(self, db: sqlite3.Connection, device_id: str) -> PairedDevice | None:
-        row = db.execute(f"SELECT device_id, public_key, roles, scopes, {_META_COLUMNS}, created_ms, updated_ms "
-                         "FROM paired_devices WHERE device_id = ?", (device_id,)).fetchone()
-        return self._paired(row) if row else None
+    def _paired_row(self, db: sqlite3.Connection, device_id: str) -> tuple[Any, ...] | None:
+        return db.execute(f"SELECT {_PAIRED_COLUMNS} FROM device_pairing_paired WHERE device_id = ?",
+                          (device_id,)).fetchone()
 
     def _paired(self, row: tuple[Any, ...]) -> PairedDevice:
-        return PairedDevice(device_id=row[0], public_key=row[1], roles=json.loads(row[2]),
-                            scopes=json.loads(row[3]), meta=self._meta(row, 4), created_ms=row[9],
-                            updated_ms=row[10])
+        roles = _json_list(row[8]) or ([row[7]] if row[7] else [])
+        scopes = _json_list(row[10]) if row[10] is not None else _json_list(row[9])
+        return PairedDevice(device_id=row[0], public_key=row[1], roles=roles, scopes=scopes,
+                            meta=self._meta(row, 2), created_ms=row[13],
+                            updated_ms=row[14])
 
     def get_pairing(self, device_id: str) -> PairedDevice | None:
         with self._lock:
-            return self._paired_row(self._db, device_id)
+            row = self._paired_row(self._db, device_id)
+        return self._paired(row) if row else None
 
     def list_paired(self) -> list[PairedDevice]:
         with self._lock:
-            rows = self._db.execute(f"SELECT device_id, public_key, roles, scopes, {_META_COLUMNS}, created_ms, "
-                                    "updated_ms FROM paired_devices ORDER BY updated_ms DESC").fetchall()
+            rows = self._db.execute(f"SELECT {_PAIRED_COLUMNS} FROM device_pairing_paired "
+                                    "ORDER BY approved_at_ms DESC, device_id").fetchall()
         return [self._paired(r) for r in rows]
 
     def _approve(self, db: sqlite3.Connection, device_id: str, public_key: str, role: str, scopes: Iterable[Any],
-                 meta: DeviceMeta, now_ms: int) -> PairedDevice:
-        existing = self._paired_row(db, device_id)
+                 meta: DeviceMeta, now_ms: int, via: str | None) -> PairedDevice:
+        row = self._paired_row(db, device_id)
+        existing = self._paired(row) if row else None
         same_key = existing is not None and existing.public_key == public_key
         roles = list(dict.fromkeys([*(existing.roles if same_key and existing else []), role]))
         merged = _scopes([*(existing.scopes if same_key and existing else []), *scopes])
         created = existing.created_ms if existing else now_ms
-        if existing and not same_key:
-            db.execute("DELETE FROM device_tokens WHERE device_id = ?", (device_id,))
-        db.execute(f"INSERT OR REPLACE INTO paired_devices (device_id, public_key, roles, scopes, {_META_COLUMNS}, "
-                   "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (device_id, public_key, json.dumps(roles), json.dumps(merged), meta.platform,
-                    meta.device_family, meta.client_id, meta.client_mode, meta.display_name, created, now_ms))
+        tokens = _tokens(row[11]) if row and same_key else {}
+        db.execute(f"INSERT OR REPLACE INTO device_pairing_paired ({_PAIRED_COLUMNS}) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (device_id, public_key, meta.display_name, meta.platform, meta.device_family, meta.client_id,
+                    meta.client_mode, role, json.dumps(roles), json.dumps(merged), json.dumps(merged),
+                    json.dumps(tokens) if tokens else None, via, created, now_ms))
         return PairedDevice(device_id, public_key, roles, merged, meta, created, now_ms)
 
     def approve(self, device_id: str, public_key: str, role: str, scopes: Iterable[Any], meta: DeviceMeta, *,
-                now_ms: int | None = None) -> PairedDevice:
+                now_ms: int | None = None, via: str | None = "owner") -> PairedDevice:
         """Approve a device for `role` and `scopes`, merged into an earlier approval of the same key.
 
         A different public key replaces the old approval outright and drops its device tokens: the old key's
-        grants must not carry over to a new key.
+        grants must not carry over to a new key. `via` is upstream's `approved_via` (`owner`, `silent`, ...).
         """
         with self._tx() as db:
             paired = self._approve(db, device_id, public_key, role, scopes, meta,
-                                   _now_ms() if now_ms is None else now_ms)
-            db.execute("DELETE FROM pairing_requests WHERE device_id = ?", (device_id,))
+                                   _now_ms() if now_ms is None else now_ms, via)
+            db.execute("DELETE FROM device_pairing_pending WHERE device_id = ?", (device_id,))
         self._restrict_companions()
         return paired
 
     def remove_device(self, device_id: str) -> bool:
         """Forget a pairing together with its tokens and pending requests."""
         with self._tx() as db:
-            gone = db.execute("DELETE FROM paired_devices WHERE device_id = ?", (device_id,)).rowcount > 0
-            db.execute("DELETE FROM device_tokens WHERE device_id = ?", (device_id,))
-            db.execute("DELETE FROM pairing_requests WHERE device_id = ?", (device_id,))
+            gone = db.execute("DELETE FROM device_pairing_paired WHERE device_id = ?", (device_id,)).rowcount > 0
+            db.execute("DELETE FROM device_pairing_pending WHERE device_id = ?", (device_id,))
         return gone
+
+    def _set_tokens(self, db: sqlite3.Connection, device_id: str, tokens: dict[str, dict[str, Any]]) -> None:
+        db.execute("UPDATE device_pairing_paired SET tokens_json = ? WHERE device_id = ?",
+                   (json.dumps(tokens) if tokens else None, device_id))
 
     def issue_token(self, device_id: str, role: str, scopes: Iterable[Any], now_ms: int, *,
                     rotate: bool = False) -> str:
-        """Mint a device token for a paired device's approved role and scopes; the raw value is returned once.
+        """The device token of a paired device's role, minted when it has none that covers `scopes`.
 
-        Only its SHA-256 is stored, so a token cannot be re-sent later: each call mints a new one. The newest
-        few per (device, role) stay valid so that concurrent connections of one device do not invalidate each
-        other; `rotate` revokes all earlier ones (`device.token.rotate`).
+        As upstream does, a live token whose scopes cover the request is handed out again (a device's concurrent
+        connections share it); a new one replaces it otherwise, and `rotate` always replaces it
+        (`device.token.rotate`): the previous token stops working.
         """
         wanted = _scopes(scopes)
-        raw = secrets.token_urlsafe(32)
         with self._tx() as db:
-            paired = self._paired_row(db, device_id)
+            row = self._paired_row(db, device_id)
+            paired = self._paired(row) if row else None
             if paired is None or role not in paired.roles or not scopes_cover(role, wanted, paired.scopes):
                 raise PermissionError(f"device {device_id} is not approved for role {role!r} with scopes {wanted}")
-            if rotate:
-                db.execute("UPDATE device_tokens SET revoked = 1 WHERE device_id = ? AND role = ?", (device_id, role))
-            db.execute("DELETE FROM device_tokens WHERE device_id = ? AND role = ? AND revoked = 1",
-                       (device_id, role))
-            db.execute("INSERT INTO device_tokens (token_hash, device_id, role, scopes, issued_at_ms) "
-                       "VALUES (?, ?, ?, ?, ?)", (_token_hash(raw), device_id, role, json.dumps(wanted), now_ms))
-            db.execute("DELETE FROM device_tokens WHERE device_id = ? AND role = ? AND token_hash NOT IN ("
-                       "SELECT token_hash FROM device_tokens WHERE device_id = ? AND role = ? "
-                       "ORDER BY issued_at_ms DESC, rowid DESC LIMIT ?)",
-                       (device_id, role, device_id, role, MAX_LIVE_TOKENS_PER_ROLE))
+            tokens = _tokens(row[11]) if row else {}
+            current = tokens.get(role)
+            if (not rotate and current and not current.get("revokedAtMs") and isinstance(current.get("token"), str)
+                    and scopes_cover(role, wanted, _json_list(json.dumps(current.get("scopes"))))
+                    and scopes_cover(role, _json_list(json.dumps(current.get("scopes"))), paired.scopes)):
+                return str(current["token"])
+            entry: dict[str, Any] = {"token": secrets.token_urlsafe(32), "role": role, "scopes": wanted,
+                                     "createdAtMs": (current or {}).get("createdAtMs", now_ms)}
+            if current:
+                entry["rotatedAtMs"] = now_ms
+                if current.get("lastUsedAtMs"):
+                    entry["lastUsedAtMs"] = current["lastUsedAtMs"]
+            tokens[role] = entry
+            self._set_tokens(db, device_id, tokens)
         self._restrict_companions()
-        return raw
+        return str(entry["token"])
 
     def verify_token(self, raw: str, device_id: str | None = None) -> TokenRecord | None:
         """Resolve a presented device token; None when unknown, revoked, for another device, or its device is gone.
 
-        The lookup key is the token's SHA-256, so the database never compares secret bytes; the final equality
-        check is constant-time anyway.
-        """
-        if not isinstance(raw, str) or not raw:
+        Compared in constant time against each candidate (a device has one token per role)."""
+        if not isinstance(raw, str) or not raw.strip():
             return None
-        digest = _token_hash(raw)
         with self._lock:
-            row = self._db.execute(
-                "SELECT t.token_hash, t.device_id, t.role, t.scopes, t.issued_at_ms, p.roles FROM device_tokens t "
-                "JOIN paired_devices p ON p.device_id = t.device_id WHERE t.token_hash = ? AND t.revoked = 0",
-                (digest,)).fetchone()
-        if row is None or not hmac.compare_digest(row[0], digest):
-            return None
-        if device_id is not None and not hmac.compare_digest(row[1].encode(), device_id.encode()):
-            return None
-        if row[2] not in json.loads(row[5]):
-            return None
-        return TokenRecord(device_id=row[1], role=row[2], scopes=json.loads(row[3]), issued_at_ms=row[4])
+            if device_id is not None:
+                rows = [r for r in [self._paired_row(self._db, device_id)] if r]
+            else:
+                rows = self._db.execute(f"SELECT {_PAIRED_COLUMNS} FROM device_pairing_paired "
+                                        "WHERE tokens_json IS NOT NULL").fetchall()
+        for row in rows:
+            paired = self._paired(row)
+            for role, entry in _tokens(row[11]).items():
+                token = entry.get("token")
+                if not isinstance(token, str) or entry.get("revokedAtMs") or role not in paired.roles:
+                    continue
+                if hmac.compare_digest(token.encode(), raw.encode()):
+                    issued = entry.get("rotatedAtMs") or entry.get("createdAtMs") or 0
+                    return TokenRecord(device_id=paired.device_id, role=role,
+                                       scopes=_json_list(json.dumps(entry.get("scopes"))), issued_at_ms=int(issued))
+        return None
 
-    def revoke(self, device_id: str, role: str) -> bool:
-        """Revoke every live token of (device, role); True when any was live."""
+    def revoke(self, device_id: str, role: str, now_ms: int | None = None) -> bool:
+        """Revoke the live token of (device, role); True when one was live."""
         with self._tx() as db:
-            cur = db.execute("UPDATE device_tokens SET revoked = 1 WHERE device_id = ? AND role = ? AND revoked = 0",
-                             (device_id, role))
-        return cur.rowcount > 0
+            row = self._paired_row(db, device_id)
+            tokens = _tokens(row[11]) if row else {}
+            entry = tokens.get(role)
+            if not entry or entry.get("revokedAtMs"):
+                return False
+            entry["revokedAtMs"] = _now_ms() if now_ms is None else now_ms
+            self._set_tokens(db, device_id, tokens)
+        return True
 
     def _expire(self, db: sqlite3.Connection, now_ms: int) -> None:
-        db.execute("DELETE FROM pairing_requests WHERE updated_ms + ? <= ?", (PENDING_TTL_MS, now_ms))
+        db.execute("DELETE FROM device_pairing_pending WHERE coalesce(refreshed_at_ms, ts) + ? <= ?",
+                   (PENDING_TTL_MS, now_ms))
 
     def _pending(self, row: tuple[Any, ...]) -> PendingRequest:
-        return PendingRequest(request_id=row[0], device_id=row[1], public_key=row[2], role=row[3],
-                              scopes=json.loads(row[4]), meta=self._meta(row, 5), is_repair=bool(row[10]),
-                              created_ms=row[11], updated_ms=row[12])
+        return PendingRequest(request_id=row[0], device_id=row[1], public_key=row[2], role=row[8] or "",
+                              scopes=_json_list(row[9]), meta=self._meta(row, 3),
+                              is_repair=bool(row[10]), created_ms=row[11],
+                              updated_ms=row[12] if row[12] is not None else row[11])
 
     def upsert_request(self, device_id: str, public_key: str, role: str, scopes: Iterable[Any], meta: DeviceMeta,
                        now_ms: int) -> tuple[PendingRequest, bool]:
@@ -540,28 +552,28 @@ class DeviceStore:
         wanted = _scopes(scopes)
         with self._tx() as db:
             self._expire(db, now_ms)
-            rows = db.execute(_PENDING_SELECT + " WHERE device_id = ? ORDER BY updated_ms DESC",
-                              (device_id,)).fetchall()
+            rows = db.execute(f"SELECT {_PENDING_COLUMNS} FROM device_pairing_pending WHERE device_id = ? "
+                              "ORDER BY coalesce(refreshed_at_ms, ts) DESC", (device_id,)).fetchall()
             current = [self._pending(r) for r in rows]
             if len(current) == 1 and current[0].public_key == public_key and current[0].role == role \
                     and set(current[0].scopes) == set(wanted):
-                db.execute("UPDATE pairing_requests SET platform = ?, device_family = ?, client_id = ?, "
-                           "client_mode = ?, display_name = ?, updated_ms = ? WHERE request_id = ?",
-                           (meta.platform, meta.device_family, meta.client_id, meta.client_mode, meta.display_name,
+                db.execute("UPDATE device_pairing_pending SET display_name = ?, platform = ?, device_family = ?, "
+                           "client_id = ?, client_mode = ?, refreshed_at_ms = ? WHERE request_id = ?",
+                           (meta.display_name, meta.platform, meta.device_family, meta.client_id, meta.client_mode,
                             now_ms, current[0].request_id))
                 refreshed = PendingRequest(current[0].request_id, device_id, public_key, role, current[0].scopes,
                                            meta, current[0].is_repair, current[0].created_ms, now_ms)
                 return refreshed, False
-            db.execute("DELETE FROM pairing_requests WHERE device_id = ?", (device_id,))
+            db.execute("DELETE FROM device_pairing_pending WHERE device_id = ?", (device_id,))
             is_repair = self._paired_row(db, device_id) is not None
             request = PendingRequest(str(uuid.uuid4()), device_id, public_key, role, wanted, meta, is_repair,
                                      now_ms, now_ms)
-            db.execute(f"INSERT INTO pairing_requests (request_id, device_id, public_key, role, scopes, "
-                       f"{_META_COLUMNS}, is_repair, created_ms, updated_ms) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (request.request_id, device_id, public_key, role, json.dumps(wanted), meta.platform,
-                        meta.device_family, meta.client_id, meta.client_mode, meta.display_name, int(is_repair),
-                        now_ms, now_ms))
+            db.execute("INSERT INTO device_pairing_pending (request_id, device_id, public_key, display_name, "
+                       "platform, device_family, client_id, client_mode, role, roles_json, scopes_json, is_repair, "
+                       "ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (request.request_id, device_id, public_key, meta.display_name, meta.platform,
+                        meta.device_family, meta.client_id, meta.client_mode, role, json.dumps([role]),
+                        json.dumps(wanted), int(is_repair), now_ms))
         self._restrict_companions()
         return request, True
 
@@ -572,7 +584,8 @@ class DeviceStore:
 
     def get_request(self, request_id: str, now_ms: int) -> PendingRequest | None:
         with self._lock:
-            row = self._db.execute(_PENDING_SELECT + " WHERE request_id = ? AND updated_ms + ? > ?",
+            row = self._db.execute(f"SELECT {_PENDING_COLUMNS} FROM device_pairing_pending WHERE request_id = ? "
+                                   "AND coalesce(refreshed_at_ms, ts) + ? > ?",
                                    (request_id, PENDING_TTL_MS, now_ms)).fetchone()
         return self._pending(row) if row else None
 
@@ -580,7 +593,8 @@ class DeviceStore:
         """Unexpired requests, newest first; expired ones are deleted on the way."""
         with self._tx() as db:
             self._expire(db, now_ms)
-            rows = db.execute(_PENDING_SELECT + " ORDER BY updated_ms DESC").fetchall()
+            rows = db.execute(f"SELECT {_PENDING_COLUMNS} FROM device_pairing_pending "
+                              "ORDER BY coalesce(refreshed_at_ms, ts) DESC").fetchall()
         return [self._pending(r) for r in rows]
 
     def approve_request(self, request_id: str, *, now_ms: int | None = None) -> PairedDevice | None:
@@ -588,12 +602,13 @@ class DeviceStore:
         now = _now_ms() if now_ms is None else now_ms
         with self._tx() as db:
             self._expire(db, now)
-            row = db.execute(_PENDING_SELECT + " WHERE request_id = ?", (request_id,)).fetchone()
+            row = db.execute(f"SELECT {_PENDING_COLUMNS} FROM device_pairing_pending WHERE request_id = ?",
+                             (request_id,)).fetchone()
             if row is None:
                 return None
             req = self._pending(row)
-            paired = self._approve(db, req.device_id, req.public_key, req.role, req.scopes, req.meta, now)
-            db.execute("DELETE FROM pairing_requests WHERE device_id = ?", (req.device_id,))
+            paired = self._approve(db, req.device_id, req.public_key, req.role, req.scopes, req.meta, now, "owner")
+            db.execute("DELETE FROM device_pairing_pending WHERE device_id = ?", (req.device_id,))
         self._restrict_companions()
         return paired
 
@@ -601,10 +616,11 @@ class DeviceStore:
         """Drop a pending request; an existing approval of the device stays as it was."""
         with self._tx() as db:
             self._expire(db, _now_ms() if now_ms is None else now_ms)
-            row = db.execute(_PENDING_SELECT + " WHERE request_id = ?", (request_id,)).fetchone()
+            row = db.execute(f"SELECT {_PENDING_COLUMNS} FROM device_pairing_pending WHERE request_id = ?",
+                             (request_id,)).fetchone()
             if row is None:
                 return None
-            db.execute("DELETE FROM pairing_requests WHERE request_id = ?", (request_id,))
+            db.execute("DELETE FROM device_pairing_pending WHERE request_id = ?", (request_id,))
         return self._pending(row)
 
 
@@ -706,7 +722,8 @@ def decide_pairing(store: DeviceStore, proof: DeviceProof, role: str, scopes: li
     if reason is None:
         return PairingDecision(approved=True, scopes=wanted, device=paired)
     if loopback_direct and auto_approve_local and _silent_allowed(reason, meta):
-        approved = store.approve(proof.device_id, proof.public_key_b64, role, wanted, meta, now_ms=now_ms)
+        approved = store.approve(proof.device_id, proof.public_key_b64, role, wanted, meta, now_ms=now_ms,
+                                 via="silent")
         return PairingDecision(approved=True, scopes=wanted, device=approved, auto_approved=True, reason=reason)
     request, created = store.upsert_request(proof.device_id, proof.public_key_b64, role, wanted, meta, now_ms)
     return PairingDecision(

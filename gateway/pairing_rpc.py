@@ -16,7 +16,6 @@ import asyncio
 import base64
 import hashlib
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup.config.pairing_store import (
@@ -25,6 +24,7 @@ from openclaw_sup.config.pairing_store import (
     REQUEST_TTL_MS,
     PairingRequest,
     PairingStore,
+    iso,
     store_path,
 )
 from openclaw_sup.config.plan import channel_accounts
@@ -39,10 +39,6 @@ SCOPES = {"channels.pairing.list": OPERATOR_PAIRING, "channels.pairing.approve":
 LABELS = {"irc": "IRC", "telegram": "Telegram", "webchat": "WebChat"}
 SENDER_LABELS = {"irc": "nick", "telegram": "user id"}
 NOTIFY_TIMEOUT_S = 35.0
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def request_id(req: PairingRequest) -> str:

@@ -137,6 +137,13 @@ def run(argv: list[str]) -> int:
     except LockHeld as exc:
         print(exc, file=sys.stderr)
         return 1
+    from openclaw_sup.config.statedb import prepare
+
+    unusable = prepare(paths.state_dir, lambda line: print(line, file=sys.stderr))
+    if unusable:
+        print(f"Gateway start blocked: {unusable}", file=sys.stderr)
+        lock.release()
+        return EXIT_CONFIG
 
     from openclaw_sup.gateway.tls import TlsError, server_tls
 

@@ -63,6 +63,7 @@ class IrcClient:
     def __init__(self, port: int, nick: str) -> None:
         self.nick = nick
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.settimeout(None)  # the reader waits as long as the user idles (and answers the server's PINGs)
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)

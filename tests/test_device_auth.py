@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import signal
 import sqlite3
 import stat
@@ -463,17 +464,24 @@ def db_bytes(path: Path) -> bytes:
     return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
-    path = tmp_path / "devices.sqlite"
+def test_tokens_are_stored_as_upstream_stores_them(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "openclaw.sqlite"
     with DeviceStore(path) as store:
         store.approve("dev1", "pk1", "operator", READ_WRITE, META, now_ms=1)
         raw = store.issue_token("dev1", "operator", READ_WRITE, 10)
         record = store.verify_token(raw, "dev1")
         assert record is not None and (record.device_id, record.role, record.scopes, record.issued_at_ms) == (
             "dev1", "operator", READ_WRITE, 10)
-        data = db_bytes(path)
-        assert raw.encode() not in data
-        assert hashlib.sha256(raw.encode()).hexdigest().encode() in data
+    # upstream's device_pairing_paired.tokens_json: one entry per role, the token as the real gateway compares it
+    with sqlite3.connect(path) as db:
+        (tokens_json, roles_json, approved) = db.execute(
+            "SELECT tokens_json, roles_json, approved_scopes_json FROM device_pairing_paired "
+            "WHERE device_id = 'dev1'").fetchone()
+    assert json.loads(tokens_json) == {"operator": {"token": raw, "role": "operator", "scopes": READ_WRITE,
+                                                    "createdAtMs": 10}}
+    assert json.loads(roles_json) == ["operator"] and json.loads(approved) == READ_WRITE
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
 
 
 def test_token_verify_and_revoke(tmp_path: Path) -> None:
@@ -488,7 +496,7 @@ def test_token_verify_and_revoke(tmp_path: Path) -> None:
         assert store.verify_token(raw, "dev1") is None
 
 
-def test_token_issue_requires_approval_and_keeps_few_live(tmp_path: Path) -> None:
+def test_token_issue_requires_approval_reuses_a_covering_token_and_rotates(tmp_path: Path) -> None:
     with DeviceStore(tmp_path / "d.sqlite") as store:
         with pytest.raises(PermissionError):
             store.issue_token("ghost", "operator", [], 1)
@@ -497,11 +505,17 @@ def test_token_issue_requires_approval_and_keeps_few_live(tmp_path: Path) -> Non
             store.issue_token("dev1", "operator", ["operator.admin"], 1)
         with pytest.raises(PermissionError):
             store.issue_token("dev1", "node", [], 1)
-        tokens = [store.issue_token("dev1", "operator", ["operator.read"], 10 + i) for i in range(6)]
-        assert [store.verify_token(t) is not None for t in tokens] == [False, False, True, True, True, True]
+        # As upstream: the role's live token is handed out again while it covers the request.
+        tokens = [store.issue_token("dev1", "operator", ["operator.read"], 10 + i) for i in range(3)]
+        assert len(set(tokens)) == 1 and store.verify_token(tokens[0]) is not None
         rotated = store.issue_token("dev1", "operator", ["operator.read"], 20, rotate=True)
-        assert store.verify_token(rotated) is not None
-        assert not any(store.verify_token(t) for t in tokens)
+        assert rotated != tokens[0]
+        record = store.verify_token(rotated)
+        assert record is not None and record.issued_at_ms == 20
+        assert store.verify_token(tokens[0]) is None
+        assert store.revoke("dev1", "operator", 21) and store.verify_token(rotated) is None
+        fresh = store.issue_token("dev1", "operator", ["operator.read"], 22)
+        assert fresh not in (rotated, tokens[0]) and store.verify_token(fresh) is not None
 
 
 def test_new_public_key_drops_old_grants_and_tokens(tmp_path: Path) -> None:
@@ -602,13 +616,15 @@ def test_store_survives_sigkill_mid_write(tmp_path: Path) -> None:
     last = printed[-1] if printed else None
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        live = db.execute("SELECT issued_at_ms FROM device_tokens WHERE revoked = 0").fetchall()
-    assert len(live) == 1 and acknowledged <= live[0][0] <= acknowledged + 1
+        (tokens_json,) = db.execute("SELECT tokens_json FROM device_pairing_paired WHERE device_id = 'dev1'"
+                                    ).fetchone()
+    live = json.loads(tokens_json)["operator"]
+    assert "revokedAtMs" not in live and acknowledged <= live["rotatedAtMs"] <= acknowledged + 1
     with DeviceStore(path) as store:
         assert store.get_pairing("dev1") is not None
         pending = store.list_pending(10**6)
         assert len({r.device_id for r in pending}) == len(pending)
-        if last is not None and live[0][0] == acknowledged:
+        if last is not None and live["rotatedAtMs"] == acknowledged:
             assert store.verify_token(last) is not None
 
 

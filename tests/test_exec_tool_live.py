@@ -5,9 +5,12 @@ the agent worker or the gateway killed mid-invoke, a command that floods or neve
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 from exec_harness import AgentRun, ScriptedAnthropic, ScriptedModel
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
+from upstream_state import cli_env, json_out, ok, run_real
 
 from conftest import Gateway, run_openclaw, wait_for
 
@@ -206,3 +210,52 @@ def test_anthropic_tool_use_runs_exec(gateway_factory: Any) -> None:
         assert [t["name"] for t in second["tools"]] == ["exec"]
     finally:
         model.close()
+
+
+def test_tool_rounds_are_kept_in_upstreams_transcript(gateway_factory: Any, model: ScriptedModel) -> None:
+    """A tool round is stored as upstream stores it (an assistant message with a `toolCall` part, then its
+    `toolResult`), is given back to the model on the next turn, stays out of `chat.history`'s text turns, and the
+    real `openclaw sessions` reads the session."""
+    gw = make_gateway(gateway_factory, model)
+    model.exec_args = {"command": "printf 'tool-%s' out", "host": "gateway"}
+    assert "RESULT: tool-out" in AgentRun(gw.port, TOKEN, "run it").text()
+    asked = len(model.requests)
+    assert "RESULT: tool-out" in AgentRun(gw.port, TOKEN, "again").text()
+
+    replayed = model.requests[asked]["messages"]  # the second turn's first model call
+    assert [m["role"] for m in replayed if m["role"] != "system"] == ["user", "assistant", "tool", "assistant", "user"]
+    call = next(m for m in replayed if m.get("tool_calls"))["tool_calls"][0]
+    assert call["function"]["name"] == "exec" and json.loads(call["function"]["arguments"]) == model.exec_args
+    result = next(m for m in replayed if m["role"] == "tool")
+    assert result["tool_call_id"] == call["id"] and result["content"] == "tool-out"
+
+    agent_db = gw.state_dir / "agents" / "main" / "agent" / "openclaw-agent.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{agent_db}?mode=ro", uri=True)) as db:
+        (session_id,) = db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = "
+                                   "'agent:main:main'").fetchone()
+        events = [json.loads(r[0]) for r in db.execute("SELECT event_json FROM transcript_events WHERE session_id = "
+                                                       "? ORDER BY seq", (session_id,))]
+        state = db.execute("SELECT needs_rebuild, active_message_count, leaf_event_id FROM "
+                           "session_transcript_index_state WHERE session_id = ?", (session_id,)).fetchone()
+    messages = [e["message"] for e in events[1:]]
+    assert [m["role"] for m in messages] == ["user", "assistant", "toolResult", "assistant"] * 2
+    assert all(e["parentId"] == p["id"] for p, e in itertools.pairwise(events))
+    assert state == (0, 8, events[-1]["id"])
+    calls, result, answer = messages[1], messages[2], messages[3]
+    part = calls["content"][0]
+    assert part["type"] == "toolCall" and part["name"] == "exec" and part["arguments"] == model.exec_args
+    assert calls["stopReason"] == "toolUse" and calls["__openclaw"]["runId"]
+    assert result["toolCallId"] == part["id"] and result["toolName"] == "exec" and result["isError"] is False
+    assert result["content"] == [{"type": "text", "text": "tool-out"}]
+    assert answer["content"] == [{"type": "text", "text": "RESULT: tool-out"}] and answer["stopReason"] == "stop"
+
+    op = operator(gw.port, TOKEN)
+    history = op.call("chat.history", {"sessionKey": "agent:main:main"})["messages"]
+    op.close()
+    assert [(m["role"], m["content"][0]["text"]) for m in history] == [
+        ("user", "run it"), ("assistant", "RESULT: tool-out"), ("user", "again"), ("assistant", "RESULT: tool-out")]
+
+    env = cli_env(gw.home)  # the real CLI on the gateway's own state dir, as a user on that host runs it
+    listed = json_out(run_real(env, "sessions", "--json"))
+    assert [(s["key"], s["modelProvider"]) for s in listed["sessions"]] == [("agent:main:main", "scripted")], listed
+    assert "agent:main:main" in ok(run_real(env, "sessions"))

@@ -83,8 +83,9 @@ def test_command_job_runs_on_schedule_with_history_events_and_status(gateway_fac
     assert {"added", "started", "finished"} & {p["action"] for p in started}
     status = c.request("cron.status", {})
     assert status["enabled"] is True and status["storage"] == "sqlite" and status["jobs"] == 1
-    assert status["sqlitePath"].endswith("/state/cron.sqlite") and status["nextWakeAtMs"] > 0
-    assert (gw.state_dir / "state" / "cron.sqlite").exists()
+    assert status["sqlitePath"].endswith("/state/openclaw.sqlite") and status["nextWakeAtMs"] > 0
+    assert status["storePath"] == status["sqlitePath"]
+    assert (gw.state_dir / "state" / "openclaw.sqlite").exists()
     listed = c.request("cron.list", {"includeDisabled": False, "limit": 200, "offset": 0})
     assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["hasMore"] is False
     assert listed["jobs"][0]["state"]["lastRunStatus"] == "ok"
@@ -127,9 +128,10 @@ def test_sigkill_mid_run_marks_it_interrupted_kills_the_group_and_goes_on(gatewa
     text = gw.log_text()
     assert "was interrupted by a scheduler restart" in text
     assert f"leftover process(es) of interrupted run {interrupted[0]['runId']} (process group {leader})" in text
-    db = sqlite3.connect(f"file:{gw.state_dir / 'state' / 'cron.sqlite'}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{gw.state_dir / 'state' / 'openclaw.sqlite'}?mode=ro", uri=True)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert db.execute("SELECT count(*) FROM runs WHERE run_id = ?", (interrupted[0]["runId"],)).fetchone()[0] == 1
+    assert db.execute("SELECT status FROM task_runs WHERE runtime = 'cron' AND "
+                      "json_extract(detail_json, '$.runId') = ?", (interrupted[0]["runId"],)).fetchall() == [("lost",)]
 
 
 def test_graceful_stop_mid_run_kills_the_command_and_records_it(gateway_factory, tmp_path: Path) -> None:
@@ -142,9 +144,13 @@ def test_graceful_stop_mid_run_kills_the_command_and_records_it(gateway_factory,
     c.close()
     assert gw.stop() == 0
     assert not any(_pgid(p.pid) == leader for p in psutil.process_iter())
-    db = sqlite3.connect(f"file:{gw.state_dir / 'state' / 'cron.sqlite'}?mode=ro", uri=True)
-    rows = db.execute("SELECT status, entry FROM runs WHERE job_id = ?", (job["id"],)).fetchall()
-    assert [(status, json.loads(entry).get("interrupted")) for status, entry in rows] == [("error", True)]
+    db = sqlite3.connect(f"file:{gw.state_dir / 'state' / 'openclaw.sqlite'}?mode=ro", uri=True)
+    rows = db.execute("SELECT status, detail_json FROM task_runs WHERE runtime = 'cron' AND source_id = ?",
+                      (job["id"],)).fetchall()
+    assert [(status, json.loads(d)["status"], json.loads(d).get("interrupted")) for status, d in rows] == [
+        ("lost", "error", True)]
+    assert db.execute("SELECT status FROM cron_run_receipts WHERE job_id = ?", (job["id"],)).fetchall() == [
+        ("interrupted",)]
 
 
 def _pgid(pid: int) -> int | None:
@@ -406,13 +412,14 @@ def test_unevaluable_schedule_logs_tick_failed_and_is_disabled(gateway_factory, 
     good = c.request("cron.add", command_job(["sh", "-c", f"echo x >> {out}"], every_ms=300, name="good"))
     c.close()
     gw.stop()
-    db = sqlite3.connect(gw.state_dir / "state" / "cron.sqlite")
+    db = sqlite3.connect(gw.state_dir / "state" / "openclaw.sqlite")
     broken = {"id": "broken-1", "name": "broken", "enabled": True, "createdAtMs": 0, "updatedAtMs": 0,
               "schedule": {"kind": "cron", "expr": "every tuesday"}, "sessionTarget": "isolated",
               "wakeMode": "now", "payload": {"kind": "command", "argv": ["true"]}, "state": {}}
     with db:
-        db.execute("INSERT INTO jobs (id, enabled, updated_at_ms, body) VALUES (?, 1, 0, ?)",
-                   ("broken-1", json.dumps(broken)))
+        db.execute("INSERT INTO cron_jobs (store_key, job_id, name, enabled, payload_kind, job_json, sort_order, "
+                   "updated_at) VALUES (?, 'broken-1', 'broken', 1, 'command', ?, 9, 0)",
+                   (os.path.abspath(gw.state_dir / "cron" / "jobs.json"), json.dumps(broken)))
     db.close()
     gw.start()
     c = connect(gw)

@@ -67,9 +67,9 @@ def sweep_group(pgid: int, leader_started: float | None) -> int:
         if leader_started is not None and abs(leader.create_time() - leader_started) > 0.01:
             return 0
     members = []
-    for proc in psutil.process_iter(["pid"]):
+    for proc in psutil.process_iter(["pid", "status"]):
         with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(proc.pid) == pgid:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:  # a dead leader unreaped
                 members.append(proc.pid)
     if members:
         kill_group(pgid)

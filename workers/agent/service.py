@@ -22,7 +22,7 @@ from openclaw_sup.workers.agent.exec_tool import ExecTool
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
-from openclaw_sup.workers.agent.toolloop import ToolLoopBound, run_loop
+from openclaw_sup.workers.agent.toolloop import ToolLoopBound, replay, run_loop
 from openclaw_sup.workers.groupledger import GroupLedger
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
 
@@ -100,6 +100,7 @@ class Run:
     heartbeat: bool = False
     route: dict[str, Any] | None = None
     fallbacks: tuple[str, ...] = ()
+    asked: bool = False  # the question is in the transcript (written at once for a run without a key)
 
 
 class AgentService:
@@ -129,7 +130,7 @@ class AgentService:
     def store(self, agent_id: str) -> AgentStore:
         st = self.stores.get(agent_id)
         if st is None:
-            st = AgentStore(db_path(self.root, agent_id))
+            st = AgentStore(db_path(self.root, agent_id), agent_id, self.root)
             closed = st.close_interrupted()
             if closed:
                 self.log.warning("agent %s: %d run(s) were interrupted by a stop or crash; closed as errors",
@@ -192,7 +193,7 @@ class AgentService:
                 return self.stored_answer(method, row)
         run = Run(run_id, method, agent_id, session_key, idem, message, model, timeout_s, heartbeat=heartbeat,
                   route=route, fallbacks=fallbacks)
-        if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at):
+        if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at, message):
             row = store.run(idem)
             return self.stored_answer(method, row) if row else {"runId": run_id, "status": "error"}
         self.runs[run_id] = run
@@ -217,6 +218,10 @@ class AgentService:
             out = Outcome("error", error=f"{type(exc).__name__}: {exc}")
             self._finish_events(run, out)
         finally:
+            if not run.asked and run.started_at:  # failed or aborted: the question stays in the transcript
+                with contextlib.suppress(Exception):
+                    self.store(run.agent_id).append_turn(run.session_key, run.message, None, run.run_id,
+                                                         ts=run.started_at)
             self.runs.pop(run.run_id, None)
             self.ctx.stats["activeRuns"] = len(self.runs)
             if run.idem_key:
@@ -232,11 +237,20 @@ class AgentService:
         if waiter is not None:
             waiter.set()
 
-    def _messages(self, run: Run, store: AgentStore) -> list[dict[str, str]]:
-        rows, _total = store.history(run.session_key, HISTORY_TURNS)
-        messages = [{"role": r["role"], "content": r["text"]} for r in rows if r["role"] in ("user", "assistant")]
+    def _messages(self, run: Run, store: AgentStore) -> list[dict[str, Any]]:
+        messages = replay(store.context(run.session_key, HISTORY_TURNS - (0 if run.asked else 1)))
+        if not run.asked:
+            messages.append({"role": "user", "content": run.message})
         prompt = self._system_prompt(run.agent_id)
         return [{"role": "system", "content": prompt}, *messages] if prompt else messages
+
+    @staticmethod
+    def _record(run: Run, store: AgentStore, message: dict[str, Any]) -> None:
+        """A tool round into the transcript, after the run's question (written first if it was not yet)."""
+        if not run.asked:
+            store.append_turn(run.session_key, run.message, None, run.run_id, ts=run.started_at)
+            run.asked = True
+        store.append_message(run.session_key, message, run.run_id)
 
     def _system_prompt(self, agent_id: str) -> str | None:
         for entry in self.agents_cfg.get("list") or ():
@@ -248,7 +262,9 @@ class AgentService:
         store = self.store(run.agent_id)
         run.started_at = now_ms()
         self._agent_event(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
-        store.append(run.session_key, "user", run.message, run.run_id)
+        if run.idem_key is None:  # no run record to recover it from: the question is written before the model call
+            store.append(run.session_key, "user", run.message, run.run_id)
+            run.asked = True
         if run.route:
             self.routes[run.session_key] = self.routes[f"{LAST_ROUTE}:{run.agent_id}"] = run.route
 
@@ -267,7 +283,7 @@ class AgentService:
         try:
             loop = await run_loop(model=model, messages=self._messages(run, store), tools=self._tools(run),
                                   emit=lambda stream, data: self._agent_event(run, stream, data),
-                                  record=lambda message: store.append_message(run.session_key, message, run.run_id),
+                                  record=lambda message: self._record(run, store, message),
                                   deadline=deadline)
         except (ModelConfigError, ProviderError, ToolLoopBound) as exc:
             out = Outcome("error", text=run.text, error=str(exc), code=getattr(exc, "code", "UNAVAILABLE"),
@@ -275,7 +291,12 @@ class AgentService:
             self.log.warning("run %s (%s) failed: %s", run.run_id, run.session_key, exc)
         else:
             result, ref = loop.completion, loop.ref
-            store.append(run.session_key, "assistant", result.text, run.run_id)
+            if run.asked:
+                store.append(run.session_key, "assistant", result.text, run.run_id, model=ref, usage=loop.usage)
+            else:
+                store.append_turn(run.session_key, run.message, result.text, run.run_id, model=ref,
+                                  usage=loop.usage, ts=run.started_at)
+                run.asked = True
             out = Outcome("ok", text=result.text, model=ref, usage=loop.usage, finish=result.finish_reason)
         self._finish_events(run, out)
         return out
@@ -564,7 +585,7 @@ class AgentService:
             last_user = next((m["content"] for m in reversed(clean) if m["role"] == "user"), None)
             if last_user is not None:
                 store.append(session_key, "user", last_user)
-            store.append(session_key, "assistant", result.text)
+            store.append(session_key, "assistant", result.text, model=ref, usage=result.usage())
         return {"text": result.text, "model": ref, "usage": result.usage(), "finishReason": result.finish_reason}
 
     async def shutdown(self) -> None:

@@ -1,35 +1,49 @@
-"""One agent's durable state (SQLite, WAL): session transcripts and runs keyed by idempotency key.
+"""One agent's durable state: sessions and transcripts in upstream's agent database, runs in a side file.
 
-The agent worker is the only process that opens it. A run is written `running` before the model is called
-and finished with its answer after, so a resent request with the same key returns the stored answer instead
-of running again, and a run that a crash cut short is found `running` at start and closed as an error.
+Sessions and transcripts live where upstream keeps them, in its format (`<stateDir>/agents/<id>/agent/
+openclaw-agent.sqlite`, schema 23, config/statedb.py), so `openclaw sessions` and the real gateway's
+`chat.history` show what our agent said, and we read what the real gateway wrote:
+
+- a session is a `session_nodes` row (its key, canonical: `agent:<agentId>:...`, lower-cased as upstream does;
+  `entry_json` the session entry with `sessionId` and `updatedAt` mirrored in the row) pointing at its current
+  `session_windows` row (the transcript), validated and certified in the same transaction as upstream's own
+  writers do (`entry_valid = 1`, no `session_canonical_validation_pending` row left behind);
+- a transcript is `transcript_events` (seq 0 the `session` header, then `message` events chained by
+  `parentId`), with `transcript_event_identities`, and the active-branch projection upstream reads
+  (`session_transcript_active_events`, `session_transcript_index_state`). When upstream left the projection to
+  be rebuilt, we append the events and leave it marked so. Upstream compresses large events (zstd): read here.
+
+The agent worker keeps its idempotency records in `openclaw-sup-runs.sqlite` beside it (a name upstream never
+uses): a run is written `running` before the model is called and finished with its answer after, so a resent
+key returns the stored answer instead of running again, and a run a crash cut short is found `running` at
+start and closed as an error. A run started by the `agent` method is also a `task_runs` row of the shared state
+database (runtime `cli`, as upstream records `openclaw agent` runs), so `openclaw tasks list` shows it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import os
+import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from openclaw_sup.config import sqlitedb
+from openclaw_sup.config import sqlitedb, statedb, sup_layout
 from openclaw_sup.config.paths import ensure_private_dir
+from openclaw_sup.config.sqlitedb import immediate
 
-DB_NAME = "openclaw-agent.sqlite"
+DB_NAME = statedb.AGENT_DB_NAME
+RUNS_NAME = "openclaw-sup-runs.sqlite"
 INTERRUPTED = "interrupted: the agent worker stopped while this run was in progress; send it again with a new " \
               "idempotencyKey to retry"
+TASK_RETENTION_MS = 7 * 86_400_000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_key TEXT NOT NULL,
-    role TEXT NOT NULL,
-    text TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    run_id TEXT
-);
-CREATE INDEX IF NOT EXISTS messages_by_session ON messages(session_key, id);
+RUNS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     idem_key TEXT PRIMARY KEY,
     run_id TEXT NOT NULL,
@@ -39,79 +53,418 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at INTEGER NOT NULL,
     ended_at INTEGER,
     error TEXT,
-    answer BLOB
+    answer BLOB,
+    message TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
 """
+ROLES_WITH_TOOLS = ("user", "assistant", "toolResult")
+CALLS_ONLY = " AND json_extract(e.event_json, '$.message.content[0].type') IS NOT 'toolCall'"  # text comes first
+_TASK_STATUS = {"ok": "succeeded", "error": "failed"}
+TASK_METHOD = "agent"  # the runs upstream records as tasks: `openclaw agent` through the gateway
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
 def db_path(state_dir: Path, agent_id: str) -> Path:
-    return state_dir / "agents" / agent_id / "agent" / DB_NAME
+    return statedb.agent_db_path(state_dir, agent_id)
+
+
+def store_key(session_key: str, agent_id: str) -> str:
+    """The key a session is stored under: agent-scoped and lower-cased as upstream canonicalises it (a Matrix or
+    Signal peer id after its channel prefix keeps its case)."""
+    key = session_key.strip()
+    if not key.lower().startswith("agent:"):
+        key = f"agent:{agent_id}:{key}"
+    low = key.lower()
+    for marker in ("matrix:", "signal:"):
+        at = low.find(marker)
+        if at >= 0:
+            return low[:at + len(marker)] + key[at + len(marker):]
+    return low
+
+
+def _zstd(blob: bytes, size: int | None) -> str:
+    import zstandard  # only upstream's large events are compressed
+
+    return zstandard.ZstdDecompressor().decompress(blob, max_output_size=size or 4_194_304).decode()
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+                       and isinstance(p.get("text"), str))
+    return ""
 
 
 class AgentStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, agent_id: str | None = None, state_dir: Path | None = None) -> None:
+        """`path` is the agent database (`db_path`); the agent and state dir default to what the path names."""
         ensure_private_dir(path.parent)
+        ensure_private_dir(path.parent.parent)
         self.path = path
-        self.db = sqlitedb.connect(path, timeout=5.0)
-        self.db.executescript(SCHEMA)
-        path.chmod(0o600)
+        self.agent_id = agent_id or path.parent.parent.name
+        self.state_dir = state_dir or path.parents[3]
+        self.db = statedb.open_agent_db(path, self.agent_id)
+        self.side = sqlitedb.connect(path.parent / RUNS_NAME, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
+        self.side.executescript(RUNS_SCHEMA)
+        self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
+        statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
+        self.lease = self._claim_lease()
+        self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
+        sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
+
+    def _import(self, old: sqlite3.Connection) -> None:
+        """Transcripts and runs of openclaw-sup's earlier agent tables (config/sup_layout.py), in order."""
+        messages = old.execute("SELECT session_key, role, text, ts, run_id FROM messages ORDER BY id").fetchall()
+        runs = old.execute("SELECT idem_key, run_id, method, session_key, status, started_at, ended_at, error, "
+                           "answer FROM runs").fetchall()
+        for session_key, role, text, ts, run_id in messages:
+            self.append(session_key, role, text, run_id, ts=ts)
+        with immediate(self.side):
+            self.side.executemany("INSERT OR IGNORE INTO runs (idem_key, run_id, method, session_key, status, "
+                                  "started_at, ended_at, error, answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", runs)
+
+    def _claim_lease(self) -> str:
+        """Upstream's open-database lease (`agent_database_leases`: this process holds the file), so the real
+        `openclaw doctor --fix` leaves the database alone while we use it; refused while upstream's agent
+        database maintenance runs. Leases of processes that are gone are dropped on the way, as upstream does."""
+        lease, pid = str(uuid.uuid4()), os.getpid()
+        with self.state.write():
+            busy = self.state.execute("SELECT owner FROM state_leases WHERE scope = 'core:agent-database-maintenance' "
+                                      "AND lease_key = 'global' AND expires_at > ?", (now_ms(),)).fetchone()
+            if busy:
+                raise statedb.StateDbError(f"the agent database {self.path} is being maintained by `openclaw doctor "
+                                           "--fix`; the agent worker opens it again once that completes")
+            for held, owner, start in self.state.execute("SELECT lease_id, owner_pid, owner_start_time FROM "
+                                                         "agent_database_leases WHERE path = ?",
+                                                         (os.path.abspath(self.path),)).fetchall():
+                if statedb.start_identity(owner) is None or (start is not None and
+                                                             statedb.start_identity(owner) != start):
+                    self.state.execute("DELETE FROM agent_database_leases WHERE lease_id = ?", (held,))
+            self.state.execute("INSERT INTO agent_database_leases (lease_id, agent_id, path, owner_pid, "
+                               "owner_start_time, opened_at) VALUES (?, ?, ?, ?, ?, ?)",
+                               (lease, self.agent_id, os.path.abspath(self.path), pid, statedb.start_identity(pid),
+                                now_ms()))
+        return lease
 
     def close(self) -> None:
-        self.db.close()
+        self.checkpointer.stop()
+        with contextlib.suppress(sqlite3.Error), self.state.write():
+            self.state.execute("DELETE FROM agent_database_leases WHERE lease_id = ?", (self.lease,))
+        for db in (self.db, self.side, self.state):
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
     def close_interrupted(self) -> list[tuple[str, str | None]]:
         """Runs left `running` by a crash become errors; answers their `(runId, sessionKey)`."""
-        rows = self.db.execute("SELECT run_id, session_key FROM runs WHERE status='running'").fetchall()
-        self.db.execute("UPDATE runs SET status='error', error=?, ended_at=? WHERE status='running'",
-                        (INTERRUPTED, now_ms()))
+        rows = self.side.execute("SELECT run_id, session_key, method, message, started_at FROM runs "
+                                 "WHERE status='running'").fetchall()
+        ended = now_ms()
+        for run_id, key, _method, message, started in rows:
+            if message is not None and key:  # its turn was to be written whole at its end: the question is kept
+                self.append_turn(key, message, None, run_id, ts=started)
+        self.side.execute("UPDATE runs SET status='error', error=?, ended_at=? WHERE status='running'",
+                          (INTERRUPTED, ended))
+        for run_id, _key, method, _message, _started in rows:
+            if method == TASK_METHOD:
+                self._end_task(run_id, "lost", INTERRUPTED, ended)
         return [(r[0], r[1]) for r in rows]
 
-    # -- transcript ----------------------------------------------------------------------------------
+    # -- sessions ------------------------------------------------------------------------------------
 
-    def append(self, session_key: str, role: str, text: str, run_id: str | None = None) -> int:
-        cur = self.db.execute("INSERT INTO messages(session_key, role, text, ts, run_id) VALUES (?,?,?,?,?)",
-                              (session_key, role, text, now_ms(), run_id))
-        return int(cur.lastrowid or 0)
+    def _workspace(self) -> str:
+        name = "workspace" if self.agent_id == "main" else f"workspace-{self.agent_id}"
+        return str(self.state_dir / name)
+
+    def _open_session(self, key: str, now: int) -> tuple[str, dict[str, Any]]:
+        """The session's id and entry, created (window, header event, projection) when it has none yet."""
+        row = self.db.execute("SELECT current_session_id, entry_json FROM session_nodes WHERE session_key = ?",
+                              (key,)).fetchone()
+        if row is not None:
+            entry = orjson.loads(row[1]) if row[1] else {}
+            if isinstance(entry, dict) and entry.get("sessionId") == row[0]:
+                return row[0], entry
+            return row[0], {"sessionId": row[0]}
+        session_id = str(uuid.uuid4())
+        entry = {"sessionId": session_id, "updatedAt": now, "sessionStartedAt": now, "delivery": {"kind": "none"},
+                 "createdVia": "run", "createdAt": now}
+        self.db.execute("INSERT INTO session_nodes (session_key, current_session_id, entry_json, updated_at, "
+                        "created_at, created_via) VALUES (?, ?, ?, ?, ?, 'run')",
+                        (key, session_id, orjson.dumps(entry).decode(), now, now))
+        self.db.execute("INSERT INTO session_windows (session_id, session_key, session_scope, created_at, "
+                        "updated_at, session_entry_provenance, started_at) VALUES (?, ?, 'conversation', ?, ?, 1, ?)",
+                        (session_id, key, now, now, now))
+        self.db.execute("INSERT INTO transcript_rewrite_watermarks (session_id, generation, updated_at) "
+                        "VALUES (?, ?, ?)", (session_id, uuid.uuid4().hex, now))
+        header = {"type": "session", "version": 4, "id": session_id, "timestamp": iso(now), "cwd": self._workspace()}
+        self._insert_event(session_id, 0, header, None, now)
+        self.db.execute("INSERT INTO session_transcript_index_state (session_id, indexed_seq, leaf_event_id, "
+                        "needs_rebuild, active_event_count, active_message_count, updated_at) "
+                        "VALUES (?, 0, ?, 0, 0, 0, ?)", (session_id, session_id, now))
+        self._certify(key)
+        return session_id, entry
+
+    def _insert_event(self, session_id: str, seq: int, event: dict[str, Any], idem: str | None, now: int) -> None:
+        if idem and self.db.execute("SELECT 1 FROM transcript_event_identities WHERE session_id = ? AND "
+                                    "message_idempotency_key = ?", (session_id, idem)).fetchone():
+            idem = None  # upstream keeps one message per key and session: a repeat is kept, unkeyed
+        text = orjson.dumps(event).decode()
+        self.db.execute("INSERT INTO transcript_events (session_id, seq, event_json, created_at, event_utf8_bytes) "
+                        "VALUES (?, ?, ?, ?, ?)", (session_id, seq, text, now, len(text.encode())))
+        self.db.execute("INSERT INTO transcript_event_identities (session_id, event_id, seq, event_type, parent_id, "
+                        "message_idempotency_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (session_id, event["id"], seq, event["type"], event.get("parentId"), idem, now))
+
+    def _certify(self, key: str) -> None:
+        """Mark the node's entry valid and settle its pending validation, as upstream's writers do in-transaction."""
+        self.db.execute("UPDATE session_nodes SET entry_valid = 1 WHERE session_key = ?", (key,))
+        self.db.execute("DELETE FROM session_canonical_validation_pending WHERE session_key = ?", (key,))
+
+    def append(self, session_key: str, role: str, text: str, run_id: str | None = None, *,
+               model: str | None = None, usage: dict[str, int] | None = None, ts: int | None = None) -> int:
+        """Append a user or assistant message to the session's transcript; returns its sequence number."""
+        with self.db.write():
+            return self._append(store_key(session_key, self.agent_id), role, text, run_id, model, usage,
+                                now_ms() if ts is None else ts)
+
+    def append_turn(self, session_key: str, question: str, answer: str | None, run_id: str, *,
+                    model: str | None = None, usage: dict[str, int] | None = None, ts: int | None = None) -> None:
+        """A turn's question and (when there is one) its answer in one transaction: half the commits of two
+        appends, each of which writes dozens of pages of upstream's indexed tables. A question already written
+        for this run (a crash after the turn was stored, before its run was closed) is not written twice."""
+        key = store_key(session_key, self.agent_id)
+        with self.db.write():
+            row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?",
+                                  (key,)).fetchone()
+            if row is None or not self.db.execute(
+                    "SELECT 1 FROM transcript_event_identities WHERE session_id = ? AND message_idempotency_key = ?",
+                    (row[0], f"{run_id}:user")).fetchone():
+                self._append(key, "user", question, run_id, None, None, now_ms() if ts is None else ts)
+            if answer is not None:
+                self._append(key, "assistant", answer, run_id, model, usage, now_ms())
+
+    def _append(self, key: str, role: str, text: str, run_id: str | None, model: str | None,
+                usage: dict[str, int] | None, now: int) -> int:
+        message: dict[str, Any] = {"role": role, "timestamp": now}
+        idem = None
+        if role == "user":
+            message["content"] = text
+            if run_id:
+                idem = message["idempotencyKey"] = f"{run_id}:user"
+        else:
+            message["content"] = [{"type": "text", "text": text}]
+            if model:
+                provider, _, name = model.partition("/")
+                message.update(provider=provider, model=name)
+            if usage:
+                message["usage"] = {"input": usage.get("inputTokens", 0), "output": usage.get("outputTokens", 0),
+                                    "totalTokens": usage.get("inputTokens", 0) + usage.get("outputTokens", 0)}
+            message["stopReason"] = "stop"
+            if run_id:
+                message["__openclaw"] = {"runId": run_id}
+        return self._write_message(key, message, idem, now, model if role != "user" else None,
+                                   turn_ends=role != "user")
 
     def append_message(self, session_key: str, message: dict[str, Any], run_id: str | None = None) -> int:
-        """A tool round's record (the assistant's tool calls, a tool result), kept as its JSON."""
-        role = "toolCall" if message.get("role") == "assistant" else str(message.get("role"))
-        return self.append(session_key, role, orjson.dumps(message).decode(), run_id)
+        """A tool round's record, already in upstream's shape: the assistant's message with its `toolCall` parts,
+        or a `toolResult` message. The session entry moves on with the turn's answer, not here."""
+        message = dict(message)
+        message.setdefault("timestamp", now_ms())
+        if run_id and message.get("role") == "assistant":
+            message["__openclaw"] = {"runId": run_id}
+        with self.db.write():
+            return self._write_message(store_key(session_key, self.agent_id), message, None, message["timestamp"],
+                                       None, turn_ends=False)
 
-    def history(self, session_key: str, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """The last `limit` messages before the newest `offset` ones (oldest first), and the total count."""
-        total = self.db.execute("SELECT COUNT(*) FROM messages WHERE session_key=?", (session_key,)).fetchone()[0]
-        rows = self.db.execute(
-            "SELECT id, role, text, ts, run_id FROM messages WHERE session_key=? ORDER BY id DESC LIMIT ? OFFSET ?",
-            (session_key, limit, offset)).fetchall()
-        return [{"id": r[0], "role": r[1], "text": r[2], "ts": r[3], "runId": r[4]} for r in reversed(rows)], total
+    def _write_message(self, key: str, message: dict[str, Any], idem: str | None, now: int, model: str | None, *,
+                       turn_ends: bool) -> int:
+        session_id, entry = self._open_session(key, now)
+        (last,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
+                                  (session_id,)).fetchone()
+        seq = (last if last is not None else -1) + 1
+        leaf = self.db.execute("SELECT leaf_event_id FROM session_transcript_index_state WHERE session_id = ? "
+                               "AND needs_rebuild = 0 AND indexed_seq = ?", (session_id, seq - 1)).fetchone() \
+            or self.db.execute("SELECT event_id FROM transcript_event_identities WHERE session_id = ? AND seq = ?",
+                               (session_id, seq - 1)).fetchone()
+        event = {"type": "message", "id": str(uuid.uuid4()), "parentId": leaf[0] if leaf else None,
+                 "timestamp": iso(now), "message": message}
+        self._insert_event(session_id, seq, event, idem, now)
+        self._project(session_id, seq, event["id"], now)
+        if turn_ends:  # the session and its window move on once per turn, with the answer
+            entry.update(updatedAt=now, lastInteractionAt=now, lastActivityAt=now)
+            if model:
+                entry["modelProvider"], _, entry["model"] = model.partition("/")
+            self.db.execute("UPDATE session_nodes SET entry_json = ?, updated_at = ?, last_interaction_at = ?, "
+                            "last_activity_at = ? WHERE session_key = ?",
+                            (orjson.dumps(entry).decode(), now, now, now, key))
+            self._certify(key)
+            self.db.execute("UPDATE session_windows SET updated_at = ?, transcript_updated_at = ?, "
+                            "transcript_observed_at = ?, status = 'done', ended_at = ?, "
+                            "model_provider = coalesce(?, model_provider), model = coalesce(?, model) "
+                            "WHERE session_id = ?",
+                            (now, now, now, now, entry.get("modelProvider") if model else None,
+                             entry.get("model") if model else None, session_id))
+        return seq
+
+    def _project(self, session_id: str, seq: int, event_id: str, now: int) -> None:
+        """Extend the active-branch projection by one message, or leave it for upstream to rebuild when stale."""
+        state = self.db.execute("SELECT indexed_seq, needs_rebuild, active_event_count, active_message_count FROM "
+                                "session_transcript_index_state WHERE session_id = ?", (session_id,)).fetchone()
+        if state is None or state[1] != 0 or state[0] != seq - 1:
+            self.db.execute("INSERT INTO session_transcript_index_state (session_id, indexed_seq, needs_rebuild, "
+                            "updated_at) VALUES (?, -1, 1, ?) ON CONFLICT(session_id) DO UPDATE SET needs_rebuild = 1",
+                            (session_id, now))
+            return
+        self.db.execute("INSERT INTO session_transcript_active_events (session_id, active_position, event_seq, "
+                        "message_position, context_eligible) VALUES (?, ?, ?, ?, 1)",
+                        (session_id, state[2], seq, state[3]))
+        self.db.execute("UPDATE session_transcript_index_state SET indexed_seq = ?, leaf_event_id = ?, "
+                        "active_event_count = ?, active_message_count = ?, updated_at = ? WHERE session_id = ?",
+                        (seq, event_id, state[2] + 1, state[3] + 1, now, session_id))
+
+    def _messages(self, session_id: str, limit: int = -1, offset: int = 0, *, count: bool = True,
+                  tools: bool = False) -> tuple[list[tuple[int, dict[str, Any], int]], int]:
+        """The session's user and assistant messages, oldest first: the last `limit` (all with -1) before the
+        newest `offset`, and how many there are. The active branch when upstream's projection is current, else
+        every message event in sequence order; only the page asked for is read and decoded. With `tools`, the tool
+        rounds too (`toolResult` messages); without, an assistant message that opens with a tool call is left out."""
+        state = self.db.execute("SELECT indexed_seq, needs_rebuild FROM session_transcript_index_state WHERE "
+                                "session_id = ?", (session_id,)).fetchone()
+        (latest,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
+                                    (session_id,)).fetchone()
+        roles = ROLES_WITH_TOOLS if tools else ("user", "assistant")
+        chat = (f"(e.event_json IS NULL OR json_extract(e.event_json, '$.message.role') IN {roles!r}"
+                f"{'' if tools else CALLS_ONLY})")
+        if state is not None and state[1] == 0 and state[0] == latest:
+            source = ("FROM session_transcript_active_events a JOIN transcript_events e ON e.session_id = "
+                      f"a.session_id AND e.seq = a.event_seq WHERE a.session_id = ? AND a.message_position IS NOT NULL "
+                      f"AND {chat}")
+            order = "a.active_position"
+        else:
+            source = ("FROM transcript_events e JOIN transcript_event_identities i ON i.session_id = e.session_id "
+                      f"AND i.seq = e.seq WHERE e.session_id = ? AND i.event_type = 'message' AND {chat}")
+            order = "e.seq"
+        (total,) = self.db.execute(f"SELECT count(*) {source}", (session_id,)).fetchone() if count else (-1,)
+        rows = self.db.execute(f"SELECT e.seq, e.event_json, e.event_zstd, e.event_utf8_bytes, e.created_at {source} "
+                               f"ORDER BY {order} DESC LIMIT ? OFFSET ?", (session_id, limit, offset)).fetchall()
+        out = []
+        for seq, text, blob, size, created in reversed(rows):
+            with contextlib.suppress(ValueError, orjson.JSONDecodeError):
+                event = orjson.loads(text if text is not None else _zstd(blob, size))
+                message = event.get("message") if isinstance(event, dict) else None
+                if isinstance(message, dict) and message.get("role") in roles:
+                    out.append((seq, message, created))
+        return out, int(total)
+
+    def history(self, session_key: str, limit: int, offset: int = 0, *, count: bool = True
+                ) -> tuple[list[dict[str, Any]], int]:
+        """The last `limit` user/assistant messages before the newest `offset` ones (oldest first), and the total
+        (-1 unless `count`: a model's context needs no total)."""
+        key = store_key(session_key, self.agent_id)
+        row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
+        if row is None:
+            return [], 0
+        window, total = self._messages(row[0], limit, offset, count=count)
+        out = []
+        for seq, m, created in window:
+            run = (m.get("__openclaw") or {}).get("runId") if isinstance(m.get("__openclaw"), dict) else None
+            idem = m.get("idempotencyKey")
+            if run is None and isinstance(idem, str) and idem.endswith(":user"):
+                run = idem[:-len(":user")]
+            ts = m.get("timestamp") if isinstance(m.get("timestamp"), int) else created
+            out.append({"id": seq, "role": m["role"], "text": message_text(m), "ts": ts, "runId": run})
+        return out, total
+
+    def context(self, session_key: str, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` messages of the session as upstream stores them, tool rounds included (oldest
+        first): what the model is given back (workers/agent/toolloop.py replay)."""
+        key = store_key(session_key, self.agent_id)
+        row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
+        return [] if row is None else [m for _seq, m, _ts in self._messages(row[0], limit, count=False, tools=True)[0]]
+
+    def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every session of this agent, newest first: key, session id, times, model, and its message count."""
+        sql = ("SELECT n.session_key, n.current_session_id, n.entry_json, n.updated_at, n.created_at, "
+               "w.model_provider, w.model, s.active_message_count, s.needs_rebuild FROM session_nodes n "
+               "LEFT JOIN session_windows w ON w.session_id = n.current_session_id "
+               "LEFT JOIN session_transcript_index_state s ON s.session_id = n.current_session_id "
+               "WHERE n.entry_valid != -1 ORDER BY n.updated_at DESC, n.session_key")
+        rows = self.db.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
+        out = []
+        for key, session_id, entry_json, updated, created, provider, model, count, stale in rows:
+            entry: dict[str, Any] = {}
+            with contextlib.suppress(orjson.JSONDecodeError):
+                entry = orjson.loads(entry_json) if entry_json else {}
+            if stale or count is None:
+                count = self._messages(session_id, 0)[1]
+            out.append({"key": key, "sessionId": session_id, "updatedAt": updated,
+                        "createdAt": created if created is not None else entry.get("sessionStartedAt"),
+                        "modelProvider": entry.get("modelProvider", provider), "model": entry.get("model", model),
+                        "messages": count, "agentId": self.agent_id})
+        return out
 
     # -- runs ----------------------------------------------------------------------------------------
 
     def run(self, idem_key: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT run_id, method, session_key, status, started_at, ended_at, error, answer "
-                              "FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
+        row = self.side.execute("SELECT run_id, method, session_key, status, started_at, ended_at, error, answer "
+                                "FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
         return _run_row(row) if row else None
 
     def run_by_id(self, run_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT run_id, method, session_key, status, started_at, ended_at, error, answer "
-                              "FROM runs WHERE run_id=? ORDER BY started_at DESC LIMIT 1", (run_id,)).fetchone()
+        row = self.side.execute("SELECT run_id, method, session_key, status, started_at, ended_at, error, answer "
+                                "FROM runs WHERE run_id=? ORDER BY started_at DESC LIMIT 1", (run_id,)).fetchone()
         return _run_row(row) if row else None
 
-    def start_run(self, idem_key: str, run_id: str, method: str, session_key: str | None, started_at: int) -> bool:
-        """Record a run as started; False when that key already has one (the caller returns the stored one)."""
-        cur = self.db.execute("INSERT OR IGNORE INTO runs(idem_key, run_id, method, session_key, status, started_at)"
-                              " VALUES (?,?,?,?, 'running', ?)", (idem_key, run_id, method, session_key, started_at))
+    def start_run(self, idem_key: str, run_id: str, method: str, session_key: str | None, started_at: int,
+                  message: str | None = None) -> bool:
+        """Record a run as started; False when that key already has one (the caller returns the stored one).
+        `message`, the run's question, is kept until the run is closed: written with its answer in one
+        transaction (`append_turn`), it is written alone if a crash ends the run first (`close_interrupted`)."""
+        cur = self.side.execute("INSERT OR IGNORE INTO runs(idem_key, run_id, method, session_key, status, "
+                                "started_at, message) VALUES (?,?,?,?, 'running', ?, ?)",
+                                (idem_key, run_id, method, session_key, started_at, message))
+        if cur.rowcount == 1 and method == TASK_METHOD:
+            key = store_key(session_key or "main", self.agent_id)
+            with contextlib.suppress(sqlite3.Error), self.state.write():
+                self.state.execute(
+                    "INSERT OR IGNORE INTO task_runs (task_id, runtime, source_id, requester_session_key, owner_key, "
+                    "scope_kind, child_session_key, agent_id, requester_agent_id, run_id, execution_owner_host, "
+                    "execution_owner_pid, execution_owner_start_identity, task, status, delivery_status, "
+                    "notify_policy, created_at, started_at, last_event_at) VALUES (?, 'cli', ?, ?, ?, 'session', ?, "
+                    "?, ?, ?, ?, ?, ?, ?, 'running', 'not_applicable', 'silent', ?, ?, ?)",
+                    (_task_id(run_id), run_id, key, key, key, self.agent_id, self.agent_id, run_id,
+                     os.uname().nodename, os.getpid(), statedb.start_identity(os.getpid()),
+                     (message or run_id)[:500], started_at, started_at, started_at))
         return cur.rowcount == 1
 
     def finish_run(self, idem_key: str, status: str, error: str | None, answer: Any) -> None:
-        self.db.execute("UPDATE runs SET status=?, error=?, ended_at=?, answer=? WHERE idem_key=?",
-                        (status, error, now_ms(), orjson.dumps(answer), idem_key))
+        ended = now_ms()
+        self.side.execute("UPDATE runs SET status=?, error=?, ended_at=?, answer=? WHERE idem_key=?",
+                          (status, error, ended, orjson.dumps(answer), idem_key))
+        row = self.side.execute("SELECT run_id, method FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
+        if row and row[1] == TASK_METHOD:
+            summary = "completed" if status == "ok" else None
+            self._end_task(row[0], _TASK_STATUS.get(status, "failed"), error, ended, summary)
+
+    def _end_task(self, run_id: str, status: str, error: str | None, ended: int, summary: str | None = None) -> None:
+        with contextlib.suppress(sqlite3.Error), self.state.write():
+            self.state.execute("UPDATE task_runs SET status = ?, error = ?, ended_at = ?, last_event_at = ?, "
+                               "cleanup_after = ?, terminal_summary = ? WHERE task_id = ? AND status = 'running'",
+                               (status, error, ended, ended, ended + TASK_RETENTION_MS, summary, _task_id(run_id)))
+
+
+def _task_id(run_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"openclaw-sup:agent-run:{run_id}"))
 
 
 def _run_row(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -21,36 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openclaw_sup.config import sqlitedb
-from openclaw_sup.config.sqlitedb import immediate
+from openclaw_sup.config import statedb
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS device_identities (
-  identity_key TEXT NOT NULL PRIMARY KEY,
-  device_id TEXT NOT NULL,
-  public_key_pem TEXT NOT NULL,
-  private_key_pem TEXT NOT NULL,
-  created_at_ms INTEGER NOT NULL,
-  updated_at_ms INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS idx_device_identities_device
-  ON device_identities(device_id, updated_at_ms DESC);
-CREATE TABLE IF NOT EXISTS device_auth_tokens (
-  device_id TEXT NOT NULL,
-  role TEXT NOT NULL,
-  token TEXT NOT NULL,
-  scopes_json TEXT NOT NULL,
-  updated_at_ms INTEGER NOT NULL,
-  PRIMARY KEY (device_id, role)
-) STRICT;
-CREATE INDEX IF NOT EXISTS idx_device_auth_tokens_updated
-  ON device_auth_tokens(updated_at_ms DESC, device_id, role);
-CREATE TABLE IF NOT EXISTS config_machine_state (
-      state_key TEXT NOT NULL PRIMARY KEY,
-      value_json TEXT NOT NULL,
-      updated_at_ms INTEGER NOT NULL
-    ) STRICT;
-"""
 CONFIG_KEY = "nodeHost.config"
 
 
@@ -98,10 +70,7 @@ class NodeHostState:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "state" / "openclaw.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self.path, 0o600)  # it holds a private key and auth tokens
-        self._db = sqlitedb.connect(self.path)
-        self._db.executescript(_SCHEMA)
+        self._db = statedb.open_state_db(self.path)
 
     def close(self) -> None:
         self._db.close()
@@ -117,7 +86,7 @@ class NodeHostState:
             load_pem_public_key,
         )
 
-        with immediate(self._db):
+        with self._db.write():
             row = self._db.execute("SELECT device_id, public_key_pem, private_key_pem FROM device_identities "
                                    "WHERE identity_key = 'primary'").fetchone()
             if row is None:
@@ -141,18 +110,18 @@ class NodeHostState:
         return row[0] if row else None
 
     def save_token(self, device_id: str, token: str, scopes: list[str], role: str = "node") -> None:
-        with immediate(self._db):
+        with self._db.write():
             self._db.execute("INSERT OR REPLACE INTO device_auth_tokens (device_id, role, token, scopes_json, "
                              "updated_at_ms) VALUES (?, ?, ?, ?, ?)", (device_id, role, token, json.dumps(scopes),
                                                                       _now()))
 
     def forget_token(self, device_id: str, role: str = "node") -> None:
-        with immediate(self._db):
+        with self._db.write():
             self._db.execute("DELETE FROM device_auth_tokens WHERE device_id = ? AND role = ?", (device_id, role))
 
     def config(self, *, display_name: str | None, gateway: dict[str, Any]) -> dict[str, Any]:
         """`nodeHost.config`: the instance id is made once; name and endpoint follow the latest start."""
-        with immediate(self._db):
+        with self._db.write():
             row = self._db.execute("SELECT value_json FROM config_machine_state WHERE state_key = ?",
                                    (CONFIG_KEY,)).fetchone()
             try:

@@ -3,9 +3,10 @@
 Options (config/plan.py `worker_specs`): `cron` (the `cron` section), `heartbeat` (`agents.defaults.heartbeat`),
 `agentHeartbeats` (agentId -> its heartbeat), optionally `stateDir` (else derived from the bus socket, then
 OPENCLAW_STATE_DIR or the profile) and, for tests only, `testTimeScale` (multiplies the error backoff unit).
-The store is `<stateDir>/state/cron.sqlite`. RPCs served: `cron.status|list|get|add|update|remove|run|runs`,
-`set-heartbeats`, `wake`. Events emitted: `cron` (`{jobId, action: added|updated|removed|started|finished,
-runId?, status?, error?, summary?, runAtMs?, durationMs?, nextRunAtMs?, deliveryStatus?}`) and `heartbeat`
+The store is upstream's: `cron_jobs` and `task_runs` of `<stateDir>/state/openclaw.sqlite` (store.py). RPCs
+served: `cron.status|list|get|add|update|remove|run|runs`, `set-heartbeats`, `wake`. Events emitted: `cron`
+(`{jobId, action: added|updated|removed|started|finished, runId?, status?, error?, summary?, runAtMs?,
+durationMs?, nextRunAtMs?, deliveryStatus?}`) and `heartbeat`
 (`{ts, agentId, status: sent|ok-token|ok-empty|skipped|failed, reason?, preview?, durationMs, channel?,
 accountId?, to?}`) after every heartbeat, which the supervisor keeps for `last-heartbeat`.
 

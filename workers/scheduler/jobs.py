@@ -242,12 +242,16 @@ def _revision(value: Any) -> str:
     return "sha256:" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+def config_revision(job: dict[str, Any]) -> str:
+    """A digest of the job's definition (everything but its state), as the real server's `configRevision`."""
+    return _revision({k: v for k, v in job.items() if k not in ("state", "updatedAtMs")})
+
+
 def view(job: dict[str, Any]) -> dict[str, Any]:
     """The wire shape of one job, as the real server's cron.list/cron.get."""
     state = dict(job.get("state") or {})
     state.pop("runningRunId", None)
-    definition = {k: v for k, v in job.items() if k not in ("state", "updatedAtMs")}
-    out = {**job, "state": state, "configRevision": _revision(definition),
+    out = {**job, "state": state, "configRevision": config_revision(job),
            "effectiveAgentId": job.get("agentId") or DEFAULT_AGENT}
     if state.get("nextRunAtMs") is not None:
         out["nextRunAtMs"] = state["nextRunAtMs"]

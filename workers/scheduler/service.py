@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from openclaw_sup.config import statedb
 from openclaw_sup.config.plan import CRON_DISABLED_LINE
 from openclaw_sup.workers.procgroup import process_started, sweep_group
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
@@ -35,7 +36,7 @@ from openclaw_sup.workers.scheduler.delivery import (
     webhook,
 )
 from openclaw_sup.workers.scheduler.execute import AGENT_DEFAULT_TIMEOUT_S, Outcome, run_agent_turn, run_command
-from openclaw_sup.workers.scheduler.store import Store
+from openclaw_sup.workers.scheduler.store import Store, default_store_key
 
 DISABLED_LINE = CRON_DISABLED_LINE
 TICK_FAILED = "cron: timer tick failed"
@@ -56,6 +57,17 @@ def _display(path: Path) -> str:
     home = os.environ.get("HOME")
     text = str(path)
     return "~" + text[len(home):] if home and text.startswith(home.rstrip("/") + "/") else text
+
+
+UPSTREAM_DECLARATIONS = ("memory-core:", "skill-collection-review:", "heartbeat-task:", "claw:",
+                         "openclaw-backup-scheduled")
+
+
+def upstream_owned(job: dict[str, Any]) -> bool:
+    """A job upstream's runtime declares for itself (memory dreaming, skill reviews, backups, ...): its message is
+    an instruction to a part of upstream openclaw-sup does not have. Kept and listed as it is; never run here."""
+    key = job.get("declarationKey")
+    return isinstance(key, str) and key.startswith(UPSTREAM_DECLARATIONS)
 
 
 def _job_id(params: dict[str, Any], method: str) -> str:
@@ -109,6 +121,11 @@ class Scheduler:
                 self.log.error("cron: a stored job is unreadable and was left out: %s", str(job)[:200])
         self._recover_interrupted()
         self._declare_heartbeats()
+        for job in self.jobs.values():
+            if upstream_owned(job):
+                self.log.info("cron: job %s (%s) was declared by upstream's %s, which openclaw-sup does not run: "
+                              "kept as it is, not scheduled", job["id"], job.get("name"),
+                              str(job["declarationKey"]).split(":", 1)[0])
         if not self.enabled:
             self.log.warning(DISABLED_LINE)
         self._arm()
@@ -167,7 +184,8 @@ class Scheduler:
     def _next_wake(self) -> int | None:
         """The earliest due time; a running heartbeat still counts (its next beat is skipped as in flight)."""
         due = [(j.get("state") or {}).get("nextRunAtMs") for j in self.jobs.values()
-               if j.get("enabled", True) and (j["id"] not in self.active or hb.is_heartbeat_job(j))]
+               if j.get("enabled", True) and not upstream_owned(j)
+               and (j["id"] not in self.active or hb.is_heartbeat_job(j))]
         return min((d for d in due if d is not None), default=None)
 
     def _arm(self) -> None:
@@ -178,7 +196,7 @@ class Scheduler:
             return
         due = self._next_wake()
         unscheduled = any(j.get("enabled", True) and (j.get("state") or {}).get("nextRunAtMs") is None
-                          and j["id"] not in self.active for j in self.jobs.values())
+                          and j["id"] not in self.active and not upstream_owned(j) for j in self.jobs.values())
         if due is None and not unscheduled:
             return
         now = now_ms()
@@ -203,7 +221,7 @@ class Scheduler:
 
     def _tick_job(self, job: dict[str, Any], now: int) -> None:
         due = (job.get("state") or {}).get("nextRunAtMs")
-        if not job.get("enabled", True):
+        if not job.get("enabled", True) or upstream_owned(job):
             return
         if job["id"] in self.active:
             if hb.is_heartbeat_job(job) and due is not None and due <= now:
@@ -738,10 +756,18 @@ def register_methods(ctx: WorkerContext, s: Scheduler) -> None:
         ctx.handle(method, fn)
 
 
+def store_key(state_dir: Path, cron: Any) -> str:
+    """Upstream's key for the cron store: the absolute path of `cron.store` (default `<stateDir>/cron/jobs.json`)."""
+    configured = cron.get("store") if isinstance(cron, dict) else None
+    if isinstance(configured, str) and configured.strip():
+        return os.path.abspath(os.path.expanduser(configured.strip()))
+    return default_store_key(state_dir)
+
+
 async def main(ctx: WorkerContext) -> None:
-    path = ctx.state_dir() / "state" / "cron.sqlite"
+    path = statedb.state_db_path(ctx.state_dir())
     try:
-        store = Store(path)
+        store = Store(path, store_key=store_key(ctx.state_dir(), ctx.options.get("cron")))
     except Exception as exc:
         ctx.log.error("cron: cannot open the store at %s: %s: %s", path, type(exc).__name__, exc)
         raise

@@ -1,9 +1,21 @@
-"""The scheduler's SQLite store (`<stateDir>/state/cron.sqlite`), owned by the scheduler worker alone.
+"""The scheduler's store: jobs and run history in upstream's tables of the shared state database.
 
-WAL with synchronous=NORMAL: every change is one transaction, so a SIGKILL at any instant leaves either the
-state before it or after it. A run is written twice: as `running` (with the job's `runningAtMs`) before it
-starts, then finished together with the job's new state and the retention pass. A `running` row found at
-start-up is a run a crash interrupted. Retention: 7 days and at most 2000 runs per job, pruned on write.
+Jobs are rows of `cron_jobs` (`<stateDir>/state/openclaw.sqlite`, config/statedb.py) under upstream's store key
+(the absolute path of `cron.store`, by default `<stateDir>/cron/jobs.json`): the job object in `job_json` with
+an empty `state`, its state in `state_json`, and the columns upstream queries (name, enabled, agent, payload
+kind, schedule identity, sort order). A run is a `task_runs` row (runtime `cron`, kind `automation_run`, source
+the job id, run id `cron:<jobId>:<startedAt>:<receiptId>:<runId>`) whose `detail_json` is the run-history entry
+(`kind: "cron-run"`, `storeKey`), plus a `cron_run_receipts` row naming the owning process (pid and start
+identity), as the real gateway writes them: `openclaw cron list|runs`, `openclaw tasks list` and the real
+gateway read our jobs and runs, and we read theirs.
+
+What upstream has no place for lives in `<stateDir>/state/openclaw-sup-scheduler.sqlite`, a name upstream never
+uses: the process group of a running command (swept after a crash), pending system events and our settings.
+
+Every change is one transaction (WAL, synchronous=NORMAL): a SIGKILL leaves the state before or after it. A run
+is written `running` (with the job's `runningAtMs`) before it starts, then finished together with the job's new
+state and the retention pass; a `running` row of ours found at start-up is a run a crash interrupted.
+Retention: 7 days and at most 2000 runs per job, pruned on write (`cleanup_after` says the same to upstream).
 """
 
 from __future__ import annotations
@@ -11,43 +23,30 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from openclaw_sup.config import sqlitedb, statedb, sup_layout
 from openclaw_sup.config.paths import ensure_private_dir
 from openclaw_sup.config.sqlitedb import immediate
+from openclaw_sup.workers.scheduler.jobs import config_revision
 
-SCHEMA_VERSION = 1
 MAX_AGE_MS = 7 * 86_400_000
 MAX_ROWS_PER_JOB = 2000
 MAX_EVENTS_PER_AGENT = 20
+SIDE_NAME = "openclaw-sup-scheduler.sqlite"
+RUN_IDS = uuid.UUID("6f1d3c52-8a4b-4f0e-9a57-2c1b5d7e9f31")  # namespace: task and receipt ids from our run ids
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    declaration_key TEXT UNIQUE,
-    enabled INTEGER NOT NULL,
-    next_run_at_ms INTEGER,
-    updated_at_ms INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
+SIDE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run_processes (
     run_id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    started_at_ms INTEGER NOT NULL,
-    finished_at_ms INTEGER,
-    delivery_status TEXT,
-    pgid INTEGER,
-    pgid_started REAL,
-    entry TEXT NOT NULL
+    pgid INTEGER NOT NULL,
+    pgid_started REAL
 );
-CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id, started_at_ms);
-CREATE INDEX IF NOT EXISTS runs_by_time ON runs (started_at_ms);
-CREATE INDEX IF NOT EXISTS runs_running ON runs (status) WHERE status = 'running';
 CREATE TABLE IF NOT EXISTS system_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     agent_id TEXT NOT NULL,
@@ -56,52 +55,138 @@ CREATE TABLE IF NOT EXISTS system_events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_TASK_STATUS = {"succeeded": "succeeded", "failed": "failed"}
+_ENTRY_COLUMNS = ("kind", "storeKey")
 
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def default_store_key(state_dir: Path) -> str:
+    """Upstream's key for the default cron store: the path of its legacy `cron/jobs.json`."""
+    return os.path.abspath(state_dir / "cron" / "jobs.json")
+
+
+def task_id(run_id: str) -> str:
+    return str(uuid.uuid5(RUN_IDS, f"task:{run_id}"))
+
+
+def receipt_id(run_id: str) -> str:
+    return str(uuid.uuid5(RUN_IDS, f"receipt:{run_id}"))
+
+
+def task_run_id(entry: dict[str, Any]) -> str:
+    return f"cron:{entry['jobId']}:{entry['runAtMs']}:{receipt_id(entry['runId'])}:{entry['runId']}"
+
+
+def _task_status(entry: dict[str, Any]) -> str:
+    if entry.get("interrupted"):
+        return "lost"
+    return _TASK_STATUS.get(str(entry.get("completionStatus")), "failed" if entry.get("status") == "error"
+                            else "succeeded")
+
+
+def _job_row(job: dict[str, Any]) -> tuple[Any, ...]:
+    definition = {k: v for k, v in job.items() if k != "state"}
+    schedule = job.get("schedule") or {}
+    identity = {"version": 2, "enabled": bool(job.get("enabled", True)), "schedule": schedule,
+                "hasTrigger": bool(job.get("trigger"))}
+    return (job.get("declarationKey"), job.get("name") or job["id"], job.get("description"),
+            int(bool(job.get("enabled", True))), job.get("agentId"), (job.get("payload") or {}).get("kind", ""),
+            _dumps({**definition, "state": {}}), _dumps(job.get("state") or {}), _dumps(identity),
+            int(job.get("updatedAtMs") or job.get("createdAtMs") or 0))
+
+
 class Store:
-    def __init__(self, path: Path, *, max_age_ms: int = MAX_AGE_MS, max_rows: int = MAX_ROWS_PER_JOB) -> None:
+    def __init__(self, path: Path, *, store_key: str | None = None, max_age_ms: int = MAX_AGE_MS,
+                 max_rows: int = MAX_ROWS_PER_JOB) -> None:
+        """`path` is the shared state database; `store_key` upstream's key for this cron store."""
         self.path = path
+        self.store_key = store_key or default_store_key(path.parent.parent)
         self.max_age_ms = max_age_ms
         self.max_rows = max_rows
         ensure_private_dir(path.parent)
-        fresh = not path.exists()
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        if fresh:
-            with contextlib.suppress(OSError):
-                os.chmod(path, 0o600)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db = statedb.open_state_db(path)
+        self.side_path = path.parent / SIDE_NAME
+        self.side = sqlitedb.connect(self.side_path, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
+        self.side.executescript(SIDE_SCHEMA)
+        self.pid = os.getpid()
+        self.pid_start = statedb.start_identity(self.pid)
+        sup_layout.import_once(path.parent / sup_layout.SUP_CRON, "jobs", self._import)
+
+    def _import(self, old: sqlite3.Connection) -> None:
+        """Jobs, runs, pending events and settings of openclaw-sup's earlier `state/cron.sqlite`."""
+        jobs = [orjson.loads(b) for (b,) in old.execute("SELECT body FROM jobs ORDER BY rowid")]
+        runs = [(orjson.loads(e), status, pgid, started) for e, status, pgid, started in old.execute(
+            "SELECT entry, status, pgid, pgid_started FROM runs ORDER BY started_at_ms, rowid")]
+        events = old.execute("SELECT agent_id, text, ts_ms FROM system_events ORDER BY id").fetchall()
+        meta = old.execute("SELECT key, value FROM meta").fetchall()
+        by_id = {j["id"]: j for j in jobs if isinstance(j, dict) and isinstance(j.get("id"), str)}
         with self.tx():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            for job in by_id.values():
+                self._put(job)
+            for entry, status, _pgid, _started in runs:
+                job = by_id.get(entry.get("jobId")) or {"id": entry.get("jobId"), "name": entry.get("jobName")}
+                self._insert_run(job, {**entry, "status": "running"}, owner=None)
+                if status != "running":
+                    self._finish(entry)
+        for entry, status, pgid, started in runs:
+            if status == "running" and pgid:
+                self.record_process(entry["runId"], pgid, started)
+        with immediate(self.side):
+            self.side.executemany("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)", events)
+            self.side.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", meta)
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.db.close()
+        for db in (self.db, self.side):
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
     def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return immediate(self.db)
+        return self.db.write()
 
     # -- jobs -----------------------------------------------------------------------------------------
 
     def jobs(self) -> list[dict[str, Any]]:
-        return [orjson.loads(body) for (body,) in self.db.execute("SELECT body FROM jobs ORDER BY rowid")]
+        """Every job of this store, in upstream's order; a row whose JSON is unreadable comes back as its text."""
+        out: list[Any] = []
+        for job_json, state_json, updated in self.db.execute(
+                "SELECT job_json, state_json, updated_at FROM cron_jobs WHERE store_key = ? "
+                "ORDER BY sort_order, updated_at, job_id", (self.store_key,)):
+            try:
+                job = orjson.loads(job_json)
+                state = orjson.loads(state_json or "{}")
+            except orjson.JSONDecodeError:
+                out.append(job_json)
+                continue
+            if isinstance(job, dict):
+                job["state"] = state if isinstance(state, dict) else {}
+                job.setdefault("updatedAtMs", updated)
+            out.append(job)
+        return out
 
     def _put(self, job: dict[str, Any]) -> None:
+        (declaration, name, description, enabled, agent, kind, job_json, state_json, identity,
+         updated) = _job_row(job)
+        now = statedb.now_ms()
         self.db.execute(
-            "INSERT INTO jobs (id, declaration_key, enabled, next_run_at_ms, updated_at_ms, body) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET declaration_key = excluded.declaration_key, "
-            "enabled = excluded.enabled, next_run_at_ms = excluded.next_run_at_ms, "
-            "updated_at_ms = excluded.updated_at_ms, body = excluded.body",
-            (job["id"], job.get("declarationKey"), int(bool(job.get("enabled", True))),
-             (job.get("state") or {}).get("nextRunAtMs"), int(job.get("updatedAtMs") or 0), _dumps(job)))
+            "INSERT INTO cron_jobs (store_key, job_id, declaration_key, name, description, enabled, agent_id, "
+            "payload_kind, job_json, state_json, runtime_updated_at_ms, schedule_identity, sort_order, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(sort_order) + 1, 0) FROM cron_jobs "
+            "WHERE store_key = ?), ?) ON CONFLICT(store_key, job_id) DO UPDATE SET "
+            "declaration_key = excluded.declaration_key, name = excluded.name, description = excluded.description, "
+            "enabled = excluded.enabled, agent_id = excluded.agent_id, payload_kind = excluded.payload_kind, "
+            "job_json = excluded.job_json, state_json = excluded.state_json, "
+            "runtime_updated_at_ms = excluded.runtime_updated_at_ms, schedule_identity = excluded.schedule_identity, "
+            "updated_at = excluded.updated_at",
+            (self.store_key, job["id"], declaration, name, description, enabled, agent, kind, job_json, state_json,
+             now, identity, self.store_key, updated))
+
+    def _delete(self, job_id: str) -> int:
+        self.db.execute("DELETE FROM cron_job_scratch WHERE store_key = ? AND job_id = ?", (self.store_key, job_id))
+        return self.db.execute("DELETE FROM cron_jobs WHERE store_key = ? AND job_id = ?",
+                               (self.store_key, job_id)).rowcount
 
     def save_job(self, job: dict[str, Any]) -> None:
         with self.tx():
@@ -112,114 +197,203 @@ class Store:
             for job in jobs:
                 self._put(job)
             for job_id in delete_ids:
-                self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                self._delete(job_id)
 
     def delete_job(self, job_id: str) -> bool:
         with self.tx():
-            return self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+            return self._delete(job_id) > 0
 
     # -- runs -----------------------------------------------------------------------------------------
 
     def begin_run(self, job: dict[str, Any], entry: dict[str, Any]) -> None:
-        """The run row as `running` and the job marked running, in one transaction, before the run starts."""
+        """The run as `running` (task and receipt) and the job marked running, in one transaction."""
         with self.tx():
-            self.db.execute(
-                "INSERT INTO runs (run_id, job_id, status, started_at_ms, entry) VALUES (?, ?, 'running', ?, ?)",
-                (entry["runId"], entry["jobId"], entry["runAtMs"], _dumps(entry)))
+            self._insert_run(job, entry, owner=self.pid)
             self._put(job)
+
+    def _insert_run(self, job: dict[str, Any], entry: dict[str, Any], *, owner: int | None) -> None:
+        run_id, started = entry["runId"], int(entry["runAtMs"])
+        owner_start = self.pid_start if owner == self.pid else None
+        detail = {"storeKey": self.store_key, **{k: v for k, v in entry.items() if k not in ("status", "action")}}
+        self.db.execute("UPDATE cron_run_receipts SET status = 'superseded', finished_at_ms = ? WHERE store_key = ? "
+                        "AND job_id = ? AND status = 'running'", (started, self.store_key, entry["jobId"]))
+        self.db.execute(
+            "INSERT OR IGNORE INTO cron_run_receipts (receipt_id, store_key, job_id, config_revision, agent_id, "
+            "request_run_id, status, owner_pid, owner_start_time, started_at_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+            (receipt_id(run_id), self.store_key, entry["jobId"], config_revision(job), job.get("agentId") or "main",
+             run_id, owner or 0, owner_start, started))
+        self.db.execute(
+            "INSERT OR IGNORE INTO task_runs (task_id, runtime, task_kind, source_id, requester_session_key, "
+            "owner_key, scope_kind, child_session_key, agent_id, run_id, execution_owner_host, execution_owner_pid, "
+            "execution_owner_start_identity, label, task, status, delivery_status, notify_policy, created_at, "
+            "started_at, last_event_at, progress_summary, detail_json) VALUES (?, 'cron', 'automation_run', ?, "
+            "'', '', 'system', ?, ?, ?, ?, ?, ?, ?, ?, 'running', 'not_applicable', 'silent', ?, ?, ?, "
+            "'Running automation.', ?)",
+            (task_id(run_id), entry["jobId"], entry.get("sessionKey"), job.get("agentId") or "main",
+             task_run_id(entry), os.uname().nodename if owner else None, owner, owner_start,
+             job.get("name"), job.get("name") or entry["jobId"], started, started, started, _dumps(detail)))
 
     def record_process(self, run_id: str, pgid: int, started: float | None) -> None:
         """The process group a command run lives in, so a restart can sweep what a crash left behind."""
-        with self.tx():
-            self.db.execute("UPDATE runs SET pgid = ?, pgid_started = ? WHERE run_id = ?", (pgid, started, run_id))
+        with immediate(self.side):
+            self.side.execute("INSERT OR REPLACE INTO run_processes (run_id, pgid, pgid_started) VALUES (?, ?, ?)",
+                              (run_id, pgid, started))
 
     def finish_run(self, entry: dict[str, Any], job: dict[str, Any] | None, *, delete_job: str | None = None,
                    now_ms: int) -> None:
         """The finished run, the job's new state (or its deletion) and the retention pass, in one transaction."""
         with self.tx():
-            self.db.execute(
-                "UPDATE runs SET status = ?, finished_at_ms = ?, delivery_status = ?, entry = ? WHERE run_id = ?",
-                (entry["status"], entry["ts"], entry.get("deliveryStatus"), _dumps(entry), entry["runId"]))
+            self._finish(entry)
             if job is not None:
                 self._put(job)
             if delete_job:
-                self.db.execute("DELETE FROM jobs WHERE id = ?", (delete_job,))
+                self._delete(delete_job)
             self._prune(entry["jobId"], now_ms)
+        with immediate(self.side):
+            self.side.execute("DELETE FROM run_processes WHERE run_id = ?", (entry["runId"],))
+
+    def _finish(self, entry: dict[str, Any]) -> None:
+        run_id, ended = entry["runId"], int(entry["ts"])
+        status = _task_status(entry)
+        self.db.execute(
+            "UPDATE task_runs SET status = ?, ended_at = ?, last_event_at = ?, cleanup_after = ?, error = ?, "
+            "progress_summary = NULL, terminal_summary = ?, detail_json = ? WHERE task_id = ?",
+            (status, ended, ended, ended + self.max_age_ms, entry.get("error"), entry.get("summary"),
+             _dumps({"kind": "cron-run", "storeKey": self.store_key, **entry}), task_id(run_id)))
+        receipt = "skipped" if entry.get("status") == "skipped" else \
+            {"lost": "interrupted", "succeeded": "ok"}.get(status, "error")
+        self.db.execute("UPDATE cron_run_receipts SET status = ?, finished_at_ms = ?, error_text = ? "
+                        "WHERE receipt_id = ? AND status = 'running'", (receipt, ended, entry.get("error"),
+                                                                       receipt_id(run_id)))
 
     def _prune(self, job_id: str, now_ms: int) -> None:
-        self.db.execute("DELETE FROM runs WHERE started_at_ms < ? AND status != 'running'", (now_ms - self.max_age_ms,))
-        (count,) = self.db.execute("SELECT count(*) FROM runs WHERE job_id = ?", (job_id,)).fetchone()
+        self.db.execute("DELETE FROM task_runs WHERE runtime = 'cron' AND status != 'running' AND "
+                        "coalesce(started_at, created_at) < ? AND json_extract(detail_json, '$.storeKey') = ?",
+                        (now_ms - self.max_age_ms, self.store_key))
+        self.db.execute("DELETE FROM cron_run_receipts WHERE store_key = ? AND status != 'running' AND "
+                        "started_at_ms < ?", (self.store_key, now_ms - self.max_age_ms))
+        (count,) = self.db.execute("SELECT count(*) FROM task_runs WHERE runtime = 'cron' AND source_id = ?",
+                                   (job_id,)).fetchone()
         if count > self.max_rows:
             self.db.execute(
-                "DELETE FROM runs WHERE job_id = ? AND status != 'running' AND run_id NOT IN "
-                "(SELECT run_id FROM runs WHERE job_id = ? ORDER BY started_at_ms DESC, rowid DESC LIMIT ?)",
-                (job_id, job_id, self.max_rows))
+                "DELETE FROM task_runs WHERE runtime = 'cron' AND source_id = ? AND status != 'running' AND "
+                "task_id NOT IN (SELECT task_id FROM task_runs WHERE runtime = 'cron' AND source_id = ? "
+                "ORDER BY coalesce(started_at, created_at) DESC, rowid DESC LIMIT ?)", (job_id, job_id, self.max_rows))
 
     def prune(self, job_id: str, now_ms: int) -> None:
         with self.tx():
             self._prune(job_id, now_ms)
 
     def running(self) -> list[tuple[dict[str, Any], int | None, float | None]]:
-        """Runs left `running`: what a crash interrupted."""
-        rows = self.db.execute("SELECT entry, pgid, pgid_started FROM runs WHERE status = 'running'").fetchall()
-        return [(orjson.loads(entry), pgid, started) for entry, pgid, started in rows]
+        """Runs this store left `running` under a process that is gone: what a crash interrupted.
+
+        A run owned by a live process other than ours (the real gateway sharing the store) is not ours to close.
+        """
+        out = []
+        rows = self.db.execute(
+            "SELECT detail_json, source_id, started_at, child_session_key, execution_owner_pid, "
+            "execution_owner_start_identity FROM task_runs WHERE runtime = 'cron' AND status = 'running' AND "
+            "json_extract(detail_json, '$.storeKey') = ?", (self.store_key,)).fetchall()
+        for detail_json, job_id, started, session_key, owner, owner_start in rows:
+            if owner and owner != self.pid and owner_start is not None and \
+                    statedb.start_identity(owner) == owner_start:
+                continue
+            detail = orjson.loads(detail_json or "{}")
+            run_id = detail.get("runId")
+            if not isinstance(run_id, str):
+                continue
+            entry = {k: v for k, v in detail.items() if k not in _ENTRY_COLUMNS}
+            entry.update(jobId=job_id, runAtMs=started, status="running", action="started")
+            if session_key:
+                entry["sessionKey"] = session_key
+            proc = self.side.execute("SELECT pgid, pgid_started FROM run_processes WHERE run_id = ?",
+                                     (run_id,)).fetchone()
+            out.append((entry, proc[0] if proc else None, proc[1] if proc else None))
+        return out
 
     def runs_page(self, *, job_id: str | None = None, run_id: str | None = None,
                   statuses: Sequence[str] = (), delivery_statuses: Sequence[str] = (), query: str | None = None,
                   include_running: bool = False, sort_dir: str = "desc", limit: int = 50,
                   offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        where, args = [], []
+        where = ["runtime = 'cron'", "json_extract(detail_json, '$.storeKey') = ?"]
+        args: list[Any] = [self.store_key]
         if job_id is not None:
-            where.append("job_id = ?")
+            where.append("source_id = ?")
             args.append(job_id)
         if run_id is not None:
-            where.append("run_id = ?")
+            where.append("json_extract(detail_json, '$.runId') = ?")
             args.append(run_id)
+        run_status = "CASE WHEN status = 'running' THEN 'running' ELSE json_extract(detail_json, '$.status') END"
         if statuses:
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            where.append(f"{run_status} IN ({','.join('?' * len(statuses))})")
             args += list(statuses)
         elif not include_running:
             where.append("status != 'running'")
         if delivery_statuses:
-            where.append(f"coalesce(delivery_status, 'not-requested') IN ({','.join('?' * len(delivery_statuses))})")
+            where.append("coalesce(json_extract(detail_json, '$.deliveryStatus'), 'not-requested') IN "
+                         f"({','.join('?' * len(delivery_statuses))})")
             args += list(delivery_statuses)
         if query:
-            where.append("lower(coalesce(json_extract(entry, '$.summary'), '') || ' ' || "
-                         "coalesce(json_extract(entry, '$.error'), '') || ' ' || "
-                         "coalesce(json_extract(entry, '$.jobName'), '')) LIKE ?")
+            where.append("lower(coalesce(terminal_summary, '') || ' ' || coalesce(error, '') || ' ' || "
+                         "coalesce(label, '')) LIKE ?")
             args.append(f"%{query.lower()}%")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        (total,) = self.db.execute(f"SELECT count(*) FROM runs {clause}", args).fetchone()
+        clause = " AND ".join(where)
+        (total,) = self.db.execute(f"SELECT count(*) FROM task_runs WHERE {clause}", args).fetchone()
         order = "ASC" if sort_dir == "asc" else "DESC"
-        rows = self.db.execute(f"SELECT entry FROM runs {clause} ORDER BY started_at_ms {order}, rowid {order} "
-                               "LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
-        return [orjson.loads(entry) for (entry,) in rows], int(total)
+        rows = self.db.execute(
+            f"SELECT detail_json, source_id, status, started_at, ended_at, child_session_key, error, "
+            f"terminal_summary, label FROM task_runs WHERE {clause} ORDER BY coalesce(started_at, created_at) "
+            f"{order}, rowid {order} LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+        return [_entry(*row) for row in rows], int(total)
 
     # -- pending system events (wake, systemEvent payloads) for an agent's next heartbeat ---------------
 
     def add_event(self, agent_id: str, text: str, ts_ms: int) -> None:
-        with self.tx():
-            self.db.execute("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)",
-                            (agent_id, text, ts_ms))
-            self.db.execute("DELETE FROM system_events WHERE agent_id = ? AND id NOT IN (SELECT id FROM system_events "
-                            "WHERE agent_id = ? ORDER BY id DESC LIMIT ?)", (agent_id, agent_id, MAX_EVENTS_PER_AGENT))
+        with immediate(self.side):
+            self.side.execute("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)",
+                              (agent_id, text, ts_ms))
+            self.side.execute("DELETE FROM system_events WHERE agent_id = ? AND id NOT IN (SELECT id FROM "
+                              "system_events WHERE agent_id = ? ORDER BY id DESC LIMIT ?)",
+                              (agent_id, agent_id, MAX_EVENTS_PER_AGENT))
 
     def events(self, agent_id: str) -> list[tuple[int, str, int]]:
-        return self.db.execute("SELECT id, text, ts_ms FROM system_events WHERE agent_id = ? ORDER BY id",
-                               (agent_id,)).fetchall()
+        return self.side.execute("SELECT id, text, ts_ms FROM system_events WHERE agent_id = ? ORDER BY id",
+                                 (agent_id,)).fetchall()
 
     def drop_events(self, ids: Sequence[int]) -> None:
         if ids:
-            with self.tx():
-                self.db.execute(f"DELETE FROM system_events WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+            with immediate(self.side):
+                self.side.execute(f"DELETE FROM system_events WHERE id IN ({','.join('?' * len(ids))})", list(ids))
 
     # -- meta -----------------------------------------------------------------------------------------
 
     def get_meta(self, key: str, default: Any = None) -> Any:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self.side.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return orjson.loads(row[0]) if row else default
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self.tx():
-            self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                            "value = excluded.value", (key, _dumps(value)))
+        with immediate(self.side):
+            self.side.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                              "value = excluded.value", (key, _dumps(value)))
+
+
+def _entry(detail_json: str | None, job_id: str, status: str, started: int | None, ended: int | None,
+           session_key: str | None, error: str | None, summary: str | None, label: str | None) -> dict[str, Any]:
+    """A task row as the run-history entry `cron.runs` returns (upstream's reading of the same row)."""
+    detail = orjson.loads(detail_json or "{}")
+    entry: dict[str, Any] = {k: v for k, v in detail.items() if k not in _ENTRY_COLUMNS}
+    if error and "error" not in entry:
+        entry["error"] = error
+    if summary and "summary" not in entry:
+        entry["summary"] = summary
+    entry.update(jobId=job_id, runAtMs=entry.get("runAtMs", started))
+    if status == "running":
+        entry.update(status="running", action="started", ts=started)
+    else:
+        entry.update(action="finished", ts=ended if ended is not None else entry.get("ts"))
+    if session_key and not entry.get("sessionKey"):
+        entry["sessionKey"] = session_key
+    if label and not entry.get("jobName"):
+        entry["jobName"] = label
+    return entry

@@ -1,0 +1,101 @@
+"""Our stores write upstream's rows as upstream writes them (what the real CLI reads is in tests/test_state_cli.py
+and tests/test_state_migration.py): DM pairing, cron jobs and runs, sessions and transcripts, agent leases."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from upstream_state import rows
+
+from openclaw_sup.config import statedb
+from openclaw_sup.config.pairing_store import PairingStore, iso
+from openclaw_sup.workers.agent.store import AgentStore, db_path
+from openclaw_sup.workers.scheduler.store import Store, task_id
+
+
+def test_pairing_rows_are_upstreams(tmp_path: Path) -> None:
+    path = statedb.state_db_path(tmp_path)
+    store = PairingStore(path)
+    req = store.request("Telegram", "Work", "42", "alice", "chat-9", now=1_000).request
+    assert req is not None
+    store.request("telegram", "work", "43", now=2_000)
+    store.approve("telegram", req.code, now=3_000)
+    store.close()
+    assert rows(path, "SELECT channel_key, account_id, request_id, created_at, last_seen_at, meta_json FROM "
+                      "channel_pairing_requests") == [("telegram", "work", "43", iso(2_000), iso(2_000),
+                                                       '{"accountId":"work"}')]
+    assert iso(2_000) == "1970-01-01T00:00:02.000Z"
+    assert rows(path, "SELECT channel_key, account_id, entry, sort_order, updated_at FROM "
+                      "channel_pairing_allow_entries") == [("telegram", "work", "42", 0, 3_000)]
+
+
+def test_cron_rows_are_upstreams(tmp_path: Path) -> None:
+    path = statedb.state_db_path(tmp_path)
+    store = Store(path)
+    job = {"id": "j1", "name": "nightly", "enabled": True, "createdAtMs": 5, "updatedAtMs": 6, "agentId": "ops",
+           "schedule": {"kind": "cron", "expr": "0 3 * * *"}, "sessionTarget": "isolated", "wakeMode": "now",
+           "payload": {"kind": "command", "argv": ["true"]}, "state": {"nextRunAtMs": 99}}
+    store.save_job(job)
+    entry = {"ts": 10, "jobId": "j1", "jobName": "nightly", "runId": "r1", "runAtMs": 10, "trigger": "manual"}
+    store.begin_run(job, entry)
+    assert rows(path, "SELECT status, owner_pid FROM cron_run_receipts") == [("running", os.getpid())]
+    store.finish_run({**entry, "ts": 20, "status": "ok", "summary": "done", "completionStatus": "succeeded",
+                      "action": "finished"}, job, now_ms=20)
+    store.close()
+    key = str(tmp_path / "cron" / "jobs.json")
+    (row,) = rows(path, "SELECT store_key, name, enabled, agent_id, payload_kind, job_json, state_json, "
+                        "schedule_identity FROM cron_jobs")
+    assert row[:5] == (key, "nightly", 1, "ops", "command")
+    assert json.loads(row[5])["state"] == {} and json.loads(row[6]) == {"nextRunAtMs": 99}
+    assert json.loads(row[7]) == {"version": 2, "enabled": True, "schedule": job["schedule"], "hasTrigger": False}
+    (task,) = rows(path, "SELECT task_id, runtime, task_kind, source_id, run_id, status, ended_at, terminal_summary, "
+                         "detail_json FROM task_runs")
+    assert task[:8] == (task_id("r1"), "cron", "automation_run", "j1", f"cron:j1:10:{task[4].split(':')[3]}:r1",
+                        "succeeded", 20, "done")
+    assert json.loads(task[8])["kind"] == "cron-run" and json.loads(task[8])["storeKey"] == key
+    assert rows(path, "SELECT status, finished_at_ms FROM cron_run_receipts") == [("ok", 20)]
+
+
+def test_transcripts_page_from_the_end_and_sessions_are_listed(tmp_path: Path) -> None:
+    store = AgentStore(db_path(tmp_path, "main"))
+    for n in range(5):
+        store.append("agent:main:main", "user" if n % 2 == 0 else "assistant", f"m{n}", f"run{n // 2}")
+    store.append("cron:job1", "user", "isolated")
+    page, total = store.history("agent:main:main", limit=2, offset=1)
+    assert total == 5 and [m["text"] for m in page] == ["m2", "m3"] and page[0]["runId"] == "run1"
+    listed = {s["key"]: s for s in store.sessions()}
+    assert set(listed) == {"agent:main:main", "agent:main:cron:job1"}  # stored under upstream's canonical keys
+    assert listed["agent:main:main"]["messages"] == 5 and listed["agent:main:cron:job1"]["messages"] == 1
+    agent_db, state_db = store.path, statedb.state_db_path(tmp_path)
+    # validated and certified as upstream's writers leave a row; projection current
+    assert rows(agent_db, "SELECT count(*) FROM session_nodes WHERE entry_valid != 1") == [(0,)]
+    assert rows(agent_db, "SELECT count(*) FROM session_canonical_validation_pending") == [(0,)]
+    assert rows(agent_db, "SELECT needs_rebuild, active_message_count FROM session_transcript_index_state s JOIN "
+                          "session_nodes n ON n.current_session_id = s.session_id WHERE n.session_key = "
+                          "'agent:main:main'") == [(0, 5)]
+    assert rows(state_db, "SELECT owner_pid, path FROM agent_database_leases") == [(os.getpid(), str(agent_db))]
+    assert rows(state_db, "SELECT agent_id, path, schema_version FROM agent_databases") == [
+        ("main", "agents/main/agent/openclaw-agent.sqlite", 23)]
+    store.close()
+    assert rows(state_db, "SELECT count(*) FROM agent_database_leases") == [(0,)]
+
+
+def test_a_turn_cut_short_keeps_its_question_once(tmp_path: Path) -> None:
+    """A keyed run writes question and answer together at its end; a crash before that still leaves the question
+    in the transcript when the store reopens (and a crash after the turn was written does not write it twice)."""
+    path = db_path(tmp_path, "main")
+    store = AgentStore(path)
+    assert store.start_run("agent.turn:k1", "r1", "agent.turn", "agent:main:main", 1_000, "asked before a crash")
+    assert store.start_run("agent.turn:k2", "r2", "agent.turn", "agent:main:main", 2_000, "answered, then a crash")
+    store.append_turn("agent:main:main", "answered, then a crash", "the answer", "r2", ts=2_000)
+    store.close()  # the worker dies here: neither run was closed
+    store = AgentStore(path)
+    assert sorted(store.close_interrupted()) == [("r1", "agent:main:main"), ("r2", "agent:main:main")]
+    history, total = store.history("agent:main:main", 10)
+    assert [(m["role"], m["text"], m["runId"]) for m in history] == [
+        ("user", "answered, then a crash", "r2"), ("assistant", "the answer", "r2"),
+        ("user", "asked before a crash", "r1")] and total == 3
+    assert store.run("agent.turn:k1")["status"] == "error"  # type: ignore[index]
+    store.close()
