@@ -60,9 +60,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def identity(paths: ProfilePaths, as_json: bool) -> int:
+    from openclaw_sup.config.statedb import StateDbError
     from openclaw_sup.workers.nodehost.identity import NodeHostState
 
-    state = NodeHostState(paths.state_dir)
+    try:
+        state = NodeHostState(paths.state_dir)
+    except StateDbError as exc:
+        print(f"openclaw-sup node identity: {exc}", file=sys.stderr)
+        return 1
     try:
         ident = state.identity()
     finally:

@@ -4,6 +4,7 @@ approvals on their own host (`openclaw approvals get|set|allowlist --node`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
 
 from conftest import BIN, Gateway, openclaw_cli, run_openclaw, wait_for
+from openclaw_sup.config import statedb
 from openclaw_sup.gateway.client import GatewayError
 
 TOKEN = "nodes-live-token-0123456789"
@@ -192,3 +194,22 @@ def test_cli_rename_reject_and_remove(gw: Gateway, tmp_path: Path) -> None:
     cli(gw, "nodes", "remove", "--node", "lab-box-2")
     wait_for(lambda: op.call("node.list", {})["nodes"] == [], 10, what="the node gone from node.list")
     op.close()
+
+
+def test_node_identity_refuses_a_state_database_it_cannot_read(tmp_path: Path) -> None:
+    """The node host keeps its identity in upstream's state database; one written by a newer release is refused
+    with the file and the way out named, and left as it was."""
+    node = SupNode(tmp_path, "newer", 1, TOKEN)
+    db_file = node.state / "state" / "openclaw.sqlite"
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    statedb.open_state_db(db_file).close()
+    with contextlib.closing(sqlite3.connect(db_file)) as db:
+        db.execute("DROP TABLE device_identities")
+        db.execute("PRAGMA user_version = 99")
+    res = subprocess.run([*node.argv()[:2], "identity", "--json"], env=node.env(), capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 1 and res.stdout == ""
+    assert f"{db_file} uses schema version 99, newer than 18" in res.stderr, res.stderr
+    with contextlib.closing(sqlite3.connect(db_file)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 99
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'device_identities'").fetchone() is None

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from openclaw_sup.config import exec_approvals, exec_policy
+from openclaw_sup.config import exec_approvals, exec_policy, statedb
 from openclaw_sup.workers.agent.providers import ToolCall
 from openclaw_sup.workers.boundedrun import MAX_OUTPUT_BYTES, default_cwd, run_bounded, shell_argv
 from openclaw_sup.workers.groupledger import GroupLedger
@@ -128,6 +128,8 @@ class ExecTool:
             return await self._on_gateway(call, command, workdir, env, timeout_s, security, ask, deadline, update)
         except ExecDenied as exc:
             return error_result(str(exc), host=host)
+        except statedb.StateDbError as exc:  # the gateway host's approvals cannot be read: nothing runs
+            return error_result(f"exec approvals unavailable on the gateway host: {exc}", host=host)
 
     # -- approvals -----------------------------------------------------------------------------------
 
