@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 from exec_harness import AgentRun, ScriptedAnthropic, ScriptedModel
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
-from upstream_state import cli_env, json_out, ok, run_real
+from upstream_state import RealGateway, cli_env, json_out, ok, run_real
 
 from conftest import Gateway, run_openclaw, wait_for
+from openclaw_sup.gateway.client import GatewayClient
 
 TOKEN = "exec-live-token-0123456789"
 
@@ -259,3 +260,29 @@ def test_tool_rounds_are_kept_in_upstreams_transcript(gateway_factory: Any, mode
     listed = json_out(run_real(env, "sessions", "--json"))
     assert [(s["key"], s["modelProvider"]) for s in listed["sessions"]] == [("agent:main:main", "scripted")], listed
     assert "agent:main:main" in ok(run_real(env, "sessions"))
+
+
+def test_the_real_gateway_reads_our_tool_rounds(gateway_factory: Any, model: ScriptedModel) -> None:
+    """The real gateway, started on the state dir ours wrote, shows our tool round in `chat.history`: the call,
+    its result paired with it, and the exec it reports as completed."""
+    gw = make_gateway(gateway_factory, model)
+    model.exec_args = {"command": "printf 'tool-%s' out", "host": "gateway"}
+    assert "RESULT: tool-out" in AgentRun(gw.port, TOKEN, "run it").text()
+    assert gw.stop() == 0
+    real = RealGateway(cli_env(gw.home), gw.port, gw.root / "real-gateway.log").start()
+    try:
+        c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN, timeout=60)
+        c.connect()
+        history = c.request("chat.history", {"sessionKey": "agent:main:main"})
+        c.close()
+    finally:
+        real.stop()
+    messages = history["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "toolResult", "assistant"]
+    assert history["totalMessages"] == 4
+    call = messages[1]["content"][0]
+    assert (call["type"], call["name"], call["arguments"]) == ("toolCall", "exec", model.exec_args)
+    assert (messages[2]["toolCallId"], messages[2]["content"]) == (call["id"], [{"type": "text", "text": "tool-out"}])
+    assert messages[3]["content"] == [{"type": "text", "text": "RESULT: tool-out"}]
+    done = [i for a in history["activity"] for i in a["items"] if i.get("status") == "completed"]
+    assert [(i["toolCallId"], i["name"]) for i in done] == [(call["id"], "exec")], history["activity"]
