@@ -128,6 +128,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+@pytest.mark.live  # runs commands
 def test_bounded_run_cuts_a_gigabyte_of_output() -> None:
     t0 = time.monotonic()
     res = run(run_bounded(["/bin/sh", "-c", "yes 0123456789abcdef | head -c 1073741824"], timeout_s=60,
@@ -139,6 +140,7 @@ def test_bounded_run_cuts_a_gigabyte_of_output() -> None:
     assert time.monotonic() - t0 < 30
 
 
+@pytest.mark.live  # runs commands
 def test_bounded_run_kills_a_command_that_never_exits(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     res = run(run_bounded(["/bin/sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], timeout_s=1.0))
@@ -155,6 +157,7 @@ def test_bounded_run_kills_a_command_that_never_exits(tmp_path: Path) -> None:
         pytest.fail("the command's background child survived the group kill")
 
 
+@pytest.mark.live  # runs commands
 def test_bounded_run_reports_exit_and_spawn_errors() -> None:
     ok = run(run_bounded(["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], timeout_s=10))
     assert (ok.exit_code, ok.stdout, ok.stderr) == (3, "out\n", "err\n")

@@ -196,6 +196,7 @@ def test_cli_rename_reject_and_remove(gw: Gateway, tmp_path: Path) -> None:
     op.close()
 
 
+@pytest.mark.live  # runs openclaw-sup
 def test_node_identity_refuses_a_state_database_it_cannot_read(tmp_path: Path) -> None:
     """The node host keeps its identity in upstream's state database; one written by a newer release is refused
     with the file and the way out named, and left as it was."""

@@ -15,6 +15,7 @@ from node_harness import RealGateway, SupNode, operator, pending_request, wait_c
 
 from conftest import free_port, run_openclaw, wait_for
 
+pytestmark = pytest.mark.live  # the real gateway and our node host
 TOKEN = "real-gateway-token-0123456789"
 
 
