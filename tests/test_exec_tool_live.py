@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -195,7 +196,8 @@ def test_gateway_host_exec_approval_and_bounds(gateway_factory: Any, model: Scri
     wait_for(lambda: (w := gw.worker("agent"))["state"] == "running" and w["pid"] != agent_pid, 30,
              what="the agent worker restarted")
     wait_for(lambda: gone(child), 10, what="the command's child killed by the new agent worker's sweep")
-    assert "killed 1 process(es) that exec commands of a previous agent worker left" in gw.log_text()
+    # the count may include the group's dead leader not yet reaped by the supervisor
+    assert re.search(r"killed [12] process\(es\) that exec commands of a previous agent worker left", gw.log_text())
 
 
 def test_anthropic_tool_use_runs_exec(gateway_factory: Any) -> None:

@@ -14,9 +14,10 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from openclaw_sup.workers.groupledger import GroupLedger
-from openclaw_sup.workers.procgroup import Tail, die_with_parent, kill_group
+if TYPE_CHECKING:
+    from openclaw_sup.workers.groupledger import GroupLedger
 
 KEEP_BYTES = 64 * 1024
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -60,6 +61,8 @@ async def run_bounded(argv: list[str], *, cwd: str | None = None, env: Mapping[s
                       on_spawn: Callable[[int], None] | None = None, ledger: GroupLedger | None = None
                       ) -> RunResult:
     """Run `argv`; with a `ledger`, its process group is listed there while it runs (swept after a crash)."""
+    from openclaw_sup.workers.procgroup import Tail, die_with_parent, kill_group  # psutil: not in the fork server
+
     t0 = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(

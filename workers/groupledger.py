@@ -14,8 +14,6 @@ import os
 import threading
 from pathlib import Path
 
-from openclaw_sup.workers.procgroup import process_started, sweep_group
-
 
 class GroupLedger:
     def __init__(self, path: Path) -> None:
@@ -38,6 +36,8 @@ class GroupLedger:
         os.replace(tmp, self.path)
 
     def add(self, pgid: int) -> None:
+        from openclaw_sup.workers.procgroup import process_started  # psutil: only once a command runs
+
         with self._lock:
             groups = self._read()
             groups[str(pgid)] = process_started(pgid)
@@ -55,6 +55,8 @@ class GroupLedger:
 
     def sweep(self) -> int:
         """Kill what a previous incarnation left running; returns how many processes were signalled."""
+        from openclaw_sup.workers.procgroup import sweep_group
+
         with self._lock:
             groups = self._read()
             killed = sum(sweep_group(int(pgid), started) for pgid, started in groups.items() if pgid.isdigit())

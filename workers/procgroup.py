@@ -12,6 +12,8 @@ import contextlib
 import os
 import signal
 
+import psutil
+
 from openclaw_sup.workers.forkserver import set_parent_death_signal
 
 KEEP_BYTES = 32 * 1024
@@ -49,8 +51,6 @@ def kill_group(pgid: int) -> None:
 
 
 def process_started(pid: int) -> float | None:
-    import psutil  # here: the agent kind imports this module, and its workers need psutil only for a command
-
     with contextlib.suppress(psutil.Error):
         return psutil.Process(pid).create_time()
     return None
@@ -62,16 +62,14 @@ def sweep_group(pgid: int, leader_started: float | None) -> int:
     The leader normally died with the scheduler (PDEATHSIG) while its children live on under the fork server.
     A live process whose pid is the pgid but that started at another time means the id was reused: left alone.
     """
-    import psutil
-
     with contextlib.suppress(psutil.NoSuchProcess):
         leader = psutil.Process(pgid)
         if leader_started is not None and abs(leader.create_time() - leader_started) > 0.01:
             return 0
     members = []
-    for proc in psutil.process_iter(["pid", "status"]):
+    for proc in psutil.process_iter(["pid"]):
         with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:  # a dead leader unreaped
+            if os.getpgid(proc.pid) == pgid:
                 members.append(proc.pid)
     if members:
         kill_group(pgid)
