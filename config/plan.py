@@ -153,8 +153,8 @@ def worker_specs(
         }))
     specs.append(spec("agent", "agent", {"agents": _without_heartbeats(agents), "models": _dict(cfg.get("models")),
                                          "tools": _dict(cfg.get("tools"))}))
-    browser = cfg.get("browser")
-    if isinstance(browser, dict) and browser.get("enabled") is not False:
+    browser = _dict(cfg.get("browser"))
+    if browser.get("enabled") is not False:  # on by default, as upstream's; Chromium starts on first use
         specs.append(spec("browser", "browser", browser))
     if not _truthy_env(env, "OPENCLAW_SKIP_CHANNELS"):
         for name, options in channel_accounts(cfg).items():

@@ -935,6 +935,15 @@ def _spec_at(spec: Spec | None, key: str) -> Spec | None:
     return None
 
 
+def spec_for_path(path: str) -> Spec | None:
+    """The spec of a dotted config path (`gateway.auth.mode`), or None outside the implemented sections."""
+    parts = path.split(".")
+    spec = SECTIONS.get(parts[0])
+    for part in parts[1:]:
+        spec = _spec_at(spec, part)
+    return spec
+
+
 def redact(cfg: Any, spec: Spec | None = None, key: str = "") -> Any:
     """A copy with every secret string replaced by upstream's sentinel (schema-marked or by key name)."""
     if isinstance(cfg, str):

@@ -65,8 +65,8 @@ class Connection:
     """
 
     __slots__ = ("_inflight", "_timer", "caps", "challenge_ts", "client", "client_mode", "connected_at", "core",
-                 "device_id", "events", "id", "loopback_direct", "node_params", "nonce", "remote_ip", "role", "scopes",
-                 "seq", "sock")
+                 "device_id", "events", "id", "loopback_direct", "node_params", "nonce", "remote_ip", "retiring",
+                 "role", "scopes", "seq", "sock")
 
     def __init__(self, sock: WireSocket, core: GatewayCore, remote_ip: str, loopback_direct: bool) -> None:
         self.sock = sock
@@ -88,6 +88,7 @@ class Connection:
         self.events: EventQueue | None = None
         self._inflight: set[asyncio.Task[None]] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.retiring = False  # an in-place restart is closing this client: new requests are refused
 
     # -- identity ------------------------------------------------------------------------------------
 
@@ -109,6 +110,11 @@ class Connection:
 
     def has_scope(self, scope: str) -> bool:
         return authn.has_scope(self.scopes, scope)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request of this client is still being answered."""
+        return bool(self._inflight)
 
     # -- sending -------------------------------------------------------------------------------------
 
@@ -207,6 +213,11 @@ class Connection:
         if problem is not None:  # answered, not closed, as upstream
             self.send(res_err(rid if isinstance(rid, str) and rid else "invalid",
                               {"code": "INVALID_REQUEST", "message": f"invalid request frame: {problem}"}))
+            return
+        if self.retiring:
+            self.send(res_err(rid, MethodError(
+                "UNAVAILABLE", f"{method} unavailable during gateway restart", retryable=True, retry_after_ms=1000,
+                details={"method": method, "reason": "gateway-restart"}).to_error()))
             return
         inflight = self._inflight
         if inflight is None:

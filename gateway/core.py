@@ -12,8 +12,10 @@ from openclaw_sup import __version__
 from openclaw_sup.config import sqlitedb, statedb
 from openclaw_sup.gateway import authn, device
 from openclaw_sup.gateway.approvals import Approvals
+from openclaw_sup.gateway.device_pairing import PairingMethods
 from openclaw_sup.gateway.hub import Hub
-from openclaw_sup.gateway.methods import SCOPES, Methods
+from openclaw_sup.gateway.loop_health import LoopHealth
+from openclaw_sup.gateway.methods import Methods
 from openclaw_sup.gateway.node_surfaces import NodeSurfaceStore
 from openclaw_sup.gateway.nodes import Nodes
 from openclaw_sup.gateway.protocol import (
@@ -24,6 +26,7 @@ from openclaw_sup.gateway.protocol import (
     UPSTREAM_VERSION,
     MethodError,
 )
+from openclaw_sup.gateway.stability import StabilityLog
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 
 ATTACHMENT_MAX = 20 * 1024 * 1024
 IMAGE_MAX = 6 * 1024 * 1024
+CAPABILITIES = ["gateway-restart-target-safe-v1", "published-model-catalog"]
+"""Upstream's server capabilities this gateway honours (the real CLI checks them before some calls)."""
 
 
 class GatewayCore:
@@ -47,6 +52,9 @@ class GatewayCore:
         self.nonces = device.NonceRegistry()
         self._auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
+        self.stability = StabilityLog()
+        self.loop_health = LoopHealth()
+        self.pairing = PairingMethods(self)
         self.boot_id = str(uuid.uuid4())
         self.nodes = Nodes(self, NodeSurfaceStore(data / "openclaw-sup-nodes.sqlite"))
         self.approvals = Approvals(self)
@@ -96,8 +104,7 @@ class GatewayCore:
             "protocol": PROTOCOL,
             "server": {"version": UPSTREAM_VERSION, "buildId": f"openclaw-sup-{__version__}", "bootId": self.boot_id,
                        "connId": conn.id},
-            "features": {"methods": sorted({*SCOPES, *self.methods.local, *self.handlers, *self.streaming}),
-                         "events": EVENTS},
+            "features": {"methods": self.methods.served(), "events": EVENTS, "capabilities": CAPABILITIES},
             "snapshot": {
                 "presence": self.hub.presence_list(),
                 "health": health,
@@ -115,9 +122,15 @@ class GatewayCore:
                        "attachments": {"maxBytes": ATTACHMENT_MAX, "maxImageBytes": IMAGE_MAX}},
         }
 
+    def start(self) -> None:
+        """Begin what runs on the event loop: ticks and the loop-health sampler."""
+        self.hub.start()
+        self.loop_health.start()
+
     def close(self) -> None:
         self.approvals.close()
         self.nodes.close()
+        self.loop_health.stop()
         self.state_checkpointer.stop()
         self.devices.close()
 

@@ -16,6 +16,12 @@ class GatewayHost(Protocol):
     def worker_view(self) -> list[dict[str, Any]]:
         """Per-worker rows as `openclaw-sup status` shows them."""
 
+    def has_worker(self, name: str) -> bool:
+        """Whether the config asks for a worker of that name (whatever its state)."""
+
+    def worker_methods(self, name: str) -> frozenset[str]:
+        """The methods a worker announced when it last became ready."""
+
     def workers_of_kind(self, kind_prefix: str) -> list[str]:
         """Names of wanted workers whose kind starts with `kind_prefix`."""
 
@@ -30,7 +36,11 @@ class GatewayHost(Protocol):
 
     def log_file(self) -> Path | None: ...
 
-    def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]: ...
+    def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]:
+        """Schedule an in-place restart: {ok, status: scheduled|coalesced, pid, restart, ...}."""
+
+    def restart_target(self) -> dict[str, Any] | None:
+        """{pid, ownerId, port} of the upstream gateway lock this process holds."""
 
     def supervisor_view(self) -> dict[str, Any]: ...
 

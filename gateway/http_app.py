@@ -34,17 +34,19 @@ async def start_runner(srv: GatewayServer) -> web.AppRunner:
 
 
 def build_app(srv: GatewayServer) -> web.Application:
+    """Every GET route answers HEAD too (`add_get`), as upstream's; the probes refuse other methods with 405."""
     app = web.Application()
     probe = probe_route(srv)
     for path in probes.KINDS:
-        app.router.add_get(path, probe)  # HEAD too
+        app.router.add_get(path, probe)
+        app.router.add_route("*", path, not_allowed)
 
     async def root(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await late_upgrade(srv, request)
         return await ui.handle(request)
 
-    app.router.add_route("GET", "/", root)
+    app.router.add_get("/", root)
     if srv.core is not None:
         from openclaw_sup.gateway.http_api import add_http_api
 
@@ -55,15 +57,31 @@ def build_app(srv: GatewayServer) -> web.Application:
 
 
 def probe_route(srv: GatewayServer) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The probes' route, with the raw transport's answer (`gateway/probes.py`)."""
+    """The probes' route, with the raw transport's answer (`gateway/probes.py`); details go to a direct loopback
+    caller or one whose `Authorization` the HTTP API accepts."""
     async def probe(request: web.Request) -> web.Response:
         kind = probes.kind_of(request.path)
         assert kind is not None
-        status, body = probes.verdict(srv, kind, is_direct_loopback(request.remote or "", request.headers))
+        status, body = probes.verdict(srv, kind, _detailed(srv, request))
         return web.Response(status=status, body=body, content_type="application/json", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
     return probe
+
+
+def _detailed(srv: GatewayServer, request: web.Request) -> bool:
+    if is_direct_loopback(request.remote or "", request.headers):
+        return True
+    core = srv.core
+    if core is None or core.auth.mode == "none" or not request.headers.get("Authorization"):
+        return False
+    from openclaw_sup.gateway.http_common import authorize
+
+    return authorize(request, core) is None
+
+
+async def not_allowed(request: web.Request) -> web.Response:
+    return web.Response(status=405, text="Method Not Allowed", headers={"Allow": "GET, HEAD"})
 
 
 async def late_upgrade(srv: GatewayServer, request: web.Request, endpoint: bool = False) -> web.StreamResponse:

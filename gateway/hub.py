@@ -7,16 +7,19 @@ instead of growing the supervisor's memory, and one that stays behind is closed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
+import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from openclaw_sup import __version__
-from openclaw_sup.gateway.protocol import CLOSE_POLICY, NO_PRESENCE_MODES, TICK_INTERVAL_MS
+from openclaw_sup.gateway.protocol import CLOSE_POLICY, NO_PRESENCE_MODES, TICK_INTERVAL_MS, UPSTREAM_VERSION
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -32,17 +35,35 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def primary_ipv4() -> str | None:
+    """The address this host's default route leaves from (a UDP connect sends nothing), as upstream shows."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))
+        return str(s.getsockname()[0])
+    return None
+
+
+def self_presence(instance_id: str) -> dict[str, Any]:
+    """The gateway's own presence entry, in upstream's shape and with upstream's version."""
+    host, ip, uname = socket.gethostname(), primary_ipv4(), os.uname()
+    where = f"{host} ({ip})" if ip else host
+    entry: dict[str, Any] = {"host": host, "version": UPSTREAM_VERSION, "platform": f"{sys.platform} {uname.release}",
+                             "deviceFamily": uname.sysname, "mode": "gateway", "reason": "self",
+                             "instanceId": instance_id,
+                             "text": f"Gateway: {where} · app {UPSTREAM_VERSION} · mode gateway · reason self",
+                             "ts": now_ms()}
+    if ip:
+        entry["ip"] = ip
+    return entry
+
+
 class Hub:
     def __init__(self, tick_interval_ms: int = TICK_INTERVAL_MS) -> None:
         self.connections: set[Connection] = set()
         self.tick_interval_ms = tick_interval_ms
         self.state_version = {"presence": 1, "health": 1}
-        self.instance_id = f"gateway-{socket.gethostname()}-{id(self):x}"
-        self.self_presence = {
-            "host": socket.gethostname(), "version": __version__, "platform": "linux", "mode": "gateway",
-            "reason": "self", "instanceId": self.instance_id, "ts": now_ms(),
-            "text": f"Gateway: {socket.gethostname()} · app {__version__} · mode gateway · reason self",
-        }
+        self.instance_id = str(uuid.uuid4())
+        self.self_presence = self_presence(self.instance_id)
         self.presence: dict[str, dict[str, Any]] = {}
         self._tick_task: asyncio.Task[None] | None = None
         self.health_provider: Callable[[], dict[str, Any]] | None = None
@@ -69,6 +90,19 @@ class Hub:
         conns = list(self.connections)
         await asyncio.gather(*(c.close_with_shutdown(payload) for c in conns), return_exceptions=True)
 
+    def retire(self) -> list[Connection]:
+        """Mark every current client as leaving (an in-place restart): what it sends from now on is refused as
+        retryable; what it already sent is answered. Returns them for `close_retired`."""
+        conns = list(self.connections)
+        for conn in conns:
+            conn.retiring = True
+        return conns
+
+    async def close_retired(self, conns: list[Connection], reason: str, restart_expected_ms: int) -> None:
+        """`shutdown` then 1012 to retired clients; broadcasting and ticks go on for everyone else."""
+        payload = {"reason": reason, "restartExpectedMs": restart_expected_ms}
+        await asyncio.gather(*(c.close_with_shutdown(payload) for c in conns), return_exceptions=True)
+
     # -- connections ---------------------------------------------------------------------------------
 
     def add(self, conn: Connection) -> None:
@@ -81,6 +115,23 @@ class Hub:
         self.connections.discard(conn)
         if self.presence.pop(conn.presence_key, None) is not None:
             self._presence_changed()
+
+    def beacon(self, text: str, params: dict[str, Any]) -> None:
+        """`system-event`: a client's presence line, keyed like upstream's (device, instance, host, else text)."""
+        entry: dict[str, Any] = {"text": text, "ts": now_ms()}
+        for key in ("deviceId", "instanceId", "host", "ip", "mode", "version", "platform", "deviceFamily",
+                    "modelIdentifier", "reason"):
+            if isinstance(params.get(key), str) and params[key]:
+                entry[key] = params[key]
+        for key in ("roles", "scopes", "tags"):
+            if isinstance(params.get(key), list) and all(isinstance(v, str) for v in params[key]):
+                entry[key] = params[key]
+        if isinstance(params.get("lastInputSeconds"), (int, float)) and not isinstance(params["lastInputSeconds"],
+                                                                                       bool):
+            entry["lastInputSeconds"] = params["lastInputSeconds"]
+        key = entry.get("deviceId") or entry.get("instanceId") or entry.get("host") or f"text:{text}"
+        self.presence[key] = {**self.presence.get(key, {}), **entry}
+        self._presence_changed()
 
     def presence_list(self) -> list[dict[str, Any]]:
         cutoff = now_ms() - PRESENCE_TTL_MS

@@ -3,8 +3,9 @@
 Probes are what service managers, load balancers and Kubernetes ask all day, so they are answered on the
 raw transport (`gateway/port.py`): no framework request, and aiohttp is not even imported for them. A probe
 that arrives on a connection aiohttp already owns is answered by its route (`gateway/http_app.py`); both
-build the answer here, so they say the same thing byte for byte. Details (version, uptime, workers) go only
-to a direct loopback caller.
+build the answer here, so they say the same thing byte for byte. Details (version, uptime, workers; for
+`/readyz` what is failing and the event loop's health, as upstream's) go to a direct loopback caller, or to one
+whose `Authorization` the HTTP API accepts (that one is answered by the route).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ProbeHost(Protocol):
     version: str
     draining: bool
     readiness: Callable[[], dict[str, Any]]
+    core: Any
 
 
 def kind_of(path: str) -> str | None:
@@ -52,12 +54,27 @@ def verdict(host: ProbeHost, kind: str, detailed: bool) -> tuple[int, bytes]:
             ok, body = True, {"ok": True, "status": "started"}
     else:
         r = host.readiness()
-        ok = r["ready"] and not host.draining
-        body = {"ok": ok, "status": "ready" if ok else ("draining" if host.draining else "not-ready")}
-        detail["workers"] = r.get("workers")
+        failing = _failing(host, r)
+        ok, body = not failing, {"ready": not failing}
+        if detailed:
+            loop = host.core.loop_health.snapshot() if host.core is not None else None
+            body.update(failing=failing, uptimeMs=int((time.monotonic() - host.started) * 1000),
+                        workers=r.get("workers"), **({"eventLoop": loop} if loop is not None else {}))
+        return (200 if ok else 503), orjson.dumps(body)
     if detailed:
         body.update(version=host.version, uptimeMs=int((time.monotonic() - host.started) * 1000), **detail)
     return (200 if ok else 503), orjson.dumps(body)
+
+
+def _failing(host: ProbeHost, r: dict[str, Any]) -> list[str]:
+    """Upstream's `failing` list: a channel by its id (`irc`), other workers by name (`scheduler`)."""
+    if host.draining:
+        return ["gateway-draining"]
+    if not r["started"]:
+        return ["startup-sidecars"]
+    names = (n.split(":")[1] if n.startswith("channel:") else n
+             for n, state in (r.get("workers") or {}).items() if state != "running")
+    return list(dict.fromkeys(names))
 
 
 _date: tuple[int, bytes] = (0, b"")

@@ -6,7 +6,9 @@ from typing import Any
 
 PROTOCOL = 4
 UPSTREAM_VERSION = "2026.9.6"
-"""The upstream release whose wire protocol this gateway speaks; clients compare it with their own."""
+"""The upstream release this gateway is a drop-in for: the version it reports everywhere a client reads one
+(hello-ok, presence, probes, `status.runtimeVersion`); clients compare it with their own. openclaw-sup's own
+version is shown beside it, under names of its own (`supervisorVersion`, `buildId`)."""
 MIN_PROBE_PROTOCOL = 3
 PRE_AUTH_MAX_BYTES = 64 * 1024
 MAX_PAYLOAD = 26_214_400
@@ -42,9 +44,9 @@ AUTH_KEYS = frozenset({"token", "password", "bootstrapToken", "deviceToken", "ap
 DEVICE_KEYS = frozenset({"id", "publicKey", "signature", "signedAt", "nonce"})
 
 EVENTS = ["connect.challenge", "tick", "presence", "health", "heartbeat", "shutdown", "agent", "chat", "cron",
-          "config.changed", "device.pair.requested", "device.pair.resolved", "workers", "node.pair.requested",
-          "node.pair.resolved", "node.invoke.request", "node.hostStats", "exec.approval.requested",
-          "exec.approval.resolved"]
+          "config.changed", "device.pair.requested", "device.pair.resolved", "browser", "workers",
+          "node.pair.requested", "node.pair.resolved", "node.invoke.request", "node.hostStats",
+          "exec.approval.requested", "exec.approval.resolved"]
 
 
 class MethodError(Exception):
@@ -80,6 +82,10 @@ def missing_scope(scope: str) -> MethodError:
 
 def unavailable(message: str, **details: Any) -> MethodError:
     return MethodError("UNAVAILABLE", message, details=details or None)
+
+
+def unknown_method(method: str) -> MethodError:
+    return MethodError("INVALID_REQUEST", f"unknown method: {method}")
 
 
 def res_ok(rid: Any, payload: Any) -> dict[str, Any]:

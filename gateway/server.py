@@ -133,9 +133,10 @@ class GatewayServer:
 
     def probe(self, method: str, target: str, headers: Mapping[str, str], peer_ip: str) -> bytes | None:
         kind = probes.kind_of(target)
-        if kind is None or not probes.answerable(method, headers):
-            return None
-        status, body = probes.verdict(self, kind, is_direct_loopback(peer_ip, headers))
+        loopback = is_direct_loopback(peer_ip, headers)
+        if kind is None or not probes.answerable(method, headers) or ("authorization" in headers and not loopback):
+            return None  # a remote caller's credentials are checked by the HTTP API's route
+        status, body = probes.verdict(self, kind, loopback)
         return probes.response(status, body, head=method == "HEAD",
                                close="close" in headers.get("connection", "").lower())
 

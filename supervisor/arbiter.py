@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import functools
 import itertools
 import os
@@ -36,7 +37,7 @@ from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 from openclaw_sup.gateway.core import GatewayCore
 from openclaw_sup.gateway.host import Partial
 from openclaw_sup.gateway.methods import unavailable_worker
-from openclaw_sup.gateway.protocol import MethodError
+from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
 from openclaw_sup.gateway.server import GatewayServer
 from openclaw_sup.gateway.tls import server_tls
 from openclaw_sup.ipc.bus import RouterBus
@@ -46,6 +47,7 @@ from openclaw_sup.supervisor import fdlimit
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
 from openclaw_sup.supervisor.liblog import route_library_output
+from openclaw_sup.supervisor.lock import UpstreamLock
 from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
 from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
@@ -60,6 +62,14 @@ RELAYED_MAX = 10_000  # worker-to-worker requests awaiting an answer, per target
 FS_BOOT_TIMEOUT_S = 60.0
 FS_RETRY_FIRST_S = 0.5
 FS_RETRY_MAX_S = 30.0
+RESTART_DRAIN_S = 30.0  # an in-place restart gives requests already at a worker this long to finish
+RESTART_SETTLE_S = 60.0  # a request for a worker made during an in-place restart waits this long for it
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+RESTART_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1)
+IGNORED_SIGNALS = (signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
+                   signal.SIGTRAP, signal.SIGSYS, getattr(signal, "SIGSTKFLT", signal.SIGTRAP),
+                   *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+"""Signals whose default action would end the process without a word: logged and ignored instead."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,12 @@ class RunOptions:
         return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
 
 
+def restart_enabled(cfg: dict[str, Any]) -> bool:
+    """Upstream's `commands.restart`: on unless set to false."""
+    commands = cfg.get("commands")
+    return not (isinstance(commands, dict) and commands.get("restart") is False)
+
+
 _STATM: int | None = None
 
 
@@ -97,8 +113,10 @@ def _own_rss() -> int | None:
 
 class Supervisor:
     def __init__(self, paths: ProfilePaths, settings: SupervisorSettings, opts: RunOptions,
-                 fork_server: ForkServer, sink: LogSink, notifier: Notifier | None = None) -> None:
+                 fork_server: ForkServer, sink: LogSink, notifier: Notifier | None = None,
+                 gateway_lock: UpstreamLock | None = None) -> None:
         self.paths = paths
+        self.gateway_lock = gateway_lock
         self.notifier = notifier or Notifier()
         self.settings = settings
         self.opts = opts
@@ -137,6 +155,8 @@ class Supervisor:
         self._relayed: dict[str, dict[str, str]] = {}  # target worker -> {request id: requesting worker}
         self._early_exits: dict[int, int] = {}  # pid -> status, for exits read before their spawn was recorded
         self._health_scheduled = False
+        self._restarting: asyncio.Event | None = None  # set while an in-place restart runs; opens when it is done
+        self._restart_scheduled = False
         self.self_history = SampleRing()
         self._cpu_mark: tuple[float, float] | None = None
 
@@ -172,6 +192,7 @@ class Supervisor:
         sockets = f", {self.gateway.admission.capacity} client sockets at most" if self.gateway else ""
         self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers"
                          f"{sockets})")
+        self._stability("gateway.started", pid=os.getpid(), port=self.opts.port, workers=len(self.specs))
         for spec in self.specs:
             self._start(self.table.add(spec))
         self.booted = True
@@ -197,15 +218,42 @@ class Supervisor:
             self.exit_code = 1
             await self._teardown()
             return False
-        self.core.hub.start()
+        self.core.start()
         self._fit_port_to_fds()
         return True
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        """TERM, INT, QUIT stop; HUP reloads; USR2 (upstream's) and USR1 restart in place; every other signal
+        that would end the process is logged and ignored, and a crash (SEGV, BUS, ILL, FPE, ABRT) prints its
+        Python traceback on stderr: nothing ends the supervisor without a word, except SIGKILL."""
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self.reloader.reload("SIGHUP"), "reload"))
-        loop.add_signal_handler(signal.SIGUSR1, lambda: self._spawn_task(self.restart_all(True), "restart"))
+        for sig in RESTART_SIGNALS:
+            loop.add_signal_handler(sig, self._restart_signal, sig)
+        for sig in dict.fromkeys(IGNORED_SIGNALS):
+            with contextlib.suppress(ValueError, OSError, RuntimeError):
+                loop.add_signal_handler(sig, self._ignored_signal, sig)
+        faulthandler.enable()
+
+    def _restart_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self.stopping:
+            self.log("info", f"received {name} during shutdown; ignoring")
+        elif not restart_enabled(self.gateway_cfg):
+            self.log("warn", f"{name} restart ignored (commands.restart=false); restart through the service manager "
+                             "or set commands.restart to true")
+        else:
+            self.log("info", f"received {name}; restarting in place (pid {os.getpid()}, port {self.opts.port})")
+            self._spawn_task(self.restart_all(True), "restart")
+
+    def _ignored_signal(self, sig: int) -> None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"SIGRTMIN+{sig - signal.SIGRTMIN}"
+        self.log("warn", f"received {name}; ignored (SIGTERM stops the gateway, SIGHUP reloads its config, SIGUSR2 "
+                         "restarts it in place)")
 
     def _reap_adopted(self) -> None:
         """The supervisor is a child subreaper: workers orphaned by a dying fork server come back here.
@@ -461,6 +509,9 @@ class Supervisor:
                 now = time.monotonic()
                 inc.ready_at = inc.last_hb = now
                 rec.ever_ready = rec.settled = True
+                methods = msg.get("methods")
+                rec.methods = frozenset(m for m in methods if isinstance(m, str)) if isinstance(methods, list) \
+                    else frozenset()
                 rec.fire(Event.READY)
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
@@ -609,6 +660,7 @@ class Supervisor:
 
     def _kill(self, rec: WorkerRecord, inc: Incarnation, reason: str) -> None:
         inc.kill_reason = reason
+        self._stability("worker.killed", worker=rec.name, pid=inc.pid, reason=reason)
         self.log("warn", f"worker {rec.name} (pid {inc.pid}): {reason}; killing it")
         self.fs.signal(inc.pid, signal.SIGKILL)
 
@@ -645,6 +697,8 @@ class Supervisor:
         rec.fire(Event.EXIT)
         ran_for = now - inc.ready_at if inc.ready_at else None
         why = inc.last_error
+        self._stability("worker.exited", worker=rec.name, pid=pid, exit=inc.exit["text"], reason=why,
+                        ranForMs=round(ran_for * 1000) if ran_for is not None else None)
         self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
                          + (f": {why}" if why else ""))
         self._after_crash(rec, ran_for)
@@ -661,6 +715,7 @@ class Supervisor:
             retry = rec.policy.failed_retry
             rec.retry_at = now + retry
             lim = rec.spec.restart
+            self._stability("worker.failed", worker=rec.name, restarts=rec.restarts)
             self.log("error", f"worker {rec.name} is crash-looping ({lim.crash_loop_max} exits within "
                               f"{lim.crash_loop_window_ms / 1000:g}s); marked failed, next try in {retry:g}s")
             rec.timer = loop.call_later(retry, self._retry, rec)
@@ -808,6 +863,8 @@ class Supervisor:
             await new_server.start()
             self.opts = new_opts
             self.gateway = new_server
+            if self.gateway_lock is not None:
+                self.gateway_lock.renew(port)
             self.log("info", f"gateway listening on {new_opts.url} (moved from {old_opts.url})")
         except Exception as exc:
             self.log("error", f"config reload: cannot bind {new_opts.url} ({exc}); staying on {old_opts.url}")
@@ -824,9 +881,13 @@ class Supervisor:
         self.sink.redact = Redactor(secrets_in(self.gateway_cfg, self.opts.auth))
 
     async def restart_all(self, notify_clients: bool = False) -> None:
-        """SIGUSR1: stop every worker, take a fresh fork server and config, start everything again.
+        """In-place restart (SIGUSR2, SIGUSR1, `gateway.restart.request`, a reload that needs one): the same process
+        and port; a fresh config, fork server and set of workers; a new gateway generation in the upstream lock.
 
-        The port stays bound; WebSocket clients get `shutdown` then 1012, as upstream's in-place restart.
+        Nothing read is dropped. WebSocket clients connected before it are answered what they already sent (new
+        requests on them get upstream's retryable `unavailable during gateway restart`), then `shutdown` and 1012,
+        as upstream. Requests already at a worker get RESTART_DRAIN_S to finish; a request for a worker made during
+        the restart (a new connection, HTTP) waits until that worker is back, at most RESTART_SETTLE_S.
         """
         assert self._ops_lock is not None
         async with self._ops_lock:
@@ -839,32 +900,58 @@ class Supervisor:
     async def _restart_all_locked(self, notify_clients: bool) -> None:
         assert self._fs_settled is not None
         self.log("info", "restarting every worker in place")
-        if self.core is not None and notify_clients:
-            await self.core.hub.shutdown("gateway restarting", restart_expected_ms=1000)
-            self.core.hub.closing = False
-            self.core.hub.start()
-        loaded = self.reloader.load()
-        if isinstance(loaded, str):
-            self.log("error", f"config reload skipped (invalid config): {loaded}; restarting with the last good one")
-        else:
-            self.gateway_cfg, self.settings = loaded
-        for rec in self.table:
-            rec.wanted = False
-        await asyncio.gather(*(self.stop_worker(r) for r in self.table))
-        old = self.fs
-        old._on_lost = None
-        old.close()
-        self._new_fork_server()
-        await self._fs_settled.wait()
-        self.table = ProcessTable(self._state_changed)
-        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
-        for spec in self.specs:
-            self._start(self.table.add(spec))
+        t0 = time.monotonic()
+        gate = asyncio.Event()
+        retired = self.core.hub.retire() if self.core is not None and notify_clients else []
+        try:
+            await self._drain(lambda: not self._pending and not any(c.busy for c in retired), RESTART_DRAIN_S)
+            if self.core is not None and retired:
+                await self.core.hub.close_retired(retired, "gateway restarting", restart_expected_ms=1000)
+            self._restarting = gate
+            await self._drain(lambda: not self._pending, RESTART_DRAIN_S)
+            loaded = self.reloader.load()
+            if isinstance(loaded, str):
+                self.log("error", f"config reload skipped (invalid config): {loaded}; restarting with the last good "
+                                  "one")
+            else:
+                self.gateway_cfg, self.settings = loaded
+            for rec in self.table:
+                rec.wanted = False
+            await asyncio.gather(*(self.stop_worker(r) for r in self.table))
+            old = self.fs
+            old._on_lost = None
+            old.close()
+            self._new_fork_server()
+            await self._fs_settled.wait()
+            self.table = ProcessTable(self._state_changed)
+            self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
+            for spec in self.specs:
+                self._start(self.table.add(spec))
+            await self._drain(lambda: all(r.settled or r.state == State.FAILED for r in self.table),
+                              max((s.liveness.start_timeout_ms / 1000 for s in self.specs), default=0.0))
+        finally:
+            self._restarting = None
+            gate.set()
+        if self.gateway_lock is not None:
+            self.gateway_lock.renew(self.opts.port)
+        states = self.readiness()["workers"]
+        self._stability("gateway.restart", durationMs=round((time.monotonic() - t0) * 1000),
+                        workers=len(states), running=sum(v == State.RUNNING for v in states.values()))
+        self.log("info", f"in-place restart done in {time.monotonic() - t0:.2f}s (pid {os.getpid()}, port "
+                         f"{self.opts.port}): {sum(v == State.RUNNING for v in states.values())}/{len(states)} "
+                         "workers running")
+
+    @staticmethod
+    async def _drain(done: Any, bound_s: float) -> None:
+        """Wait until `done()` or `bound_s` seconds."""
+        deadline = time.monotonic() + bound_s
+        while not done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     # ================================================================ gateway host
 
     def _gateway_server(self, opts: RunOptions) -> GatewayServer:
-        return GatewayServer(opts.host, opts.port, self.readiness, __version__, self.core,
+        return GatewayServer(opts.host, opts.port, self.readiness, UPSTREAM_VERSION, self.core,
                              ssl_context=opts.ssl_context, limits=self.settings.limits)
 
     def _fit_port_to_fds(self) -> None:
@@ -888,11 +975,22 @@ class Supervisor:
         now = time.monotonic()
         return [r.snapshot(now) for r in self.table]
 
+    def has_worker(self, name: str) -> bool:
+        return name in self.table.records
+
+    def worker_methods(self, name: str) -> frozenset[str]:
+        rec = self.table.get(name)
+        return rec.methods if rec is not None else frozenset()
+
     def workers_of_kind(self, kind_prefix: str) -> list[str]:
         return [r.name for r in self.table if r.spec.kind.startswith(kind_prefix)]
 
     async def call_worker(self, name: str, method: str, params: dict[str, Any], *, timeout: float,
                           partial: Partial | None = None) -> Any:
+        gate = self._restarting
+        if gate is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gate.wait(), RESTART_SETTLE_S)
         rec = self.table.get(name)
         if rec is None or rec.state != State.RUNNING:
             raise unavailable_worker(name, rec.state.value if rec else None)
@@ -931,11 +1029,30 @@ class Supervisor:
     def supervisor_view(self) -> dict[str, Any]:
         return self.snapshot()["supervisor"]
 
+    def restart_target(self) -> dict[str, Any] | None:
+        """`{pid, ownerId, port}` of the upstream lock this gateway holds (what `gateway restart` targets)."""
+        if self.gateway_lock is None:
+            return None
+        return {"pid": os.getpid(), "ownerId": self.gateway_lock.owner_id, "port": self.gateway_lock.port}
+
     def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]:
-        self.log("info", f"restart requested ({reason}); restarting in {delay_ms} ms")
-        asyncio.get_running_loop().call_later(delay_ms / 1000, lambda: self._spawn_task(
-            self.restart_all(notify_clients=True), "requested restart"))
-        return {"ok": True, "scheduled": True, "delayMs": delay_ms}
+        """Schedule an in-place restart; one already scheduled or running absorbs this one (`coalesced`)."""
+        restart = {"pid": os.getpid(), "reason": reason, "delayMs": delay_ms}
+        if self._restart_scheduled or self._restarting is not None:
+            self.log("info", f"restart requested ({reason}); one is already under way")
+            return {"ok": True, "status": "coalesced", "scheduled": True, "pid": os.getpid(),
+                    "restart": {**restart, "coalesced": True}}
+        self.log("info", f"restart requested ({reason}); restarting in place in {delay_ms} ms")
+        self._restart_scheduled = True
+
+        def begin() -> None:
+            self._restart_scheduled = False
+            if not self.stopping:
+                self._spawn_task(self.restart_all(notify_clients=True), "requested restart")
+
+        asyncio.get_running_loop().call_later(delay_ms / 1000, begin)
+        return {"ok": True, "status": "scheduled", "scheduled": True, "delayMs": delay_ms, "pid": os.getpid(),
+                "restart": {**restart, "coalesced": False}}
 
     def worker_samples(self) -> dict[str, list[list[Any]]]:
         samples = {r.name: list(r.history.samples) for r in self.table}
@@ -978,6 +1095,8 @@ class Supervisor:
 
     def _state_changed(self) -> None:
         """Worker states feed the `health` broadcast, coalesced over 50 ms."""
+        if self.core is not None:
+            self.core.methods.workers_changed()
         if self._health_scheduled or self.core is None:
             return
         self._health_scheduled = True
@@ -1062,6 +1181,10 @@ class Supervisor:
         """The supervisor's own records are never throttled (they are few, and they are the lifecycle);
         the gateway's, driven by what clients send, are throttled and folded like any other source."""
         self._write_log(level, message, subsystem=subsystem, keep=subsystem == "supervisor")
+
+    def _stability(self, type_: str, **fields: Any) -> None:
+        if self.core is not None:
+            self.core.stability.record(type_, **fields)
 
     def _write_log(self, level: str, message: str, **kw: Any) -> None:
         self.sink.write(level, message, **kw)

@@ -128,7 +128,7 @@ def run(argv: list[str]) -> int:
             print(exc, file=sys.stderr)
             return 1
 
-    from openclaw_sup.supervisor.lock import LockHeld, StateLock
+    from openclaw_sup.supervisor.lock import LockHeld, StateLock, UpstreamLock
 
     ensure_private_dir(paths.state_dir)
     ensure_private_dir(paths.run_dir)
@@ -137,11 +137,18 @@ def run(argv: list[str]) -> int:
     except LockHeld as exc:
         print(exc, file=sys.stderr)
         return 1
+    try:
+        upstream_lock = UpstreamLock.acquire(paths.state_dir, paths.config_path, port)
+    except LockHeld as exc:
+        lock.release()
+        print(exc, file=sys.stderr)
+        return 1
     from openclaw_sup.config.statedb import prepare
 
     unusable = prepare(paths.state_dir, lambda line: print(line, file=sys.stderr))
     if unusable:
         print(f"Gateway start blocked: {unusable}", file=sys.stderr)
+        upstream_lock.release()
         lock.release()
         return EXIT_CONFIG
 
@@ -151,6 +158,7 @@ def run(argv: list[str]) -> int:
         ssl_context = server_tls(gateway_cfg, paths.state_dir)
     except TlsError as exc:
         print(exc, file=sys.stderr)
+        upstream_lock.release()
         lock.release()
         return EXIT_CONFIG
 
@@ -162,16 +170,17 @@ def run(argv: list[str]) -> int:
     raise_soft_limit(settings.limits.nofile)  # before the fork: the workers get the same limit
     notifier = Notifier.from_env()  # before the fork: children must not inherit NOTIFY_SOCKET
     kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
-    fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), close_fds=(lock.fd,), kinds=kinds)
+    fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), close_fds=(lock.fd, *upstream_lock.fds()),
+                                  kinds=kinds)
 
     # Only now: modules that may start threads or loops.
-    import setproctitle
     import uvloop
 
     from openclaw_sup.supervisor.arbiter import RunOptions, Supervisor
     from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
+    from openclaw_sup.supervisor.proctitle import set_gateway_title
 
-    setproctitle.setproctitle(f"openclaw-sup: gateway [{paths.label}]")
+    titled = set_gateway_title(paths.label)
     set_child_subreaper()
     logging_cfg = cfg.get("logging") or {}
     log_file = logging_cfg.get("file")
@@ -182,14 +191,18 @@ def run(argv: list[str]) -> int:
         redactor=Redactor(secrets_in(cfg, auth)),
         console=sys.stdout if args.verbose else None,
     )
+    if not titled:
+        sink.write("warn", "could not set the process title upstream's CLI looks for (openclaw-gateway); "
+                           "`openclaw gateway restart|stop` will not find this gateway", subsystem="supervisor")
 
     from openclaw_sup.gateway.core import tick_interval_from_env
 
     opts = RunOptions(host=host, port=port, auth=auth, gateway_config=cfg, tick_interval_ms=tick_interval_from_env(),
                       verbose=args.verbose, port_pinned=bool(args.port or os.environ.get("OPENCLAW_GATEWAY_PORT")),
                       ssl_context=ssl_context)
-    sup = Supervisor(paths, settings, opts, fork_server, sink, notifier)
+    sup = Supervisor(paths, settings, opts, fork_server, sink, notifier, gateway_lock=upstream_lock)
     try:
         return uvloop.run(sup.run())
     finally:
+        upstream_lock.release()
         lock.release()

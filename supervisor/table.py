@@ -78,6 +78,7 @@ class WorkerRecord:
     settled: bool = False  # its first start ended one way or the other (ready, exited, spawn failed)
     blocked_on: str | None = None  # why the last spawn failed, when it is a cause that can go away
     early: list[dict[str, Any]] = field(default_factory=list)
+    methods: frozenset[str] = frozenset()  # what the worker said it serves when it became ready
     history: SampleRing = field(default_factory=SampleRing)
 
     @property

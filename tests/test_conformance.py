@@ -49,7 +49,7 @@ def test_health_json_is_our_payload(openclaw_bin: Path, gw: Gateway) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     payload = json.loads(res.stdout)
     assert payload["ok"] is True
-    assert [w["name"] for w in payload["workers"]] == ["agent", "ticker"]
+    assert [w["name"] for w in payload["workers"]] == ["agent", "browser", "ticker"]
     assert next(w for w in payload["workers"] if w["name"] == "ticker")["pid"] == gw.worker("ticker")["pid"]
 
 

@@ -314,7 +314,7 @@ def test_logs_cron_and_config_views(gateway_factory, context: Any) -> None:
     cfg["agents"]["defaults"]["timeoutSeconds"] = 120
     cfg_path.write_text(json.dumps(cfg))
     until(page, "() => document.getElementById('plan-respawn')?.textContent === 'agent'", timeout=15)
-    assert page.inner_text("#plan-keep") == "scheduler"
+    assert page.inner_text("#plan-keep") == "scheduler, browser"
     shot(page, "config")
 
 

@@ -47,7 +47,7 @@ def test_subscribers_get_workers_events_once_a_second_until_they_leave(gateway_f
     first = watcher.next_event("workers", timeout=3)
     second = watcher.next_event("workers", timeout=3)
     assert second["payload"]["ts"] - first["payload"]["ts"] >= 900
-    assert {w["name"] for w in first["payload"]["workers"]} == {"agent", "scheduler"}
+    assert {w["name"] for w in first["payload"]["workers"]} == {"agent", "scheduler", "browser"}
     assert first["payload"]["workers"][0]["sample"] is not None
     time.sleep(1.5)
     other.request("health")

@@ -306,7 +306,8 @@ def test_presence_broadcast_with_state_version(gw: Gateway) -> None:
 
 
 def test_routed_methods_reach_their_worker_and_fail_cleanly(gateway_factory) -> None:
-    g = gateway_factory({"workers": {"scheduler": {"kind": "fake_owner"}}}, config=gw_config()).start()
+    g = gateway_factory({"workers": {"scheduler": {"kind": "fake_owner"}}},
+                        config={**gw_config(), "browser": {"enabled": False}}).start()
     c = client(g)
     c.connect()
     res = c.request("cron.list", {"limit": 5})
@@ -390,7 +391,7 @@ def test_health_status_presence_config_and_logs(gw: Gateway) -> None:
     c.connect()
     h = c.request("health")
     assert h["ok"] is True and h["defaultAgentId"] == "main" and h["heartbeatSeconds"] == 1800
-    assert {w["name"] for w in h["workers"]} == {"scheduler", "agent"}
+    assert {w["name"] for w in h["workers"]} == {"scheduler", "agent", "browser"}
     assert h["configReload"]["hotReloadStatus"] == "active"
     st = c.request("status", {})
     assert st["runtimeVersion"] and st["supervisor"]["pid"] == gw.status()["supervisor"]["pid"]
@@ -422,6 +423,9 @@ def test_http_probes(gw: Gateway) -> None:
         assert status == 200 and body["ok"] is True and body["status"] == "live"
         assert body["version"] and body["uptimeMs"] >= 0  # loopback callers get the details
     assert http(gw, "/readyz")[0] == 200 and http(gw, "/startup")[1]["status"] == "started"
+    ready = wait_for(lambda: (b := http(gw, "/readyz")[1]) and "eventLoop" in b and b, 10,
+                     what="/readyz with a first event-loop window")
+    assert ready["ready"] is True and ready["failing"] == [] and ready["uptimeMs"] >= 0  # upstream's shape
     assert http(gw, "/api/nope")[0] == 404  # other unclaimed GETs get the Control UI's shell (test_control_ui_*)
 
 

@@ -100,7 +100,8 @@ def test_our_cli_gateway_status_call_and_health(gateway_factory) -> None:
     assert no_creds.returncode != 0
     assert "gateway url override requires explicit credentials" in no_creds.stderr
     called = gw.run_cli("gateway", "call", "health")
-    assert called.returncode == 0 and [w["name"] for w in json.loads(called.stdout)["workers"]] == ["agent", "w"]
+    assert called.returncode == 0
+    assert [w["name"] for w in json.loads(called.stdout)["workers"]] == ["agent", "browser", "w"]
     health = gw.run_cli("health")
     assert health.returncode == 0 and "Worker w: running" in health.stdout
     gw.stop()

@@ -19,7 +19,13 @@ WRONG = [True, 12345, -7, 1.5, "x", "", None, [], ["a"], {}, {"a": 1}]
 
 
 def wrong_value(kind: Kind) -> Any:
-    return next(v for v in WRONG if not kind.ok(v))
+    """A value of a type `kind` refuses, or None for a field that takes any JSON value (nothing to refuse)."""
+    return next((v for v in WRONG if not kind.ok(v)), None)
+
+
+TEST_KIND_METHODS = {"cron.hang", "cron.slow"}
+"""Announced by the `fake_owner` test kind that stands in for the scheduler here (a worker family serves what
+its worker announces), not by any worker of the product."""
 
 
 def served_methods(g: Gateway) -> set[str]:
@@ -28,7 +34,7 @@ def served_methods(g: Gateway) -> set[str]:
     hello = c.connect()
     c.close()
     table = getattr(methods, "METHODS", None) or methods.SCOPES
-    return set(table) | set(hello["features"]["methods"])
+    return set(table) | (set(hello["features"]["methods"]) - TEST_KIND_METHODS)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +59,8 @@ def test_a_wrong_type_in_any_field_of_any_method_names_the_field(gw: Gateway) ->
     for method in sorted(served_methods(gw)):
         for field, kind in PARAMS[method].items():
             value = wrong_value(kind)
+            if value is None and kind.ok(None):
+                continue
             with pytest.raises(GatewayError) as info:
                 c.request(method, {field: value})
             err = info.value.error

@@ -31,7 +31,7 @@ def base_config(mode: str = "hybrid") -> dict[str, Any]:
     }
 
 
-ALL = {"scheduler", "agent", "channel:telegram:main", "channel:telegram:alerts", "channel:irc:default"}
+ALL = {"scheduler", "agent", "browser", "channel:telegram:main", "channel:telegram:alerts", "channel:irc:default"}
 
 
 @pytest.fixture

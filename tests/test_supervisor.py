@@ -277,7 +277,7 @@ def test_sighup_reload_touches_only_changed_workers(gateway_factory) -> None:
     settings["workers"]["d"] = {"kind": "sleeper"}
     gw.settings_file.write_text(json.dumps(settings))
     gw.signal(signal.SIGHUP)
-    wait_for(lambda: set(gw.pids()) == {"agent", "a", "b", "d"} and gw.worker("b")["pid"] != before["b"]
+    wait_for(lambda: set(gw.pids()) == {"agent", "browser", "a", "b", "d"} and gw.worker("b")["pid"] != before["b"]
              and gw.worker("d")["state"] == "running" and gw.worker("b")["state"] == "running", 10,
              what="the reload applied")
     after = gw.pids()
@@ -328,8 +328,9 @@ def _mapped(pid: int, needle: str) -> set[str]:
 
 def test_fork_server_holds_only_what_the_running_kinds_need(gateway_factory) -> None:
     """The fork server preloads what every worker shares and nothing else: with no kind that needs an HTTP
-    client or psutil running, it has neither."""
-    gw = gateway_factory({"workers": {"a": {"kind": "sleeper"}}})
+    client or psutil running (the browser worker, on by default, watches Chromium with psutil: off here), it has
+    neither."""
+    gw = gateway_factory({"workers": {"a": {"kind": "sleeper"}}}, config={"browser": {"enabled": False}})
     gw.start()
     for pid in (gw.status()["supervisor"]["forkServerPid"], gw.pids()["a"]):
         assert not _mapped(pid, "/aiohttp/"), f"pid {pid} has aiohttp loaded"

@@ -107,7 +107,7 @@ class WorkerContext:
         """Tell the supervisor this worker finished its start-up; it is `running` from now on."""
         if not self.is_ready:
             self.is_ready = True
-            self.send({"kind": Kind.READY, "pid": os.getpid()})
+            self.send({"kind": Kind.READY, "pid": os.getpid(), "methods": sorted({*self._handlers, *self._streaming})})
 
     def handle(self, method: str, fn: Handler) -> None:
         self._handlers[method] = fn

@@ -143,7 +143,8 @@ async def asker(ctx: WorkerContext) -> None:
 
 @register("fake_owner")
 async def fake_owner(ctx: WorkerContext) -> None:
-    """Stands in for a worker that owns RPC methods: answers `cron.list`, hangs on `cron.hang`, runs `agent`
+    """Stands in for a worker that owns RPC methods: answers `cron.list`, `cron.slow` after `ms`, hangs on
+    `cron.hang`, runs `agent`
     in two stages (a partial `accepted`, then the final), and counts calls."""
     calls = {"agent": 0}
     tasks: set[asyncio.Task[None]] = set()
@@ -155,8 +156,13 @@ async def fake_owner(ctx: WorkerContext) -> None:
         await asyncio.sleep(3600)
         return {}
 
+    async def slow(params: dict) -> dict:
+        await asyncio.sleep(float(params.get("ms", 500)) / 1000)
+        return {"slept": params.get("ms", 500), "pid": os.getpid()}
+
     ctx.handle("cron.list", cron_list)
     ctx.handle("cron.hang", hang)
+    ctx.handle("cron.slow", slow)
     ctx.ready()
     loop = asyncio.get_running_loop()
 

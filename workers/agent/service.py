@@ -19,6 +19,7 @@ from typing import Any
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
 from openclaw_sup.config.paths import normalize_agent_id
 from openclaw_sup.workers.agent.exec_tool import ExecTool
+from openclaw_sup.workers.agent.listing import Listing
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
@@ -126,6 +127,9 @@ class AgentService:
         self.routes: dict[str, dict[str, Any]] = {}
         self.stopping = False
         self.interrupted: list[tuple[str, str, str | None]] = []
+
+    def active_runs(self, session_key: str) -> list[str]:
+        return [r.run_id for r in self.runs.values() if r.session_key == session_key]
 
     def store(self, agent_id: str) -> AgentStore:
         st = self.stores.get(agent_id)
@@ -614,6 +618,10 @@ async def main(ctx: WorkerContext) -> None:
     ctx.handle("chat.abort", svc.rpc_chat_abort)
     ctx.handle("chat.inject", svc.rpc_chat_inject)
     ctx.handle("agent.identity.get", svc.rpc_identity)
+    listing = Listing(svc.root, svc.agents_cfg, svc.models_cfg, svc.store, svc.active_runs)
+    ctx.handle("sessions.list", listing.sessions_list)
+    ctx.handle("sessions.summary", listing.sessions_summary)
+    ctx.handle("usage.cost", listing.usage_cost)
     svc.store("main")
     ctx.ready()
     svc.announce_interrupted()

@@ -393,7 +393,7 @@ class AgentStore:
         return [] if row is None else [m for _seq, m, _ts in self._messages(row[0], limit, count=False, tools=True)[0]]
 
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Every session of this agent, newest first: key, session id, times, model, and its message count."""
+        """Every session of this agent, newest first: key, session id, times, model, its message count and its entry."""
         sql = ("SELECT n.session_key, n.current_session_id, n.entry_json, n.updated_at, n.created_at, "
                "w.model_provider, w.model, s.active_message_count, s.needs_rebuild FROM session_nodes n "
                "LEFT JOIN session_windows w ON w.session_id = n.current_session_id "
@@ -410,8 +410,31 @@ class AgentStore:
             out.append({"key": key, "sessionId": session_id, "updatedAt": updated,
                         "createdAt": created if created is not None else entry.get("sessionStartedAt"),
                         "modelProvider": entry.get("modelProvider", provider), "model": entry.get("model", model),
-                        "messages": count, "agentId": self.agent_id})
+                        "messages": count, "agentId": self.agent_id, "entry": entry})
         return out
+
+    def usage_by_day(self, since_ms: int) -> list[dict[str, Any]]:
+        """Token usage of the answers recorded since `since_ms` (their `usage`), per UTC day and model."""
+        rows = self.db.execute(
+            "SELECT e.event_json, e.event_zstd, e.event_utf8_bytes, e.created_at FROM transcript_events e WHERE "
+            "e.created_at >= ? AND (e.event_json IS NULL OR json_extract(e.event_json, '$.message.role') = "
+            "'assistant')", (since_ms,)).fetchall()
+        days: dict[tuple[str, str | None], dict[str, Any]] = {}
+        for text, blob, size, created in rows:
+            with contextlib.suppress(ValueError, orjson.JSONDecodeError):
+                message = (orjson.loads(text if text is not None else _zstd(blob, size)) or {}).get("message")
+                usage = message.get("usage") if isinstance(message, dict) else None
+                if message.get("role") != "assistant" or not isinstance(usage, dict):
+                    continue
+                ts = message.get("timestamp") if isinstance(message.get("timestamp"), int) else created
+                model = f"{message['provider']}/{message['model']}" if message.get("provider") and \
+                    message.get("model") else None
+                day = days.setdefault((iso(ts)[:10], model), {"date": iso(ts)[:10], "model": model, "input": 0,
+                                                              "output": 0, "calls": 0})
+                day["input"] += int(usage.get("input") or 0)
+                day["output"] += int(usage.get("output") or 0)
+                day["calls"] += 1
+        return list(days.values())
 
     # -- runs ----------------------------------------------------------------------------------------
 

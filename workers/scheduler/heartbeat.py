@@ -22,19 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from openclaw_sup.config.heartbeat import ACK_MAX_CHARS, ACK_TOKEN, DEFAULT_AGENT, DEFAULT_EVERY, DEFAULT_PROMPT
 from openclaw_sup.workers.scheduler.timeparse import duration_ms, hhmm_minutes, zone
 
-DEFAULT_AGENT = "main"
-DEFAULT_EVERY = "30m"
-ACK_TOKEN = "HEARTBEAT_OK"
-ACK_MAX_CHARS = 300
 MAX_TIMEOUT_S = 600
 DECLARATION_PREFIX = "heartbeat:"
-DEFAULT_PROMPT = (
-    "Follow the heartbeat monitor scratch context when provided. Recurring tasks are automations; create or "
-    "change their schedules with the automations tool, not heartbeat scratch. Do not infer or repeat old tasks "
-    "from prior chats. If nothing needs attention, reply HEARTBEAT_OK."
-)
 
 SKIP_REASONS = {
     "disabled": "heartbeats were turned off with set-heartbeats",
