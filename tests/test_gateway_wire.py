@@ -273,6 +273,22 @@ def test_a_proxied_loopback_caller_is_not_treated_as_local(gw: Gateway) -> None:
     assert "version" in json.loads(direct) and json.loads(proxied_body) == {"ok": True, "status": "live"}
 
 
+def test_an_authenticated_remote_probe_gets_the_details(gw: Gateway) -> None:
+    """A caller that is not local gets only the verdict, unless its `Authorization` is the gateway's: the raw
+    transport hands such a probe to aiohttp, which checks it as the HTTP API does; a wrong one gets the verdict."""
+    proxied = b"X-Forwarded-For: 203.0.113.9\r\n"
+    r = Raw(gw)
+    for auth, detailed in ((b"", False), (b"Authorization: Bearer " + TOKEN.encode() + b"\r\n", True),
+                           (b"Authorization: Bearer wrong\r\n", False)):
+        status, _, body = r.http(b"GET /readyz HTTP/1.1\r\nHost: x\r\n" + proxied + auth + b"\r\n")
+        ready = json.loads(body)
+        assert status == 200 and ready["ready"] is True and ("failing" in ready) is detailed, (auth, ready)
+        _, _, live = r.http(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + proxied + auth + b"\r\n")
+        assert ("version" in json.loads(live)) is detailed
+    status, headers, _ = r.http(b"DELETE /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (status, headers["allow"]) == (405, "GET, HEAD")
+
+
 # -- health probes on the raw transport ------------------------------------------------------------------
 
 
