@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
 """
+ROLES_WITH_TOOLS = ("user", "assistant", "toolResult")
+CALLS_ONLY = " AND json_extract(e.event_json, '$.message.content[0].type') IS NOT 'toolCall'"  # text comes first
 _TASK_STATUS = {"ok": "succeeded", "error": "failed"}
 TASK_METHOD = "agent"  # the runs upstream records as tasks: `openclaw agent` through the gateway
 
@@ -253,14 +255,6 @@ class AgentStore:
 
     def _append(self, key: str, role: str, text: str, run_id: str | None, model: str | None,
                 usage: dict[str, int] | None, now: int) -> int:
-        session_id, entry = self._open_session(key, now)
-        (last,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
-                                  (session_id,)).fetchone()
-        seq = (last if last is not None else -1) + 1
-        leaf = self.db.execute("SELECT leaf_event_id FROM session_transcript_index_state WHERE session_id = ? "
-                               "AND needs_rebuild = 0 AND indexed_seq = ?", (session_id, seq - 1)).fetchone() \
-            or self.db.execute("SELECT event_id FROM transcript_event_identities WHERE session_id = ? AND seq = ?",
-                               (session_id, seq - 1)).fetchone()
         message: dict[str, Any] = {"role": role, "timestamp": now}
         idem = None
         if role == "user":
@@ -278,11 +272,35 @@ class AgentStore:
             message["stopReason"] = "stop"
             if run_id:
                 message["__openclaw"] = {"runId": run_id}
+        return self._write_message(key, message, idem, now, model if role != "user" else None,
+                                   turn_ends=role != "user")
+
+    def append_message(self, session_key: str, message: dict[str, Any], run_id: str | None = None) -> int:
+        """A tool round's record, already in upstream's shape: the assistant's message with its `toolCall` parts,
+        or a `toolResult` message. The session entry moves on with the turn's answer, not here."""
+        message = dict(message)
+        message.setdefault("timestamp", now_ms())
+        if run_id and message.get("role") == "assistant":
+            message["__openclaw"] = {"runId": run_id}
+        with self.db.write():
+            return self._write_message(store_key(session_key, self.agent_id), message, None, message["timestamp"],
+                                       None, turn_ends=False)
+
+    def _write_message(self, key: str, message: dict[str, Any], idem: str | None, now: int, model: str | None, *,
+                       turn_ends: bool) -> int:
+        session_id, entry = self._open_session(key, now)
+        (last,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
+                                  (session_id,)).fetchone()
+        seq = (last if last is not None else -1) + 1
+        leaf = self.db.execute("SELECT leaf_event_id FROM session_transcript_index_state WHERE session_id = ? "
+                               "AND needs_rebuild = 0 AND indexed_seq = ?", (session_id, seq - 1)).fetchone() \
+            or self.db.execute("SELECT event_id FROM transcript_event_identities WHERE session_id = ? AND seq = ?",
+                               (session_id, seq - 1)).fetchone()
         event = {"type": "message", "id": str(uuid.uuid4()), "parentId": leaf[0] if leaf else None,
                  "timestamp": iso(now), "message": message}
         self._insert_event(session_id, seq, event, idem, now)
         self._project(session_id, seq, event["id"], now)
-        if role != "user":  # the session and its window move on once per turn, with the answer
+        if turn_ends:  # the session and its window move on once per turn, with the answer
             entry.update(updatedAt=now, lastInteractionAt=now, lastActivityAt=now)
             if model:
                 entry["modelProvider"], _, entry["model"] = model.partition("/")
@@ -314,16 +332,19 @@ class AgentStore:
                         "active_event_count = ?, active_message_count = ?, updated_at = ? WHERE session_id = ?",
                         (seq, event_id, state[2] + 1, state[3] + 1, now, session_id))
 
-    def _messages(self, session_id: str, limit: int = -1, offset: int = 0, *, count: bool = True
-                  ) -> tuple[list[tuple[int, dict[str, Any], int]], int]:
+    def _messages(self, session_id: str, limit: int = -1, offset: int = 0, *, count: bool = True,
+                  tools: bool = False) -> tuple[list[tuple[int, dict[str, Any], int]], int]:
         """The session's user and assistant messages, oldest first: the last `limit` (all with -1) before the
         newest `offset`, and how many there are. The active branch when upstream's projection is current, else
-        every message event in sequence order; only the page asked for is read and decoded."""
+        every message event in sequence order; only the page asked for is read and decoded. With `tools`, the tool
+        rounds too (`toolResult` messages); without, an assistant message that opens with a tool call is left out."""
         state = self.db.execute("SELECT indexed_seq, needs_rebuild FROM session_transcript_index_state WHERE "
                                 "session_id = ?", (session_id,)).fetchone()
         (latest,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
                                     (session_id,)).fetchone()
-        chat = "(e.event_json IS NULL OR json_extract(e.event_json, '$.message.role') IN ('user', 'assistant'))"
+        roles = ROLES_WITH_TOOLS if tools else ("user", "assistant")
+        chat = (f"(e.event_json IS NULL OR json_extract(e.event_json, '$.message.role') IN {roles!r}"
+                f"{'' if tools else CALLS_ONLY})")
         if state is not None and state[1] == 0 and state[0] == latest:
             source = ("FROM session_transcript_active_events a JOIN transcript_events e ON e.session_id = "
                       f"a.session_id AND e.seq = a.event_seq WHERE a.session_id = ? AND a.message_position IS NOT NULL "
@@ -341,7 +362,7 @@ class AgentStore:
             with contextlib.suppress(ValueError, orjson.JSONDecodeError):
                 event = orjson.loads(text if text is not None else _zstd(blob, size))
                 message = event.get("message") if isinstance(event, dict) else None
-                if isinstance(message, dict) and message.get("role") in ("user", "assistant"):
+                if isinstance(message, dict) and message.get("role") in roles:
                     out.append((seq, message, created))
         return out, int(total)
 
@@ -363,6 +384,13 @@ class AgentStore:
             ts = m.get("timestamp") if isinstance(m.get("timestamp"), int) else created
             out.append({"id": seq, "role": m["role"], "text": message_text(m), "ts": ts, "runId": run})
         return out, total
+
+    def context(self, session_key: str, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` messages of the session as upstream stores them, tool rounds included (oldest
+        first): what the model is given back (workers/agent/toolloop.py replay)."""
+        key = store_key(session_key, self.agent_id)
+        row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
+        return [] if row is None else [m for _seq, m, _ts in self._messages(row[0], limit, count=False, tools=True)[0]]
 
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every session of this agent, newest first: key, session id, times, model, its message count and its entry."""
