@@ -212,6 +212,7 @@ class AgentStore:
         self._recent = RecentWindows()
         self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
         sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
+        sqlitedb.release_heap(self.db)  # what opening three databases (or creating one) left behind
 
     def _import(self, old: sqlite3.Connection) -> None:
         """Transcripts and runs of openclaw-sup's earlier agent tables (config/sup_layout.py), in order."""
