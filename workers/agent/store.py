@@ -62,6 +62,7 @@ CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
 _TASK_STATUS = {"ok": "succeeded", "error": "failed"}
 TASK_METHOD = "agent"  # the runs upstream records as tasks: `openclaw agent` through the gateway
 RECENT_SESSIONS = 256  # sessions whose recent messages the worker keeps for the model's context
+RECENT_CHARS = 4_000_000  # and at most this much of their text
 
 
 def now_ms() -> int:
@@ -152,33 +153,54 @@ class RecentWindows:
     """The last messages of the sessions a model was recently given, so a turn does not read and decode its
     context again: an entry serves only while its session's transcript stamp is unchanged (another writer, the
     real CLI or gateway, appending, rewriting or re-projecting it changes the stamp), and our own appends extend
-    it once their transaction committed. Bounded: the least recently used sessions are forgotten."""
+    it once their transaction committed. Bounded in sessions and in characters: the least recently used go."""
 
-    def __init__(self, sessions: int = RECENT_SESSIONS) -> None:
-        self.sessions = sessions
-        self._entries: dict[str, tuple[Stamp, list[dict[str, Any]], int, bool]] = {}  # stamp, rows, cap, all
+    def __init__(self, sessions: int = RECENT_SESSIONS, chars: int = RECENT_CHARS) -> None:
+        self.sessions, self.chars = sessions, chars
+        self._entries: dict[str, Window] = {}
+        self._held = 0
 
     def get(self, key: str, stamp: Stamp, limit: int) -> list[dict[str, Any]] | None:
         entry = self._entries.get(key)
-        if entry is None or entry[0] != stamp or (len(entry[1]) < limit and not entry[3]):
+        if entry is None or entry.stamp != stamp or (len(entry.rows) < limit and not entry.complete):
             return None
         self._entries[key] = self._entries.pop(key)
-        return entry[1][-limit:] if limit > 0 else []
+        return entry.rows[-limit:] if limit > 0 else []
 
     def put(self, key: str, stamp: Stamp, rows: list[dict[str, Any]], cap: int) -> None:
         """The last `cap` messages of the transcript stamped `stamp` (fewer when that is all of them)."""
-        self._entries.pop(key, None)
-        self._entries[key] = (stamp, rows[-cap:], cap, len(rows) < cap)
-        while len(self._entries) > self.sessions:
-            del self._entries[next(iter(self._entries))]
+        self._drop(key)
+        kept = rows[-cap:]
+        window = Window(stamp, kept, cap, len(rows) < cap, sum(len(r["text"]) for r in kept))
+        self._entries[key] = window
+        self._held += window.chars
+        while self._entries and (len(self._entries) > self.sessions or self._held > self.chars):
+            self._drop(next(iter(self._entries)))
 
     def extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
         """Our committed append turned the transcript stamped `before` into `after` by adding `events`."""
-        entry = self._entries.pop(key, None)
-        if entry is None or before is None or after is None or entry[0] != before:
+        entry = self._drop(key)
+        if entry is None or before is None or after is None or entry.stamp != before:
             return
-        rows = entry[1] + [_history_row(seq, event["message"], at) for seq, event, _idem, at in events]
-        self.put(key, after, rows, entry[2])
+        rows = entry.rows + [_history_row(seq, event["message"], at) for seq, event, _idem, at in events]
+        self.put(key, after, rows, entry.cap)
+
+    def _drop(self, key: str) -> Window | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._held -= entry.chars
+        return entry
+
+
+@dataclass
+class Window:
+    """One session's recent messages (`rows`, oldest first, at most `cap`; `complete` when they are all of it)."""
+
+    stamp: Stamp
+    rows: list[dict[str, Any]]
+    cap: int
+    complete: bool
+    chars: int
 
 
 @dataclass
