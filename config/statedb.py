@@ -279,8 +279,8 @@ def start_identity(pid: int) -> int | None:
 
 def prepare(state_dir: Path, notice: Callable[[str], None]) -> str | None:
     """Start-up check of a state dir: openclaw-sup's earlier files moved off upstream's paths (`notice` says
-    which), the shared database opened (created when absent), every agent database usable, no legacy state of an
-    older upstream left unimported. None when the gateway may start, else why not and the fix."""
+    which), the shared database (when there is one) and every agent database usable, no legacy state of an older
+    upstream left unimported. None when the gateway may start, else why not and the fix."""
     from openclaw_sup.config import legacy_state, sup_layout
 
     legacy = legacy_state.problem(state_dir)
@@ -295,6 +295,8 @@ def prepare(state_dir: Path, notice: Callable[[str], None]) -> str | None:
         reason = inspect(path, "agent", path.parent.parent.name)
         if reason:
             return reason
+    if not state_db_path(state_dir).exists():
+        return None  # nothing to check: the gateway creates it once, with the connection it keeps (no close, reopen)
     try:
         open_state_db(state_db_path(state_dir)).close()
     except StateDbError as exc:
