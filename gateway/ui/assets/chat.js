@@ -48,6 +48,9 @@
       if (!session.value && ctx.hello && ctx.hello.snapshot && ctx.hello.snapshot.sessionDefaults) {
         session.value = ctx.hello.snapshot.sessionDefaults.mainSessionKey || "agent:main:main";
       }
+      // Sending waits for the history: a reply streamed into the log while it is being replaced would be lost.
+      send.disabled = true;
+      state.textContent = "loading the conversation…";
       try {
         const res = await ctx.gw.request("chat.history", { sessionKey: key(), limit: 50 });
         clear(log);
@@ -55,16 +58,18 @@
         if (!(res.messages || []).length) log.append(h("p", { class: "muted", text: "No messages in this session yet." }));
         const active = res.sessionInfo && res.sessionInfo.activeRunIds;
         runId = active && active.length ? active[0] : null;
-        busy(Boolean(runId));
+        if (bubble) log.append(bubble);
+        busy(Boolean(runId) || Boolean(bubble));
       } catch (err) {
         clear(log).append(h("p", { class: "error", text: `chat.history failed: ${OCS.dom.errorText(err)}` }));
+        busy(false);
       }
     }
 
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const text = input.value.trim();
-      if (!text) return;
+      if (!text || send.disabled) return;
       input.value = "";
       const placeholder = log.querySelector("p.muted");
       if (placeholder) placeholder.remove();
