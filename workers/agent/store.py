@@ -140,6 +140,15 @@ _TAIL_SQL = (
     "WHERE n.session_key = ?")
 
 
+def _chat_message(m: dict[str, Any]) -> bool:
+    """A question or an answer made of text, as `_message` writes them."""
+    content, role = m.get("content"), m.get("role")
+    if role == "user":
+        return isinstance(content, str)
+    return role == "assistant" and isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" for p in content)
+
+
 def _history_row(seq: int, m: dict[str, Any], created: int) -> dict[str, Any]:
     run = (m.get("__openclaw") or {}).get("runId") if isinstance(m.get("__openclaw"), dict) else None
     idem = m.get("idempotencyKey")
@@ -180,8 +189,9 @@ class RecentWindows:
     def extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
         """Our committed append turned the transcript stamped `before` into `after` by adding `events`."""
         entry = self._drop(key)
-        if entry is None or before is None or after is None or entry.stamp != before:
-            return
+        if entry is None or before is None or after is None or entry.stamp != before or not all(
+                _chat_message(event["message"]) for _seq, event, _idem, _at in events):
+            return  # anything but a plain question or answer: the next context is read again
         rows = entry.rows + [_history_row(seq, event["message"], at) for seq, event, _idem, at in events]
         self.put(key, after, rows, entry.cap)
 
@@ -368,7 +378,7 @@ class AgentStore:
         with self.db.write():
             tail = self._tail(key, idem) or self._create_session(key, now)
             # upstream keeps one message per key and session: a repeat is kept, unkeyed
-            events = self._write(tail, [(message, None if tail.asked else idem, now)], model)
+            events = self._write(tail, [(message, None if tail.asked else idem, now)], model, turn_ends=role != "user")
             after = self._stamp(key)
         self._recent.extend(key, tail.stamp, after, events)
         return events[-1][0]
@@ -391,14 +401,14 @@ class AgentStore:
                 items.append((_message("assistant", answer, run_id, model, usage, now), None, now))
             if not items:
                 return
-            events = self._write(tail, items, model)
+            events = self._write(tail, items, model, turn_ends=answer is not None)
             after = self._stamp(key)
         self._recent.extend(key, tail.stamp, after, events)
 
-    def _write(self, tail: Tail, items: list[tuple[dict[str, Any], str | None, int]], model: str | None
-               ) -> list[Event]:
+    def _write(self, tail: Tail, items: list[tuple[dict[str, Any], str | None, int]], model: str | None, *,
+               turn_ends: bool) -> list[Event]:
         """Messages `(message, idempotency key, time)` appended after `tail`, chained by `parentId`, with the
-        active-branch projection; an answer among them moves the session and its window on (once per turn).
+        active-branch projection; when they end a turn, the session and its window move on (once per turn).
         Returns the events written."""
         events, parent = [], tail.leaf
         for n, (message, idem, now) in enumerate(items):
@@ -409,7 +419,7 @@ class AgentStore:
         self._insert_events(tail.session_id, events)
         self._project(tail, events)
         now = events[-1][3]
-        if items[-1][0]["role"] != "user":  # the session and its window move on once per turn, with the answer
+        if turn_ends:
             entry = tail.entry
             entry.update(updatedAt=now, lastInteractionAt=now, lastActivityAt=now)
             if model:
