@@ -13,6 +13,11 @@ openclaw-agent.sqlite`, schema 23, config/statedb.py), so `openclaw sessions` an
   (`session_transcript_active_events`, `session_transcript_index_state`). When upstream left the projection to
   be rebuilt, we append the events and leave it marked so. Upstream compresses large events (zstd): read here.
 
+A turn's model context comes from the session's recent messages kept in memory (`RecentWindows`), used only
+while the transcript's stamp (its session, last sequence number, projection state, rewrite generation) is
+unchanged: our own appends extend them once committed; whatever another writer does changes the stamp, and the
+context is read again.
+
 The agent worker keeps its idempotency records in `openclaw-sup-runs.sqlite` beside it (a name upstream never
 uses): a run is written `running` before the model is called and finished with its answer after, so a resent
 key returns the stored answer instead of running again, and a run a crash cut short is found `running` at
@@ -244,7 +249,6 @@ class AgentStore:
         self._recent = RecentWindows()
         self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
         sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
-        sqlitedb.release_heap(self.db)  # what opening three databases (or creating one) left behind
 
     def _import(self, old: sqlite3.Connection) -> None:
         """Transcripts and runs of openclaw-sup's earlier agent tables (config/sup_layout.py), in order."""
