@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
@@ -92,6 +93,8 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.watch:  # a Ctrl-C is taken only between draws, never halfway through one
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     code = 2
     while True:
         try:
@@ -114,7 +117,9 @@ def main(argv: list[str]) -> int:
             return code
         try:
             sys.stdout.flush()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             time.sleep(1.0)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         except KeyboardInterrupt:
             return code
 

@@ -33,7 +33,7 @@ from openclaw_sup.config.paths import ProfilePaths
 
 @dataclass(frozen=True)
 class RestartLimits:
-    """Numbers for the restart policy (the logic is supervisor/restart.py)."""
+    """Numbers for the restart policy (the logic is config/restart.py)."""
 
     backoff_base_ms: int = 100
     backoff_max_ms: int = 30_000

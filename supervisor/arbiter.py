@@ -29,6 +29,7 @@ from typing import Any
 from openclaw_sup import __version__
 from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
 from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
+from openclaw_sup.config.restart import LIVE_STATES, RETRY_STATES, UNHEALTHY_STATES, Backoff, Event, State
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
@@ -48,7 +49,6 @@ from openclaw_sup.supervisor.liblog import route_library_output
 from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
 from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
-from openclaw_sup.supervisor.restart import Event, State
 from openclaw_sup.supervisor.sdnotify import Notifier, status_line
 from openclaw_sup.supervisor.table import Incarnation, ProcessTable, SampleRing, WorkerRecord
 
@@ -290,8 +290,9 @@ class Supervisor:
 
     async def _replace_fork_server(self) -> None:
         """Start a fork server, retrying with backoff for as long as it takes (e.g. out of descriptors)."""
-        delay = FS_RETRY_FIRST_S
+        backoff = Backoff(FS_RETRY_FIRST_S, FS_RETRY_MAX_S, jitter=0.0)
         while not self.stopping:
+            delay = backoff.next()
             try:
                 fs = ForkServer.exec(self.paths.label, list(self.settings.kind_modules))
             except Exception as exc:
@@ -302,12 +303,11 @@ class Supervisor:
             self._fs_retry_now.clear()
             with contextlib.suppress(TimeoutError):  # woken early when descriptors are free again
                 await asyncio.wait_for(self._fs_retry_now.wait(), delay)
-            delay = min(FS_RETRY_MAX_S, delay * 2)
 
     def _unblock(self, cause: str) -> None:
         """Workers whose last spawn failed for `cause` (now gone) are started now, not at their next retry."""
         for rec in self.table:
-            if rec.blocked_on == cause and rec.state in (State.BACKOFF, State.FAILED):
+            if rec.blocked_on == cause and rec.state in RETRY_STATES:
                 rec.cancel_timer()
                 self._retry(rec)
 
@@ -317,7 +317,7 @@ class Supervisor:
         rec.cancel_timer()
         rec.retry_at = None
         rec.fire(event)
-        rec.spawning = True
+        rec.begin_spawn()
         self._spawn_task(self._spawn(rec), f"spawn of {rec.name}")
 
     async def _spawn(self, rec: WorkerRecord) -> None:
@@ -333,7 +333,7 @@ class Supervisor:
         except Exception as exc:
             self._spawn_failed(rec, exc)
             return
-        rec.spawning = False
+        rec.end_spawn()
         rec.spawn_error = None
         rec.blocked_on = None
         inc = Incarnation(pid=pid, started=time.monotonic())
@@ -376,7 +376,7 @@ class Supervisor:
             raise
 
     def _spawn_failed(self, rec: WorkerRecord, exc: Exception) -> None:
-        rec.spawning = False
+        rec.end_spawn()
         rec.early = []
         rec.settled = True
         if isinstance(exc, OSError) and exc.errno in fdlimit.EXHAUSTED:
@@ -646,7 +646,7 @@ class Supervisor:
 
     def _retry(self, rec: WorkerRecord) -> None:
         rec.timer = None
-        if rec.state not in (State.BACKOFF, State.FAILED) or self.stopping:
+        if rec.state not in RETRY_STATES or self.stopping:
             return
         rec.restarts += 1
         self._start(rec, Event.RETRY)
@@ -657,15 +657,13 @@ class Supervisor:
         """The stop ladder: `stop` on the bus, then SIGTERM, then SIGKILL to the group, each bounded."""
         rec.cancel_timer()
         rec.retry_at = None
-        if rec.state in (State.CRASHED, State.BACKOFF, State.FAILED):
+        if rec.state in UNHEALTHY_STATES:
             rec.fire(Event.STOP)
             return
         if rec.state not in (State.STARTING, State.RUNNING):
             return
         rec.fire(Event.STOP)
-        deadline = time.monotonic() + 5
-        while rec.spawning and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        await rec.spawn_settled(5)
         inc = rec.current
         if rec.state != State.STOPPING or inc is None or inc.exit is not None or inc.done is None:
             if rec.state == State.STOPPING:
@@ -932,7 +930,7 @@ class Supervisor:
                     raise MethodError("INVALID_REQUEST", f"worker {name} is already stopped")
                 await self.stop_worker(rec)
             elif action in ("start", "restart"):
-                if action == "start" and state in (State.STARTING, State.RUNNING, State.STOPPING):
+                if action == "start" and state in LIVE_STATES:
                     raise MethodError("INVALID_REQUEST", f"worker {name} is {state.value}; use workers.restart")
                 if action == "restart" and state not in (State.STARTING, State.RUNNING):
                     raise MethodError("INVALID_REQUEST", f"worker {name} is {state.value}; use workers.start")
@@ -942,7 +940,7 @@ class Supervisor:
                 if action == "restart":
                     await self.stop_worker(rec)
                 rec.policy.reset()
-                self._start(rec, Event.RETRY if rec.state in (State.BACKOFF, State.FAILED) else Event.START)
+                self._start(rec, Event.RETRY if rec.state in RETRY_STATES else Event.START)
             else:
                 raise MethodError("INVALID_REQUEST", f"unknown worker action {action!r} (restart, stop, start)")
             self.log("info", f"worker {name}: {action} asked by an operator (was {state.value})")

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
+from openclaw_sup.config.restart import UNHEALTHY_STATES
+
 ENV_KEYS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
@@ -174,7 +176,7 @@ def status_line(workers: Iterable[Mapping[str, Any]], listen: str | None = None)
         order = sorted(counts, key=lambda s: (s != "running", s))
         summary = f"{len(items)} worker{'s' if len(items) != 1 else ''}: " + ", ".join(
             f"{counts[s]} {s}" for s in order)
-        unhealthy = [str(w.get("name")) for w in items if w.get("state") in ("failed", "backoff", "crashed")]
+        unhealthy = [str(w.get("name")) for w in items if w.get("state") in UNHEALTHY_STATES]
         if unhealthy:
             shown = ", ".join(unhealthy[:3]) + (", ..." if len(unhealthy) > 3 else "")
             summary += f" ({shown})"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from openclaw_sup.config.restart import Event, RestartPolicy, State, next_state
 from openclaw_sup.config.settings import WorkerSpec
-from openclaw_sup.supervisor.restart import Event, RestartPolicy, State, next_state
 
 ERROR_LINES = 20
 SAMPLE_EVERY_S = 10.0
@@ -69,7 +71,7 @@ class WorkerRecord:
     retry_at: float | None = None
     spawn_error: str | None = None
     timer: Any = None
-    spawning: bool = False
+    spawn: asyncio.Future[None] | None = None  # the fork in flight; done once it is recorded or failed
     wanted: bool = True
     listener: Any = None
     ever_ready: bool = False
@@ -81,6 +83,24 @@ class WorkerRecord:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def spawning(self) -> bool:
+        return self.spawn is not None and not self.spawn.done()
+
+    def begin_spawn(self) -> None:
+        self.spawn = asyncio.get_running_loop().create_future()
+
+    def end_spawn(self) -> None:
+        if self.spawn is not None and not self.spawn.done():
+            self.spawn.set_result(None)
+
+    async def spawn_settled(self, bound: float) -> None:
+        """Wait (at most `bound` seconds) for a fork in flight to be recorded or to fail."""
+        if self.spawning:
+            assert self.spawn is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.spawn), bound)
 
     def fire(self, event: Event) -> State:
         self.state = next_state(self.state, event)

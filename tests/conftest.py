@@ -188,3 +188,14 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
         if gw.proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(gw.proc.pid, signal.SIGKILL)
+
+
+LIVE_FIXTURES = frozenset({"gateway_factory"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a gateway is `live` whether or not its module says so (`pytest -m "not live"`
+    runs the in-process tests alone)."""
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from agent_servers import ThreadedServer
 from aiohttp import web
 
@@ -16,6 +17,8 @@ from conftest import BIN, Gateway
 from openclaw_sup.config.paths import ProfilePaths
 from openclaw_sup.gateway.client import GatewayClient
 from openclaw_sup.supervisor.main import write_dev_config
+
+pytestmark = pytest.mark.live
 
 TOKEN = "gw-token-for-models-tests-0123"
 SECRET = "sk-ant-api03-very-secret-value-9876543210"

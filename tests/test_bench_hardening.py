@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.live
 
 BENCH = REPO / "bench"
 

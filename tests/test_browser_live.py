@@ -31,7 +31,8 @@ from conftest import Gateway, free_port, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError, WebSocket
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is missing (scripts/test installs it)")
+pytestmark = [pytest.mark.live,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is missing (scripts/test installs it)")]
 
 TOKEN = "browser-token-0123456789abcdef"
 PAGE = b"<html><head><title>openclaw-sup test page</title></head><body style='background:#0a0'>hi</body></html>"
@@ -230,6 +231,27 @@ def test_hung_chromium_is_detected_by_cdp_and_replaced(gw: Gateway, client: Gate
             os.kill(before["pid"], signal.SIGCONT)
     assert after["lastExit"] == "CDP not answering (3 probes)" and after["pid"] != before["pid"]
     wait_for(lambda: not alive(before["pid"]), 5, what="the hung Chromium's group killed")
+
+
+def test_crash_looping_chromium_ends_failed_and_browser_start_revives_it(gw: Gateway, client: GatewayClient) -> None:
+    """The supervisor's restart policy (config/restart.py) with Chromium's numbers: 5 exits within 120 s
+    without a stable run (earlier tests' kills may count) make the profile `failed`, not relaunched forever."""
+    kills = 0
+    while (st := client.request("browser.status"))["state"] != "failed":
+        assert kills < 5, f"still restarting after {kills} kills: {st}"
+        os.kill(st["pid"], signal.SIGKILL)
+        kills += 1
+        wait_for(lambda old=st["pid"]: (s := client.request("browser.status"))["state"] == "failed"
+                 or (s["state"] == "running" and s["cdpReady"] and s["pid"] != old), 20,
+                 what=f"Chromium relaunched or given up after kill {kills}")
+    assert st["lastExit"] == "killed by SIGKILL" and not st["running"] and st["pid"] is None
+    wait_for(lambda: 'giving up on profile "openclaw": Chromium crash-looping (5 exits within 120s)'
+             in gw.log_text(), 5, what="the crash-loop line")
+    revived = client.request("browser.start")
+    assert revived["state"] == "running" and revived["cdpReady"]
+    os.kill(revived["pid"], signal.SIGKILL)  # browser.start cleared the history: a first crash again
+    wait_for(lambda: (s := client.request("browser.status"))["state"] == "running" and s["cdpReady"]
+             and s["pid"] != revived["pid"], 20, what="Chromium relaunched after browser.start reset the policy")
 
 
 def test_sigkilled_worker_leaves_no_chromium_and_the_next_starts_a_fresh_one(gw: Gateway) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.live
+
 BIN = Path(sys.executable).parent / "openclaw-sup"
 
 

@@ -133,8 +133,8 @@ def test_sign_in_workers_match_status_kill_and_restart(gateway_factory, context:
                       && tr.querySelector('.pid').textContent !== String(old); }""", before, timeout=15)
     assert gw.worker("scheduler")["pid"] != before
     assert ui_rows(page)["scheduler"]["pid"] == str(gw.worker("scheduler")["pid"])
-    time.sleep(11)  # a second RSS/CPU sample, so the sparklines have a line to draw
-    until(page, "() => document.querySelectorAll('#workers-table svg.spark polyline').length >= 2", timeout=5)
+    # a second RSS/CPU sample (one per 10 s), so the sparklines have a line to draw
+    until(page, "() => document.querySelectorAll('#workers-table svg.spark polyline').length >= 2", timeout=20)
     shot(page, "workers")
 
 
@@ -346,6 +346,7 @@ def test_pairing_request_approved_from_the_ui_and_sender_answered(gateway_factor
         ircd.kill()
 
 
+@pytest.mark.live
 def test_insecure_context_says_device_identity_required(tmp_path: Path) -> None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         pytest.skip("needs root, unshare and ip (iproute2) for a private network namespace")

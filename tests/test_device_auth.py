@@ -603,6 +603,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.live
 def test_store_survives_sigkill_mid_write(tmp_path: Path) -> None:
     path = tmp_path / "devices.sqlite"
     child = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)

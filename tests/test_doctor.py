@@ -10,7 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import BIN, free_port
+
+pytestmark = pytest.mark.live
 
 
 class Home:

@@ -404,9 +404,9 @@ def test_health_status_presence_config_and_logs(gw: Gateway) -> None:
     assert json.loads(first["lines"][-1])["message"]
     os.kill(gw.worker("agent")["pid"], signal.SIGKILL)
     wait_for(lambda: gw.worker("agent")["restarts"] == 1, 10)
-    time.sleep(0.3)
-    nxt = c.request("logs.tail", {"cursor": first["cursor"], "limit": 100})
-    assert any("worker agent exited" in json.loads(x)["message"] for x in nxt["lines"])
+    nxt = wait_for(lambda: (t := c.request("logs.tail", {"cursor": first["cursor"], "limit": 100}))
+                   and any("worker agent exited" in json.loads(x)["message"] for x in t["lines"]) and t, 10,
+                   what="the exit line in logs.tail")
     assert nxt["cursor"] > first["cursor"]
     reset = c.request("logs.tail", {"cursor": 10**12})
     assert reset["reset"] is True

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -254,10 +254,11 @@ def _read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> by
     return got
 
 
-def test_client_leaving_mid_stream_cancels_the_run(gateway_factory) -> None:
+def test_client_leaving_mid_stream_cancels_the_run(gateway_factory, tmp_path: Path) -> None:
     """A slow provider (test kind sup_slow_agent: one word per 0.2 s) so the client can leave mid-stream."""
-    gw = gateway_factory({"kinds": ["sup_slow_agent"]}, config={
-        "gateway": {"auth": {"token": TOKEN}, "http": {"endpoints": BOTH}}}).start()
+    runs = tmp_path / "runs"  # the slow agent notes `started` there as each run begins
+    gw = gateway_factory({"kinds": ["sup_slow_agent"], "workers": {"agent": {"kind": "agent", "options": {
+        "logFile": str(runs)}}}}, config={"gateway": {"auth": {"token": TOKEN}, "http": {"endpoints": BOTH}}}).start()
     words = " ".join(f"w{i}" for i in range(60))
     n_cancelled = 0
     for path, body, marker, what in (
@@ -279,7 +280,7 @@ def test_client_leaving_mid_stream_cancels_the_run(gateway_factory) -> None:
     with socket.create_connection(("127.0.0.1", gw.port)) as sock:  # non-stream: leaves while the run goes on
         sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
-        time.sleep(0.5)
+        wait_for(lambda: runs.exists() and runs.read_text().count("started") == 3, 10, what="the non-stream run")
     line = "openai-compat request: client disconnected; run cancelled (0 agent runs in flight)"
     wait_for(lambda: line in gw.log_text(), 5, what=line)
     wait_for(lambda: gw.log_text().count("slow agent: run cancelled after") > n_cancelled, 5,

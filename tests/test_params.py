@@ -13,6 +13,8 @@ from openclaw_sup.gateway import methods
 from openclaw_sup.gateway.client import GatewayError
 from openclaw_sup.gateway.params import PARAMS, Kind
 
+pytestmark = pytest.mark.live
+
 WRONG = [True, 12345, -7, 1.5, "x", "", None, [], ["a"], {}, {"a": 1}]
 
 

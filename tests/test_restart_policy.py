@@ -1,20 +1,26 @@
-"""The restart state machine and policy, stated once in supervisor/restart.py."""
+"""The restart state machine and policy, stated once in config/restart.py."""
 
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 
 import pytest
 
-from openclaw_sup.config.settings import RestartLimits
-from openclaw_sup.supervisor.restart import (
+from openclaw_sup.config.restart import (
+    LIVE_STATES,
+    RETRY_STATES,
     TRANSITIONS,
+    UNHEALTHY_STATES,
+    Backoff,
     Event,
     InvalidTransition,
     RestartPolicy,
     State,
     next_state,
 )
+from openclaw_sup.config.settings import RestartLimits
 
 
 def test_documented_paths_exist() -> None:
@@ -79,3 +85,54 @@ def test_crash_loop_gives_up_within_window_only() -> None:
 def test_many_kills_after_stable_runs_never_fail() -> None:
     pol = RestartPolicy(RestartLimits(stable_after_ms=200, crash_loop_max=5))
     assert all(pol.on_exit(float(i), 0.25) == 0.0 for i in range(100))
+
+
+def test_backoff_without_immediate_first_doubles_from_base_to_cap_and_resets() -> None:
+    b = Backoff(0.5, 4.0, jitter=0.0)
+    assert [b.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    b.reset()
+    assert b.next() == 0.5
+
+
+def test_backoff_jitter_stays_within_bounds_and_under_the_cap() -> None:
+    b = Backoff(1.0, 3.0, jitter=0.2, rng=random.Random(3))
+    firsts = []
+    for _ in range(200):
+        b.reset()
+        firsts.append(b.next())
+    assert all(0.8 <= d <= 1.2 for d in firsts) and len(set(firsts)) > 100
+    b.consecutive = 10
+    assert all(2.4 <= b.delay() <= 3.0 for _ in range(200))
+
+
+def test_policy_and_backoff_share_one_delay_rule() -> None:
+    lim = RestartLimits(backoff_base_ms=250, backoff_max_ms=2000, jitter=0.0, crash_loop_max=0)
+    pol, plain = RestartPolicy(lim), Backoff(0.25, 2.0, jitter=0.0)
+    assert pol.on_exit(0.0, None) == 0.0  # the policy's first restart is immediate, then the same sequence
+    assert [pol.on_exit(float(i), None) for i in range(1, 6)] == [plain.next() for _ in range(5)]
+
+
+def test_named_state_sets_follow_the_transitions() -> None:
+    assert {State.BACKOFF, State.FAILED} == RETRY_STATES
+    assert all(next_state(s, Event.STOP) == State.STOPPING for s in LIVE_STATES - {State.STOPPING})
+    assert all(next_state(s, Event.STOP) == State.STOPPED for s in UNHEALTHY_STATES)
+    assert not LIVE_STATES & UNHEALTHY_STATES and State.STOPPED not in LIVE_STATES | UNHEALTHY_STATES
+
+
+RETYPED = re.compile(r"""["'](crashed|backoff|failed)["'],\s*["'](crashed|backoff|failed)["']"""
+                     r"|class \w*Backoff\b")
+
+
+def test_no_module_retypes_the_state_sets_or_a_backoff_table() -> None:
+    """The states and the restart delay rule are stated once: no other module lists the unhealthy states by
+    hand or defines its own backoff."""
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    packages = [d for d in root.iterdir() if (d / "__init__.py").exists() and d.name not in ("tests", "bench")]
+    for path in (p for d in packages for p in d.rglob("*.py")):
+        if path.name == "restart.py":
+            continue
+        text = path.read_text()
+        if RETYPED.search(text):
+            offenders.append(str(path.relative_to(root)))
+    assert offenders == []

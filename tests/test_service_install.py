@@ -27,7 +27,8 @@ def _live_systemd() -> bool:
     return False
 
 
-pytestmark = pytest.mark.skipif(_live_systemd(), reason="a live systemd would be driven for real by these tests")
+pytestmark = [pytest.mark.live,
+              pytest.mark.skipif(_live_systemd(), reason="a live systemd would be driven for real by these tests")]
 
 
 class Cli:

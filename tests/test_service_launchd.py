@@ -35,6 +35,7 @@ def test_rendered_plist_round_trips(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("profile", [None, "work"])
+@pytest.mark.live
 def test_install_writes_the_plist(tmp_path: Path, profile: str | None) -> None:
     home = tmp_path / "home"
     agents = tmp_path / "LaunchAgents"

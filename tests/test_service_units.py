@@ -48,6 +48,7 @@ def _verify(unit: Path, scope: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("profile", [None, "work"])
 @pytest.mark.parametrize("scope", ["user", "system"])
+@pytest.mark.live
 def test_generated_units_verify(tmp_path: Path, scope: str, profile: str | None) -> None:
     me = pwd.getpwuid(os.geteuid()).pw_name
     env = _env(tmp_path, OPENCLAW_GATEWAY_TOKEN=SECRET)
@@ -97,6 +98,7 @@ def test_generated_units_verify(tmp_path: Path, scope: str, profile: str | None)
         assert parsed.value("Install", "WantedBy") == "default.target"
 
 
+@pytest.mark.live
 def test_awkward_paths_are_escaped_and_read_back(tmp_path: Path) -> None:
     """Spaces, `%`, `$` and quotes survive systemd's own parsing (verify) and ours (drift detection)."""
     odd = tmp_path / 'state dir 100% "$HOME"'
@@ -119,6 +121,7 @@ def test_awkward_paths_are_escaped_and_read_back(tmp_path: Path) -> None:
     assert "StateDirectory=openclaw" in system.read_text()
 
 
+@pytest.mark.live
 def test_unknown_keys_fail_verification(tmp_path: Path) -> None:
     """The check above is not vacuous: keys systemd 252 does not know show up on stderr."""
     unit = tmp_path / "openclaw-gateway.service"

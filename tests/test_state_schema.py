@@ -31,6 +31,7 @@ def pragmas(path: Path) -> tuple[int, int, str]:
         rows(path, "PRAGMA journal_mode")[0][0]
 
 
+@pytest.mark.live
 def test_state_database_is_the_one_the_real_cli_creates(tmp_path: Path) -> None:
     ours = tmp_path / "ours" / "state" / "openclaw.sqlite"
     statedb.open_state_db(ours).close()
@@ -45,6 +46,7 @@ def test_state_database_is_the_one_the_real_cli_creates(tmp_path: Path) -> None:
     assert rows(ours, META) == rows(theirs, META) == [("global", 18, None, "2026.9.6")]
 
 
+@pytest.mark.live
 def test_agent_database_is_the_one_the_real_cli_creates(tmp_path: Path) -> None:
     model = EchoModel()
     try:
@@ -115,6 +117,7 @@ def start_ours(state: Path) -> Start:
     (0, None, None, "has no schema ownership metadata (schema version 0); run `openclaw doctor --fix`"),
     (18, "agent", "main", "belongs to agent main, not the shared state"),
 ])
+@pytest.mark.live
 def test_an_unusable_state_database_blocks_the_start_naming_the_fix(tmp_path: Path, version: int, role: str | None,
                                                                      agent: str | None, expected: str) -> None:
     state = tmp_path / "state-dir"
@@ -130,6 +133,7 @@ def test_an_unusable_state_database_blocks_the_start_naming_the_fix(tmp_path: Pa
     assert path.read_bytes() == before  # nothing written into a database we refused
 
 
+@pytest.mark.live
 def test_an_agent_database_of_another_owner_or_version_is_refused(tmp_path: Path) -> None:
     state = tmp_path / "state-dir"
     path = db_path(state, "main")
@@ -144,6 +148,7 @@ def test_an_agent_database_of_another_owner_or_version_is_refused(tmp_path: Path
     assert run.returncode == 78 and "uses schema version 17, older than 23; run `openclaw doctor --fix`" in run.stderr
 
 
+@pytest.mark.live
 def test_legacy_json_state_is_refused_until_the_real_doctor_imports_it(tmp_path: Path) -> None:
     state = tmp_path / "state-dir"
     (state / "credentials").mkdir(parents=True)

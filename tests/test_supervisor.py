@@ -256,7 +256,7 @@ def test_a_worker_waiting_on_a_dead_worker_gets_an_error_at_once(gateway_factory
         "asker": {"kind": "asker", "options": {"target": "owner", "method": "cron.hang", "timeout": 60}},
         "owner": {"kind": "fake_owner"}}})
     gw.start()
-    time.sleep(0.8)  # the asker asks 0.3 s after ready
+    wait_for(lambda: "asker asks owner" in gw.log_text(), 10, what="the asker's request on its way")
     os.kill(gw.worker("owner")["pid"], signal.SIGKILL)
     line = wait_for(lambda: next((m for m in gw.log_text().splitlines() if m.startswith("asker error:")), None), 10,
                     what="the asker's error")
@@ -376,11 +376,13 @@ def test_status_is_import_light_and_watch_refreshes(gateway_factory) -> None:
     assert not imported & {"asyncio", "zmq", "typer", "rich", "aiohttp", "uvloop", "psutil", "orjson", "click"}
     watch = subprocess.Popen([str(gw.proc.args[0]), *gw.cli_args(), "status", "--watch"], env=gw.env,
                              stdout=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    assert watch.stdout is not None
+    headers, deadline = 0, time.monotonic() + 15
+    while headers < 2 and time.monotonic() < deadline:  # the table drawn, then redrawn
+        headers += "NAME  " in watch.stdout.readline()
     watch.send_signal(signal.SIGINT)
-    out, _ = watch.communicate(timeout=10)
-    assert watch.returncode == 0
-    assert out.count("NAME  ") >= 2
+    watch.communicate(timeout=10)
+    assert watch.returncode == 0 and headers >= 2
 
 
 def test_many_workers_started_at_once_all_reach_running(gateway_factory) -> None:

@@ -131,6 +131,7 @@ async def asker(ctx: WorkerContext) -> None:
     ctx.ready()
     await asyncio.sleep(0.3)
     for target in (ctx.options["target"], "ghost"):
+        ctx.log.info("asker asks %s", target)
         try:
             answer = await ctx.request(ctx.options.get("method", "echo"), {"hello": 1}, to=target,
                                        timeout=float(ctx.options.get("timeout", 5)))

@@ -12,9 +12,10 @@ Chromium that exits or stops answering CDP is restarted with backoff (profile.py
 SIGKILLed is replaced by one that sweeps the old group and starts the profiles that were running.
 
 RPCs served (params all take `profile?`, default `defaultProfile`):
-  `browser.status` -> the selected profile's `{profile, state: stopped|starting|running|attached|restarting|
-      failed, running, cdpReady, pid, cdpPort, cdpUrl, attachOnly, chosenBrowser, executablePath, browserVersion,
-      userDataDir, headless, noSandbox, restarts, lastError, lastExit, startedAtMs, cdpReadyMs}` plus
+  `browser.status` -> the selected profile's `{profile, state: config/restart.py's states (stopped|
+      starting|running|crashed|backoff|failed|stopping), `attached` for a running attached profile, running,
+      cdpReady, pid, cdpPort, cdpUrl, attachOnly, chosenBrowser, executablePath, browserVersion, userDataDir,
+      headless, noSandbox, restarts, lastError, lastExit, startedAtMs, cdpReadyMs}` plus
       `{enabled, defaultProfile, profiles: [the same for every profile]}`.
   `browser.start` -> that profile's status once CDP answers (a websocket round trip, not just the port).
   `browser.stop` -> `{ok, profile, stopped}` (kills the whole group; releases an attached profile).

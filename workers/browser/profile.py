@@ -1,8 +1,10 @@
 """One browser profile at run time: launch or attach, health by CDP, restart with backoff, stop.
 
-States: `stopped` -> `starting` -> `running` (managed) or `attached` (cdpUrl / attachOnly); a Chromium that
-crashes, is killed or stops answering CDP goes `restarting` (delay 0.25 s doubling to 30 s, reset after 30 s of health)
-and back to `running`; `failed` after MAX_LAUNCH_FAILURES launches in a row fail (`browser.start` retries).
+States and the restart policy are the supervisor's own (config/restart.py), with Chromium's numbers
+(RESTART_LIMITS): `stopped` -> `starting` -> `running` (shown as `attached` for cdpUrl / attachOnly); a Chromium that
+crashes, is killed or stops answering CDP goes `crashed` -> `backoff` (first relaunch immediate, then 0.25 s
+doubling to 30 s, reset after 30 s of health) -> `starting`; `failed` when it crash-loops or `browser.start` cannot
+launch it (`browser.start` retries).
 A wanted profile leaves a `wanted` marker next to its user-data dir, so the worker that replaces a crashed
 one starts it again; a stop (or a clean worker stop) removes it. A Chromium that exits with code 0 was closed
 on purpose (its last window, or CDP `Browser.close`): `stopped`, not restarted.
@@ -22,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config.browser import BrowserProfile, clear_locks, find_browser, stale_locks
+from openclaw_sup.config.restart import Event, RestartPolicy, State, next_state
+from openclaw_sup.config.settings import RestartLimits
 from openclaw_sup.workers.browser.cdp import CdpClient, CdpError
 from openclaw_sup.workers.browser.chromium import Chromium, kill_group, owners_of_port, uses_user_data_dir
 from openclaw_sup.workers.runtime import RequestError
 
 HEALTH_INTERVAL_S = 1.0
 HEALTH_FAILURES = 3
-BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
-STABLE_AFTER_S = 30.0
-MAX_LAUNCH_FAILURES = 5
+RESTART_LIMITS = RestartLimits(backoff_base_ms=250, backoff_max_ms=30_000, stable_after_ms=30_000, crash_loop_max=5,
+                               crash_loop_window_ms=120_000)
 PORT_WAIT_S = 3.0
 log = logging.getLogger("browser")
 
@@ -67,14 +70,15 @@ class ProfileRunner:
         self.profile = profile
         self.cdp = cdp
         self.emit = emit
-        self.state = "stopped"
+        self.state = State.STOPPED
+        self.attached = False
+        self.policy = RestartPolicy(RESTART_LIMITS)
         self.chromium: Chromium | None = None
         self.executable: str | None = None
         self.chosen_browser: str | None = None
         self.browser_version: str | None = None
         self.ws_url: str | None = None
         self.restarts = 0
-        self.launch_failures = 0
         self.last_error: str | None = None
         self.last_exit: str | None = None
         self.started_at_ms: int | None = None
@@ -99,7 +103,7 @@ class ProfileRunner:
 
     @property
     def active(self) -> bool:
-        return self.state in ("running", "attached")
+        return self.state is State.RUNNING
 
     async def status(self) -> dict[str, Any]:
         ready = False
@@ -108,7 +112,8 @@ class ProfileRunner:
                 await self.cdp.version(self.profile.cdp_url, timeout=0.5)
                 ready = True
         p = self.profile
-        return {"profile": p.name, "driver": p.driver, "state": self.state, "running": self.active,
+        shown = "attached" if self.attached and self.active else self.state.value
+        return {"profile": p.name, "driver": p.driver, "state": shown, "running": self.active,
                 "cdpReady": ready, "pid": self.pid, "cdpPort": p.cdp_port, "cdpUrl": p.cdp_url,
                 "attachOnly": p.attach_only, "chosenBrowser": self.chosen_browser, "executablePath": self.executable,
                 "browserVersion": self.browser_version, "userDataDir": str(p.user_data_dir) if p.managed else None,
@@ -120,6 +125,8 @@ class ProfileRunner:
         async with self._lock:
             if self.active and (self.chromium is None or self.chromium.alive):
                 return
+            self._settle_stopped()
+            self._fire(Event.START)
             if not self.profile.managed:
                 await self._attach()
                 return
@@ -130,11 +137,12 @@ class ProfileRunner:
                 self._watch = None
             if self.chromium is not None:
                 await self.chromium.kill()
-            self.launch_failures = 0
+            self.policy.reset()
             try:
                 await self._launch()
             except RequestError:
-                self._set_state("failed")
+                self._fire(Event.EXIT, emit=False)
+                self._fire(Event.GIVE_UP)
                 raise
             self._watch = asyncio.ensure_future(self._supervise())
 
@@ -154,8 +162,7 @@ class ProfileRunner:
                 with contextlib.suppress(OSError):
                     self.wanted_marker.unlink()
             self.ws_url = None
-            if self.state != "stopped":
-                self._set_state("stopped")
+            self._settle_stopped()
             return was
 
     # -- attach ----------------------------------------------------------------------------------------
@@ -170,13 +177,14 @@ class ProfileRunner:
             message = (f'Remote CDP for profile "{p.name}" is not reachable at {p.cdp_url}' if p.remote else
                        f'Browser attachOnly is enabled and profile "{p.name}" is not reachable at {p.cdp_url}')
             self.last_error = message
-            self._set_state("stopped")
+            self._settle_stopped()
             raise RequestError("UNAVAILABLE", message, {"cause": str(exc)}) from None
         self.ws_url = info["webSocketDebuggerUrl"]
         self.browser_version = info.get("Browser")
         self.last_error = None
         self.started_at_ms = now_ms()
-        self._set_state("attached")
+        self.attached = True
+        self._fire(Event.READY)
 
     # -- launch ----------------------------------------------------------------------------------------
 
@@ -224,9 +232,10 @@ class ProfileRunner:
         return removed
 
     async def _launch(self) -> None:
-        """Start Chromium and wait for its CDP (HTTP, then a websocket round trip); raise the documented error."""
+        """Start Chromium and wait for its CDP (HTTP, then a websocket round trip); raise the documented error.
+        The caller has fired the start; a success fires `ready`, a failure is the caller's to record."""
         p = self.profile
-        self._set_state("starting")
+        self.attached = False
         if p.headless_forced_off:
             raise self._failed(RequestError("UNAVAILABLE", f'Missing X server or $DISPLAY for profile "{p.name}"',
                                             {"reason": "no_display_for_headed_profile"}))
@@ -273,8 +282,7 @@ class ProfileRunner:
         self.ready_ms = round((time.monotonic() - t0) * 1000, 1)
         self.started_at_ms = now_ms()
         self.last_error = None
-        self.launch_failures = 0
-        self._set_state("running")
+        self._fire(Event.READY)
 
     @staticmethod
     def _root_hint(stderr: str) -> dict[str, str]:
@@ -292,7 +300,6 @@ class ProfileRunner:
 
     def _failed(self, exc: RequestError) -> RequestError:
         self.last_error = str(exc)
-        self.launch_failures += 1
         log.error("browser: %s", exc)
         return exc
 
@@ -322,48 +329,60 @@ class ProfileRunner:
                 return f"CDP not answering ({HEALTH_FAILURES} probes)"
 
     async def _supervise(self) -> None:
-        crashes = 0
         while True:
             up_since = time.monotonic()
             reason = await self._watch_once()
             if self.chromium is not None:
                 await self.chromium.kill()
                 self.chromium = None
+            self.last_exit = reason
             if reason == describe_exit(0):  # closed on purpose (last window closed, CDP Browser.close): not a crash
                 log.info('browser: Chromium for profile "%s" was closed (exit code 0); not restarting', self.name)
-                self.last_exit = reason
                 with contextlib.suppress(OSError):
                     self.wanted_marker.unlink()
-                self._set_state("stopped", reason=reason)
+                self._fire(Event.STOP, emit=False)
+                self._fire(Event.EXIT, reason=reason)
                 self._watch = None
                 return
-            if time.monotonic() - up_since >= STABLE_AFTER_S:
-                crashes = 0
-            delay = BACKOFF_S[min(crashes, len(BACKOFF_S) - 1)]
-            crashes += 1
+            self._fire(Event.EXIT, emit=False)
             self.restarts += 1
-            self.last_exit = reason
             self.last_error = f"Chromium {reason}"
-            log.warning('browser: Chromium for profile "%s" died (%s); restarting in %gs (restart %d)',
-                        self.name, reason, delay, self.restarts)
-            self._set_state("restarting", reason=reason, delay=delay)
+            ran_for: float | None = time.monotonic() - up_since
             while True:
+                delay = self.policy.on_exit(time.monotonic(), ran_for)
+                if delay is None:
+                    log.error('browser: giving up on profile "%s": Chromium crash-looping (%d exits within %gs); '
+                              'browser.start retries', self.name, RESTART_LIMITS.crash_loop_max,
+                              RESTART_LIMITS.crash_loop_window_ms / 1000)
+                    self._fire(Event.GIVE_UP, reason=reason)
+                    self._watch = None
+                    return
+                log.warning('browser: Chromium for profile "%s" died (%s); restarting in %gs (restart %d)',
+                            self.name, reason, round(delay, 2), self.restarts)
+                self._fire(Event.RETRY_LATER, reason=reason, delay=delay)
                 await asyncio.sleep(delay)
                 try:
                     async with self._lock:
+                        self._fire(Event.RETRY)
                         await self._launch()
                     break
-                except RequestError:
-                    if self.launch_failures >= MAX_LAUNCH_FAILURES:
-                        log.error('browser: giving up on profile "%s" after %d failed launches; browser.start '
-                                  'retries', self.name, self.launch_failures)
-                        self._set_state("failed")
-                        return
-                    delay = BACKOFF_S[min(crashes, len(BACKOFF_S) - 1)]
-                    crashes += 1
+                except RequestError as exc:
+                    self._fire(Event.EXIT, emit=False)
+                    reason, ran_for = str(exc), None
             log.info('browser: Chromium for profile "%s" restarted (pid %s), CDP healthy again after %.0f ms',
                      self.name, self.pid, self.ready_ms or 0)
 
-    def _set_state(self, state: str, **extra: Any) -> None:
-        self.state = state
-        self.emit({"profile": self.name, "state": state, "pid": self.pid, **extra})
+    def _settle_stopped(self) -> None:
+        """Walk the shared transitions down to `stopped` from wherever the profile is."""
+        if self.state in (State.STARTING, State.RUNNING):
+            self._fire(Event.STOP, emit=False)
+        if self.state is State.STOPPING:
+            self._fire(Event.EXIT)
+        elif self.state is not State.STOPPED:
+            self._fire(Event.STOP)
+        self.attached = False
+
+    def _fire(self, event: Event, *, emit: bool = True, **extra: Any) -> None:
+        self.state = next_state(self.state, event)
+        if emit:
+            self.emit({"profile": self.name, "state": self.state.value, "pid": self.pid, **extra})

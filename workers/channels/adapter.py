@@ -1,16 +1,15 @@
 """What the channel runtime needs from a network adapter (IRC, Telegram, ...), and the errors it raises.
 
-An adapter owns the connection to its network: `run()` connects, reads and reconnects with backoff until it
-is cancelled, handing every inbound message to `sink` (which returns only once the messages are durable, so
-the adapter may then acknowledge them upstream). `send()` writes one reply; the runtime has already marked
-it `sending` in the outbox, so `send` must put the bytes on the wire promptly (any flood-control wait
-belongs in `before_send`).
+An adapter owns the connection to its network: `run()` connects, reads and reconnects until it is cancelled
+(delays from config/restart.py's `Backoff`, the one retry rule), handing every inbound message to `sink` (which
+returns only once the messages are durable, so the adapter may then acknowledge them upstream). `send()` writes one
+reply; the runtime has already marked it `sending` in the outbox, so `send` must put the bytes on the wire
+promptly (any flood-control wait belongs in `before_send`).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,21 +29,6 @@ class SendError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.auth = auth
-
-
-class Backoff:
-    """Reconnect delays: exponential with jitter, reset after a connection that held."""
-
-    def __init__(self, first: float = 0.5, cap: float = 15.0) -> None:
-        self.first, self.cap, self.n = first, cap, 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.first * (2 ** self.n))
-        self.n += 1
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        self.n = 0
 
 
 class Adapter:

@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from openclaw_sup.workers.channels.adapter import Adapter, Backoff, SendError
+from openclaw_sup.config.restart import Backoff
+from openclaw_sup.workers.channels.adapter import Adapter, SendError
 from openclaw_sup.workers.channels.httpjson import HttpJson, aiohttp
 from openclaw_sup.workers.channels.policy import DROP, Inbound, Verdict, dm_settings
 
@@ -259,7 +260,7 @@ class DiscordAdapter(Adapter):
             s = orjson.loads(stored)
             self.session_id, self.resume_url = s.get("sessionId"), s.get("resumeUrl")
             self.seq = int(self.meta(SEQ_KEY) or 0) or None
-        backoff = Backoff(first=1.0, cap=60.0)
+        backoff = Backoff(base=1.0, cap=60.0)
         while not self.closed:
             started = time.monotonic()
             try:

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from openclaw_sup.workers.channels.adapter import Adapter, Backoff, SendError
+from openclaw_sup.config.restart import Backoff
+from openclaw_sup.workers.channels.adapter import Adapter, SendError
 from openclaw_sup.workers.channels.policy import Inbound
 
 CONNECT_TIMEOUT_S = 15.0
@@ -133,7 +134,7 @@ class IrcAdapter(Adapter):
             self.set_error("not configured: set channels.irc.host and channels.irc.nick")
             self.log.error("irc: %s", self.last_error)
             await asyncio.Event().wait()
-        backoff = Backoff()
+        backoff = Backoff(base=0.5, cap=15.0)
         while not self.closed:
             started = time.monotonic()
             try:

@@ -39,7 +39,8 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from openclaw_sup.workers.channels.adapter import Adapter, Backoff, SendError
+from openclaw_sup.config.restart import Backoff
+from openclaw_sup.workers.channels.adapter import Adapter, SendError
 from openclaw_sup.workers.channels.httpjson import HttpJson, private_host
 from openclaw_sup.workers.channels.policy import Inbound
 
@@ -241,7 +242,7 @@ class MatrixAdapter(Adapter):
         if self.cfg.get("encryption") is True:
             self.log.warning("matrix: channels.matrix.encryption is set, but %s; encrypted rooms are reported in "
                              "channels status", ENCRYPTED_NOTE)
-        backoff = Backoff(first=1.0, cap=60.0)
+        backoff = Backoff(base=1.0, cap=60.0)
         while not self.closed:
             try:
                 if not self.connected:

@@ -29,7 +29,8 @@ from typing import Any
 
 import orjson
 
-from openclaw_sup.workers.channels.adapter import Adapter, Backoff, SendError
+from openclaw_sup.config.restart import Backoff
+from openclaw_sup.workers.channels.adapter import Adapter, SendError
 from openclaw_sup.workers.channels.httpjson import HttpJson, aiohttp
 from openclaw_sup.workers.channels.policy import Inbound, Verdict, dm_settings
 
@@ -169,7 +170,7 @@ class SlackAdapter(Adapter):
             self.set_error(problem)
             self.log.error("slack: %s", self.last_error)
             await asyncio.Event().wait()
-        backoff = Backoff(first=2.0, cap=30.0)
+        backoff = Backoff(base=2.0, cap=30.0)
         while not self.closed:
             started = time.monotonic()
             try:

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from openclaw_sup.workers.channels.adapter import Adapter, Backoff, SendError
+from openclaw_sup.config.restart import Backoff
+from openclaw_sup.workers.channels.adapter import Adapter, SendError
 from openclaw_sup.workers.channels.policy import Inbound
 from openclaw_sup.workers.lazy import LazyModule
 
@@ -179,7 +180,7 @@ class TelegramAdapter(Adapter):
             self.set_error("not configured: set channels.telegram.botToken (or tokenFile, or TELEGRAM_BOT_TOKEN)")
             self.log.error("telegram: %s", self.last_error)
             await asyncio.Event().wait()
-        backoff = Backoff(first=1.0, cap=60.0)
+        backoff = Backoff(base=1.0, cap=60.0)
         while not self.closed:
             try:
                 if self.bot_id is None:
