@@ -15,6 +15,7 @@ import os
 import platform
 import selectors
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -29,6 +30,18 @@ import psutil
 MB = 1024 * 1024
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path.home() / ".cache" / "openclaw-sup-bench"
+
+
+def rounded(value: Any) -> Any:
+    """`value` with every float to 6 decimals (1 us of a CLOCK_MONOTONIC stamp in s, 1 ns of a latency in ms):
+    the raw files hold every sample, and 17 significant digits each tripled their size."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
 
 
 def add_output_args(p: argparse.ArgumentParser, bench: str, keep_help: str, *, cache: bool = True,
@@ -81,7 +94,7 @@ def publish(bench: str, args: argparse.Namespace, started: dt.datetime, finished
         **data,
         "targets": verdicts,
     }
-    out.write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    out.write_text(json.dumps(rounded(raw), separators=(",", ":"), default=str) + "\n")
     text = buf.getvalue() + f"\nraw numbers: {out}\n"
     print(text, end="")
     txt = getattr(args, "txt", None)
@@ -255,11 +268,40 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+ROLLUP_FIELDS = ("Pss_Anon", "Pss_File", "Private_Dirty", "Shared_Dirty", "Shared_Clean")
+
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """Where a process's pages are (bytes): anonymous or file-backed PSS, and private vs shared with its kin.
+
+    For a forked tree the split tells what sharing works: Shared_* pages are the fork server's image still
+    shared with a worker, Private_Dirty what a process wrote (its own heap, and copies made on write).
+    """
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ROLLUP_FIELDS:
+                out[name] = int(rest.split()[0]) * 1024
+    return out
+
+
+def process_role(cmdline: str) -> str:
+    """A short name for a tree member: our titles are `openclaw-sup: <role> [profile]`; a peer's worker is
+    `python worker.py wN PORT`; anything else is its program's name."""
+    words = cmdline.split()
+    if words[:1] == ["openclaw-sup:"] and len(words) > 1:
+        return words[1]
+    if len(words) >= 3 and words[-3].endswith("worker.py"):
+        return words[-2]
+    return Path(words[0]).name if words else "?"
+
+
 def tree_memory(pid: int) -> dict[str, Any]:
-    """RSS, PSS and USS of a manager alone and summed with all its descendants.
+    """RSS, PSS and USS of a manager alone and summed with all its descendants, and each process's own.
 
     PSS is the fair total: pages shared between forked processes are split between them, not counted
-    once per process as RSS does.
+    once per process as RSS does. Each row also has its smaps_rollup split (`smaps_rollup`).
     """
     root = psutil.Process(pid)
     procs = [root, *root.children(recursive=True)]
@@ -267,13 +309,18 @@ def tree_memory(pid: int) -> dict[str, Any]:
     for p in procs:
         with contextlib.suppress(psutil.Error):
             mi = p.memory_full_info()
+            name = " ".join(p.cmdline())
             rows.append(
                 {
                     "pid": p.pid,
-                    "name": " ".join(p.cmdline())[:80],
+                    "ppid": p.ppid(),
+                    "name": name[:80],
+                    "role": process_role(name),
                     "rss": mi.rss,
                     "pss": mi.pss,
                     "uss": mi.uss,
+                    "threads": p.num_threads(),
+                    **smaps_rollup(p.pid),
                 }
             )
     mgr = next((r for r in rows if r["pid"] == pid), {"rss": 0, "pss": 0, "uss": 0})
@@ -287,6 +334,112 @@ def tree_memory(pid: int) -> dict[str, Any]:
         "procs": len(rows),
         "detail": rows,
     }
+
+
+def pss_split_rows(title: str, mem: dict[str, Any], group: dict[str, str] | None = None) -> list[list[str]]:
+    """One row per role of a tree (roles in `group` are folded into one row, e.g. w0..w4 -> "worker"):
+    count, PSS each (median when several), PSS summed, private dirty, shared, anonymous and file PSS."""
+    group = group or {}
+    by: dict[str, list[dict[str, Any]]] = {}
+    for d in mem["detail"]:
+        by.setdefault(group.get(d["role"], d["role"]), []).append(d)
+    rows = []
+    for role, ds in by.items():
+        def med(key: str, ds: list[dict[str, Any]] = ds) -> str:
+            return f"{statistics.median(d.get(key, 0) for d in ds) / MB:.1f}"
+
+        shared = statistics.median(d.get("Shared_Dirty", 0) + d.get("Shared_Clean", 0) for d in ds) / MB
+        rows.append([title, role, str(len(ds)), med("pss"), f"{sum(d['pss'] for d in ds) / MB:.1f}",
+                     med("Private_Dirty"), f"{shared:.1f}", med("Pss_Anon"), med("Pss_File"),
+                     str(max(d.get("threads", 0) for d in ds))])
+        title = ""
+    rows.append(["", "total", str(mem["procs"]), "", f"{mem['treePss'] / MB:.1f}", "", "", "", "", ""])
+    return rows
+
+
+PSS_SPLIT_HEADER = ["tree", "process", "n", "PSS each", "PSS sum", "priv dirty", "shared", "PSS anon",
+                    "PSS file", "threads"]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """One line of the timeline file bench/timeline/sitecustomize.py writes."""
+
+    pid: int
+    ppid: int
+    t: float
+    event: str
+    detail: str
+
+
+def read_timeline(path: Path) -> list[Stamp]:
+    """Every stamp of a timeline file, in time order (processes append concurrently)."""
+    stamps = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split(" ", 4)
+            with contextlib.suppress(ValueError, IndexError):
+                stamps.append(Stamp(int(parts[0]), int(parts[1]), float(parts[2]), parts[3],
+                                    parts[4] if len(parts) > 4 else ""))
+    return sorted(stamps, key=lambda s: s.t)
+
+
+TIMELINE_DIR = Path(__file__).resolve().parent / "timeline"
+
+
+STARTUP_MODULES = ("openclaw_sup.supervisor.main", "openclaw_sup.supervisor.arbiter", "openclaw_sup.gateway.http_app",
+                   "aiohttp")
+STARTUP_MILESTONES = (
+    ("python", "supervisor", "interpreter and site up (exec -> here: interpreter start-up)"),
+    ("mainImport", "supervisor", "openclaw_sup.supervisor.main starts loading"),
+    ("forkServerForked", "supervisor", "fork server forked (imports and config before it done)"),
+    ("arbiterImport", "supervisor", "openclaw_sup.supervisor.arbiter starts loading (after the fork)"),
+    ("bound", "supervisor", "gateway port bound"),
+    ("forkServerPreloaded", "fork server", "fork server preloaded (its gc.freeze)"),
+    ("firstWorkerForked", "fork server", "first worker forked"),
+    ("firstWorkerReady", "worker", "first worker said ready (log record, ms precision)"),
+    ("httpImport", "supervisor", "gateway.http_app (aiohttp side) starts loading"),
+)
+
+
+def startup_milestones(stamps: Sequence[Stamp], root: int, port: int, t_spawn: float,
+                       ready_at: Sequence[float] = ()) -> dict[str, float]:
+    """ms from spawn to each milestone of STARTUP_MILESTONES that the stamps show, for the tree of `root`."""
+    def first(pred: Callable[[Stamp], bool]) -> float | None:
+        return next((s.t for s in stamps if pred(s)), None)
+
+    fs_pid = next((s.pid for s in stamps if s.event == "child" and s.ppid == root), None)
+    found = {
+        "python": first(lambda s: s.pid == root and s.event == "start"),
+        "mainImport": first(lambda s: s.pid == root and s.detail == "openclaw_sup.supervisor.main"),
+        "forkServerForked": first(lambda s: s.pid == root and s.event == "fork"),
+        "arbiterImport": first(lambda s: s.pid == root and s.detail == "openclaw_sup.supervisor.arbiter"),
+        "bound": first(lambda s: s.pid == root and s.event == "bind" and s.detail.endswith(f",{port})")),
+        "forkServerPreloaded": first(lambda s: s.pid == fs_pid and s.event == "gc.freeze"),
+        "firstWorkerForked": first(lambda s: s.ppid == fs_pid and s.event == "child"),
+        "firstWorkerReady": min(ready_at) if ready_at else None,
+        "httpImport": first(lambda s: s.pid == root and s.detail == "openclaw_sup.gateway.http_app"),
+    }
+    return {k: (v - t_spawn) * 1000 for k, v in found.items() if v is not None}
+
+
+def log_times(path: Path, needle: str, offset: float) -> list[float]:
+    """Monotonic times of our gateway's JSONL log records whose message contains `needle`; `offset` is
+    time.time() - time.monotonic() (records carry wall-clock ISO times to the millisecond)."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                rec = json.loads(line)
+                if needle in str(rec.get("message", "")):
+                    out.append(dt.datetime.fromisoformat(rec["time"]).timestamp() - offset)
+    return out
+
+
+def timeline_env(path: Path, modules: Sequence[str], pythonpath: str | None = None) -> dict[str, str]:
+    """The variables that switch the timeline stamps on for a process tree (bench/timeline/)."""
+    parts = [str(TIMELINE_DIR), *([pythonpath] if pythonpath else [])]
+    return {"OCSB_TIMELINE": str(path), "OCSB_TIMELINE_MODULES": ",".join(modules), "PYTHONPATH": ":".join(parts)}
 
 
 def time_cli(argv: list[str], env: dict[str, str] | None, runs: int) -> tuple[list[float], list[int], str]:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench_common import Listener, free_port, kill_leftovers
+from bench_common import Listener, free_port, kill_leftovers, timeline_env
 
 from openclaw_sup.ipc.control import ControlError, call
 
@@ -75,37 +75,88 @@ def ensure_peer(cache: Path, dist: str) -> Path:
     return bindir
 
 
-def ensure_regular_install(cache: Path) -> Path:
-    """openclaw-sup installed the way users get it (`pip install .`, not `-e`), for a fair `status` row.
+def _source_files(ref: str | None) -> dict[str, bytes]:
+    """pyproject.toml and every package dir it maps, from the working tree (ref None) or from git ref `ref`."""
+    def read(path: str) -> bytes:
+        if ref is None:
+            return (REPO / path).read_bytes()
+        return subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:{path}"], capture_output=True,
+                              check=True).stdout
 
-    The project's dev venv is an editable install, whose .pth import hook costs every Python start there
-    more than a dozen ms; the peers are regular installs. The sources are copied to a temp dir first, so
-    the build writes nothing into the repo, and reinstalled only when they changed. `--no-deps`: the
-    `status` command imports nothing outside the standard library.
-    """
-    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    meta = tomllib.loads(read("pyproject.toml").decode())
     dirs = sorted(set(meta["tool"]["setuptools"]["package-dir"].values()))
-    files = [REPO / "pyproject.toml"]
-    for d in dirs:
-        files += sorted(f for f in (REPO / d).rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+    if ref is None:
+        names = [str(f.relative_to(REPO)) for d in dirs for f in sorted((REPO / d).rglob("*"))
+                 if f.is_file() and "__pycache__" not in f.parts]
+    else:
+        out = subprocess.run(["git", "-C", str(REPO), "ls-tree", "-r", "--name-only", ref, "--", *dirs],
+                             capture_output=True, text=True, check=True).stdout
+        names = out.split()
+    return {"pyproject.toml": read("pyproject.toml"), **{n: read(n) for n in names}}
+
+
+def _install_copy(venv: Path, files: dict[str, bytes], what: str, *pip_args: str) -> Path:
+    """`pip install --no-deps` of `files` (copied to a temp dir first, so the build writes nothing into the
+    repo) into `venv`, unless the same files are already installed there; returns its bin dir."""
     digest = hashlib.sha256()
-    for f in files:
-        digest.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
-    venv = cache / "ours-install"
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
     bindir = venv / "bin"
     marker = venv / ".bench-installed"
     if marker.exists() and marker.read_text().strip() == digest.hexdigest() and (bindir / "openclaw-sup").exists():
         return bindir
     _make_venv(venv)
     with tempfile.TemporaryDirectory(prefix="ocsb-src-") as src:
-        for f in files:
-            dest = Path(src) / f.relative_to(REPO)
+        for name, data in files.items():
+            dest = Path(src) / name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, dest)
-        _pip_install(bindir, "the project", "--no-deps", "--force-reinstall", src)
+            dest.write_bytes(data)
+        _pip_install(bindir, what, "--no-deps", "--force-reinstall", *pip_args, src)
     if not (bindir / "openclaw-sup").exists():
-        raise Unavailable("pip install of the project did not provide openclaw-sup")
+        raise Unavailable(f"pip install of {what} did not provide openclaw-sup")
     marker.write_text(digest.hexdigest() + "\n")
+    return bindir
+
+
+def ensure_regular_install(cache: Path) -> Path:
+    """openclaw-sup installed the way users get it (`pip install .`, not `-e`), for a fair `status` row.
+
+    The project's dev venv is an editable install, whose .pth import hook costs every Python start there
+    more than a dozen ms; the peers are regular installs. `--no-deps`: the `status` command imports nothing
+    outside the standard library.
+    """
+    return _install_copy(cache / "ours-install", _source_files(None), "the project")
+
+
+def ensure_install(cache: Path, ref: str | None) -> Path:
+    """A regular install (not `-e`) of the working tree (ref None) or of git ref `ref`, able to run the gateway,
+    so two builds can be measured side by side in one run on equal terms (neither has the editable import hook).
+
+    Its dependencies are the dev venv's: a .pth line puts the dev venv's site-packages on sys.path (its own .pth
+    files, the editable hook among them, are not run from there), so nothing is downloaded and both builds run
+    the same libraries.
+    """
+    if ref is None:
+        venv = cache / "ours-tree"
+    else:
+        sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], capture_output=True, text=True)
+        if sha.returncode:
+            raise Unavailable(f"git ref {ref!r}: {_last_line(sha.stderr)}")
+        venv = cache / f"ours-{sha.stdout.strip()}"
+    try:
+        files = _source_files(ref)
+    except (subprocess.CalledProcessError, OSError, KeyError) as exc:
+        raise Unavailable(f"sources of {ref or 'the working tree'}: {exc}") from None
+    _make_venv(venv)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    deps = next(Path(sys.prefix, "lib").glob("python*/site-packages"))
+    (site / "ocsb-deps.pth").write_text(f"{deps}\n")
+    bindir = _install_copy(venv, files, f"openclaw-sup {ref or 'working tree'}")
+    # Its bytecode in the benches' cache now: a first start that compiles every module runs slower and keeps
+    # more memory than any later one, so a fresh install would be measured unlike the dev venv.
+    env = bytecode_env(cache / "pycache")
+    subprocess.run([str(bindir / "python"), "-m", "compileall", "-q", "-j0", str(site / "openclaw_sup")], env=env,
+                   capture_output=True, timeout=600)
     return bindir
 
 
@@ -230,8 +281,12 @@ class Ours(Manager):
         keep_tmp: bool = False,
         base_env: Mapping[str, str] | None = None,
         workers: dict[str, Any] | None = None,
+        bindir: Path | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__(report_port, keep_tmp, base_env)
+        self.bin = (bindir or OUR_BIN.parent) / "openclaw-sup"
+        self.title = title or self.title
         self.state_dir = self.tmp / "state"
         self.state_dir.mkdir()
         self.gw_log = self.tmp / "gw.log"
@@ -250,7 +305,7 @@ class Ours(Manager):
         self.gateway_port = free_port()
 
     def argv(self) -> list[str]:
-        return [str(OUR_BIN), "gateway", "--allow-unconfigured", "--port", str(self.gateway_port)]
+        return [str(self.bin), "gateway", "--allow-unconfigured", "--port", str(self.gateway_port)]
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in (self.base_env if base is None else base).items() if not k.startswith("OPENCLAW_")}
@@ -258,14 +313,19 @@ class Ours(Manager):
             OPENCLAW_STATE_DIR=str(self.state_dir),
             HOME=str(self.tmp),
             OPENCLAW_SUP_CONFIG=str(self.settings_file),
-            PYTHONPATH=str(BENCH_DIR),
             OPENCLAW_SKIP_CRON="1",
             OPENCLAW_SKIP_CHANNELS="1",
         )
+        env.update(timeline_env(self.timeline_file, (), str(BENCH_DIR)))
         return env
 
+    @property
+    def timeline_file(self) -> Path:
+        """The tree's own stamps (bench/timeline/): where each recovery's time goes."""
+        return self.tmp / "timeline.txt"
+
     def status_argv(self) -> list[str]:
-        return [str(OUR_BIN), "status"]
+        return [str(self.bin), "status"]
 
     def log_file(self) -> Path:
         return self.gw_log

@@ -21,19 +21,37 @@ import resource
 import sys
 import time
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
-from bench_common import MB, add_output_args, chosen, log, print_problems, publish, summarize
-from bench_managers import Unavailable
-from gw_client import handshakes, healthz, hold_idle, parallel, sequential
+from bench_common import (
+    MB,
+    PSS_SPLIT_HEADER,
+    STARTUP_MILESTONES,
+    add_output_args,
+    chosen,
+    log,
+    print_problems,
+    process_role,
+    pss_split_rows,
+    publish,
+    summarize,
+)
+from bench_managers import WORKERS, Unavailable, ensure_install
+from gw_client import handshakes, healthz, parallel, sequential
+from gw_lean import hold_lean, probe_loop, probe_pipelined
 from gw_report import fmt, print_table, skipped_row, spread, wait_quiet
 from gw_servers import Gateway, Ours, OursWorkers, Real, install_real, make_root, our_env, remove
 
-GATEWAYS = ("ours", "ours5w", "real")
-TITLES = {"ours": Ours.title, "ours5w": OursWorkers.title, "real": Real.title}
-TARGETS = {"first_rpc_ms": 500.0, "seq_per_s": 5000.0, "seq_p99_ms": 2.0, "idle10k_mb": 200.0}
+GATEWAYS = ("ours", "ours5w", "tree", "tree5w", "base", "base5w", "real")
+OURS = ("ours", "tree", "base")
+TITLES = {"ours": Ours.title, "ours5w": OursWorkers.title, "real": Real.title,
+          "tree": "openclaw-sup (this tree, installed)", "tree5w": "openclaw-sup (this tree, installed) + 5 workers",
+          "base": "openclaw-sup (baseline, installed)", "base5w": "openclaw-sup (baseline, installed) + 5 workers"}
+TARGETS = {"first_rpc_ms": 150.0, "seq_per_s": 5000.0, "seq_p99_ms": 2.0, "idle10k_mb": 200.0, "idle50k_mb": 250.0,
+           "idle_pss_mb": 50.0, "probe_per_s": 15_000.0, "probe_p99_ms": 0.5}
+PROBES = (("GET", "/healthz"), ("HEAD", "/healthz"), ("GET", "/readyz"))
+FD_MARGIN = 1500  # descriptors a gateway and the bench need beside the held connections
 T = TypeVar("T")
 
 
@@ -50,24 +68,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--par-calls", type=int, default=100, help="health calls per parallel connection (100)")
     p.add_argument("--reps", type=int, default=5, help="repetitions of the sequential and parallel measures (5)")
     p.add_argument("--idle-conns", type=int, default=1000, help="idle connections, every gateway (1000)")
-    p.add_argument("--idle-conns-ours", type=int, default=10_000, help="a second, larger hold for ours; 0 skips")
+    p.add_argument("--idle-conns-ours", default="10000,50000",
+                   help="larger holds for ours, comma list (default 10000,50000); 0 skips")
     p.add_argument("--hold", type=float, default=5.0, help="seconds the idle connections are held")
+    p.add_argument("--hold-largest", type=float, default=35.0,
+                   help="seconds the largest hold lasts (default 35: it spans a 30 s tick to every connection)")
     p.add_argument("--open-concurrency", type=int, default=200, help="handshakes in flight while opening")
-    p.add_argument("--healthz-s", type=float, default=3.0, help="seconds of GET /healthz")
+    p.add_argument("--healthz-s", type=float, default=3.0, help="seconds of GET /healthz (aiohttp client)")
+    p.add_argument("--probe-s", type=float, default=3.0, help="seconds of each raw-socket probe measure")
+    p.add_argument("--probe-reps", type=int, default=3, help="repetitions of each raw-socket probe measure")
     p.add_argument("--pause", type=float, default=1.0, help="idle seconds between measures")
+    p.add_argument("--baseline", default="main",
+                   help="git ref that `base`/`base5w` install (default main); `tree`/`tree5w` install the working tree "
+                        "the same way, so the two compare on equal terms in one run")
     add_output_args(p, "gateway", "keep the gateways' temp dirs (configs, logs)")
     args = p.parse_args(argv)
+    TITLES["base"] = f"openclaw-sup {args.baseline} (installed)"
+    TITLES["base5w"] = f"openclaw-sup {args.baseline} (installed) + 5 workers"
     args.gw_list = chosen(p, args.gateways, GATEWAYS, "gateway")
+    try:
+        args.big_holds = [int(n) for n in args.idle_conns_ours.split(",") if int(n) > 0]
+    except ValueError:
+        p.error(f"--idle-conns-ours {args.idle_conns_ours!r}: a comma list of numbers")
     return args
 
 
-def raise_nofile() -> dict[str, Any]:
-    """Soft RLIMIT_NOFILE up to the hard limit; the gateways inherit it (their own limit is read back)."""
+def raise_nofile(need: int) -> dict[str, Any]:
+    """The bench's RLIMIT_NOFILE up to `need` (the hard limit too when it is lower and we may raise it, as
+    root may); the gateways inherit it, and the report prints what each one had."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    new_soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {"softBefore": soft, "hard": hard, "soft": new_soft}
+    if hard != resource.RLIM_INFINITY and hard < need:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+    new_soft, new_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if new_hard != resource.RLIM_INFINITY and new_soft < new_hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_hard, new_hard))
+    new_soft, new_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {"softBefore": soft, "hardBefore": hard, "hard": new_hard, "soft": new_soft}
 
 
 # ==================================================================================== one gateway
@@ -148,20 +185,44 @@ async def _load(
         await asyncio.sleep(pause)
     hz, cpu = await with_cpu(gw, healthz(gw.http, args.healthz_s))
     res["healthz"] = {"reps": [{**hz, **cpu}]}
-    log(f"{gw.title}: GET /healthz {hz['perS']:.0f}/s")
+    log(f"{gw.title}: GET /healthz (aiohttp client) {hz['perS']:.0f}/s")
+    res["probes"] = {}
+    for method, path in PROBES:
+        reps = []
+        for _ in range(args.probe_reps):
+            await asyncio.sleep(pause)
+            pr, cpu = await with_cpu(gw, asyncio.to_thread(probe_loop, gw.port, path, args.probe_s, method))
+            reps.append({**pr, **cpu})
+        res["probes"][f"{method} {path}"] = {"reps": reps}
+        log(f"{gw.title}: {method} {path} raw client {summarize([r['perS'] for r in reps])['p50']:.0f}/s "
+            f"statuses {reps[-1]['statuses']}")
+    res["pipelined"] = await asyncio.to_thread(
+        probe_pipelined, gw.port, ["/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz"], 200)
+    log(f"{gw.title}: pipelined probes: {res['pipelined']['answers']}/{res['pipelined']['asked']} answers, "
+        f"problems {res['pipelined']['problems'] or 'none'}")
     res["holds"] = {}
+    pristine = gw.stats()  # before any hold: closing connections leaves memory the allocator keeps for reuse
     for n in holds:
         await asyncio.sleep(pause)
-        need = n + 200
         server_limit = gw.stats()["nofile"]
-        if limits["soft"] < need or (server_limit is not None and server_limit < need):
+        room = min(limits["soft"], server_limit or limits["soft"]) - FD_MARGIN
+        hold_n = min(n, room // 1000 * 1000)
+        if hold_n < n and (hold_n <= 0 or n <= args.idle_conns or any(m >= hold_n for m in holds if m < n)):
             res["holds"][str(n)] = {
                 "skipped": f"RLIMIT_NOFILE too low for {n} connections: bench soft "
                 f"{limits['soft']} (hard {limits['hard']}), gateway {server_limit}"
             }
             continue
         conc = min(args.open_concurrency, gw.preauth_cap or args.open_concurrency)
-        hold = await hold_idle(gw.url, n, args.hold, conc, gw.stats, gw.cpu_s)
+        hold_s = args.hold_largest if n == max(holds) and n > args.idle_conns else args.hold
+        hold = await hold_lean(gw.port, hold_n, hold_s, conc, gw.stats, gw.cpu_split)
+        hold["healthAfterHold"] = await gw.health_ok()
+        if hold_n < n:
+            # The fd limit allows fewer: hold what it allows and carry the measured cost per connection to n,
+            # counted from the tree before any hold (memory kept from an earlier hold is then part of the cost).
+            per_conn = {k: (hold["after"][k] - pristine[k]) / max(1, hold["held"]) for k in ("treeRss", "treePss")}
+            hold["extrapolatedTo"] = {"n": n, "limitedBy": f"RLIMIT_NOFILE {limits['soft']} (hard {limits['hard']})",
+                                      "perConnBytes": per_conn, **{k: pristine[k] + per_conn[k] * n for k in per_conn}}
         res["holds"][str(n)] = hold
         delta = (hold["after"]["treeRss"] - hold["before"]["treeRss"]) / MB
         log(
@@ -193,10 +254,16 @@ def _run_one(key: str, args: argparse.Namespace, limits: dict[str, Any]) -> dict
             holds = [args.idle_conns] if args.idle_conns > 0 else []
             return uvloop.run(measure(gw, args, args.real_runs, True, holds, limits))
         env = our_env(args.cache)
-        if key == "ours5w":
-            return uvloop.run(measure(OursWorkers(root, env), args, args.ours_runs, False, [], limits))
-        holds = [n for n in (args.idle_conns, args.idle_conns_ours) if n > 0]
-        return uvloop.run(measure(Ours(root, env), args, args.ours_runs, True, holds, limits))
+        try:
+            ref = args.baseline if key.startswith("base") else None
+            bindir = None if key.startswith("ours") else ensure_install(args.cache, ref)
+        except Unavailable as exc:
+            return {"title": TITLES[key], "skipped": str(exc), "problems": []}
+        if key.endswith("5w"):
+            gw5 = OursWorkers(root, env, bindir, TITLES[key])
+            return uvloop.run(measure(gw5, args, args.ours_runs, False, [], limits))
+        holds = [n for n in (args.idle_conns, *args.big_holds) if n > 0]
+        return uvloop.run(measure(Ours(root, env, bindir, TITLES[key]), args, args.ours_runs, True, holds, limits))
     finally:
         remove(root, args.keep_tmp)
 
@@ -209,7 +276,7 @@ def _starts(results: dict[str, Any], field: str) -> list[list[str]]:
     for key, r in results.items():
         values = [s[field] for s in r.get("starts", []) if field in s]
         if not values:
-            if field == "workersReportedMs" and key != "ours5w":
+            if field == "workersReportedMs" and not key.endswith("5w"):
                 continue
             rows.append(skipped_row(TITLES[key], r.get("skipped", "no data")))
             continue
@@ -220,7 +287,7 @@ def _starts(results: dict[str, Any], field: str) -> list[list[str]]:
 def _lat_rows(results: dict[str, Any], section: str, digits: int = 2, rate: bool = True) -> list[list[str]]:
     rows = []
     for key, r in results.items():
-        if key == "ours5w":
+        if key.endswith("5w"):
             continue
         m = r.get(section)
         if not m:
@@ -245,20 +312,66 @@ def _lat_rows(results: dict[str, Any], section: str, digits: int = 2, rate: bool
     return rows
 
 
-def _proc_label(cmdline: str) -> str:
-    """A short name for a tree member: our process titles are `openclaw-sup: <role> [profile]`."""
-    words = cmdline.split()
-    if words[:1] == ["openclaw-sup:"] and len(words) > 1:
-        return words[1]
-    return Path(words[0]).name if words else "?"
-
-
 def _cpu_pair(hold: dict[str, Any]) -> str:
     """Server tree and bench CPU while the connections were being opened, % of one core."""
     cpu = hold.get("openCpu") or {}
     wall = hold["openS"] or 1.0
     srv = cpu.get("serverCpuS")
     return f"{fmt(100 * srv / wall if srv is not None else None, 0)}/{fmt(100 * cpu.get('clientCpuS', 0) / wall, 0)}"
+
+
+def _probe_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for key, r in results.items():
+        probes = r.get("probes")
+        if key.endswith("5w"):
+            continue
+        if not probes:
+            rows.append(skipped_row(TITLES[key], r.get("skipped", "no data")))
+            continue
+        title = TITLES[key]
+        for name, m in probes.items():
+            reps = m["reps"]
+            lat = [v for rep in reps for v in rep["latencyMs"]]
+            wall = sum(rep["wallS"] for rep in reps)
+            rates = summarize([rep["perS"] for rep in reps])
+            statuses: dict[int, int] = {}
+            for rep in reps:
+                for st, k in rep["statuses"].items():
+                    statuses[int(st)] = statuses.get(int(st), 0) + k
+            rows.append([title, name, *spread(lat, 3), fmt(rates["p50"], 0), f"{rates['min']:.0f}-{rates['max']:.0f}",
+                         fmt(100 * sum(rep["serverCpuS"] for rep in reps) / wall, 0),
+                         fmt(100 * sum(rep["clientCpuS"] for rep in reps) / wall, 0),
+                         ",".join(f"{st}x{k}" for st, k in sorted(statuses.items()))])
+            title = ""
+    return rows
+
+
+def _print_timeline(results: dict[str, Any]) -> None:
+    """Milestones of our cold starts, from the tree's own stamps (bench/timeline/): median [min-max] ms."""
+    ours = {k: r for k, r in results.items() if k != "real" and any("timeline" in s for s in r.get("starts", []))}
+    if not ours:
+        return
+    keys = list(ours)
+    extra = [("portMs", "bench", "port accepts a TCP connection"),
+             ("rpcMs", "bench", "first successful `health` (fresh connection)"),
+             ("workersReportedMs", "bench", "all 5 idle workers reported")]
+
+    def values(r: dict[str, Any], name: str) -> list[float]:
+        return [s["timeline"][name] if name in s.get("timeline", {}) else s[name]
+                for s in r["starts"] if name in s.get("timeline", {}) or name in s]
+
+    rows = []
+    for name, who, what in [*STARTUP_MILESTONES, *extra]:
+        cells = []
+        for k in keys:
+            v = summarize(values(ours[k], name))
+            cells.append("-" if not v["n"] else f"{v['p50']:.0f} [{v['min']:.0f}-{v['max']:.0f}]")
+        if any(c != "-" for c in cells):
+            rows.append((summarize(values(ours[keys[0]], name))["p50"], [what, who, *cells]))
+    rows.sort(key=lambda r: (r[0] != r[0], r[0]))
+    print_table("start-up timeline: ms from spawn to each milestone, median [min-max] over the cold starts",
+                ["milestone", "process", *(TITLES[k] for k in keys)], [r for _, r in rows])
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, Any]) -> dict[str, Any]:
@@ -274,8 +387,8 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
             "load average still carries the previous gateway's load): " + ", ".join(loads)
         )
     print(
-        f"RLIMIT_NOFILE: soft {limits['softBefore']} -> {limits['soft']} (hard {limits['hard']}), inherited by "
-        "the gateways"
+        f"RLIMIT_NOFILE of the bench: soft {limits['softBefore']} -> {limits['soft']} (hard {limits['hardBefore']} -> "
+        f"{limits['hard']}), inherited by the gateways"
     )
     cols = ["gateway", "p50", "p90", "p99", "min", "max", "n"]
     print_table("spawn -> port accepts a TCP connection (ms), fresh state each start", cols, _starts(results, "portMs"))
@@ -311,8 +424,15 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
     )
     for key, r in results.items():
         if r.get("idle"):
-            names = [_proc_label(d["name"]) for d in r["idle"]["detail"]]
+            names = [process_role(d["name"]) for d in r["idle"]["detail"]]
             print(f"   {TITLES[key]}: {', '.join(names)}")
+    rows = []
+    for key, r in results.items():
+        if r.get("idle"):
+            rows += pss_split_rows(TITLES[key], r["idle"], {w: "w0..w4" for w in WORKERS})
+    print_table("idle memory per process (MB; PSS each = median of the processes of that row; priv dirty, shared, "
+                "PSS anon/file from smaps_rollup)", PSS_SPLIT_HEADER, rows)
+    _print_timeline(results)
     print_table(
         f"handshake: TCP + WS upgrade + challenge + connect -> hello-ok, {args.handshakes} sequential (ms)",
         [*cols, "errors"],
@@ -331,13 +451,21 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
         rcols,
         _lat_rows(results, "parallel"),
     )
-    print_table(
-        f"GET /healthz keep-alive, one connection, {args.healthz_s:g}s (ms)", rcols, _lat_rows(results, "healthz")
-    )
+    print_table(f"GET /healthz keep-alive, one connection, aiohttp client, {args.healthz_s:g}s (ms)", rcols,
+                _lat_rows(results, "healthz"))
+    print_table(f"health probes keep-alive, one connection, raw-socket client in a thread, {args.probe_s:g}s "
+                f"x{args.probe_reps} (latency ms, reps pooled)", ["gateway", "request", *rcols[1:], "statuses"],
+                _probe_rows(results))
+    for key, r in results.items():
+        pl = r.get("pipelined")
+        if pl:
+            print(f"   pipelined ({TITLES[key]}): GET and HEAD of the six probe paths written at once, 200 rounds: "
+                  f"{pl['answers']}/{pl['asked']} answers in order, {pl['perS']:,.0f}/s; statuses "
+                  f"{pl['statusByRequest']}; problems: {'; '.join(pl['problems']) or 'none'}")
     rows = []
     for key, r in results.items():
         holds = r.get("holds")
-        if key == "ours5w":
+        if key.endswith("5w"):
             continue
         if holds is None:
             rows.append(skipped_row(TITLES[key], r.get("skipped", "no data")))
@@ -348,10 +476,12 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
                 continue
             b, a = h["before"], h["after"]
             errs = sum(h["errors"].values())
+            cpu = h.get("holdCpuPct") or {}
             rows.append(
                 [
                     TITLES[key],
-                    n,
+                    n if h["requested"] == int(n) else f"{n} -> {h['requested']}",
+                    str(len(h.get("sources", [])) or 1),
                     str(h["concurrency"]),
                     str(h["opened"]),
                     str(h["held"]),
@@ -363,107 +493,118 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
                     fmt(a["treeRss"] / MB),
                     fmt((a["treeRss"] - b["treeRss"]) / MB),
                     fmt((a["treePss"] - b["treePss"]) / MB),
+                    fmt(h.get("holdS"), 0),
+                    f"{fmt(cpu.get('supervisor'), 2)}/{fmt(cpu.get('tree'), 2)}",
+                    str(h.get("eventsDuringHold", "-")),
                     "yes" if h["healthAfterHold"] else "NO",
                 ]
             )
     print_table(
-        f"idle authenticated connections held {args.hold:g}s; server tree memory (MB)",
-        [
-            "gateway",
-            "asked",
-            "in flight",
-            "opened",
-            "held",
-            "errors",
-            "503 retries",
-            "open s",
-            "CPU% srv/bench",
-            "RSS before",
-            "RSS held",
-            "RSS delta",
-            "PSS delta",
-            "health ok",
-        ],
+        "idle authenticated connections held; server tree memory (MB)",
+        ["gateway", "asked", "src IPs", "in flight", "opened", "held", "errors", "503 retries", "open s",
+         "CPU% srv/bench", "RSS before", "RSS held", "RSS delta", "PSS delta", "hold s", "CPU% root/tree held",
+         "events held", "health ok"],
         rows,
     )
     print(
         "   in flight: handshakes at once while opening (the real gateway admits 32 pre-auth connections per IP "
-        "and answers 503 beyond; refused upgrades are retried)"
+        "and answers 503 beyond; refused upgrades are retried). Client: one lean asyncio protocol per connection "
+        "(bench/gw_lean.py), from 127.0.0.1.. as many loopback source addresses as 20 000 per address need. "
+        "CPU% root/tree held: while held, % of one core, of the root process (our supervisor) and of the whole "
+        "tree; events held: frames the clients got meanwhile (a `tick` to each every 30 s)."
     )
     for key, r in results.items():
         for n, h in (r.get("holds") or {}).items():
             if h.get("errors"):
                 print(f"   {TITLES[key]} ({n}) errors: {h['errors']}")
+            ext = h.get("extrapolatedTo")
+            if ext:
+                per = ext.get("perConnBytes") or {}
+                print(f"   {TITLES[key]} ({n}): {ext['limitedBy']} allows {h['requested']}; at {ext['n']} connections "
+                      f"the cost per held connection measured from the tree before any hold "
+                      f"({per.get('treeRss', 0) / 1024:.2f} KB RSS) gives tree RSS {ext['treeRss'] / MB:.1f} MB, PSS "
+                      f"{ext['treePss'] / MB:.1f} MB (extrapolated, not measured)")
     stops = [f"{TITLES[k]} {fmt(r['stopMs'], 0)} ms" for k, r in results.items() if r.get("stopMs") is not None]
     if stops:
         print("\nSIGTERM -> exit (last instance, after the load): " + ", ".join(stops))
-    verdicts = _targets(results.get("ours"))
+    verdicts = _targets(results)
     problems = [p for r in results.values() for p in r.get("problems", [])]
     print_problems(problems)
     return verdicts
 
 
-def _targets(ours: dict[str, Any] | None) -> dict[str, Any]:
-    if not ours or not ours.get("starts"):
-        return {}
+def _hold_checks(ours: dict[str, Any], n: int, limit: float) -> list[tuple[str, float | None, float, str]]:
+    h = (ours.get("holds") or {}).get(str(n))
+    if not h or "after" not in h:
+        return []
+    k = f"{n // 1000}k"
+    ext = h.get("extrapolatedTo")
+    if ext:
+        held = h["held"] >= h["requested"]
+        got = f"{h['held'] // 1000}k held"
+        return [(f"{k} idle conns: tree RSS < {limit:g} MB (from {got})", ext["treeRss"] / MB if held else None,
+                 limit, "<"),
+                (f"{k} idle conns: tree PSS < {limit:g} MB (from {got})", ext["treePss"] / MB if held else None,
+                 limit, "<")]
+    held = h["held"] >= n
+    return [
+        (f"{k} idle conns: tree RSS < {limit:g} MB", h["after"]["treeRss"] / MB if held else None, limit, "<"),
+        (f"{k} idle conns: tree PSS < {limit:g} MB", h["after"]["treePss"] / MB if held else None, limit, "<"),
+    ]
+
+
+def _targets(results: dict[str, Any]) -> dict[str, Any]:
+    verdicts: dict[str, Any] = {}
+    for key in OURS:
+        ours = results.get(key)
+        if ours and ours.get("starts"):
+            verdicts.update({f"{key}: {k}": v for k, v in _targets_of(key, ours, results.get(f"{key}5w")).items()})
+    return verdicts
+
+
+def _targets_of(key: str, ours: dict[str, Any], with5w: dict[str, Any] | None) -> dict[str, Any]:
     checks: list[tuple[str, float | None, float, str]] = []
     rpc = [s["rpcMs"] for s in ours.get("starts", [])]
     if rpc:
-        checks.append(("first RPC < 0.5 s (p50, ms)", summarize(rpc)["p50"], TARGETS["first_rpc_ms"], "<"))
-        checks.append(("first RPC < 0.5 s (max, ms)", max(rpc), TARGETS["first_rpc_ms"], "<"))
+        checks.append(("first RPC < 150 ms (p50)", summarize(rpc)["p50"], TARGETS["first_rpc_ms"], "<"))
+    for label, r in (("alone", ours), ("+ 5 idle workers", with5w)):
+        idle = (r or {}).get("idle")
+        if idle:
+            checks.append((f"idle tree PSS < 50 MB ({label})", idle["treePss"] / MB, TARGETS["idle_pss_mb"], "<"))
     seq = ours.get("sequential")
     if seq:
         rate = summarize([rep["perS"] for rep in seq["reps"]])["p50"]
         lat = [v for rep in seq["reps"] for v in rep["latencyMs"]]
         checks.append(("sequential >= 5000 req/s (p50 of reps)", rate, TARGETS["seq_per_s"], ">="))
         checks.append(("sequential p99 < 2 ms", summarize(lat)["p99"], TARGETS["seq_p99_ms"], "<"))
-    big = [h for n, h in (ours.get("holds") or {}).items() if int(n) >= 10_000 and "after" in h]
-    if big:
-        h = big[0]
-        held_ok = h["held"] >= 10_000
-        checks.append(
-            (
-                "10k idle conns: tree RSS < 200 MB",
-                h["after"]["treeRss"] / MB if held_ok else None,
-                TARGETS["idle10k_mb"],
-                "<",
-            )
-        )
-        checks.append(
-            (
-                "10k idle conns: tree PSS < 200 MB",
-                h["after"]["treePss"] / MB if held_ok else None,
-                TARGETS["idle10k_mb"],
-                "<",
-            )
-        )
-        checks.append(
-            (
-                "  RSS delta for them < 200 MB",
-                (h["after"]["treeRss"] - h["before"]["treeRss"]) / MB if held_ok else None,
-                TARGETS["idle10k_mb"],
-                "<",
-            )
-        )
-    print("\n== targets (openclaw-sup)")
+    probe = (ours.get("probes") or {}).get("GET /healthz")
+    if probe:
+        rate = summarize([rep["perS"] for rep in probe["reps"]])["p50"]
+        lat = [v for rep in probe["reps"] for v in rep["latencyMs"]]
+        checks.append(("GET /healthz >= 15000 req/s (p50 of reps)", rate, TARGETS["probe_per_s"], ">="))
+        checks.append(("GET /healthz p99 < 0.5 ms", summarize(lat)["p99"], TARGETS["probe_p99_ms"], "<"))
+    checks += _hold_checks(ours, 10_000, TARGETS["idle10k_mb"])
+    checks += _hold_checks(ours, 50_000, TARGETS["idle50k_mb"])
+    print(f"\n== targets ({TITLES[key]})")
     verdicts: dict[str, Any] = {}
     for name, value, limit, op in checks:
         met = value is not None and (value < limit if op == "<" else value >= limit)
-        print(f"   {name:<36} {fmt(value):>10}   {'met' if met else 'NOT MET'}")
+        print(f"   {name:<42} {fmt(value):>10}   {'met' if met else 'NOT MET'}")
         verdicts[name] = {"value": value, "limit": limit, "met": met}
     return verdicts
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    limits = raise_nofile()
+    limits = raise_nofile(max([args.idle_conns, *args.big_holds]) + 1000)
     started = dt.datetime.now(dt.UTC)
     log(f"gateways {','.join(args.gw_list)}; RLIMIT_NOFILE {limits}")
     results: dict[str, Any] = {}
     for key in args.gw_list:
         results[key] = run_one(key, args, limits)
     finished = dt.datetime.now(dt.UTC)
-    publish("gateway", args, started, finished, "client: aiohttp on uvloop, one process",
+    headline = "client: aiohttp on uvloop, one process (lean protocols for holds, a raw socket for probes)"
+    publish("gateway", args, started, finished, headline,
             lambda: report(results, args, limits), {"rlimitNofile": limits, "gateways": results})
     return 0
 

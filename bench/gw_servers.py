@@ -22,7 +22,16 @@ from typing import Any
 
 import aiohttp
 import psutil
-from bench_common import Listener, free_port, tree_memory
+from bench_common import (
+    STARTUP_MODULES,
+    Listener,
+    free_port,
+    log_times,
+    read_timeline,
+    startup_milestones,
+    timeline_env,
+    tree_memory,
+)
 from bench_managers import BENCH_DIR, OUR_BIN, REPO, WORKERS, Unavailable, bytecode_env
 from gw_client import TOKEN, RpcFailed, new_session, open_conn
 
@@ -191,12 +200,31 @@ class Gateway:
         return mem
 
     def cpu_s(self) -> float:
-        cpu = 0.0
+        return self.cpu_split()["tree"]
+
+    def cpu_split(self) -> dict[str, float]:
+        """CPU seconds of the whole tree and of its root (our supervisor; the real gateway's launcher)."""
+        cpu = {"tree": 0.0, "supervisor": 0.0}
         for p in self.tree():
             with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
-                cpu += t.user + t.system
+                cpu["tree"] += t.user + t.system
+                if p.pid == self.pid:
+                    cpu["supervisor"] = t.user + t.system
         return cpu
+
+    async def health_ok(self) -> bool:
+        """A fresh connection still gets `health` answered (after a load)."""
+        async with new_session() as session:
+            try:
+                conn = await open_conn(session, self.url, timeout=10)
+                try:
+                    await conn.call("health", timeout=10)
+                finally:
+                    await conn.close()
+            except (RpcFailed, OSError, aiohttp.ClientError, TimeoutError):
+                return False
+        return True
 
     def stop(self, timeout: float = 20.0) -> float | None:
         """SIGTERM to the gateway (not its group: it stops its own children) -> exit, in ms; reaps leftovers."""
@@ -243,6 +271,11 @@ class Ours(Gateway):
     key = "ours"
     title = "openclaw-sup"
 
+    def __init__(self, root: Path, env: dict[str, str], bindir: Path | None = None, title: str | None = None) -> None:
+        super().__init__(root, env)
+        self.bin = (bindir or OUR_BIN.parent) / "openclaw-sup"
+        self.title = title or self.title
+
     def prepare(self) -> None:
         self.state = self.run_dir / "state2"
         self.home = self.run_dir / "home2"
@@ -256,12 +289,31 @@ class Ours(Gateway):
         (self.state / "openclaw.json").write_text(json.dumps(cfg))
 
     def argv(self) -> list[str]:
-        return [str(OUR_BIN), "gateway", "--port", str(self.port)]
+        return [str(self.bin), "gateway", "--port", str(self.port)]
 
     def env(self) -> dict[str, str]:
         env = dict(self.base_env)
         env.update(HOME=str(self.home), OPENCLAW_STATE_DIR=str(self.state))
+        env.update(timeline_env(self.timeline_file, STARTUP_MODULES, self.pythonpath()))
         return env
+
+    def pythonpath(self) -> str | None:
+        return None
+
+    @property
+    def timeline_file(self) -> Path:
+        return self.run_dir / "timeline.txt"
+
+    async def wait_ready(self) -> dict[str, Any]:
+        """Also the start-up timeline: milestones from the tree's own stamps (bench/timeline/), ms from spawn."""
+        offset = time.time() - time.monotonic()
+        res = await super().wait_ready()
+        deadline = time.monotonic() + 3
+        while not (ready := log_times(self.gw_log, "ready (pid", offset)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the first workers' ready records follow the first RPC closely
+        res["timeline"] = startup_milestones(read_timeline(self.timeline_file), self.pid, self.port, self.t_spawn,
+                                             ready)
+        return res
 
     def log_tail(self) -> str:
         return _tail(self.gw_log) or super().log_tail()
@@ -289,8 +341,8 @@ class OursWorkers(Ours):
     key = "ours5w"
     title = "openclaw-sup + 5 idle workers"
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        super().__init__(root, env)
+    def __init__(self, root: Path, env: dict[str, str], bindir: Path | None = None, title: str | None = None) -> None:
+        super().__init__(root, env, bindir, title)
         self.listener: Listener | None = None
         self.mark = 0
 
@@ -305,8 +357,11 @@ class OursWorkers(Ours):
 
     def env(self) -> dict[str, str]:
         env = super().env()
-        env.update(OPENCLAW_SUP_CONFIG=str(self.settings), PYTHONPATH=str(BENCH_DIR))
+        env.update(OPENCLAW_SUP_CONFIG=str(self.settings))
         return env
+
+    def pythonpath(self) -> str | None:
+        return str(BENCH_DIR)
 
     async def wait_ready(self) -> dict[str, Any]:
         res = await super().wait_ready()

@@ -1,13 +1,16 @@
-"""Read JSON5 files with `${VAR}` substitution, naming the file and the reason on failure."""
+"""Read JSON5 files with `${VAR}` substitution, naming the file and the reason on failure.
+
+Most config files are plain JSON (what the CLI writes): those are read by the standard library, and the JSON5
+parser (with the modules it pulls in, about 2 MB in every process that reads a config) is imported only for a
+file that is JSON5 proper or not valid at all, which it then reads or explains."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any
-
-import pyjson5
 
 _VAR = re.compile(r"\$(\$?)\{([A-Z_][A-Z0-9_]*)\}")
 _NEAR = re.compile(r"\bnear (\d+)")
@@ -78,7 +81,15 @@ def json5_error(exc: Exception, text: str) -> tuple[int, int, str]:
 
 
 def parse_json5(text: str, source: str) -> Any:
-    """Parse JSON5 text; a syntax error names the source, the line and column, and what is wrong there."""
+    """Parse JSON5 text; a syntax error names the source, the line and column, and what is wrong there.
+
+    JSON is JSON5: a document the standard parser accepts means the same in both."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    import pyjson5
+
     try:
         return pyjson5.decode(text)
     except pyjson5.Json5Exception as exc:

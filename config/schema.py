@@ -12,7 +12,6 @@ any), and as needed `enum`, `min`, `max`, `pattern`, `format`, `default`, `secre
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import re
@@ -809,6 +808,8 @@ EXPECTED = {
 
 
 def _closest(key: str, known: list[str]) -> str | None:
+    import difflib  # only for a config with an unknown key
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     return close[0] if close else None
 

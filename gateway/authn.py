@@ -7,6 +7,7 @@ clients branch on `details.code` and older ones still match the `unauthorized: .
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -221,11 +222,13 @@ def is_direct_loopback(ip: str, headers: Mapping[str, str]) -> bool:
     return normalize_ip(ip)[1] and not any(h in headers for h in FORWARD_HEADERS)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_ip(ip: str) -> tuple[str, bool]:
     """Canonical limiter key for an address and whether it is loopback.
 
     IPv4-mapped IPv6 collapses to IPv4 so one client cannot get two budgets; strings that are not addresses
-    (e.g. a per-Origin key for browser sockets) are kept verbatim and are never loopback.
+    (e.g. a per-Origin key for browser sockets) are kept verbatim and are never loopback. Remembered per
+    string: parsing an address costs tens of microseconds, and every request and handshake asks.
     """
     raw = ip.strip()
     try:

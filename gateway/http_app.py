@@ -1,32 +1,29 @@
-"""The aiohttp side of the gateway port: health probes, the HTTP API, the Control UI, late WebSocket upgrades.
+"""The aiohttp side of the gateway port: the HTTP API, the Control UI, late WebSocket upgrades, and the health
+probes that arrive on a connection aiohttp already owns (the raw transport answers the others).
 
-Imported once the port is bound (aiohttp is the heaviest import of the supervisor), so the WebSocket
-protocol is served from the first moment and plain HTTP a moment later; a request that arrives in
-between waits for it (see `GatewayServer.http_protocol`).
+Imported when the first request for it arrives (aiohttp is the heaviest import of the supervisor): the
+WebSocket protocol and the probes never wait for it, and that first request waits while it loads (see
+`GatewayServer.http_protocol`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
+from openclaw_sup.gateway import probes
 from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.controlui import add_control_ui
-from openclaw_sup.gateway.port import MessageHandler
+from openclaw_sup.gateway.port import KEEPALIVE_S, MessageHandler
 from openclaw_sup.gateway.protocol import MAX_PAYLOAD
 from openclaw_sup.gateway.wsframe import upgrade_problem
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.server import GatewayServer
-
-
-KEEPALIVE_S = 15.0
-"""An idle kept-alive HTTP connection is closed after this (aiohttp's default is an hour); it also bounds
-a request head dripped on a kept-alive connection, which aiohttp only parses once complete."""
 
 
 async def start_runner(srv: GatewayServer) -> web.AppRunner:
@@ -37,14 +34,10 @@ async def start_runner(srv: GatewayServer) -> web.AppRunner:
 
 
 def build_app(srv: GatewayServer) -> web.Application:
-    probes = Probes(srv)
     app = web.Application()
-    for path in ("/health", "/healthz"):
-        app.router.add_route("GET", path, probes.live)
-    for path in ("/ready", "/readyz"):
-        app.router.add_route("GET", path, probes.ready)
-    for path in ("/startup", "/startupz"):
-        app.router.add_route("GET", path, probes.startup)
+    probe = probe_route(srv)
+    for path in probes.KINDS:
+        app.router.add_get(path, probe)  # HEAD too
 
     async def root(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -61,37 +54,16 @@ def build_app(srv: GatewayServer) -> web.Application:
     return app
 
 
-class Probes:
-    """`/health(z)`, `/ready(z)`, `/startup(z)` with the spec's bodies; details only for loopback callers."""
+def probe_route(srv: GatewayServer) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The probes' route, with the raw transport's answer (`gateway/probes.py`)."""
+    async def probe(request: web.Request) -> web.Response:
+        kind = probes.kind_of(request.path)
+        assert kind is not None
+        status, body = probes.verdict(srv, kind, is_direct_loopback(request.remote or "", request.headers))
+        return web.Response(status=status, body=body, content_type="application/json", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
 
-    def __init__(self, srv: GatewayServer) -> None:
-        self.srv = srv
-
-    def _body(self, request: web.Request, ok: bool, status: str, **detail: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"ok": ok, "status": status}
-        if is_direct_loopback(request.remote or "", request.headers):
-            body.update(version=self.srv.version, uptimeMs=int((time.monotonic() - self.srv.started) * 1000),
-                        **detail)
-        return body
-
-    async def live(self, request: web.Request) -> web.Response:
-        return web.json_response(self._body(request, True, "live"))
-
-    async def startup(self, request: web.Request) -> web.Response:
-        r = self.srv.readiness()
-        if self.srv.draining:
-            return web.json_response(self._body(request, False, "draining"), status=503)
-        if not r["started"]:
-            return web.json_response(self._body(request, False, "starting", pendingReason=r.get("pending")),
-                                     status=503)
-        return web.json_response(self._body(request, True, "started"))
-
-    async def ready(self, request: web.Request) -> web.Response:
-        r = self.srv.readiness()
-        ok = r["ready"] and not self.srv.draining
-        status = "ready" if ok else ("draining" if self.srv.draining else "not-ready")
-        return web.json_response(self._body(request, ok, status, workers=r.get("workers")),
-                                 status=200 if ok else 503)
+    return probe
 
 
 async def late_upgrade(srv: GatewayServer, request: web.Request, endpoint: bool = False) -> web.StreamResponse:

@@ -1,12 +1,14 @@
-"""One accepted socket on the gateway port: a WebSocket upgrade is served here, anything else goes to aiohttp.
+"""One accepted socket on the gateway port: WebSocket upgrades and health probes are served here, the rest by aiohttp.
 
 Every socket is admitted first (`gateway/admission.py`). Then the first request head decides, once it is
 complete: it must arrive within the head timeout (10 s, `limits.headTimeoutMs`), fit in 16 KiB and use CRLF
 line ends, or it is answered 408, 431 or 400 here (aiohttp, which owns a connection once handed over, has
 no deadline on a first head). A clean `GET /` upgrade is answered with 101 on the raw transport and the
-socket becomes a `WireSocket` for a message handler (the gateway's `Connection`); every other request, and
-any upgrade this module doubts, is handed with its bytes to aiohttp's protocol, which owns that transport
-from then on.
+socket becomes a `WireSocket` for a message handler (the gateway's `Connection`); a health probe (GET or HEAD
+of `/health(z)`, `/ready(z)`, `/startup(z)`, `gateway/probes.py`) is answered here too and the connection
+kept for the next request, pipelined or not, each head judged as the first; every other request, and any
+upgrade this module doubts, is handed with its bytes to aiohttp's protocol, which owns that transport from
+then on.
 
 An idle WebSocket costs a transport and two small objects: no framework request, no reader queue, no
 handler task. Reads pause while the peer is not reading what we write, so a client can never make the
@@ -16,9 +18,7 @@ supervisor buffer more than one transport's high-water mark of replies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import socket
 from collections.abc import Mapping
 from typing import Protocol, cast
 
@@ -44,6 +44,10 @@ HEAD_LIMIT = 16 * 1024
 """Upstream's (Node's) limit on a request head, however it arrives."""
 HEAD_MAX_LINES = 128
 CLOSE_WAIT_S = 2.0
+KEEPALIVE_S = 15.0
+"""An idle kept-alive HTTP connection is closed after this, here (after a probe) as on aiohttp's side (whose
+default is an hour); there it also bounds a request head dripped on a kept-alive connection, which aiohttp
+only parses once complete."""
 
 SNIFF, PARKED, OPEN, CLOSING, CLOSED = range(5)
 PARKED_LIMIT = 1 << 20
@@ -52,6 +56,9 @@ HOLD_WRITE, HOLD_BUSY = 1, 2
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _METHOD = re.compile(rb"[A-Z_-]{1,16}(?: |\Z)")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+"""Bytes no request head may hold (RFC 9110 field values allow HTAB only): such a request goes to aiohttp,
+which refuses it."""
 
 
 class MessageHandler(Protocol):
@@ -95,6 +102,9 @@ class PortOwner(Protocol):
         """None parks `sock` until HTTP is up; the owner then calls `sock.hand_over()`."""
 
     def open_socket(self, sock: WireSocket, peer_ip: str, headers: Mapping[str, str]) -> MessageHandler: ...
+
+    def probe(self, method: str, target: str, headers: Mapping[str, str], peer_ip: str) -> bytes | None:
+        """The whole answer to a health probe, or None if this request is not one to answer here."""
 
 
 def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
@@ -144,8 +154,8 @@ def refusal(status: int, reason: str) -> bytes:
 
 
 class PortProtocol(asyncio.Protocol):
-    __slots__ = ("_admitted", "_buf", "_frag", "_frag_text", "_handler", "_hold", "_label", "_owner", "_scan",
-                 "_state", "_timer", "closed", "max_size", "transport")
+    __slots__ = ("_admitted", "_buf", "_frag", "_frag_text", "_handler", "_hold", "_kept", "_label", "_owner",
+                 "_scan", "_state", "_timer", "closed", "max_size", "transport")
 
     def __init__(self, owner: PortOwner, admitted: Member | None = None) -> None:
         self._owner = owner
@@ -153,6 +163,7 @@ class PortProtocol(asyncio.Protocol):
         self._state = SNIFF
         self._buf = bytearray()
         self._scan = 0
+        self._kept = False
         self._frag: bytearray | None = None
         self._frag_text = False
         self._handler: MessageHandler | None = None
@@ -167,11 +178,7 @@ class PortProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        peer = transport.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")  # SO_KEEPALIVE comes from the listening socket
         admission = self._owner.admission
         if self._admitted is not None:  # the place it held through the handshake passes to this socket
             admission.release(self._admitted)
@@ -186,6 +193,10 @@ class PortProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._buf += data
         if self._state == SNIFF:
+            if self._kept:  # the next request on a kept-alive connection: its head gets the head timeout
+                self._kept = False
+                self._cancel_timer()
+                self._timer = asyncio.get_running_loop().call_later(self._owner.head_timeout_s, self._head_timeout)
             self._sniff()
         elif self._state == PARKED:
             if len(self._buf) > PARKED_LIMIT and self.transport is not None:
@@ -203,6 +214,8 @@ class PortProtocol(asyncio.Protocol):
         self._set_hold(HOLD_WRITE, False)
         if self._handler is not None and self._state == OPEN:
             self._handler.writable()
+        elif self._state == SNIFF and self._buf:
+            self._sniff()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = CLOSED
@@ -219,31 +232,69 @@ class PortProtocol(asyncio.Protocol):
     # -- the first request ---------------------------------------------------------------------------
 
     def _sniff(self) -> None:
-        buf = self._buf
-        if not _could_be_http(buf):
-            self.hand_over()  # not HTTP at all (TLS, a port scanner...): aiohttp answers 400
-            return
-        m = _HEAD_END.search(buf, max(0, self._scan - 3))
-        if m is None:
-            self._scan = len(buf)
-            if len(buf) > HEAD_LIMIT:
-                self._refuse(431, f"request head exceeds {HEAD_LIMIT} bytes")
-            return
-        problem = head_problem(buf, m.end())
-        if problem is not None:
-            self._refuse(*problem)
-            return
-        self._cancel_timer()
-        end = m.start()
-        parsed = parse_head(bytes(buf[:end])) if buf.startswith(b"GET ") else None
+        """Judge each complete request head: answer a probe (pipelined ones in order, while the peer reads the
+        answers), take a clean upgrade, hand anything else over."""
+        while self._state == SNIFF and self._buf and not self._hold & HOLD_WRITE:
+            buf = self._buf
+            if not _could_be_http(buf):
+                self.hand_over()  # not HTTP at all (TLS, a port scanner...): aiohttp answers 400
+                return
+            m = _HEAD_END.search(buf, max(0, self._scan - 3))
+            if m is None:
+                self._scan = len(buf)
+                if len(buf) > HEAD_LIMIT:
+                    self._refuse(431, f"request head exceeds {HEAD_LIMIT} bytes")
+                return
+            problem = head_problem(buf, m.end())
+            if problem is not None:
+                self._refuse(*problem)
+                return
+            self._cancel_timer()
+            self._scan = 0
+            parsed = parse_head(bytes(buf[:m.start()])) if buf.startswith((b"GET ", b"HEAD ")) else None
+            if parsed is None or not self._probe(parsed, m.end()):
+                self._upgrade(parsed, m.end())
+                return
+
+    def _probe(self, parsed: tuple[str, str, dict[str, str]], used: int) -> bool:
+        """Answer a health probe and keep the connection for the next request; False if it is not one."""
+        method, target, headers = parsed
+        assert self.transport is not None
+        if _CONTROL.search(self._buf, 0, used):
+            return False
+        peer = self.transport.get_extra_info("peername")
+        answer = self._owner.probe(method, target, headers, peer[0] if peer else "")
+        if answer is None:
+            return False
+        del self._buf[:used]
+        self.transport.write(answer)
+        loop = asyncio.get_running_loop()
+        if "close" in headers.get("connection", "").lower():
+            self._state = CLOSED
+            self.transport.close()
+        elif self._buf:
+            self._timer = loop.call_later(self._owner.head_timeout_s, self._head_timeout)
+        else:
+            self._kept = True
+            self._timer = loop.call_later(KEEPALIVE_S, self._idle)
+        return True
+
+    def _idle(self) -> None:
+        self._timer = None
+        if self._state == SNIFF and self._kept and self.transport is not None:
+            self._state = CLOSED
+            self.transport.close()
+
+    def _upgrade(self, parsed: tuple[str, str, dict[str, str]] | None, used: int) -> None:
         if parsed is None or upgrade_problem(*parsed) is not None:
             self.hand_over()
             return
         _method, _target, headers = parsed
+        buf = self._buf
         assert self.transport is not None
         self.transport.write(accept_response(headers["sec-websocket-key"]))
         self._state = OPEN
-        self._buf = buf[m.end():]
+        self._buf = buf[used:]
         peer = self.transport.get_extra_info("peername")
         self._handler = self._owner.open_socket(self, peer[0] if peer else "", headers)
         self._handler.opened()

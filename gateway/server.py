@@ -1,11 +1,11 @@
 """The one listener of the gateway port, run inside the supervisor's event loop (uvloop).
 
-`GET /` with an Upgrade is the WebSocket protocol, served on the raw transport (`gateway/port.py`); every
-other request goes to aiohttp (`gateway/http_app.py`): the unauthenticated health probes of the spec, the
-HTTP API, the Control UI (`gateway/controlui.py`), and 404 for the rest. aiohttp is imported on a thread just
-after the bind, while the supervisor attaches its fork server and starts workers, so it is off the start-up
-path. Binding retries briefly on
-EADDRINUSE (a previous instance may still be closing), as upstream.
+`GET /` with an Upgrade is the WebSocket protocol and the spec's unauthenticated health probes are answered,
+both on the raw transport (`gateway/port.py`, `gateway/probes.py`); every other request goes to aiohttp
+(`gateway/http_app.py`): the HTTP API, the Control UI (`gateway/controlui.py`), and 404 for the rest. aiohttp
+is imported (on a thread, while the loop keeps serving) when the first such request arrives, so a gateway
+that only WebSocket clients and probes talk to never loads it. Binding retries briefly on EADDRINUSE (a
+previous instance may still be closing), as upstream.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup.config.settings import PortLimits
+from openclaw_sup.gateway import probes
 from openclaw_sup.gateway.admission import Admission, per_address_from_env
 from openclaw_sup.gateway.authn import is_direct_loopback
 from openclaw_sup.gateway.port import PortProtocol, WireSocket
@@ -47,12 +48,15 @@ class BindError(RuntimeError):
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound, listening TCP socket for `host` (an address literal, v4 or v6), as the loop's server makes."""
-    family, kind, proto, _name, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                          flags=socket.AI_PASSIVE)[0]
+    """A bound, listening TCP socket for `host` (an address literal, v4 or v6), made here rather than by the
+    loop's server: the host goes to the resolver as bytes, so neither a resolver thread pool nor the IDNA codec
+    is started for it. Accepted sockets inherit its SO_KEEPALIVE."""
+    family, kind, proto, _name, addr = socket.getaddrinfo(host.encode("ascii", "replace"), port,
+                                                          type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
@@ -118,11 +122,22 @@ class GatewayServer:
         return len(server.connections) if server is not None else 0
 
     def http_protocol(self, sock: PortProtocol) -> asyncio.Protocol | None:
-        """aiohttp's protocol for a new HTTP connection, or None (the socket is parked until it is up)."""
+        """aiohttp's protocol for a new HTTP connection, or None (the socket is parked until it is up; the
+        first one brings it up)."""
         if self._runner is None or self._runner.server is None:
             self._parked.append(sock)
+            if self._http_setup is None and not self.draining:
+                self._http_setup = asyncio.get_running_loop().create_task(self._start_http())
             return None
         return self._runner.server()
+
+    def probe(self, method: str, target: str, headers: Mapping[str, str], peer_ip: str) -> bytes | None:
+        kind = probes.kind_of(target)
+        if kind is None or not probes.answerable(method, headers):
+            return None
+        status, body = probes.verdict(self, kind, is_direct_loopback(peer_ip, headers))
+        return probes.response(status, body, head=method == "HEAD",
+                               close="close" in headers.get("connection", "").lower())
 
     def open_socket(self, sock: WireSocket, peer_ip: str, headers: Mapping[str, str]) -> Connection:
         from openclaw_sup.gateway.connection import Connection
@@ -141,8 +156,8 @@ class GatewayServer:
                     self._tls = TlsAcceptor(listening_socket(self.host, self.port), self.ssl_context,
                                             self.admission, lambda pending: PortProtocol(self, pending))
                 else:
-                    self._listener = await loop.create_server(lambda: PortProtocol(self), self.host, self.port,
-                                                              reuse_address=True, backlog=BACKLOG)
+                    self._listener = await loop.create_server(lambda: PortProtocol(self),
+                                                              sock=listening_socket(self.host, self.port))
                 break
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and attempt < BIND_RETRIES:
@@ -151,7 +166,6 @@ class GatewayServer:
                 if exc.errno == errno.EADDRINUSE:
                     raise BindError(f"another gateway instance is already listening on {url}") from None
                 raise BindError(f"failed to bind gateway socket on {url}: {exc.strerror}") from None
-        self._http_setup = loop.create_task(self._start_http())
 
     async def _start_http(self) -> None:
         """Bring up aiohttp; if that fails (e.g. out of descriptors while importing), WebSocket clients keep

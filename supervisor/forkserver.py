@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import importlib
 import itertools
 import os
 import socket
@@ -24,6 +26,9 @@ import orjson
 from openclaw_sup.ipc.forkproto import MAX_PACKET
 
 ExitCallback = Callable[[int, int], None]
+
+SHARED = ("asyncio", "uvloop", "zmq", "orjson", "setproctitle", "openclaw_sup.ipc.bus")
+"""What the supervisor, the fork server and every worker all run: imported once, before the first fork."""
 
 
 class ForkServerError(RuntimeError):
@@ -47,8 +52,17 @@ class ForkServer:
     # -- starting ------------------------------------------------------------------------------------
 
     @classmethod
-    def fork(cls, profile: str, kind_modules: list[str], close_fds: tuple[int, ...] = ()) -> ForkServer:
-        """Fork the fork server; call before any thread, event loop or ZeroMQ context exists."""
+    def fork(cls, profile: str, kind_modules: list[str], close_fds: tuple[int, ...] = (),
+             kinds: tuple[str, ...] = ()) -> ForkServer:
+        """Fork the fork server; call before any thread, event loop or ZeroMQ context exists.
+
+        The libraries every process of the tree runs are imported first and frozen out of the garbage
+        collector, so the fork server and the workers it forks share those pages with the supervisor. `kinds`
+        (the workers the config asks for) are imported by the fork server while the supervisor binds the port,
+        so the first workers cost a fork each."""
+        for name in SHARED:
+            importlib.import_module(name)
+        gc.freeze()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent_pid = os.getpid()
         pid = os.fork()
@@ -58,7 +72,7 @@ class ForkServer:
                 os.close(fd)
             from openclaw_sup.workers import forkserver
 
-            forkserver.run(theirs, parent_pid, profile, kind_modules)
+            forkserver.run(theirs, parent_pid, profile, kind_modules, kinds)
         theirs.close()
         return cls(pid, ours)
 

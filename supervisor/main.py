@@ -154,13 +154,15 @@ def run(argv: list[str]) -> int:
         lock.release()
         return EXIT_CONFIG
 
+    from openclaw_sup.config.plan import worker_specs
     from openclaw_sup.supervisor.fdlimit import raise_soft_limit
     from openclaw_sup.supervisor.forkserver import ForkServer
     from openclaw_sup.supervisor.sdnotify import Notifier
 
     raise_soft_limit(settings.limits.nofile)  # before the fork: the workers get the same limit
     notifier = Notifier.from_env()  # before the fork: children must not inherit NOTIFY_SOCKET
-    fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), close_fds=(lock.fd,))
+    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
+    fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), close_fds=(lock.fd,), kinds=kinds)
 
     # Only now: modules that may start threads or loops.
     import setproctitle

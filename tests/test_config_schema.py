@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +257,25 @@ def test_json5_errors_name_line_column_and_reason_in_words(tmp_path: Path, text:
     message = str(err.value)
     assert message.startswith(f"Invalid config at {path}:{where}: not valid JSON5: {words}")
     assert "b'" not in message and "({" not in message and "None" not in message
+
+
+@pytest.mark.live  # a fresh interpreter: what it imports is the point
+def test_plain_json_is_read_without_the_json5_parser(tmp_path: Path) -> None:
+    """A config the CLI wrote (plain JSON) is read without the JSON5 parser, which is imported only for JSON5
+    proper; both read to the same values (an integer beyond 64 bits stays exact)."""
+    files = {"plain": '{"gateway": {"mode": "local", "port": 19000}}',
+             "json5": '// json5\n{ gateway: { mode: "local", port: 19000, }, }',
+             "bigint": '{"gateway": {"mode": "local", "port": 19000}, "n": 12345678901234567890123}',
+             "bigint5": '{gateway: {mode: "local", port: 19000}, n: 12345678901234567890123}'}
+    probe = ("import sys; from pathlib import Path; from openclaw_sup.config.loader import load_json5; "
+             "print(repr(load_json5(Path(sys.argv[1]))), 'pyjson5' in sys.modules)")
+    seen = {}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        run = subprocess.run([sys.executable, "-c", probe, str(tmp_path / name)], capture_output=True, text=True,
+                             check=True)
+        seen[name] = run.stdout.strip()
+    gateway = {"gateway": {"mode": "local", "port": 19000}}
+    big = {**gateway, "n": 12345678901234567890123}
+    assert seen == {"plain": f"{gateway!r} False", "json5": f"{gateway!r} True", "bigint": f"{big!r} False",
+                    "bigint5": f"{big!r} True"}

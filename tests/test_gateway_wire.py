@@ -1,5 +1,6 @@
 """RFC 6455 on the gateway port, byte by byte, against a real supervisor: framing rules, close handshake,
-back-pressure, and the hand-over of plain HTTP (and of a late upgrade) to aiohttp on the same port."""
+back-pressure, health probes answered on the raw transport (keep-alive, pipelining), and the hand-over of
+other HTTP (and of a late upgrade) to aiohttp on the same port."""
 
 from __future__ import annotations
 
@@ -58,17 +59,21 @@ class Raw:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def http(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    def http(self, request: bytes, head: bool = False) -> tuple[int, dict[str, str], bytes]:
         self.sock.sendall(request)
+        return self.answer(head)
+
+    def answer(self, head: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """The next HTTP answer; a HEAD answer has a Content-Length and no body."""
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise ConnectionError("closed before a response")
             self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode().split("\r\n")
+        top, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = top.decode().split("\r\n")
         headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-        body = self.read(int(headers.get("content-length", 0)))
+        body = b"" if head else self.read(int(headers.get("content-length", 0)))
         return int(lines[0].split()[1]), headers, body
 
     def upgrade(self, extra: bytes = b"") -> None:
@@ -188,6 +193,7 @@ def test_a_client_that_never_reads_replies_is_paced_not_buffered(gw: Gateway) ->
 
 
 def test_http_split_across_packets_and_other_methods_are_served_by_aiohttp(gw: Gateway) -> None:
+    """A probe split across packets is answered once its head is whole; another method goes to aiohttp."""
     r = Raw(gw)
     r.send(b"GE")
     r.send(b"T /hea")
@@ -198,15 +204,20 @@ def test_http_split_across_packets_and_other_methods_are_served_by_aiohttp(gw: G
 
 
 def test_http_from_the_first_moment_the_port_accepts(gateway_factory) -> None:
-    """aiohttp is set up just after the bind; a request arriving before that waits and is answered."""
+    """Probes are answered from the first moment the port accepts; a request for aiohttp that arrives before
+    aiohttp is loaded (the first one brings it up) waits and is answered."""
     g = gateway_factory({"workers": {}}, config=gw_config())
     g.start(wait_running=False)
-    sock = wait_for(lambda: _connect(g.port), 20, interval=0.002, what="the port accepting")
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    reply = b""
-    while chunk := sock.recv(65536):
-        reply += chunk
-    assert reply.startswith(b"HTTP/1.1 200 ") and b'"status":"live"' in reply.replace(b" ", b"")
+    probe = wait_for(lambda: _connect(g.port), 20, interval=0.002, what="the port accepting")
+    other = _connect(g.port)
+    assert other is not None
+    probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    other.sendall(b"GET /overview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # the Control UI
+    for sock, status, needle in ((probe, b"200", b'"status":"live"'), (other, b"200", b"<html")):
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 " + status + b" ") and needle in reply, reply[:200]
 
 
 def _connect(port: int) -> socket.socket | None:
@@ -226,7 +237,7 @@ def test_a_doubtful_upgrade_is_refused_with_the_reason(gw: Gateway) -> None:
 def test_upgrade_after_http_on_one_kept_alive_connection(gw: Gateway) -> None:
     """aiohttp owns a connection once it served a request; a later upgrade there still speaks the protocol."""
     r = Raw(gw)
-    assert r.http(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+    assert r.http(b"GET /overview HTTP/1.1\r\nHost: x\r\n\r\n")[1]["content-type"].startswith("text/html")
     r.connected()
     r.send(r.req("h", "health"))
     while (msg := r.json()).get("type") != "res":
@@ -260,6 +271,78 @@ def test_a_proxied_loopback_caller_is_not_treated_as_local(gw: Gateway) -> None:
     _, _, direct = r.http(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     _, _, proxied_body = r.http(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
     assert "version" in json.loads(direct) and json.loads(proxied_body) == {"ok": True, "status": "live"}
+
+
+# -- health probes on the raw transport ------------------------------------------------------------------
+
+
+def _mapped(pid: int, needle: str) -> bool:
+    with open(f"/proc/{pid}/maps") as f:
+        return needle in f.read()
+
+
+def test_probes_are_answered_without_aiohttp(gateway_factory) -> None:
+    """GET and HEAD of every probe path on one kept-alive connection, answered on the raw transport: aiohttp is
+    not loaded for them; the first other request loads it."""
+    g = gateway_factory({"workers": {}}, config=gw_config()).start()
+    sup = g.status()["supervisor"]["pid"]
+    r = Raw(g)
+    for path in (b"/health", b"/healthz", b"/ready", b"/readyz", b"/startup", b"/startupz"):
+        status, headers, body = r.http(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200 and headers["content-type"] == "application/json; charset=utf-8"
+        assert headers["cache-control"] == "no-store" and json.loads(body)["ok"] is True
+        h_status, h_headers, h_body = r.http(b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n", head=True)
+        assert (h_status, h_headers["content-length"], h_body) == (200, str(len(body)), b"")
+    assert json.loads(r.http(b"GET /readyz?verbose=1 HTTP/1.1\r\nHost: x\r\n\r\n")[2])["status"] == "ready"
+    assert not _mapped(sup, "/aiohttp/"), "aiohttp was loaded for a probe"
+    assert r.http(b"GET /overview HTTP/1.1\r\nHost: x\r\n\r\n")[1]["content-type"].startswith("text/html")
+    assert _mapped(sup, "/aiohttp/")
+
+
+def test_pipelined_probes_are_answered_in_order_then_handed_over(gw: Gateway) -> None:
+    """Requests written at once are answered in order: the probes here, then the connection goes to aiohttp
+    with the bytes that follow, and keeps answering."""
+    r = Raw(gw)
+    r.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"GET /startupz HTTP/1.1\r\nHost: x\r\n\r\nGET /overview HTTP/1.1\r\nHost: x\r\n\r\n"
+           b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    live, ready, started, ui, again = (r.answer(), r.answer(head=True), r.answer(), r.answer(), r.answer())
+    assert json.loads(live[2])["status"] == "live" and ready[0] == 200 and ready[2] == b""
+    assert json.loads(started[2])["status"] == "started" and ui[1]["content-type"].startswith("text/html")
+    assert again[0] == 200 and json.loads(again[2])["status"] == "live"  # aiohttp's route: the same answer
+    assert json.loads(again[2]).keys() == json.loads(live[2]).keys()
+
+
+def test_probe_connection_close_http10_and_upgrade_after_probes(gw: Gateway) -> None:
+    """`Connection: close` is honoured; an HTTP/1.0 probe is answered (by aiohttp); an upgrade after probes on
+    one connection is taken on the raw transport."""
+    r = Raw(gw)
+    status, headers, _ = r.http(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 200 and headers["connection"] == "close"
+    assert r.sock.recv(1) == b""
+    old = Raw(gw)
+    old.send(b"GET /healthz HTTP/1.0\r\n\r\n")
+    reply = b""
+    while chunk := old.sock.recv(65536):
+        reply += chunk
+    assert reply.split(b" ", 2)[1] == b"200" and b'"live"' in reply
+    r = Raw(gw)
+    assert r.http(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", head=True)[0] == 200
+    r.connected()
+    r.send(r.req("h", "health"))
+    while (msg := r.json()).get("type") != "res":
+        pass
+    assert msg["id"] == "h" and msg["payload"]["ok"] is True
+
+
+def test_a_probe_with_control_bytes_in_its_head_is_refused(gw: Gateway) -> None:
+    """Control bytes are not allowed in a request head: such a probe is not answered here but refused (by
+    aiohttp, 400), as any other request would be."""
+    for head in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\x01\r\n\r\n",
+                 b"GET /healthz HTTP/1.1\r\nHo\x7fst: x\r\n\r\n"):
+        r = Raw(gw)
+        assert r.http(head)[0] == 400
+        assert r.sock.recv(1) == b""
 
 
 # -- the codec on its own -------------------------------------------------------------------------------

@@ -305,3 +305,42 @@ def test_tls_handshakes_are_admitted_capped_and_evicted(gateway_factory) -> None
         s.close()
     wait_for(lambda: g.status()["supervisor"]["port"]["unauthenticated"] == 0, 10, what="the handshakes gone")
     assert c.request("health")["ok"] is True
+
+
+# -- heads after a probe on a kept-alive connection ---------------------------------------------------
+
+PROBE = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_kept_alive_probe_connection_judges_each_head_as_the_first(gw: Gateway) -> None:
+    """After a probe the connection is kept: a next request line that arrives in pieces is answered once whole;
+    a pipelined head over 16 KiB is refused with the reason after the probes before it are answered."""
+    r = Raw(gw)
+    assert r.http(PROBE)[0] == 200
+    for piece in (b"GET /sta", b"rtupz HTTP/1.1\r\nHo", b"st: x\r", b"\n\r\n"):
+        r.send(piece)
+        time.sleep(0.05)
+    status, _headers, body = r.answer()
+    assert status == 200 and json.loads(body)["status"] == "started"
+    r.send(PROBE + UPGRADE + b"X-Pad: " + b"a" * (17 * 1024) + b"\r\n\r\n")
+    assert r.answer()[0] == 200
+    rest = r.buf + answer(r.sock)
+    assert status_line(rest) == 431 and b"exceeds 16384 bytes" in rest
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /heal", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"])
+def test_a_head_started_after_a_probe_is_cut_at_the_deadline(gw: Gateway, sent: bytes) -> None:
+    """An idle kept-alive connection waits for its next request (the keep-alive timeout), but a head once begun
+    must be complete within the head deadline."""
+    r = Raw(gw)
+    assert r.http(PROBE)[0] == 200
+    if not sent:
+        r.sock.settimeout(0.8)
+        with pytest.raises(TimeoutError):
+            r.sock.recv(1)  # idle past the head deadline: still open
+        r.sock.settimeout(10)
+        assert r.http(PROBE)[0] == 200
+        return
+    r.send(sent)
+    rest = answer(r.sock)
+    assert status_line(rest) == 408 and b"no complete request head within 0.4s" in rest

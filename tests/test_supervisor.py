@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import Gateway, wait_for
+from conftest import Gateway, free_port, wait_for
 from openclaw_sup.ipc.control import ControlError, call
 
 FAST = {"restart": {"stableAfterMs": 200}, "liveness": {"heartbeatIntervalMs": 200}}
@@ -318,22 +319,50 @@ def test_lost_fork_server_is_replaced_and_workers_come_back(gateway_factory) -> 
     assert gw.stop() == 0
 
 
-def test_fork_server_warms_http_after_the_first_workers(gateway_factory) -> None:
-    """aiohttp is off the start-up path: the first workers are forked without it, the fork server loads it
-    once idle, and a worker respawned after that finds it already mapped from its parent."""
-    def has_aiohttp(pid: int) -> bool:
-        return "/aiohttp/" in Path(f"/proc/{pid}/maps").read_text()
+def _mapped(pid: int, needle: str) -> set[str]:
+    """The lines of a process's memory map naming `needle` (address range and file): the same line in a parent
+    and its forked child is one mapping, inherited, not a second copy."""
+    return {" ".join((line.split()[0], line.split()[-1])) for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+            if needle in line}
 
+
+def test_fork_server_holds_only_what_the_running_kinds_need(gateway_factory) -> None:
+    """The fork server preloads what every worker shares and nothing else: with no kind that needs an HTTP
+    client or psutil running, it has neither."""
     gw = gateway_factory({"workers": {"a": {"kind": "sleeper"}}})
     gw.start()
-    fs, first = gw.status()["supervisor"]["forkServerPid"], gw.pids()["a"]
-    assert first is not None
-    wait_for(lambda: has_aiohttp(fs), 10, what="aiohttp warmed in the fork server")
-    assert not has_aiohttp(first)
-    os.kill(first, signal.SIGKILL)
-    again = wait_for(lambda: (p := gw.pids()["a"]) not in (None, first) and gw.worker("a")["state"] == "running"
-                     and p, 10, what="worker a respawned")
-    assert has_aiohttp(again)
+    for pid in (gw.status()["supervisor"]["forkServerPid"], gw.pids()["a"]):
+        assert not _mapped(pid, "/aiohttp/"), f"pid {pid} has aiohttp loaded"
+        assert not _mapped(pid, "_psutil_linux"), f"pid {pid} has psutil loaded"
+
+
+def test_a_kind_that_needs_http_gets_it_from_the_fork_server(gateway_factory) -> None:
+    """A channel kind whose workers all open HTTP at once (telegram) has aiohttp imported by the fork server
+    before its first fork: the worker maps it from its parent, so every such worker shares it."""
+    gw = gateway_factory({"workers": {}}, config={"channels": {"telegram": {
+        "botToken": "123:bench-token", "apiBaseUrl": f"http://127.0.0.1:{free_port()}"}}})
+    gw.start(wait_running=False)
+    name = "channel:telegram:default"
+    worker = wait_for(lambda: (p := gw.pids().get(name)) and p, 20, what="the telegram worker forked")
+    fs = gw.status()["supervisor"]["forkServerPid"]
+    inherited = _mapped(fs, "/aiohttp/")
+    assert inherited, "the fork server did not load aiohttp for the telegram kind"
+    assert inherited <= _mapped(worker, "/aiohttp/")
+
+
+@pytest.mark.live  # a fresh interpreter: what it imports is the point
+def test_every_built_in_kind_is_known_by_name_before_its_module_loads() -> None:
+    """The fork server imports a built-in kind's module only for its first worker, so the registry's names must
+    match what the modules register: none missing (it would be an unknown kind), none extra."""
+    code = ("import importlib, json\n"
+            "from openclaw_sup.workers import registry\n"
+            "named = sorted(registry.BUILTIN_KINDS)\n"
+            "for module in sorted(set(registry.BUILTIN_KINDS.values())):\n"
+            "    importlib.import_module(module)\n"
+            "print(json.dumps([named, sorted(registry._KINDS)]))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    named, registered = json.loads(run.stdout)
+    assert named == registered
 
 
 def test_second_gateway_on_same_state_dir_is_refused(gateway_factory) -> None:

@@ -1,7 +1,11 @@
 """The fork server: a process forked before the supervisor has any thread, loop or ZeroMQ context.
 
-It imports the heavy modules once, freezes them out of the garbage collector (so forked pages stay shared)
-and forks a worker per request: a respawn costs a fork, not an interpreter start. It is the parent of every
+It holds what workers share and forks a worker per request: a respawn costs a fork, not an interpreter start.
+The libraries both sides use (asyncio, uvloop, ZeroMQ, orjson, the bus) come imported from the supervisor,
+which froze them before forking this process; here come the worker runtime and, just before the first worker
+of a kind is forked, that kind's module (workers/registry.py). Everything is frozen out of the garbage
+collector before each fork and workers never unfreeze it, so no collection writes to those pages and they stay
+shared by the supervisor, the fork server and every worker. It is the parent of every
 worker, so it alone reaps them, reports their exit status, and signals a worker's process group only while
 that worker is unreaped (no pid-reuse race). It is a child subreaper: a worker's orphaned children come back
 to it and are reaped too. When the supervisor dies it gets SIGTERM (PR_SET_PDEATHSIG), kills every worker
@@ -28,14 +32,8 @@ from openclaw_sup.ipc.forkproto import MAX_PACKET
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
-PRELOAD = ("zmq", "uvloop", "asyncio", "orjson", "psutil", "setproctitle", "sqlite3", "logging",
-           "openclaw_sup.ipc.bus", "openclaw_sup.workers.runtime")
-WARM = ("aiohttp",)
-"""Imported once the fork server has served its first request and then been idle for WARM_IDLE_S (or idle
-for WARM_UNASKED_S if nothing is asked of it): workers need these only for their HTTP calls (workers/lazy.py),
-so the first workers do not wait for them, and every later fork shares them."""
-WARM_IDLE_S = 0.3
-WARM_UNASKED_S = 5.0
+PRELOAD = ("setproctitle", "openclaw_sup.workers.runtime")
+"""What every worker runs; a kind's own modules are imported before its first fork (registry.preload)."""
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -59,10 +57,11 @@ class ForkServerLoop:
         self.children: dict[int, str] = {}
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.quitting = False
+        self.modules = 0
 
     # -- set-up --------------------------------------------------------------------------------------
 
-    def boot(self, kind_modules: list[str]) -> None:
+    def boot(self, kind_modules: list[str], kinds: tuple[str, ...] = ()) -> None:
         import importlib
 
         from openclaw_sup.workers import registry
@@ -74,6 +73,10 @@ class ForkServerLoop:
             except ImportError as exc:
                 errors.append(f"cannot preload {mod}: {exc}")
         errors += registry.load(kind_modules)
+        for kind in kinds:
+            with contextlib.suppress(Exception):  # a kind that cannot be imported says so when it is spawned
+                registry.preload(kind)
+        self.modules = len(sys.modules)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._on_term)
@@ -84,6 +87,7 @@ class ForkServerLoop:
             prctl(PR_SET_CHILD_SUBREAPER, 1)
         gc.collect()
         gc.freeze()
+        gc.enable()
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
 
     def _on_term(self, *_: Any) -> None:
@@ -96,13 +100,8 @@ class ForkServerLoop:
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ, "ctl")
         sel.register(self.wake_r, selectors.EVENT_READ, "chld")
-        warm, asked = list(WARM), False
         while True:
-            events = sel.select((WARM_IDLE_S if asked else WARM_UNASKED_S) if warm else None)
-            if not events and warm:
-                self._warm(warm)
-                warm = []
-            for key, _ in events:
+            for key, _ in sel.select():
                 if key.data == "chld":
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_r, 4096)
@@ -110,18 +109,7 @@ class ForkServerLoop:
                 elif not self._on_ctl():
                     self._kill_all()
                     return
-                else:
-                    asked = True
             self._reap()
-
-    def _warm(self, modules: list[str]) -> None:
-        import importlib
-
-        for mod in modules:
-            with contextlib.suppress(ImportError):
-                importlib.import_module(mod)
-        gc.collect()
-        gc.freeze()
 
     def _on_ctl(self) -> bool:
         try:
@@ -161,6 +149,18 @@ class ForkServerLoop:
     # -- spawning ------------------------------------------------------------------------------------
 
     def _spawn(self, req: dict[str, Any], fds: list[int]) -> None:
+        from openclaw_sup.workers import registry
+
+        try:
+            registry.preload(str(req.get("kind")))
+        except Exception as exc:
+            self._send({"op": "spawn_failed", "seq": req.get("seq"), "name": req.get("name"),
+                        "error": f"cannot import worker kind {req.get('kind')!r}: {type(exc).__name__}: {exc}"})
+            return
+        if len(sys.modules) != self.modules:
+            self.modules = len(sys.modules)
+            gc.collect()
+        gc.freeze()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -198,7 +198,6 @@ class ForkServerLoop:
                     os.close(fd)
             sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
             sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-            gc.unfreeze()
             import setproctitle
 
             name = str(req["name"])
@@ -242,9 +241,11 @@ class ForkServerLoop:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str]) -> None:
+def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str],
+        kinds: tuple[str, ...] = ()) -> None:
     """Entry in the forked (or exec'd) fork-server process; never returns."""
     code = 0
+    gc.disable()  # no collection while booting: it would leave freed holes that the workers' allocations dirty
     try:
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent_pid:
@@ -254,7 +255,7 @@ def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[s
 
         setproctitle.setproctitle(f"openclaw-sup: forkserver [{profile}]")
         server = ForkServerLoop(sock, profile)
-        server.boot(kind_modules)
+        server.boot(kind_modules, kinds)
         server.serve()
     except BaseException:
         traceback.print_exc()

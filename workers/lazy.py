@@ -1,4 +1,4 @@
-"""Modules imported on first use, so the fork server can boot without them and warm them later."""
+"""Modules imported on first use, so a worker (or the fork server) pays for them only once it needs them."""
 
 from __future__ import annotations
 

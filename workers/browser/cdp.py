@@ -15,7 +15,7 @@ from openclaw_sup.workers.lazy import LazyModule
 if TYPE_CHECKING:
     import aiohttp
 else:
-    aiohttp = LazyModule("aiohttp")  # warmed by the fork server after boot (workers/forkserver.py)
+    aiohttp = LazyModule("aiohttp")  # imported on the first HTTP call
 
 
 class CdpError(Exception):

@@ -1,7 +1,7 @@
 """JSON over HTTP for the channel adapters that speak a REST API (Matrix, Discord, Slack): one aiohttp session per
 adapter, a timeout per call, and the answer as (status, headers, parsed body) so each adapter reads its own
-network's error shape. aiohttp is warmed by the fork server (workers/forkserver.py), so a worker forked after
-that shares its pages instead of importing it privately.
+network's error shape. The fork server imports aiohttp before forking the first worker of these kinds
+(`SHARED_IMPORTS` in workers/channels/kinds.py), so every such worker shares its pages.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Registers the channel worker kinds (imported by the fork server through registry.BUILTIN_MODULES)."""
+"""Registers the channel worker kinds (the fork server imports this module for the first channel worker it forks,
+see registry.BUILTIN_KINDS)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from openclaw_sup.workers.channels.telegram import TelegramAdapter
 from openclaw_sup.workers.channels.webchat import WebchatAdapter
 from openclaw_sup.workers.registry import register
 from openclaw_sup.workers.runtime import WorkerContext
+
+SHARED_IMPORTS: dict[str, tuple[str, ...]] = {
+    f"channel.{name}": ("aiohttp",) for name in ("telegram", "matrix", "discord", "slack")
+}
+"""What every worker of a kind needs as soon as it starts (its HTTP client): the fork server imports it before
+forking the first one, so all of them share it."""
 
 
 def _kind(adapter_cls: type[Adapter]) -> None:

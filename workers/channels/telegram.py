@@ -28,7 +28,7 @@ from openclaw_sup.workers.lazy import LazyModule
 if TYPE_CHECKING:
     import aiohttp
 else:
-    aiohttp = LazyModule("aiohttp")  # warmed by the fork server after boot (workers/forkserver.py)
+    aiohttp = LazyModule("aiohttp")  # the fork server imports it first (kinds.SHARED_IMPORTS)
 
 DEFAULT_API = "https://api.telegram.org"
 POLL_TIMEOUT_S = 25

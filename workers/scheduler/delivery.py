@@ -16,7 +16,7 @@ from openclaw_sup.workers.runtime import RequestError, WorkerContext
 if TYPE_CHECKING:
     import aiohttp
 else:
-    aiohttp = LazyModule("aiohttp")  # warmed by the fork server after boot (workers/forkserver.py)
+    aiohttp = LazyModule("aiohttp")  # imported on the first HTTP call
 
 CHANNEL_TIMEOUT_S = 30.0
 WEBHOOK_TIMEOUT_S = 10.0

@@ -17,7 +17,7 @@ from openclaw_sup.workers.lazy import LazyModule
 if TYPE_CHECKING:
     import aiohttp
 else:
-    aiohttp = LazyModule("aiohttp")  # warmed by the fork server after boot (workers/forkserver.py)
+    aiohttp = LazyModule("aiohttp")  # imported on the first HTTP call
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_ATTEMPTS = 3
