@@ -9,7 +9,8 @@ server. Measures, each printed as median / p90 / min / max over its samples:
    leaving the client to the echo arriving back (client clock). The DMs are 0.55 s apart so the bot's IRC
    flood control (burst 10, then 2 lines/s) never delays a reply: this is the path, not the rate limit.
 2. Telegram burst: `--burst` updates queued at once, from 50 chats; time until every one is answered, as
-   messages per second, `--reps` times (a fresh gateway each time).
+   messages per second, `--reps` times (a fresh gateway each time); and the CPU each process of the tree spent
+   per message meanwhile (steadier than the rate on a loaded machine: the agent worker's is its turn's cost).
 3. Telegram recovery: during a burst the worker is SIGKILLed; time from the kill to the next reply
    (supervisor restart + ingress replay + first turn), once per rep.
 4. With `--fleet N` (default 50): N channel accounts on one gateway, mixed kinds (Telegram, Discord, Slack against
@@ -26,6 +27,7 @@ Figures depend on the machine's load (2 shared cores here): compare within one r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -34,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -235,12 +239,26 @@ def _whois(user: IrcClient) -> str:
     return " ".join(ln for ln in user.snapshot() if " 303 " in ln)
 
 
-def telegram_burst(root: Path, burst: int, kill: bool) -> tuple[float, float | None]:
+def tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each process of the tree, by its title without the profile."""
+    out = {}
+    for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            out[" ".join(p.cmdline()).split(" [")[0].removeprefix("openclaw-sup: ")] = t.user + t.system
+    return out
+
+
+def telegram_burst(root: Path, burst: int, kill: bool, cpu: dict[str, list[float]] | None = None
+                   ) -> tuple[float, float | None]:
+    """Messages per second (and, with `kill`, ms from the SIGKILL to the next reply); `cpu` gets each process's
+    CPU microseconds per message."""
     tg = FakeTelegram(BOT_TOKEN)
     gw = gateway(root, {"telegram": {"botToken": BOT_TOKEN, "apiBaseUrl": tg.base_url, "dmPolicy": "open",
                                      "allowFrom": ["*"]}})
     try:
         wait_for(lambda: any(m == "getUpdates" for m, _ in tg.calls), 15, what="polling")
+        cpu0 = tree_cpu(gw.proc.pid)
         t0 = time.perf_counter()
         for i in range(burst):
             tg.push_text(1000 + i % 50, f"m{i}")
@@ -252,7 +270,11 @@ def telegram_burst(root: Path, burst: int, kill: bool) -> tuple[float, float | N
             wait_for(lambda: len(tg.sent) > n_kill + 1, 30, interval=0.001)
             gap = (time.perf_counter() - t_kill) * 1000
         wait_for(lambda: len({t for _, t in tg.sent_texts()}) >= burst, 120, interval=0.005)
-        return burst / (time.perf_counter() - t0), gap
+        rate = burst / (time.perf_counter() - t0)
+        if cpu is not None:
+            for name, seconds in tree_cpu(gw.proc.pid).items():
+                cpu.setdefault(name, []).append((seconds - cpu0.get(name, 0.0)) / burst * 1e6)
+        return rate, gap
     finally:
         gw.stop()
         tg.close()
@@ -285,12 +307,14 @@ def main() -> None:
         if args.only_new:
             return
         stats("IRC DM round trip", irc_round_trips(root / "irc", args.dms), "ms")
-        rates, gaps = [], []
+        rates, gaps, cpu = [], [], {}
         for rep in range(args.reps):
-            rates.append(telegram_burst(root / f"tg{rep}", args.burst, kill=False)[0])
+            rates.append(telegram_burst(root / f"tg{rep}", args.burst, kill=False, cpu=cpu)[0])
             gap = telegram_burst(root / f"tgk{rep}", args.burst, kill=True)[1]
             gaps.append(gap or 0.0)
         stats(f"Telegram burst of {args.burst}", rates, "msg/s")
+        for name, values in sorted(cpu.items(), key=lambda kv: -statistics.median(kv[1])):
+            stats(f"CPU/msg {name}"[:34], values, "us")
         stats("Telegram SIGKILL -> next reply", gaps, "ms")
 
 

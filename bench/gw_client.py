@@ -95,8 +95,10 @@ class Conn:
             await self.ws.close()
 
 
-async def open_conn(session: aiohttp.ClientSession, url: str, timeout: float = 10.0) -> Conn:
-    """TCP + WebSocket upgrade + challenge + connect -> hello-ok, or RpcFailed/OSError saying why not."""
+async def open_conn(session: aiohttp.ClientSession, url: str, timeout: float = 10.0,
+                    params: dict[str, Any] | None = None) -> Conn:
+    """TCP + WebSocket upgrade + challenge + connect -> hello-ok, or RpcFailed/OSError saying why not
+    (`params`: other connect params than the brief's read-only backend client)."""
     ws = await session.ws_connect(
         url, autoping=True, compress=0, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0)
     )
@@ -105,7 +107,7 @@ async def open_conn(session: aiohttp.ClientSession, url: str, timeout: float = 1
         first = await conn._frame(timeout)
         if first.get("type") != "event" or first.get("event") != "connect.challenge":
             raise RpcFailed("protocol", f"first frame was not connect.challenge: {str(first)[:120]}")
-        req = {"type": "req", "id": "1", "method": "connect", "params": connect_params()}
+        req = {"type": "req", "id": "1", "method": "connect", "params": params or connect_params()}
         await ws.send_str(orjson.dumps(req).decode())
         hello = await conn._result("1", timeout)
         if hello.get("type") != "hello-ok":

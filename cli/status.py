@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from openclaw_sup.config.paths import resolve
+from openclaw_sup.config.paths import NODE_RUN_DIR, resolve
 from openclaw_sup.ipc.control import ControlError, call
 
 COLUMNS = ("NAME", "KIND", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%", "HB", "LAST ERROR")
@@ -87,6 +87,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--profile")
     p.add_argument("--dev", action="store_true")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the gateway")
+    p.add_argument("--node", action="store_true", help="the node host (`openclaw-sup node run`), not the gateway")
     args = p.parse_args(argv)
     try:
         paths = resolve(args.profile, args.dev)
@@ -98,7 +99,8 @@ def main(argv: list[str]) -> int:
     code = 2
     while True:
         try:
-            snap = call(paths.control_socket, "status", timeout=args.timeout)
+            socket = paths.state_dir / NODE_RUN_DIR / "ctl.sock" if args.node else paths.control_socket
+            snap = call(socket, "status", timeout=args.timeout)
         except ControlError as exc:
             if args.json:
                 print(json.dumps({"ok": False, "error": str(exc)}))

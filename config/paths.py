@@ -14,6 +14,8 @@ from pathlib import Path
 DEFAULT_PORT = 18789
 DEV_PORT = 19001
 DEV_PROFILE = "dev"
+NODE_RUN_DIR = "run-node"
+"""Where `openclaw-sup node run` keeps its bus, control socket and lock, beside a gateway's `run/`."""
 
 
 def derived_ports(port: int) -> dict[str, int]:

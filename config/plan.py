@@ -151,7 +151,8 @@ def worker_specs(
             "heartbeat": _dict(agents.get("defaults")).get("heartbeat"),
             "agentHeartbeats": _heartbeats(agents),
         }))
-    specs.append(spec("agent", "agent", {"agents": _without_heartbeats(agents), "models": _dict(cfg.get("models"))}))
+    specs.append(spec("agent", "agent", {"agents": _without_heartbeats(agents), "models": _dict(cfg.get("models")),
+                                         "tools": _dict(cfg.get("tools"))}))
     browser = _dict(cfg.get("browser"))
     if browser.get("enabled") is not False:  # on by default, as upstream's; Chromium starts on first use
         specs.append(spec("browser", "browser", browser))
@@ -181,6 +182,7 @@ EFFECT_RULES: tuple[tuple[str, Effect], ...] = (
     ("cron", Effect.RESPAWN),
     ("agents", Effect.RESPAWN),
     ("models", Effect.RESPAWN),
+    ("tools", Effect.RESPAWN),
     ("browser", Effect.RESPAWN),
     ("hooks", Effect.IN_PLACE),
     ("logging", Effect.IN_PLACE),
@@ -241,7 +243,8 @@ def _owners(path: str, touched: Iterable[str]) -> tuple[str, ...]:
     elif top == "agents":
         owners = ("scheduler",) if "heartbeat" in parts else ("agent",)
     else:
-        owners = {"cron": ("scheduler",), "models": ("agent",), "browser": ("browser",)}.get(top, ())
+        owners = {"cron": ("scheduler",), "models": ("agent",), "tools": ("agent",), "browser": ("browser",)}.get(
+            top, ())
     return tuple(n for n in touched if n in owners)
 
 

@@ -176,7 +176,11 @@ GATEWAY = obj({
         "securityHeaders": ANY_OBJECT,
     }),
     "tools": obj({"allow": STRINGS, "deny": STRINGS}),
-    "nodes": ANY_OBJECT,
+    "nodes": obj({
+        "pairing": obj({"autoApproveLocal": boolean(), "autoApproveCidrs": STRINGS, "sshVerify": boolean()},
+                       open=True),
+        "commands": obj({"allow": STRINGS, "deny": STRINGS}, open=True),
+    }, open=True),
     "push": ANY_OBJECT,
     "terminal": ANY_OBJECT,
     "handshakeTimeoutMs": integer(1),
@@ -578,11 +582,18 @@ SECTIONS: dict[str, Spec] = {
     "logging": LOGGING,
     "hooks": HOOKS,
     "models": MODELS,
+    "tools": obj({
+        "allow": STRINGS, "deny": STRINGS,
+        "exec": obj({"host": enum("auto", "sandbox", "gateway", "node"),
+                     "mode": enum("deny", "allowlist", "ask", "auto", "full"),
+                     "security": enum("deny", "allowlist", "full"), "ask": enum("off", "on-miss", "always"),
+                     "node": string()}, open=True),
+    }, open=True),
 }
 
 UPSTREAM_SECTIONS = frozenset({
     "$schema", "$include", "meta", "env", "wizard", "diagnostics", "cli", "crestodian", "update", "ui",
-    "secrets", "auth", "accessGroups", "acp", "nodeHost", "agent", "tools", "security", "bindings",
+    "secrets", "auth", "accessGroups", "acp", "nodeHost", "agent", "security", "bindings",
     "broadcast", "audio", "media", "messages", "commands", "approvals", "session", "transcripts",
     "commitments", "web", "discovery", "talk", "memory", "mcp", "skills", "plugins", "canvasHost",
     "surfaces", "proxy", "routing", "identity", "nodes",

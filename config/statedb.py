@@ -172,7 +172,7 @@ def problem(db: sqlite3.Connection, path: Path, role: str, version: int, agent_i
     return None
 
 
-def _create(db: StateConnection, ddl: str, role: str, version: int, agent_id: str | None) -> None:
+def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_id: str | None) -> None:
     """The whole schema, its version and ownership row in one transaction; a racing creator wins cleanly."""
     if db.execute("PRAGMA page_count").fetchone()[0] == 0:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -180,6 +180,7 @@ def _create(db: StateConnection, ddl: str, role: str, version: int, agent_id: st
     with db.write():
         if _has_tables(db):
             return
+        ddl = _ddl(ddl_name)
         for statement in _statements(ddl):
             db.execute(statement)
         now = now_ms()
@@ -207,12 +208,12 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         reason = problem(db, path, role, version, agent_id)
         if reason:
             raise StateDbError(reason)
-        _create(db, _ddl(ddl_name), role, version, agent_id)
+        db.execute("PRAGMA synchronous=NORMAL")  # before the schema's commit too: WAL and NORMAL never lose consistency
+        _create(db, ddl_name, role, version, agent_id)
         reason = problem(db, path, role, version, agent_id)
         if reason:
             raise StateDbError(reason)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
         # the gateway's for the shared database, the agent worker's for its own), and at the last close.
@@ -221,6 +222,7 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         db.close()
         raise
     sqlitedb.make_private(path)
+    sqlitedb.release_heap(db)  # parsing (or creating) a schema this size leaves a megabyte or two of freed heap
     return db
 
 
@@ -277,8 +279,8 @@ def start_identity(pid: int) -> int | None:
 
 def prepare(state_dir: Path, notice: Callable[[str], None]) -> str | None:
     """Start-up check of a state dir: openclaw-sup's earlier files moved off upstream's paths (`notice` says
-    which), the shared database opened (created when absent), every agent database usable, no legacy state of an
-    older upstream left unimported. None when the gateway may start, else why not and the fix."""
+    which), the shared database (when there is one) and every agent database usable, no legacy state of an older
+    upstream left unimported. None when the gateway may start, else why not and the fix."""
     from openclaw_sup.config import legacy_state, sup_layout
 
     legacy = legacy_state.problem(state_dir)
@@ -293,6 +295,8 @@ def prepare(state_dir: Path, notice: Callable[[str], None]) -> str | None:
         reason = inspect(path, "agent", path.parent.parent.name)
         if reason:
             return reason
+    if not state_db_path(state_dir).exists():
+        return None  # nothing to check: the gateway creates it once, with the connection it keeps (no close, reopen)
     try:
         open_state_db(state_db_path(state_dir)).close()
     except StateDbError as exc:

@@ -65,8 +65,8 @@ class Connection:
     """
 
     __slots__ = ("_inflight", "_timer", "caps", "challenge_ts", "client", "client_mode", "connected_at", "core",
-                 "device_id", "events", "id", "loopback_direct", "nonce", "remote_ip", "retiring", "role", "scopes",
-                 "seq", "sock")
+                 "device_id", "events", "id", "loopback_direct", "node_params", "nonce", "remote_ip", "retiring",
+                 "role", "scopes", "seq", "sock")
 
     def __init__(self, sock: WireSocket, core: GatewayCore, remote_ip: str, loopback_direct: bool) -> None:
         self.sock = sock
@@ -82,6 +82,7 @@ class Connection:
         self.client_mode = ""
         self.caps: list[str] = []
         self.device_id: str | None = None
+        self.node_params: dict[str, Any] | None = None
         self.seq = 0
         self.connected_at = now_ms()
         self.events: EventQueue | None = None
@@ -166,6 +167,8 @@ class Connection:
             self._timer.cancel()
             self._timer = None
         if self.events is not None:
+            if self.role == "node":
+                self.core.nodes.detach(self)
             self.core.hub.remove(self)
             self.events.clear()
         for task in list(self._inflight or ()):
@@ -191,6 +194,9 @@ class Connection:
         self.sock.set_limit(MAX_PAYLOAD, "message")
         self.events = EventQueue(self.sock)
         self.core.hub.add(self)
+        if self.role == "node":
+            self.core.nodes.attach(self, self.node_params or {})
+            self.node_params = None
 
     def _frame(self, data: bytes) -> None:
         try:
@@ -325,6 +331,10 @@ class Connection:
         issued: dict[str, Any] | None = None
         self_paired = authn.skips_self_pairing(client["id"], client["mode"], loopback_direct=self.loopback_direct,
                                                shared_secret_ok=result.ok)
+        if role == "node" and dev is None:  # a node is routed and paired by its device identity
+            msg = "device identity required"
+            raise reject(CLOSE_POLICY, msg, {"code": "NOT_PAIRED", "message": msg,
+                                             "details": {"code": "DEVICE_IDENTITY_REQUIRED"}})
         if dev is not None and not self_paired:
             proof = device.verify_device(dev, nonce_issued=self.nonce, client=client, role=role, scopes=requested,
                                          auth_token=device.signature_token(auth), now_ms=now, nonces=core.nonces)
@@ -354,6 +364,8 @@ class Connection:
                    "details": {"reason": "startup-sidecars"}}
             raise reject(CLOSE_TRY_LATER, "gateway starting", err)
         self.caps = [c for c in params.get("caps") or [] if isinstance(c, str)]
+        if role == "node":
+            self.node_params = params
         hello = core.hello_ok(self, method=result.method or ("device-token" if token_record else "none"))
         if issued:
             hello["auth"].update(issued)

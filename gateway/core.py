@@ -11,11 +11,21 @@ from typing import TYPE_CHECKING, Any
 from openclaw_sup import __version__
 from openclaw_sup.config import sqlitedb, statedb
 from openclaw_sup.gateway import authn, device
+from openclaw_sup.gateway.approvals import Approvals
 from openclaw_sup.gateway.device_pairing import PairingMethods
 from openclaw_sup.gateway.hub import Hub
 from openclaw_sup.gateway.loop_health import LoopHealth
 from openclaw_sup.gateway.methods import Methods
-from openclaw_sup.gateway.protocol import EVENTS, MAX_BUFFERED_BYTES, MAX_PAYLOAD, PROTOCOL, UPSTREAM_VERSION
+from openclaw_sup.gateway.node_surfaces import NodeSurfaceStore
+from openclaw_sup.gateway.nodes import Nodes
+from openclaw_sup.gateway.protocol import (
+    EVENTS,
+    MAX_BUFFERED_BYTES,
+    MAX_PAYLOAD,
+    PROTOCOL,
+    UPSTREAM_VERSION,
+    MethodError,
+)
 from openclaw_sup.gateway.stability import StabilityLog
 
 if TYPE_CHECKING:
@@ -30,7 +40,7 @@ CAPABILITIES = ["gateway-restart-target-safe-v1", "published-model-catalog"]
 
 class GatewayCore:
     def __init__(self, host: GatewayHost, state_dir: Path, auth: authn.AuthConfig, *, tick_interval_ms: int,
-                 auto_approve_local: bool = True) -> None:
+                 auto_approve_local: bool | None = None) -> None:
         self.host = host
         self.state_dir = state_dir
         self.auth = auth
@@ -40,21 +50,46 @@ class GatewayCore:
         self.devices = device.DeviceStore(statedb.state_db_path(state_dir))
         self.state_checkpointer = sqlitedb.Checkpointer(statedb.state_db_path(state_dir))
         self.nonces = device.NonceRegistry()
-        self.auto_approve_local = auto_approve_local
+        self._auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
         self.stability = StabilityLog()
         self.loop_health = LoopHealth()
         self.pairing = PairingMethods(self)
-        self.methods = Methods(self)
         self.boot_id = str(uuid.uuid4())
+        self.nodes = Nodes(self, NodeSurfaceStore(data / "openclaw-sup-nodes.sqlite"))
+        self.approvals = Approvals(self)
+        self.handlers = {**self.nodes.handlers, **self.approvals.handlers}
+        self.streaming = dict(self.approvals.streaming)
+        self.worker_methods = {**self.nodes.worker_methods, **self.approvals.worker_methods}
+        self.methods = Methods(self)
         self.started = time.monotonic()
         self.reload: dict[str, Any] = {"hotReloadStatus": "active"}
+
+    @property
+    def auto_approve_local(self) -> bool:
+        """`gateway.nodes.pairing.autoApproveLocal` (default true): silent pairing for direct loopback devices."""
+        if self._auto_approve_local is not None:
+            return self._auto_approve_local
+        gw = self.host.gateway_config().get("gateway") or {}
+        pairing = ((gw.get("nodes") or {}) if isinstance(gw, dict) else {}).get("pairing") or {}
+        return not (isinstance(pairing, dict) and pairing.get("autoApproveLocal") is False)
 
     def set_auth(self, auth: authn.AuthConfig) -> None:
         """New credentials after a reload; the failed-auth history starts over with the new limits."""
         if auth != self.auth:
             self.auth = auth
             self.limiter = authn.FailedAuthLimiter(auth)
+
+    async def worker_call(self, worker: str, method: str, params: dict[str, Any]) -> Any:
+        """What a worker may ask of the gateway over the bus (the agent's exec tool: nodes and approvals)."""
+        handler = self.worker_methods.get(method)
+        if handler is None:
+            raise MethodError("INVALID_REQUEST", f"unknown method: {method} (not served to workers)")
+        return await handler(worker, params if isinstance(params, dict) else {})
+
+    def worker_gone(self, worker: str) -> None:
+        """A worker exited: what it was waiting for can no longer be acted on."""
+        self.approvals.cancel_for(worker)
 
     def log(self, level: str, message: str) -> None:
         self.host.log(level, message, subsystem="gateway")
@@ -98,6 +133,8 @@ class GatewayCore:
         self.loop_health.start()
 
     def close(self) -> None:
+        self.approvals.close()
+        self.nodes.close()
         self.loop_health.stop()
         self.state_checkpointer.stop()
         self.devices.close()

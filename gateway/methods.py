@@ -17,11 +17,10 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup.config.durations import DurationError, parse_duration_ms
-from openclaw_sup.gateway import inventory, logtail, pairing_rpc, snapshots, workers_rpc
+from openclaw_sup.gateway import approvals, inventory, logtail, nodes, pairing_rpc, snapshots, workers_rpc
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.params import check as params_check
 from openclaw_sup.gateway.protocol import (
-    NODES_UNSUPPORTED,
     MethodError,
     invalid,
     missing_scope,
@@ -52,7 +51,6 @@ METHODS: dict[str, tuple[str | None, str]] = {
     **_owned(GATEWAY, ADMIN, "system-event", "gateway.restart.request"),
     **_owned(GATEWAY, PAIRING, "device.pair.list", "device.pair.approve", "device.pair.reject",
              "device.pair.remove"),
-    **_owned(GATEWAY, APPROVALS, "exec.approval.list", "plugin.approval.list", "openclaw.approval.list"),
     **_owned(CHANNELS, READ, "channels.status"),
     **_owned(CHANNELS, ADMIN, "channels.start", "channels.stop", "channels.logout"),
     **_owned(CHANNELS, WRITE, "send"),
@@ -65,10 +63,11 @@ METHODS: dict[str, tuple[str | None, str]] = {
     **_owned("browser", READ, "browser.status", "browser.tabs"),
     **_owned("browser", WRITE, "browser.open", "browser.navigate", "browser.screenshot"),
     **_owned("browser", ADMIN, "browser.start", "browser.stop", "browser.request"),
-    **{m: (scope, GATEWAY) for m, scope in {**workers_rpc.SCOPES, **pairing_rpc.SCOPES}.items()},
+    **{m: (scope, GATEWAY) for m, scope in {**workers_rpc.SCOPES, **pairing_rpc.SCOPES, **nodes.SCOPES,
+                                            **approvals.SCOPES}.items()},
+    **_owned(GATEWAY, None, *sorted(nodes.NODE_ROLE_METHODS)),  # a node's own calls (role checked, no scope)
 }
 FAMILIES = (("cron.", "scheduler"), ("browser.", "browser"), ("chat.", "agent"), ("agent.", "agent"))
-NODE_PREFIX = "node."
 IDEMPOTENT = frozenset({"agent", "send", "chat.send", "node.invoke", "poll"})
 WORKER_TIMEOUT_S = 30.0
 AGENT_TIMEOUT_S = 600.0
@@ -159,8 +158,6 @@ class Methods:
             "device.pair.approve": core.pairing.approve,
             "device.pair.reject": core.pairing.reject,
             "device.pair.remove": core.pairing.remove,
-            **dict.fromkeys(("exec.approval.list", "plugin.approval.list", "openclaw.approval.list"),
-                            lambda _p, _c: self._now([])),
         }
         self.workers = workers_rpc.WorkersRpc(core)
         for method, fn in {**self.workers.methods(), **pairing_rpc.PairingRpc(core).methods()}.items():
@@ -201,7 +198,8 @@ class Methods:
     def is_local(self, method: str) -> bool:
         """Answered by the supervisor from its own state, without waiting on a worker."""
         known = METHODS.get(method)
-        return known is not None and known[1] == GATEWAY
+        return known is not None and known[1] == GATEWAY and method not in self.core.handlers \
+            and method not in self.core.streaming  # nodes and approvals wait on others: never in line
 
     def refused(self, conn: Connection, method: str, why: str) -> None:
         """Log a refused or unknown method once per method and client (bounded)."""
@@ -216,18 +214,17 @@ class Methods:
                               f"{client.get('version') or ''} at {conn.remote_ip}: {why}".replace("  ", " "))
 
     async def call(self, conn: Connection, method: str, params: dict[str, Any], partial: Partial) -> Any:
-        if method.startswith(NODE_PREFIX):
-            self.refused(conn, method, NODES_UNSUPPORTED)
-            raise unavailable(NODES_UNSUPPORTED, reason="nodes-unsupported")
         entry = self.entry(method)
         if entry is None:
             self.refused(conn, method, "unknown method")
             raise unknown_method(method)
         scope, owner = entry
-        if scope is not None and not conn.has_scope(scope):
+        if scope is not None and conn.role != "node" and not conn.has_scope(scope):
             self.refused(conn, method, f"missing scope: {scope}")
             raise missing_scope(scope)
         params_check(method, params)
+        if (conn.role == "node") != (method in nodes.NODE_ROLE_METHODS) and method != "health":
+            raise invalid(f"unauthorized role: {conn.role}")
         if method in IDEMPOTENT:
             key = params.get("idempotencyKey")
             if not isinstance(key, str) or not key:
@@ -248,6 +245,12 @@ class Methods:
 
     async def _dispatch(self, conn: Connection, method: str, owner: str, params: dict[str, Any],
                         partial: Partial) -> Any:
+        family = self.core.handlers.get(method)
+        if family is not None:
+            return await family(conn, params)
+        stream = self.core.streaming.get(method)
+        if stream is not None:
+            return await stream(conn, params, partial)
         handler = self.local.get(method)
         if handler is not None:
             return await handler(params, conn)

@@ -44,8 +44,9 @@ AUTH_KEYS = frozenset({"token", "password", "bootstrapToken", "deviceToken", "ap
 DEVICE_KEYS = frozenset({"id", "publicKey", "signature", "signedAt", "nonce"})
 
 EVENTS = ["connect.challenge", "tick", "presence", "health", "heartbeat", "shutdown", "agent", "chat", "cron",
-          "config.changed", "device.pair.requested", "device.pair.resolved", "browser", "workers"]
-NODES_UNSUPPORTED = "nodes are not supported yet"
+          "config.changed", "device.pair.requested", "device.pair.resolved", "browser", "workers",
+          "node.pair.requested", "node.pair.resolved", "node.invoke.request", "node.hostStats",
+          "exec.approval.requested", "exec.approval.resolved"]
 
 
 class MethodError(Exception):

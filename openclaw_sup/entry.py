@@ -38,6 +38,14 @@ def main(argv: list[str] | None = None) -> None:
         from openclaw_sup.cli.status import main as status_main
 
         sys.exit(status_main(globals_ + rest[1:]))
+    if command == "node" and rest[1:2] == ["status"]:
+        from openclaw_sup.cli.status import main as status_main
+
+        sys.exit(status_main([*globals_, "--node", *rest[2:]]))
+    if command == "node" and rest[1:2] in (["run"], ["identity"]):
+        from openclaw_sup.supervisor.node_main import run as node_run
+
+        sys.exit(node_run(globals_ + rest[1:]))
     if command == "gateway" and (len(rest) == 1 or rest[1] not in GATEWAY_SUBCOMMANDS):
         from openclaw_sup.supervisor.main import run
 

@@ -85,6 +85,9 @@ class RunOptions:
     verbose: bool = False
     port_pinned: bool = False
     ssl_context: ssl.SSLContext | None = None
+    listen: bool = True
+    """False for a node host (`openclaw-sup node run`): no port, just the fixed `workers`."""
+    workers: tuple[WorkerSpec, ...] | None = None
 
     @property
     def url(self) -> str:
@@ -133,7 +136,8 @@ class Supervisor:
         self.stopping = False
         self.booted = False
         self.router = BusRouter(lookup=lambda name: self.table.get(name), lifecycle=self._worker_message,
-                                events=self.host.worker_event, log=self.log, spawn_task=self.spawn_task,
+                                events=self.host.worker_event, serve=self.host.serve_worker, log=self.log,
+                                spawn_task=self.spawn_task,
                                 max_message_bytes=lambda: self.settings.bus.max_message_bytes)
         self.control: ControlServer | None = None
         self.gateway: GatewayServer | None = None
@@ -177,6 +181,33 @@ class Supervisor:
         self.router.open(self.paths.bus_endpoint, self.settings.bus)
         self.control = ControlServer(self.paths.control_socket, self._on_control, self.spares)
         await self.control.start()
+        if self.opts.listen and not await self._listen():
+            return self.exit_code
+        if not await self._attach_fork_server(self.fs):
+            self._new_fork_server()
+            await self._fs_settled.wait()
+        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
+        if cron_skipped(os.environ):
+            self.log("warn", CRON_DISABLED_LINE)
+        where = f"gateway listening on {self.opts.url}" if self.gateway else "node host supervisor started"
+        sockets = f", {self.gateway.admission.capacity} client sockets at most" if self.gateway else ""
+        self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers"
+                         f"{sockets})")
+        self._stability("gateway.started", pid=os.getpid(), port=self.opts.port, workers=len(self.specs))
+        for spec in self.specs:
+            self._start(self.table.add(spec))
+        self.booted = True
+        if self.opts.listen:
+            self.reloader.start()
+        self._every_second()
+        self.notify_state()
+        await self._stop_requested.wait()
+        await self.shutdown()
+        return self.exit_code
+
+    async def _listen(self) -> bool:
+        """Bind the gateway port; False (and torn down, exit code set) when it cannot be bound."""
+        assert self.control is not None
         self.core = GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway = self._gateway_server(self.opts)
@@ -187,28 +218,10 @@ class Supervisor:
             print(exc, file=sys.stderr, flush=True)
             self.exit_code = 1
             await self._teardown()
-            return self.exit_code
+            return False
         self.core.start()
         self._fit_port_to_fds()
-        if not await self._attach_fork_server(self.fs):
-            self._new_fork_server()
-            await self._fs_settled.wait()
-        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
-        if cron_skipped(os.environ):
-            self.log("warn", CRON_DISABLED_LINE)
-        self.log("info", f"gateway listening on {self.opts.url} (pid {os.getpid()}, "
-                         f"profile {self.paths.label}, {len(self.specs)} workers, "
-                         f"{self.gateway.admission.capacity} client sockets at most)")
-        self._stability("gateway.started", pid=os.getpid(), port=self.opts.port, workers=len(self.specs))
-        for spec in self.specs:
-            self._start(self.table.add(spec))
-        self.booted = True
-        self.reloader.start()
-        self._every_second()
-        self.notify_state()
-        await self._stop_requested.wait()
-        await self.shutdown()
-        return self.exit_code
+        return True
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         """TERM, INT, QUIT stop; HUP reloads; USR2 (upstream's) and USR1 restart in place; every other signal
@@ -565,6 +578,7 @@ class Supervisor:
         rec.cancel_timer()
         rec.settled = True
         self.router.worker_gone(rec.name, f"the {rec.name} worker exited ({inc.exit['text']}) before answering")
+        self.host.worker_gone(rec.name)
         if inc.done is not None and not inc.done.done():
             inc.done.set_result(inc.exit)
         if rec.state == State.STOPPING:
@@ -678,6 +692,8 @@ class Supervisor:
 
     def wanted_specs(self, cfg: dict[str, Any], settings: SupervisorSettings) -> list[WorkerSpec]:
         """The workers the config asks for, less kinds this build does not provide (said once each)."""
+        if self.opts.workers is not None:
+            return list(self.opts.workers)
         specs = [replace(s, options={**s.options, "gatewayPort": self.opts.port, "stateDir": str(self.paths.state_dir)})
                  if s.kind == "browser" else s for s in worker_specs(cfg, settings)]  # its CDP range follows the port
         if self.available_kinds is None:
@@ -961,7 +977,8 @@ class Supervisor:
                 "stateDir": str(self.paths.state_dir), "configPath": str(self.paths.config_path),
                 "uptimeS": round(now - self.started, 3), "rss": _own_rss(),
                 "cpuS": round(ru.user + ru.system, 3), "forkServerPid": self.fs.pid,
-                "listen": self.opts.url, "bus": self.paths.bus_endpoint,
+                "listen": self.opts.url if self.opts.listen else f"node host -> {self.opts.url}",
+                "bus": self.paths.bus_endpoint,
                 "ports": {"gateway": self.opts.port, **derived_ports(self.opts.port)},
                 "logFile": str(self.sink.path) if self.sink.path else None,
                 "busReceived": bus.received if bus else 0,

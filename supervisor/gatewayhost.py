@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup.gateway.host import Partial
+from openclaw_sup.gateway.protocol import MethodError
+from openclaw_sup.ipc.envelope import Kind
 from openclaw_sup.supervisor.table import WorkerRecord
 
 if TYPE_CHECKING:
@@ -91,3 +93,26 @@ class SupervisorHost:
         if event == "heartbeat" and isinstance(payload, dict):
             core.methods.heartbeat_seen(payload)
         core.hub.broadcast(event, payload, scope="operator.read")
+
+    def serve_worker(self, name: str, msg: dict[str, Any]) -> bool:
+        """A worker's request to `gateway`, answered on the bus by the core; False where none runs (a node host)."""
+        if self.sup.core is None:
+            return False
+        self.sup.spawn_task(self._serve(name, msg), f"{msg.get('method')} for {name}")
+        return True
+
+    async def _serve(self, name: str, msg: dict[str, Any]) -> None:
+        core = self.sup.core
+        assert core is not None
+        reply: dict[str, Any] = {"kind": Kind.RES, "id": msg.get("id")}
+        try:
+            reply.update(ok=True, payload=await core.worker_call(name, str(msg.get("method")), msg.get("params") or {}))
+        except MethodError as exc:
+            reply.update(ok=False, error=exc.to_error())
+        if name in self.sup.table.records:
+            self.sup.router.send(name, reply)
+
+    def worker_gone(self, name: str) -> None:
+        """A worker exited: what the core holds waiting on it (e.g. its approval requests) is cancelled."""
+        if self.sup.core is not None:
+            self.sup.core.worker_gone(name)

@@ -2,7 +2,7 @@
 
     on_bus      -> a frame from a worker: decoded and bounded, or dropped with a log line (summarised each second)
     dispatch    -> hello, ready, hb and log go to the lifecycle; events to the gateway's clients; answers to
-                   the request that awaits them; requests and answers between workers are relayed
+                   the request that awaits them; requests to `gateway` to its core; between workers, relayed
     call_worker -> the gateway's request to a worker, correlated by id, bounded in time, cancelled if abandoned
     worker_gone -> a worker exited: whatever it was asked, or was asking, fails now instead of hanging
 
@@ -34,11 +34,13 @@ WorkerHandler = Callable[[WorkerRecord, dict[str, Any]], None]
 
 class BusRouter:
     def __init__(self, *, lookup: Callable[[str], WorkerRecord | None], lifecycle: WorkerHandler,
-                 events: WorkerHandler, max_message_bytes: Callable[[], int],
+                 events: WorkerHandler, serve: Callable[[str, dict[str, Any]], bool],
+                 max_message_bytes: Callable[[], int],
                  log: Callable[[str, str], None], spawn_task: Callable[[Coroutine[Any, Any, Any], str], None]) -> None:
         self._lookup = lookup
         self._lifecycle = lifecycle
         self._events = events
+        self._serve = serve
         self._max_message_bytes = max_message_bytes
         self._log = log
         self._spawn_task = spawn_task
@@ -117,9 +119,11 @@ class BusRouter:
                                           else None))
 
     def _route(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
-        """Worker-to-worker traffic goes through here; the supervisor itself serves no worker methods yet."""
+        """Worker-to-worker traffic goes through here; requests to `gateway` are served by the port's core."""
         assert self.bus is not None
         target = msg.get("to")
+        if target == "gateway" and msg["kind"] == Kind.REQ and self._serve(rec.name, msg):
+            return
         if isinstance(target, str) and self._lookup(target) is not None:
             fwd = dict(msg)
             fwd.pop("to", None)

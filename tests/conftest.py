@@ -39,7 +39,8 @@ def openclaw_cli() -> Path:
 
 
 def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: float = 120,
-                 state_env: dict[str, str] | None = None, shared: bool = False) -> subprocess.CompletedProcess[str]:
+                 state_env: dict[str, str] | None = None, shared: bool = False, stdin: str | None = None
+                 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI against `gw` with a HOME and state dir of its own, so it never reads the gateway's files
     (`state_env` overrides that, e.g. to share the gateway's state dir as a user on that host does).
 
@@ -57,7 +58,7 @@ def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: flo
     env.update(state_env or {})
     if token is not None:
         env.update(OPENCLAW_GATEWAY_URL=f"ws://127.0.0.1:{gw.port}", OPENCLAW_GATEWAY_TOKEN=token)
-    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:

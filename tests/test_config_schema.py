@@ -259,6 +259,16 @@ def test_json5_errors_name_line_column_and_reason_in_words(tmp_path: Path, text:
     assert "b'" not in message and "({" not in message and "None" not in message
 
 
+def test_exec_and_node_settings_are_checked() -> None:
+    ok = validate({"tools": {"exec": {"host": "node", "mode": "allowlist", "node": "nas", "timeoutSec": 30}},
+                   "gateway": {"nodes": {"pairing": {"autoApproveLocal": False}, "commands": {"deny": ["x"]}}}})
+    assert ok.ok and "tools" not in {n.path for n in ok.notices}
+    bad = validate({"tools": {"exec": {"host": "cloud"}},
+                    "gateway": {"nodes": {"pairing": {"autoApproveLocal": "no"}}}})
+    found = {e.path: e.message for e in bad.errors}
+    assert set(found) == {"tools.exec.host", "gateway.nodes.pairing.autoApproveLocal"}
+
+
 @pytest.mark.live  # a fresh interpreter: what it imports is the point
 def test_plain_json_is_read_without_the_json5_parser(tmp_path: Path) -> None:
     """A config the CLI wrote (plain JSON) is read without the JSON5 parser, which is imported only for JSON5

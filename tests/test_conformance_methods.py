@@ -41,14 +41,15 @@ def error_of(c: GatewayClient, method: str, params: Any = None) -> dict[str, Any
     return info.value.error
 
 
-def test_unknown_before_scope_nodes_unsupported_and_each_refusal_logged_once(gw: Gateway) -> None:
+def test_unknown_before_scope_and_each_refusal_logged_once(gw: Gateway) -> None:
     reader = client(gw, client_id="gateway-client", mode="backend", scopes=["operator.read"])
     reader.connect()
     for _ in range(3):
         err = error_of(reader, "no.such.method")
         assert err["code"] == "INVALID_REQUEST" and err["message"] == "unknown method: no.such.method"
-    err = error_of(reader, "node.list")
-    assert err["code"] == "UNAVAILABLE" and err["message"] == "nodes are not supported yet"
+    assert reader.request("node.list")["nodes"] == []
+    err = error_of(reader, "node.pair.list")
+    assert err["message"] == "missing scope: operator.pairing"
     err = error_of(reader, "exec.approval.list")
     assert err["message"] == "missing scope: operator.approvals"
     err = error_of(reader, "cron.nosuch")
@@ -56,8 +57,8 @@ def test_unknown_before_scope_nodes_unsupported_and_each_refusal_logged_once(gw:
     wait_for(lambda: "refused cron.nosuch" in gw.log_text(), 5)
     log = gw.log_text()
     assert log.count("refused no.such.method from gateway-client/backend") == 1
-    assert "refused node.list from gateway-client/backend openclaw-sup at 127.0.0.1: nodes are not supported yet" \
-        in log
+    assert "refused node.pair.list from gateway-client/backend openclaw-sup at 127.0.0.1: missing scope: " \
+           "operator.pairing" in log
     assert "refused exec.approval.list" in log and "missing scope: operator.approvals" in log
 
 
@@ -75,7 +76,8 @@ def test_hello_ok_advertises_exactly_what_is_served(gw: Gateway) -> None:
     assert "published-model-catalog" in hello["features"]["capabilities"]
     assert {"health", "status", "cron.list", "sessions.list", "models.list", "browser.status", "usage.cost",
             "device.pair.list", "exec.approval.list", "diagnostics.stability"} <= set(methods)
-    assert not [m for m in methods if m.startswith("node.")]
+    assert {"node.list", "node.describe", "node.invoke", "node.pair.approve", "exec.approvals.get",
+            "exec.approval.resolve", "approval.resolve"} <= set(methods)
     for method in methods:
         if method in SIDE_EFFECTS:
             continue

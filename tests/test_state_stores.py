@@ -11,7 +11,7 @@ from upstream_state import rows
 
 from openclaw_sup.config import statedb
 from openclaw_sup.config.pairing_store import PairingStore, iso
-from openclaw_sup.workers.agent.store import AgentStore, db_path
+from openclaw_sup.workers.agent.store import AgentStore, RecentWindows, db_path
 from openclaw_sup.workers.scheduler.store import Store, task_id
 
 
@@ -99,3 +99,46 @@ def test_a_turn_cut_short_keeps_its_question_once(tmp_path: Path) -> None:
         ("user", "asked before a crash", "r1")] and total == 3
     assert store.run("agent.turn:k1")["status"] == "error"  # type: ignore[index]
     store.close()
+
+
+def _context(store: AgentStore, key: str) -> list[tuple[str, str]]:
+    return [(m["role"], m["text"]) for m in store.history(key, 39, count=False)[0]]
+
+
+def test_the_models_context_follows_every_writer_of_the_transcript(tmp_path: Path) -> None:
+    """The recent messages a turn gives the model are kept between turns, yet what another process writes into
+    the same transcript (a second connection here, as the real CLI or gateway would) is in the next context."""
+    path, key = db_path(tmp_path, "main"), "agent:main:telegram:direct:42"
+    ours, theirs = AgentStore(path), AgentStore(path)
+    ours.append_turn(key, "q1", "a1", "r1")
+    assert _context(ours, key) == [("user", "q1"), ("assistant", "a1")]
+    ours.append_turn(key, "q2", "a2", "r2")  # extends what was kept
+    assert _context(ours, key)[-2:] == [("user", "q2"), ("assistant", "a2")]
+    theirs.append(key, "user", "from the other writer", "r3")
+    assert _context(ours, key)[-1] == ("user", "from the other writer")
+    session = rows(path, f"SELECT current_session_id FROM session_nodes WHERE session_key = '{key}'")[0][0]
+    with theirs.db.write():  # upstream rewrites the transcript in place: a new generation, same sequence numbers
+        theirs.db.execute("UPDATE transcript_rewrite_watermarks SET generation = 'rewritten' WHERE session_id = ?",
+                          (session,))
+        theirs.db.execute("UPDATE transcript_events SET event_json = json_set(event_json, '$.message.content', "
+                          "'rewritten q1') WHERE session_id = ? AND seq = 1", (session,))
+    assert _context(ours, key)[0] == ("user", "rewritten q1")
+    for n in range(30):
+        ours.append_turn(key, f"q{n + 4}", f"a{n + 4}", f"r{n + 4}")
+    fresh = AgentStore(path)
+    assert _context(ours, key) == _context(fresh, key) and len(_context(ours, key)) == 39
+    for store in (ours, theirs, fresh):
+        store.close()
+
+
+def test_the_kept_contexts_are_bounded_in_sessions_and_characters() -> None:
+    windows = RecentWindows(sessions=2, chars=100)
+    row = {"id": 1, "role": "user", "text": "x" * 40, "ts": 0, "runId": None}
+    windows.put("a", ("a",), [row], 39)
+    windows.put("b", ("b",), [row], 39)
+    assert windows.get("a", ("a",), 39) == [row]  # used last: "b" goes first
+    windows.put("c", ("c",), [row], 39)
+    assert windows.get("b", ("b",), 39) is None and windows.get("a", ("a",), 39) == [row]
+    windows.put("d", ("d",), [row, row], 39)  # 80 characters: the others make room
+    assert [windows.get(k, (k,), 39) for k in "acd"] == [None, None, [row, row]]
+    assert windows.get("d", ("other stamp",), 39) is None

@@ -25,6 +25,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "scheduler": "openclaw_sup.workers.scheduler",
     "agent": "openclaw_sup.workers.agent",
     "browser": "openclaw_sup.workers.browser",
+    "node-host": "openclaw_sup.workers.nodehost",
     **{f"channel.{name}": CHANNELS for name in ("irc", "telegram", "webchat", "matrix", "discord", "slack")},
 }
 

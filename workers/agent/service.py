@@ -18,10 +18,13 @@ from typing import Any
 
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
 from openclaw_sup.config.paths import normalize_agent_id
+from openclaw_sup.workers.agent.exec_tool import ExecTool
 from openclaw_sup.workers.agent.listing import Listing
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
+from openclaw_sup.workers.agent.toolloop import ToolLoopBound, replay, run_loop
+from openclaw_sup.workers.groupledger import GroupLedger
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -109,6 +112,11 @@ class AgentService:
         opts = ctx.options
         self.agents_cfg: dict[str, Any] = opts.get("agents") if isinstance(opts.get("agents"), dict) else {}
         self.models_cfg: dict[str, Any] = opts.get("models") if isinstance(opts.get("models"), dict) else {}
+        self.tools_cfg: dict[str, Any] = opts.get("tools") if isinstance(opts.get("tools"), dict) else {}
+        self.exec_groups = GroupLedger(root / "run" / f"exec-groups-{ctx.name}.json")
+        swept = self.exec_groups.sweep()
+        if swept:
+            self.log.warning("killed %d process(es) that exec commands of a previous agent worker left", swept)
         defaults = self.agents_cfg.get("defaults") if isinstance(self.agents_cfg.get("defaults"), dict) else {}
         self.default_timeout = _timeout(defaults.get("timeoutSeconds"), 1.0, DEFAULT_TIMEOUT_S)
         self.stores: dict[str, AgentStore] = {}
@@ -233,13 +241,20 @@ class AgentService:
         if waiter is not None:
             waiter.set()
 
-    def _messages(self, run: Run, store: AgentStore) -> list[dict[str, str]]:
-        rows, _total = store.history(run.session_key, HISTORY_TURNS - (0 if run.asked else 1), count=False)
-        messages = [{"role": r["role"], "content": r["text"]} for r in rows if r["role"] in ("user", "assistant")]
+    def _messages(self, run: Run, store: AgentStore) -> list[dict[str, Any]]:
+        messages = replay(store.context(run.session_key, HISTORY_TURNS - (0 if run.asked else 1)))
         if not run.asked:
             messages.append({"role": "user", "content": run.message})
         prompt = self._system_prompt(run.agent_id)
         return [{"role": "system", "content": prompt}, *messages] if prompt else messages
+
+    @staticmethod
+    def _record(run: Run, store: AgentStore, message: dict[str, Any]) -> None:
+        """A tool round into the transcript, after the run's question (written first if it was not yet)."""
+        if not run.asked:
+            store.append_turn(run.session_key, run.message, None, run.run_id, ts=run.started_at)
+            run.asked = True
+        store.append_message(run.session_key, message, run.run_id)
 
     def _system_prompt(self, agent_id: str) -> str | None:
         for entry in self.agents_cfg.get("list") or ():
@@ -262,27 +277,51 @@ class AgentService:
             self._agent_event(run, "assistant", {"text": run.text, "delta": chunk})
             self._chat_event(run, "delta", deltaText=chunk, message=self._message(run.text))
 
+        deadline = time.monotonic() + run.timeout_s
+
+        async def model(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> tuple[Completion, str]:
+            left = max(0.1, round(deadline - time.monotonic(), 1))
+            return await self.complete(run.agent_id, run.model, messages, left, on_delta,
+                                       partial_sent=lambda: bool(run.text), fallbacks=run.fallbacks, tools=tools)
+
         try:
-            result, ref = await self.complete(run.agent_id, run.model, self._messages(run, store), run.timeout_s,
-                                              on_delta, partial_sent=lambda: bool(run.text), fallbacks=run.fallbacks)
-        except (ModelConfigError, ProviderError) as exc:
-            out = Outcome("error", text=run.text, error=str(exc), code=exc.code,
+            loop = await run_loop(model=model, messages=self._messages(run, store), tools=self._tools(run),
+                                  emit=lambda stream, data: self._agent_event(run, stream, data),
+                                  record=lambda message: self._record(run, store, message),
+                                  deadline=deadline)
+        except (ModelConfigError, ProviderError, ToolLoopBound) as exc:
+            out = Outcome("error", text=run.text, error=str(exc), code=getattr(exc, "code", "UNAVAILABLE"),
                           error_kind=getattr(exc, "kind", "unknown"))
             self.log.warning("run %s (%s) failed: %s", run.run_id, run.session_key, exc)
         else:
+            result, ref = loop.completion, loop.ref
             if run.asked:
-                store.append(run.session_key, "assistant", result.text, run.run_id, model=ref, usage=result.usage())
+                store.append(run.session_key, "assistant", result.text, run.run_id, model=ref, usage=loop.usage)
             else:
                 store.append_turn(run.session_key, run.message, result.text, run.run_id, model=ref,
-                                  usage=result.usage(), ts=run.started_at)
+                                  usage=loop.usage, ts=run.started_at)
                 run.asked = True
-            out = Outcome("ok", text=result.text, model=ref, usage=result.usage(), finish=result.finish_reason)
+            out = Outcome("ok", text=result.text, model=ref, usage=loop.usage, finish=result.finish_reason)
         self._finish_events(run, out)
         return out
 
-    async def complete(self, agent_id: str, model: str | None, messages: list[dict[str, str]], timeout_s: float,
+    def _tools(self, run: Run) -> dict[str, Any]:
+        """The tools a run may use: `exec`, unless `tools.deny` (or the agent's own) says otherwise."""
+        policies = [self.tools_cfg, *(e.get("tools") for e in self.agents_cfg.get("list") or ()
+                                      if isinstance(e, dict) and e.get("id") == run.agent_id)]
+        for policy in policies:
+            if isinstance(policy, dict) and ("exec" in (policy.get("deny") or ()) or (
+                    policy.get("allow") and "exec" not in policy["allow"])):
+                return {}
+        exec_cfg = self.tools_cfg.get("exec") if isinstance(self.tools_cfg.get("exec"), dict) else {}
+        return {"exec": ExecTool(state_dir=self.root, exec_cfg=exec_cfg, agent_id=run.agent_id,
+                                 session_key=run.session_key, run_id=run.run_id, request=self.ctx.request,
+                                 log=self.log, ledger=self.exec_groups)}
+
+    async def complete(self, agent_id: str, model: str | None, messages: list[dict[str, Any]], timeout_s: float,
                        on_delta: Any = None, *, max_tokens: int | None = None, temperature: float | None = None,
-                       partial_sent: Any = None, fallbacks: tuple[str, ...] = ()) -> tuple[Completion, str]:
+                       partial_sent: Any = None, fallbacks: tuple[str, ...] = (),
+                       tools: list[dict[str, Any]] | None = None) -> tuple[Completion, str]:
         """Call the agent's model (or `model`), falling back to the configured fallbacks while nothing was
         streamed yet and the error is the provider's (not a bad request)."""
         if model:
@@ -298,7 +337,7 @@ class AgentService:
                 target = resolve(ref, agents=self.agents_cfg, models=self.models_cfg, state_dir=self.root,
                                  agent_id=agent_id, env=os.environ, configured=configured)
                 left = timeout_s if ref == refs[0] else max(0.05, deadline - time.monotonic())
-                request = ChatRequest(messages, max_tokens, temperature, left)
+                request = ChatRequest(messages, max_tokens, temperature, left, tools)
                 return await call(target, request, on_delta), target.ref
             except (ModelConfigError, ProviderError) as exc:
                 last = exc

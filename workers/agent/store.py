@@ -13,6 +13,11 @@ openclaw-agent.sqlite`, schema 23, config/statedb.py), so `openclaw sessions` an
   (`session_transcript_active_events`, `session_transcript_index_state`). When upstream left the projection to
   be rebuilt, we append the events and leave it marked so. Upstream compresses large events (zstd): read here.
 
+A turn's model context comes from the session's recent messages kept in memory (`RecentWindows`), used only
+while the transcript's stamp (its session, last sequence number, projection state, rewrite generation) is
+unchanged: our own appends extend them once committed; whatever another writer does changes the stamp, and the
+context is read again.
+
 The agent worker keeps its idempotency records in `openclaw-sup-runs.sqlite` beside it (a name upstream never
 uses): a run is written `running` before the model is called and finished with its answer after, so a resent
 key returns the stored answer instead of running again, and a run a crash cut short is found `running` at
@@ -28,6 +33,7 @@ import os
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +64,12 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_id ON runs(run_id);
 """
+ROLES_WITH_TOOLS = ("user", "assistant", "toolResult")
+CALLS_ONLY = " AND json_extract(e.event_json, '$.message.content[0].type') IS NOT 'toolCall'"  # text comes first
 _TASK_STATUS = {"ok": "succeeded", "error": "failed"}
 TASK_METHOD = "agent"  # the runs upstream records as tasks: `openclaw agent` through the gateway
+RECENT_SESSIONS = 256  # sessions whose recent messages the worker keeps for the model's context
+RECENT_CHARS = 4_000_000  # and at most this much of their text
 
 
 def now_ms() -> int:
@@ -104,6 +114,126 @@ def message_text(message: dict[str, Any]) -> str:
     return ""
 
 
+def _message(role: str, text: str, run_id: str | None, model: str | None, usage: dict[str, int] | None,
+             now: int) -> dict[str, Any]:
+    """A user or assistant message as upstream's transcript holds it."""
+    message: dict[str, Any] = {"role": role, "timestamp": now}
+    if role == "user":
+        message["content"] = text
+        if run_id:
+            message["idempotencyKey"] = f"{run_id}:user"
+        return message
+    message["content"] = [{"type": "text", "text": text}]
+    if model:
+        provider, _, name = model.partition("/")
+        message.update(provider=provider, model=name)
+    if usage:
+        message["usage"] = {"input": usage.get("inputTokens", 0), "output": usage.get("outputTokens", 0),
+                            "totalTokens": usage.get("inputTokens", 0) + usage.get("outputTokens", 0)}
+    message["stopReason"] = "stop"
+    if run_id:
+        message["__openclaw"] = {"runId": run_id}
+    return message
+
+
+Stamp = tuple[Any, ...]  # session id, last seq, projection (indexed seq, needs rebuild, leaf), rewrite generation
+Event = tuple[int, dict[str, Any], str | None, int]  # seq, event, idempotency key, created_at
+_TAIL_SQL = (
+    "SELECT n.current_session_id, (SELECT max(seq) FROM transcript_events WHERE session_id = n.current_session_id), "
+    "s.indexed_seq, s.needs_rebuild, s.leaf_event_id, (SELECT generation FROM transcript_rewrite_watermarks WHERE "
+    "session_id = n.current_session_id), n.entry_json, s.active_event_count, s.active_message_count, EXISTS (SELECT 1 "
+    "FROM transcript_event_identities WHERE session_id = n.current_session_id AND message_idempotency_key = ?) "
+    "FROM session_nodes n LEFT JOIN session_transcript_index_state s ON s.session_id = n.current_session_id "
+    "WHERE n.session_key = ?")
+
+
+def _chat_message(m: dict[str, Any]) -> bool:
+    """A question or an answer made of text, as `_message` writes them."""
+    content, role = m.get("content"), m.get("role")
+    if role == "user":
+        return isinstance(content, str)
+    return role == "assistant" and isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" for p in content)
+
+
+def _history_row(seq: int, m: dict[str, Any], created: int) -> dict[str, Any]:
+    run = (m.get("__openclaw") or {}).get("runId") if isinstance(m.get("__openclaw"), dict) else None
+    idem = m.get("idempotencyKey")
+    if run is None and isinstance(idem, str) and idem.endswith(":user"):
+        run = idem[:-len(":user")]
+    ts = m.get("timestamp") if isinstance(m.get("timestamp"), int) else created
+    return {"id": seq, "role": m["role"], "text": message_text(m), "ts": ts, "runId": run}
+
+
+class RecentWindows:
+    """The last messages of the sessions a model was recently given, so a turn does not read and decode its
+    context again: an entry serves only while its session's transcript stamp is unchanged (another writer, the
+    real CLI or gateway, appending, rewriting or re-projecting it changes the stamp), and our own appends extend
+    it once their transaction committed. Bounded in sessions and in characters: the least recently used go."""
+
+    def __init__(self, sessions: int = RECENT_SESSIONS, chars: int = RECENT_CHARS) -> None:
+        self.sessions, self.chars = sessions, chars
+        self._entries: dict[str, Window] = {}
+        self._held = 0
+
+    def get(self, key: str, stamp: Stamp, limit: int) -> list[dict[str, Any]] | None:
+        entry = self._entries.get(key)
+        if entry is None or entry.stamp != stamp or (len(entry.rows) < limit and not entry.complete):
+            return None
+        self._entries[key] = self._entries.pop(key)
+        return entry.rows[-limit:] if limit > 0 else []
+
+    def put(self, key: str, stamp: Stamp, rows: list[dict[str, Any]], cap: int) -> None:
+        """The last `cap` messages of the transcript stamped `stamp` (fewer when that is all of them)."""
+        self._drop(key)
+        kept = rows[-cap:]
+        window = Window(stamp, kept, cap, len(rows) < cap, sum(len(r["text"]) for r in kept))
+        self._entries[key] = window
+        self._held += window.chars
+        while self._entries and (len(self._entries) > self.sessions or self._held > self.chars):
+            self._drop(next(iter(self._entries)))
+
+    def extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
+        """Our committed append turned the transcript stamped `before` into `after` by adding `events`."""
+        entry = self._drop(key)
+        if entry is None or before is None or after is None or entry.stamp != before or not all(
+                _chat_message(event["message"]) for _seq, event, _idem, _at in events):
+            return  # anything but a plain question or answer: the next context is read again
+        rows = entry.rows + [_history_row(seq, event["message"], at) for seq, event, _idem, at in events]
+        self.put(key, after, rows, entry.cap)
+
+    def _drop(self, key: str) -> Window | None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._held -= entry.chars
+        return entry
+
+
+@dataclass
+class Window:
+    """One session's recent messages (`rows`, oldest first, at most `cap`; `complete` when they are all of it)."""
+
+    stamp: Stamp
+    rows: list[dict[str, Any]]
+    cap: int
+    complete: bool
+    chars: int
+
+
+@dataclass
+class Tail:
+    """The end of a session's transcript inside a write transaction: what the next message chains to."""
+
+    key: str
+    session_id: str
+    entry: dict[str, Any]
+    seq: int  # the next event's
+    leaf: str | None  # the last event's id
+    state: tuple[int, int, int, int] | None  # projection: indexed_seq, needs_rebuild, active events, messages
+    asked: bool  # the idempotency key asked about is already in this transcript
+    stamp: Stamp | None  # the transcript's before this write (None: created by it)
+
+
 class AgentStore:
     def __init__(self, path: Path, agent_id: str | None = None, state_dir: Path | None = None) -> None:
         """`path` is the agent database (`db_path`); the agent and state dir default to what the path names."""
@@ -118,6 +248,7 @@ class AgentStore:
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
+        self._recent = RecentWindows()
         self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
         sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
 
@@ -184,15 +315,30 @@ class AgentStore:
         name = "workspace" if self.agent_id == "main" else f"workspace-{self.agent_id}"
         return str(self.state_dir / name)
 
-    def _open_session(self, key: str, now: int) -> tuple[str, dict[str, Any]]:
-        """The session's id and entry, created (window, header event, projection) when it has none yet."""
-        row = self.db.execute("SELECT current_session_id, entry_json FROM session_nodes WHERE session_key = ?",
-                              (key,)).fetchone()
-        if row is not None:
-            entry = orjson.loads(row[1]) if row[1] else {}
-            if isinstance(entry, dict) and entry.get("sessionId") == row[0]:
-                return row[0], entry
-            return row[0], {"sessionId": row[0]}
+    def _stamp(self, key: str) -> Stamp | None:
+        """What identifies the session's transcript as it is now (None: no such session)."""
+        row = self.db.execute(_TAIL_SQL, (None, key)).fetchone()
+        return None if row is None else row[:6]
+
+    def _tail(self, key: str, idem: str | None = None) -> Tail | None:
+        """Where the session's transcript ends, read in one statement; None when there is no such session."""
+        row = self.db.execute(_TAIL_SQL, (idem, key)).fetchone()
+        if row is None:
+            return None
+        session_id, last, indexed, stale, leaf, _generation, entry_json, events, messages, asked = row
+        entry = orjson.loads(entry_json) if entry_json else {}
+        if not isinstance(entry, dict) or entry.get("sessionId") != session_id:
+            entry = {"sessionId": session_id}
+        seq = (last if last is not None else -1) + 1
+        state = None if indexed is None else (indexed, stale, events, messages)
+        if state is None or stale != 0 or indexed != seq - 1:
+            found = self.db.execute("SELECT event_id FROM transcript_event_identities WHERE session_id = ? AND seq = ?",
+                                    (session_id, seq - 1)).fetchone()
+            leaf = found[0] if found else None
+        return Tail(key, session_id, entry, seq, leaf, state, bool(asked), row[:6])
+
+    def _create_session(self, key: str, now: int) -> Tail:
+        """A new session (its node, window, header event and projection): the end of its empty transcript."""
         session_id = str(uuid.uuid4())
         entry = {"sessionId": session_id, "updatedAt": now, "sessionStartedAt": now, "delivery": {"kind": "none"},
                  "createdVia": "run", "createdAt": now}
@@ -205,23 +351,23 @@ class AgentStore:
         self.db.execute("INSERT INTO transcript_rewrite_watermarks (session_id, generation, updated_at) "
                         "VALUES (?, ?, ?)", (session_id, uuid.uuid4().hex, now))
         header = {"type": "session", "version": 4, "id": session_id, "timestamp": iso(now), "cwd": self._workspace()}
-        self._insert_event(session_id, 0, header, None, now)
+        self._insert_events(session_id, [(0, header, None, now)])
         self.db.execute("INSERT INTO session_transcript_index_state (session_id, indexed_seq, leaf_event_id, "
                         "needs_rebuild, active_event_count, active_message_count, updated_at) "
                         "VALUES (?, 0, ?, 0, 0, 0, ?)", (session_id, session_id, now))
         self._certify(key)
-        return session_id, entry
+        return Tail(key, session_id, entry, 1, session_id, (0, 0, 0, 0), False, None)
 
-    def _insert_event(self, session_id: str, seq: int, event: dict[str, Any], idem: str | None, now: int) -> None:
-        if idem and self.db.execute("SELECT 1 FROM transcript_event_identities WHERE session_id = ? AND "
-                                    "message_idempotency_key = ?", (session_id, idem)).fetchone():
-            idem = None  # upstream keeps one message per key and session: a repeat is kept, unkeyed
-        text = orjson.dumps(event).decode()
-        self.db.execute("INSERT INTO transcript_events (session_id, seq, event_json, created_at, event_utf8_bytes) "
-                        "VALUES (?, ?, ?, ?, ?)", (session_id, seq, text, now, len(text.encode())))
-        self.db.execute("INSERT INTO transcript_event_identities (session_id, event_id, seq, event_type, parent_id, "
-                        "message_idempotency_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (session_id, event["id"], seq, event["type"], event.get("parentId"), idem, now))
+    def _insert_events(self, session_id: str, events: list[tuple[int, dict[str, Any], str | None, int]]) -> None:
+        """Events `(seq, event, idempotency key, created_at)` and their identities, each table in one statement."""
+        texts = [orjson.dumps(event).decode() for _seq, event, _idem, _now in events]
+        self.db.executemany("INSERT INTO transcript_events (session_id, seq, event_json, created_at, event_utf8_bytes) "
+                            "VALUES (?, ?, ?, ?, ?)", [(session_id, seq, text, now, len(text.encode()))
+                                                       for (seq, _e, _i, now), text in zip(events, texts, strict=True)])
+        self.db.executemany("INSERT INTO transcript_event_identities (session_id, event_id, seq, event_type, "
+                            "parent_id, message_idempotency_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(session_id, event["id"], seq, event["type"], event.get("parentId"), idem, now)
+                             for seq, event, idem, now in events])
 
     def _certify(self, key: str) -> None:
         """Mark the node's entry valid and settle its pending validation, as upstream's writers do in-transaction."""
@@ -231,99 +377,116 @@ class AgentStore:
     def append(self, session_key: str, role: str, text: str, run_id: str | None = None, *,
                model: str | None = None, usage: dict[str, int] | None = None, ts: int | None = None) -> int:
         """Append a user or assistant message to the session's transcript; returns its sequence number."""
+        now = now_ms() if ts is None else ts
+        message = _message(role, text, run_id, model, usage, now)
+        idem = message.get("idempotencyKey")
+        key = store_key(session_key, self.agent_id)
         with self.db.write():
-            return self._append(store_key(session_key, self.agent_id), role, text, run_id, model, usage,
-                                now_ms() if ts is None else ts)
+            tail = self._tail(key, idem) or self._create_session(key, now)
+            # upstream keeps one message per key and session: a repeat is kept, unkeyed
+            events = self._write(tail, [(message, None if tail.asked else idem, now)], model, turn_ends=role != "user")
+            after = self._stamp(key)
+        self._recent.extend(key, tail.stamp, after, events)
+        return events[-1][0]
 
     def append_turn(self, session_key: str, question: str, answer: str | None, run_id: str, *,
                     model: str | None = None, usage: dict[str, int] | None = None, ts: int | None = None) -> None:
         """A turn's question and (when there is one) its answer in one transaction: half the commits of two
         appends, each of which writes dozens of pages of upstream's indexed tables. A question already written
         for this run (a crash after the turn was stored, before its run was closed) is not written twice."""
+        key, idem = store_key(session_key, self.agent_id), f"{run_id}:user"
+        with self.db.write():
+            tail = self._tail(key, idem)
+            items = []
+            if tail is None or not tail.asked:
+                asked_at = now_ms() if ts is None else ts
+                tail = tail or self._create_session(key, asked_at)
+                items.append((_message("user", question, run_id, None, None, asked_at), idem, asked_at))
+            if answer is not None:
+                now = now_ms()
+                items.append((_message("assistant", answer, run_id, model, usage, now), None, now))
+            if not items:
+                return
+            events = self._write(tail, items, model, turn_ends=answer is not None)
+            after = self._stamp(key)
+        self._recent.extend(key, tail.stamp, after, events)
+
+    def append_message(self, session_key: str, message: dict[str, Any], run_id: str | None = None) -> int:
+        """A tool round's record, already in upstream's shape: the assistant's message with its `toolCall` parts,
+        or a `toolResult` message. The session entry moves on with the turn's answer, not here; the model's recent
+        context is not extended by it (its stamp moves on, so the next read is a fresh one)."""
+        message = dict(message)
+        message.setdefault("timestamp", now_ms())
+        if run_id and message.get("role") == "assistant":
+            message["__openclaw"] = {"runId": run_id}
         key = store_key(session_key, self.agent_id)
         with self.db.write():
-            row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?",
-                                  (key,)).fetchone()
-            if row is None or not self.db.execute(
-                    "SELECT 1 FROM transcript_event_identities WHERE session_id = ? AND message_idempotency_key = ?",
-                    (row[0], f"{run_id}:user")).fetchone():
-                self._append(key, "user", question, run_id, None, None, now_ms() if ts is None else ts)
-            if answer is not None:
-                self._append(key, "assistant", answer, run_id, model, usage, now_ms())
+            tail = self._tail(key) or self._create_session(key, message["timestamp"])
+            events = self._write(tail, [(message, None, message["timestamp"])], None, turn_ends=False)
+        return events[-1][0]
 
-    def _append(self, key: str, role: str, text: str, run_id: str | None, model: str | None,
-                usage: dict[str, int] | None, now: int) -> int:
-        session_id, entry = self._open_session(key, now)
-        (last,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
-                                  (session_id,)).fetchone()
-        seq = (last if last is not None else -1) + 1
-        leaf = self.db.execute("SELECT leaf_event_id FROM session_transcript_index_state WHERE session_id = ? "
-                               "AND needs_rebuild = 0 AND indexed_seq = ?", (session_id, seq - 1)).fetchone() \
-            or self.db.execute("SELECT event_id FROM transcript_event_identities WHERE session_id = ? AND seq = ?",
-                               (session_id, seq - 1)).fetchone()
-        message: dict[str, Any] = {"role": role, "timestamp": now}
-        idem = None
-        if role == "user":
-            message["content"] = text
-            if run_id:
-                idem = message["idempotencyKey"] = f"{run_id}:user"
-        else:
-            message["content"] = [{"type": "text", "text": text}]
-            if model:
-                provider, _, name = model.partition("/")
-                message.update(provider=provider, model=name)
-            if usage:
-                message["usage"] = {"input": usage.get("inputTokens", 0), "output": usage.get("outputTokens", 0),
-                                    "totalTokens": usage.get("inputTokens", 0) + usage.get("outputTokens", 0)}
-            message["stopReason"] = "stop"
-            if run_id:
-                message["__openclaw"] = {"runId": run_id}
-        event = {"type": "message", "id": str(uuid.uuid4()), "parentId": leaf[0] if leaf else None,
-                 "timestamp": iso(now), "message": message}
-        self._insert_event(session_id, seq, event, idem, now)
-        self._project(session_id, seq, event["id"], now)
-        if role != "user":  # the session and its window move on once per turn, with the answer
+    def _write(self, tail: Tail, items: list[tuple[dict[str, Any], str | None, int]], model: str | None, *,
+               turn_ends: bool) -> list[Event]:
+        """Messages `(message, idempotency key, time)` appended after `tail`, chained by `parentId`, with the
+        active-branch projection; when they end a turn, the session and its window move on (once per turn).
+        Returns the events written."""
+        events, parent = [], tail.leaf
+        for n, (message, idem, now) in enumerate(items):
+            event = {"type": "message", "id": str(uuid.uuid4()), "parentId": parent, "timestamp": iso(now),
+                     "message": message}
+            events.append((tail.seq + n, event, idem, now))
+            parent = event["id"]
+        self._insert_events(tail.session_id, events)
+        self._project(tail, events)
+        now = events[-1][3]
+        if turn_ends:
+            entry = tail.entry
             entry.update(updatedAt=now, lastInteractionAt=now, lastActivityAt=now)
             if model:
                 entry["modelProvider"], _, entry["model"] = model.partition("/")
             self.db.execute("UPDATE session_nodes SET entry_json = ?, updated_at = ?, last_interaction_at = ?, "
                             "last_activity_at = ? WHERE session_key = ?",
-                            (orjson.dumps(entry).decode(), now, now, now, key))
-            self._certify(key)
+                            (orjson.dumps(entry).decode(), now, now, now, tail.key))
+            self._certify(tail.key)
             self.db.execute("UPDATE session_windows SET updated_at = ?, transcript_updated_at = ?, "
                             "transcript_observed_at = ?, status = 'done', ended_at = ?, "
                             "model_provider = coalesce(?, model_provider), model = coalesce(?, model) "
                             "WHERE session_id = ?",
                             (now, now, now, now, entry.get("modelProvider") if model else None,
-                             entry.get("model") if model else None, session_id))
-        return seq
+                             entry.get("model") if model else None, tail.session_id))
+        return events
 
-    def _project(self, session_id: str, seq: int, event_id: str, now: int) -> None:
-        """Extend the active-branch projection by one message, or leave it for upstream to rebuild when stale."""
-        state = self.db.execute("SELECT indexed_seq, needs_rebuild, active_event_count, active_message_count FROM "
-                                "session_transcript_index_state WHERE session_id = ?", (session_id,)).fetchone()
-        if state is None or state[1] != 0 or state[0] != seq - 1:
+    def _project(self, tail: Tail, events: list[tuple[int, dict[str, Any], str | None, int]]) -> None:
+        """Extend the active-branch projection by these messages, or leave it for upstream to rebuild when stale."""
+        state = tail.state
+        if state is None or state[1] != 0 or state[0] != tail.seq - 1:
             self.db.execute("INSERT INTO session_transcript_index_state (session_id, indexed_seq, needs_rebuild, "
                             "updated_at) VALUES (?, -1, 1, ?) ON CONFLICT(session_id) DO UPDATE SET needs_rebuild = 1",
-                            (session_id, now))
+                            (tail.session_id, events[0][3]))
             return
-        self.db.execute("INSERT INTO session_transcript_active_events (session_id, active_position, event_seq, "
-                        "message_position, context_eligible) VALUES (?, ?, ?, ?, 1)",
-                        (session_id, state[2], seq, state[3]))
+        _indexed, _stale, active, messages = state
+        self.db.executemany("INSERT INTO session_transcript_active_events (session_id, active_position, event_seq, "
+                            "message_position, context_eligible) VALUES (?, ?, ?, ?, 1)",
+                            [(tail.session_id, active + n, seq, messages + n)
+                             for n, (seq, *_rest) in enumerate(events)])
+        last_seq, last, _idem, now = events[-1]
         self.db.execute("UPDATE session_transcript_index_state SET indexed_seq = ?, leaf_event_id = ?, "
                         "active_event_count = ?, active_message_count = ?, updated_at = ? WHERE session_id = ?",
-                        (seq, event_id, state[2] + 1, state[3] + 1, now, session_id))
+                        (last_seq, last["id"], active + len(events), messages + len(events), now, tail.session_id))
 
-    def _messages(self, session_id: str, limit: int = -1, offset: int = 0, *, count: bool = True
-                  ) -> tuple[list[tuple[int, dict[str, Any], int]], int]:
+    def _messages(self, session_id: str, limit: int = -1, offset: int = 0, *, count: bool = True,
+                  tools: bool = False) -> tuple[list[tuple[int, dict[str, Any], int]], int]:
         """The session's user and assistant messages, oldest first: the last `limit` (all with -1) before the
         newest `offset`, and how many there are. The active branch when upstream's projection is current, else
-        every message event in sequence order; only the page asked for is read and decoded."""
+        every message event in sequence order; only the page asked for is read and decoded. With `tools`, the tool
+        rounds too (`toolResult` messages); without, an assistant message that opens with a tool call is left out."""
         state = self.db.execute("SELECT indexed_seq, needs_rebuild FROM session_transcript_index_state WHERE "
                                 "session_id = ?", (session_id,)).fetchone()
         (latest,) = self.db.execute("SELECT max(seq) FROM transcript_events WHERE session_id = ?",
                                     (session_id,)).fetchone()
-        chat = "(e.event_json IS NULL OR json_extract(e.event_json, '$.message.role') IN ('user', 'assistant'))"
+        roles = ROLES_WITH_TOOLS if tools else ("user", "assistant")
+        chat = (f"(e.event_json IS NULL OR json_extract(e.event_json, '$.message.role') IN {roles!r}"
+                f"{'' if tools else CALLS_ONLY})")
         if state is not None and state[1] == 0 and state[0] == latest:
             source = ("FROM session_transcript_active_events a JOIN transcript_events e ON e.session_id = "
                       f"a.session_id AND e.seq = a.event_seq WHERE a.session_id = ? AND a.message_position IS NOT NULL "
@@ -341,7 +504,7 @@ class AgentStore:
             with contextlib.suppress(ValueError, orjson.JSONDecodeError):
                 event = orjson.loads(text if text is not None else _zstd(blob, size))
                 message = event.get("message") if isinstance(event, dict) else None
-                if isinstance(message, dict) and message.get("role") in ("user", "assistant"):
+                if isinstance(message, dict) and message.get("role") in roles:
                     out.append((seq, message, created))
         return out, int(total)
 
@@ -350,19 +513,24 @@ class AgentStore:
         """The last `limit` user/assistant messages before the newest `offset` ones (oldest first), and the total
         (-1 unless `count`: a model's context needs no total)."""
         key = store_key(session_key, self.agent_id)
-        row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
-        if row is None:
+        stamp = self._stamp(key)
+        if stamp is None:
             return [], 0
-        window, total = self._messages(row[0], limit, offset, count=count)
-        out = []
-        for seq, m, created in window:
-            run = (m.get("__openclaw") or {}).get("runId") if isinstance(m.get("__openclaw"), dict) else None
-            idem = m.get("idempotencyKey")
-            if run is None and isinstance(idem, str) and idem.endswith(":user"):
-                run = idem[:-len(":user")]
-            ts = m.get("timestamp") if isinstance(m.get("timestamp"), int) else created
-            out.append({"id": seq, "role": m["role"], "text": message_text(m), "ts": ts, "runId": run})
+        recent = not count and offset == 0
+        if recent and (hit := self._recent.get(key, stamp, limit)) is not None:
+            return hit, -1
+        window, total = self._messages(stamp[0], limit, offset, count=count)
+        out = [_history_row(seq, m, created) for seq, m, created in window]
+        if recent and limit > 0:
+            self._recent.put(key, stamp, out, limit)
         return out, total
+
+    def context(self, session_key: str, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` messages of the session as upstream stores them, tool rounds included (oldest
+        first): what the model is given back (workers/agent/toolloop.py replay)."""
+        key = store_key(session_key, self.agent_id)
+        row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
+        return [] if row is None else [m for _seq, m, _ts in self._messages(row[0], limit, count=False, tools=True)[0]]
 
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every session of this agent, newest first: key, session id, times, model, its message count and its entry."""

@@ -3,20 +3,27 @@
 `call(target, request, on_delta)` picks the implementation from `target.api` (`echo`, `openai-completions`,
 `anthropic-messages`), enforces the request's timeout and answers a `Completion`, or raises `ProviderError`
 whose message names the provider, its URL and what to do.
+
+Messages are provider-neutral: `{role: system|user, content}`, `{role: assistant, content, toolCalls?:
+[{id, name, arguments}]}` and `{role: tool, toolCallId, name, content, isError}`; each provider maps them to
+its wire format (OpenAI `tool_calls` / `role: tool`, Anthropic `tool_use` / `tool_result` blocks). Tools offered
+to the model are `{name, description, parameters}` (a JSON schema); a completion that asks for tools carries
+them in `tool_calls` with `finish_reason == "tool_calls"`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from openclaw_sup.config.models import Target
 
 OnDelta = Callable[[str], None]
 
-__all__ = ["APIS", "ChatRequest", "Completion", "OnDelta", "ProviderError", "Target", "call", "count_words"]
+__all__ = ["APIS", "ChatRequest", "Completion", "OnDelta", "ProviderError", "Target", "ToolCall", "call",
+           "count_words", "parse_arguments", "text_of"]
 
 APIS = ("echo", "openai-completions", "anthropic-messages")
 
@@ -32,10 +39,20 @@ class ProviderError(Exception):
 
 @dataclass
 class ChatRequest:
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     max_tokens: int | None = None
     temperature: float | None = None
     timeout_s: float = 600.0
+    tools: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str = ""
+    """The arguments as the model sent them, when they were not a JSON object (the tool then refuses)."""
 
 
 @dataclass
@@ -44,6 +61,7 @@ class Completion:
     input_tokens: int
     output_tokens: int
     finish_reason: str = "stop"
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     def usage(self) -> dict[str, int]:
         return {"inputTokens": self.input_tokens, "outputTokens": self.output_tokens}
@@ -51,6 +69,27 @@ class Completion:
 
 def count_words(text: str) -> int:
     return len(text.split())
+
+
+def text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def parse_arguments(call_id: str, name: str, raw: Any) -> ToolCall:
+    """A tool call from the arguments a model sent (a JSON text or an object); bad JSON is kept raw."""
+    if isinstance(raw, dict):
+        return ToolCall(call_id, name, raw)
+    text = raw if isinstance(raw, str) else ""
+    if not text.strip():
+        return ToolCall(call_id, name, {})
+    try:
+        import orjson
+
+        value = orjson.loads(text)
+    except ValueError:
+        return ToolCall(call_id, name, {}, text)
+    return ToolCall(call_id, name, value) if isinstance(value, dict) else ToolCall(call_id, name, {}, text)
 
 
 async def call(target: Target, request: ChatRequest, on_delta: OnDelta | None = None) -> Completion:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
-from openclaw_sup.workers.agent.providers import ChatRequest, Completion, OnDelta, Target, count_words
+from openclaw_sup.workers.agent.providers import ChatRequest, Completion, OnDelta, Target, count_words, text_of
 
 _WORDS = re.compile(r"\S+\s*")
 
 
-def last_user_text(messages: list[dict[str, str]]) -> str:
-    return next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    return next((text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 async def complete(target: Target, request: ChatRequest, on_delta: OnDelta) -> Completion:
@@ -25,5 +26,5 @@ async def complete(target: Target, request: ChatRequest, on_delta: OnDelta) -> C
     for chunk in chunks:
         on_delta(chunk)
         await asyncio.sleep(0)
-    words_in = sum(count_words(m.get("content") or "") for m in request.messages)
+    words_in = sum(count_words(text_of(m)) for m in request.messages)
     return Completion(text, words_in, count_words(text))

@@ -5,17 +5,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from openclaw_sup.workers.agent.providers import ChatRequest, Completion, OnDelta, ProviderError, Target, count_words
+import orjson
+
+from openclaw_sup.workers.agent.providers import (
+    ChatRequest,
+    Completion,
+    OnDelta,
+    ProviderError,
+    Target,
+    count_words,
+    parse_arguments,
+    text_of,
+)
 from openclaw_sup.workers.agent.providers.http import drain, json_of, pooled_session, post_stream, sse_events
+
+
+def wire_message(m: dict[str, Any]) -> dict[str, Any]:
+    """A neutral message in the chat-completions shape (`tool_calls` on the assistant, `role: tool` results)."""
+    if m.get("role") == "tool":
+        return {"role": "tool", "tool_call_id": m.get("toolCallId"), "content": text_of(m)}
+    if m.get("role") == "assistant" and m.get("toolCalls"):
+        return {"role": "assistant", "content": text_of(m) or None, "tool_calls": [
+            {"id": c["id"], "type": "function",
+             "function": {"name": c["name"], "arguments": orjson.dumps(c.get("arguments") or {}).decode()}}
+            for c in m["toolCalls"]]}
+    return {"role": m["role"], "content": text_of(m)}
 
 
 def request_body(target: Target, request: ChatRequest) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": target.model,
-        "messages": [{"role": m["role"], "content": m.get("content") or ""} for m in request.messages],
+        "messages": [wire_message(m) for m in request.messages],
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if request.tools:
+        body["tools"] = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
+                                                           "parameters": t["parameters"]}} for t in request.tools]
+        body["tool_choice"] = "auto"
     if request.max_tokens is not None:
         body["max_tokens"] = request.max_tokens
     if request.temperature is not None:
@@ -29,6 +56,7 @@ async def complete(target: Target, request: ChatRequest, on_delta: OnDelta) -> C
         headers["authorization"] = f"Bearer {target.api_key}"
     url = target.base_url.rstrip("/") + "/chat/completions"
     parts: list[str] = []
+    calls: dict[int, dict[str, str]] = {}  # index -> id, name, arguments (streamed in fragments)
     finish = "stop"
     usage: dict[str, Any] = {}
     session = pooled_session()
@@ -50,9 +78,20 @@ async def complete(target: Target, request: ChatRequest, on_delta: OnDelta) -> C
                 if isinstance(text, str) and text:
                     parts.append(text)
                     on_delta(text)
+                for i, frag in enumerate(delta.get("tool_calls") or ()):
+                    slot = calls.setdefault(int(frag.get("index", i)), {"id": "", "name": "", "arguments": ""})
+                    fn = frag.get("function") or {}
+                    slot["id"] = frag.get("id") or slot["id"]
+                    slot["name"] = fn.get("name") or slot["name"]
+                    args = fn.get("arguments")
+                    slot["arguments"] += args if isinstance(args, str) else orjson.dumps(args).decode() if args else ""
                 if choice.get("finish_reason"):
-                    finish = "length" if choice["finish_reason"] == "length" else "stop"
+                    finish = {"length": "length", "tool_calls": "tool_calls"}.get(choice["finish_reason"], "stop")
     text = "".join(parts)
-    words_in = sum(count_words(m.get("content") or "") for m in request.messages)
+    tool_calls = [parse_arguments(c["id"] or f"call_{i}", c["name"], c["arguments"])
+                  for i, c in sorted(calls.items()) if c["name"]]
+    if tool_calls:
+        finish = "tool_calls"
+    words_in = sum(count_words(text_of(m)) for m in request.messages)
     return Completion(text, int(usage.get("prompt_tokens") or words_in),
-                      int(usage.get("completion_tokens") or count_words(text)), finish)
+                      int(usage.get("completion_tokens") or count_words(text)), finish, tool_calls)

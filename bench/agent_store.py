@@ -1,0 +1,133 @@
+"""Agent store bench: what one channel turn costs the agent worker in SQLite, upstream's format beside a floor.
+
+Run: .venv/bin/python bench/agent_store.py [--turns 1000] [--sessions 50] [--reps 5]
+
+Every turn is what the agent worker does for one `agent.turn` with an idempotency key: `start_run`, the model's
+context (`history(..., count=False)`, 39 messages), the question and answer (`append_turn`), `finish_run`,
+round-robin over `--sessions` sessions. Measured as the worker's CPU per turn (process CPU time, so other load on
+the machine inflates it less than wall time), each phase apart, median / min / max over `--reps` fresh state
+dirs; also opening the store on a fresh state dir (creating upstream's agent database) and on an existing one.
+
+The floor is the same four calls on two plain tables (messages, runs): the layout openclaw-sup wrote before it
+used upstream's agent database, which the real CLI cannot read. The difference is what upstream's format costs:
+its indexes, triggers and projection tables (the turn writes one transaction of about 25 pages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from openclaw_sup.config import sqlitedb
+from openclaw_sup.workers.agent.store import AgentStore, db_path, now_ms
+
+PHASES = ("start_run", "history", "append_turn", "finish_run")
+
+
+class Floor:
+    """Two plain tables, one autocommit statement per call (openclaw-sup's own layout before upstream's)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlitedb.connect(path)
+        self.db.executescript(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session_key TEXT NOT NULL, role TEXT "
+            "NOT NULL, text TEXT NOT NULL, ts INTEGER NOT NULL, run_id TEXT); CREATE INDEX messages_by_session ON "
+            "messages(session_key, id); CREATE TABLE runs (idem_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, method "
+            "TEXT NOT NULL, session_key TEXT, status TEXT NOT NULL, started_at INTEGER NOT NULL, ended_at INTEGER, "
+            "error TEXT, answer BLOB); CREATE INDEX runs_by_id ON runs(run_id);")
+
+    def start_run(self, idem: str, run_id: str, method: str, key: str, started: int, _message: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO runs(idem_key, run_id, method, session_key, status, started_at) "
+                        "VALUES (?,?,?,?, 'running', ?)", (idem, run_id, method, key, started))
+
+    def history(self, key: str, limit: int, *, count: bool) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT id, role, text, ts, run_id FROM messages WHERE session_key=? ORDER BY id "
+                               "DESC LIMIT ?", (key, limit)).fetchall()
+        return [{"id": r[0], "role": r[1], "text": r[2], "ts": r[3], "runId": r[4]} for r in reversed(rows)]
+
+    def append_turn(self, key: str, question: str, answer: str, run_id: str, **_: Any) -> None:
+        for role, text in (("user", question), ("assistant", answer)):
+            self.db.execute("INSERT INTO messages(session_key, role, text, ts, run_id) VALUES (?,?,?,?,?)",
+                            (key, role, text, now_ms(), run_id))
+
+    def finish_run(self, idem: str, status: str, error: str | None, answer: Any) -> None:
+        self.db.execute("UPDATE runs SET status=?, error=?, ended_at=?, answer=? WHERE idem_key=?",
+                        (status, error, now_ms(), orjson.dumps(answer), idem))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def steps(store: Any, i: int, sessions: int) -> tuple[Callable[[], Any], ...]:
+    """Turn `i`: its four calls, in order."""
+    key, run_id = f"agent:main:telegram:direct:{1000 + i % sessions}", str(uuid.uuid4())
+    idem, text = f"agent.turn:{run_id}", f"message {i} " * 4
+    return (lambda: store.start_run(idem, run_id, "agent.turn", key, now_ms(), text),
+            lambda: store.history(key, 39, count=False),
+            lambda: store.append_turn(key, text, text, run_id, model="echo/echo"),
+            lambda: store.finish_run(idem, "ok", None, {"status": "ok", "summary": text}))
+
+
+def turns(store: Any, n: int, sessions: int) -> dict[str, float]:
+    """CPU seconds per phase over `n` turns."""
+    spent = dict.fromkeys(PHASES, 0.0)
+    for i in range(n):
+        for phase, step in zip(PHASES, steps(store, i, sessions), strict=True):
+            t = time.process_time()
+            step()
+            spent[phase] += time.process_time() - t
+    return spent
+
+
+def line(name: str, values: list[float], unit: str) -> None:
+    print(f"  {name:<34} median {statistics.median(values):8.1f} {unit}  min {min(values):8.1f}  "
+          f"max {max(values):8.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--turns", type=int, default=1000)
+    ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    per_turn: dict[str, dict[str, list[float]]] = {"upstream": {p: [] for p in (*PHASES, "total")},
+                                                    "floor": {p: [] for p in (*PHASES, "total")}}
+    opened: dict[str, list[float]] = {"fresh": [], "fresh wall": [], "existing": []}
+    for _rep in range(args.reps):
+        with tempfile.TemporaryDirectory(prefix="bench-agent-store-") as tmp:
+            root = Path(tmp)
+            t, c = time.perf_counter(), time.process_time()
+            store = AgentStore(db_path(root, "main"), "main", root)
+            opened["fresh"].append((time.process_time() - c) * 1000)
+            opened["fresh wall"].append((time.perf_counter() - t) * 1000)
+            for name, subject in (("upstream", store), ("floor", Floor(root / "floor" / "floor.sqlite"))):
+                spent = turns(subject, args.turns, args.sessions)
+                subject.close()
+                for phase, cpu in spent.items():
+                    per_turn[name][phase].append(cpu / args.turns * 1e6)
+                per_turn[name]["total"].append(sum(spent.values()) / args.turns * 1e6)
+            c = time.process_time()
+            AgentStore(db_path(root, "main"), "main", root).close()
+            opened["existing"].append((time.process_time() - c) * 1000)
+    print(f"agent store, {args.turns} turns over {args.sessions} sessions, x{args.reps} (CPU per turn)")
+    for name, title in (("upstream", "upstream's agent database"), ("floor", "floor: two plain tables")):
+        print(title)
+        for phase in (*PHASES, "total"):
+            line(phase, per_turn[name][phase], "us")
+    print("opening the agent store (agent database, runs side file, lease in the shared database)")
+    line("fresh state dir (creates it), CPU", opened["fresh"], "ms")
+    line("fresh state dir (creates it), wall", opened["fresh wall"], "ms")
+    line("existing database, CPU", opened["existing"], "ms")
+
+
+if __name__ == "__main__":
+    main()
