@@ -94,6 +94,11 @@ class GatewayCore:
     def log(self, level: str, message: str) -> None:
         self.host.log(level, message, subsystem="gateway")
 
+    def set_reload_status(self, status: dict[str, Any]) -> None:
+        """What the config reloader last did (`health.configReload`)."""
+        self.reload = dict(status)
+        self.methods.invalidate_health()
+
     def reload_status(self) -> dict[str, Any]:
         return dict(self.reload)
 

@@ -74,6 +74,11 @@ class Hub:
     def start(self) -> None:
         self._tick_task = asyncio.get_running_loop().create_task(self._ticks())
 
+    def reopen(self) -> None:
+        """After `shutdown` for a listener move: broadcasting and ticks resume for the clients that connect next."""
+        self.closing = False
+        self.start()
+
     async def _ticks(self) -> None:
         while True:
             await asyncio.sleep(self.tick_interval_ms / 1000)

@@ -327,6 +327,10 @@ class Methods:
         except (TypeError, ValueError) as exc:
             raise invalid(f"invalid logs.tail params: {exc}") from None
 
+    def heartbeat_seen(self, payload: dict[str, Any]) -> None:
+        """The scheduler's latest `heartbeat` event, what `last-heartbeat` answers."""
+        self.last_heartbeat = payload
+
     async def get_last_heartbeat(self, params: dict[str, Any], _conn: Connection | None = None
                                  ) -> dict[str, Any] | None:
         return self.last_heartbeat

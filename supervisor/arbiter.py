@@ -6,6 +6,11 @@
     reload   -> SIGHUP re-reads the settings and applies a ReloadPlan; SIGUSR1 restarts everything in place
     stop     -> SIGTERM/SIGINT: every worker down the stop ladder (bus `stop`, SIGTERM, SIGKILL), then exit
 
+Beside it, one job per module: supervisor/router.py (`BusRouter`) takes every bus frame and correlates the
+requests sent to workers with their answers; supervisor/gatewayhost.py (`SupervisorHost`) is all the gateway
+core sees of the supervisor; supervisor/reload.py (`ConfigReloader`) reads, diffs and applies a config edit
+through the public methods here (`exclusive`, `restart_in_place`, `apply_worker_plan`, `rebind`, `spawn_task`).
+
 Nothing a worker or a client sends can raise out of a callback here: every inbound path validates, and a
 failure in one handler is logged and contained.
 """
@@ -16,13 +21,13 @@ import asyncio
 import contextlib
 import faulthandler
 import functools
-import itertools
 import os
 import signal
 import ssl
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,22 +40,21 @@ from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 from openclaw_sup.gateway.core import GatewayCore
-from openclaw_sup.gateway.host import Partial
-from openclaw_sup.gateway.methods import unavailable_worker
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
 from openclaw_sup.gateway.server import GatewayServer
 from openclaw_sup.gateway.tls import server_tls
-from openclaw_sup.ipc.bus import RouterBus
-from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
+from openclaw_sup.ipc.envelope import Kind
 from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor import fdlimit
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
+from openclaw_sup.supervisor.gatewayhost import SupervisorHost
 from openclaw_sup.supervisor.liblog import route_library_output
 from openclaw_sup.supervisor.lock import UpstreamLock
 from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
 from openclaw_sup.supervisor.output import OutputPipe
 from openclaw_sup.supervisor.reload import ConfigReloader
+from openclaw_sup.supervisor.router import BusRouter
 from openclaw_sup.supervisor.sdnotify import Notifier, status_line
 from openclaw_sup.supervisor.table import Incarnation, ProcessTable, SampleRing, WorkerRecord
 
@@ -58,7 +62,6 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 LINE_LIMIT = 8192
 EARLY_MAX = 32
 EARLY_EXITS_MAX = 64  # exits read before their spawn was recorded (only while spawns are in flight)
-RELAYED_MAX = 10_000  # worker-to-worker requests awaiting an answer, per target
 FS_BOOT_TIMEOUT_S = 60.0
 FS_RETRY_FIRST_S = 0.5
 FS_RETRY_MAX_S = 30.0
@@ -126,12 +129,16 @@ class Supervisor:
         self.available_kinds: set[str] | None = None
         self._skipped: set[str] = set()
         self.reloader = ConfigReloader(self)
+        self.host = SupervisorHost(self)
         self.table = ProcessTable(self._state_changed)
         self.started = time.monotonic()
         self.exit_code = 0
         self.stopping = False
         self.booted = False
-        self.bus: RouterBus | None = None
+        self.router = BusRouter(lookup=lambda name: self.table.get(name), lifecycle=self._worker_message,
+                                events=self.host.worker_event, serve=self.host.serve_worker, log=self.log,
+                                spawn_task=self.spawn_task,
+                                max_message_bytes=lambda: self.settings.bus.max_message_bytes)
         self.control: ControlServer | None = None
         self.gateway: GatewayServer | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -146,13 +153,9 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._flush_scheduled = False
-        self._bad: dict[str, int] = {}
         self._ops_lock: asyncio.Lock | None = None
         self.core: GatewayCore | None = None
         self.gateway_cfg = opts.gateway_config
-        self._pending: dict[str, tuple[asyncio.Future[Any], Partial | None, str]] = {}
-        self._req_ids = itertools.count(1)
-        self._relayed: dict[str, dict[str, str]] = {}  # target worker -> {request id: requesting worker}
         self._early_exits: dict[int, int] = {}  # pid -> status, for exits read before their spawn was recorded
         self._health_scheduled = False
         self._restarting: asyncio.Event | None = None  # set while an in-place restart runs; opens when it is done
@@ -175,9 +178,7 @@ class Supervisor:
         ensure_private_dir(self.paths.run_dir)
         with contextlib.suppress(FileNotFoundError):
             (self.paths.run_dir / "bus.sock").unlink()
-        b = self.settings.bus
-        self.bus = RouterBus(self.paths.bus_endpoint, self._on_bus, self._on_bad_frames,
-                             max_message_bytes=b.max_message_bytes, rcv_hwm=b.rcv_hwm, snd_hwm=b.snd_hwm)
+        self.router.open(self.paths.bus_endpoint, self.settings.bus)
         self.control = ControlServer(self.paths.control_socket, self._on_control, self.spares)
         await self.control.start()
         if self.opts.listen and not await self._listen():
@@ -207,7 +208,7 @@ class Supervisor:
     async def _listen(self) -> bool:
         """Bind the gateway port; False (and torn down, exit code set) when it cannot be bound."""
         assert self.control is not None
-        self.core = GatewayCore(self, self.paths.state_dir, self.opts.auth,
+        self.core = GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway = self._gateway_server(self.opts)
         try:
@@ -228,7 +229,7 @@ class Supervisor:
         Python traceback on stderr: nothing ends the supervisor without a word, except SIGKILL."""
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.request_stop, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn_task(self.reloader.reload("SIGHUP"), "reload"))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn_task(self.reloader.reload("SIGHUP"), "reload"))
         for sig in RESTART_SIGNALS:
             loop.add_signal_handler(sig, self._restart_signal, sig)
         for sig in dict.fromkeys(IGNORED_SIGNALS):
@@ -245,7 +246,7 @@ class Supervisor:
                              "or set commands.restart to true")
         else:
             self.log("info", f"received {name}; restarting in place (pid {os.getpid()}, port {self.opts.port})")
-            self._spawn_task(self.restart_all(True), "restart")
+            self.spawn_task(self.restart_all(True), "restart")
 
     def _ignored_signal(self, sig: int) -> None:
         try:
@@ -281,9 +282,17 @@ class Supervisor:
         assert self._stop_requested is not None
         self._stop_requested.set()
 
-    def _spawn_task(self, coro: Any, what: str) -> None:
+    def spawn_task(self, coro: Any, what: str) -> None:
+        """Run `coro` in the background; a failure is logged with `what`, never lost or raised."""
         task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(lambda t: self._task_failed(t, what))
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Reloads, in-place restarts and operator actions on workers run one at a time."""
+        assert self._ops_lock is not None
+        async with self._ops_lock:
+            yield
 
     def _task_failed(self, task: asyncio.Task[Any], what: str) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -378,7 +387,7 @@ class Supervisor:
         rec.retry_at = None
         rec.fire(event)
         rec.begin_spawn()
-        self._spawn_task(self._spawn(rec), f"spawn of {rec.name}")
+        self.spawn_task(self._spawn(rec), f"spawn of {rec.name}")
 
     async def _spawn(self, rec: WorkerRecord) -> None:
         """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy."""
@@ -407,7 +416,7 @@ class Supervisor:
         early, rec.early = rec.early, []
         for msg in early:
             if msg.get("pid") == pid:
-                self._dispatch(rec, msg)
+                self._worker_message(rec, msg)
         status = self._early_exits.pop(pid, None)
         if status is not None:
             self._on_exit(pid, status)
@@ -459,25 +468,10 @@ class Supervisor:
             inc.errors.append(self.sink.redact(text))
         self._write_log(level, text, subsystem="stderr" if level == "error" else "stdout", worker=rec.name)
 
-    # ================================================================ manage: bus
+    # ================================================================ manage: what workers say
 
-    def _on_bus(self, identity: bytes, payload: bytes) -> None:
-        name = identity.decode("utf-8", "replace")
-        rec = self.table.get(name)
-        if rec is None:
-            self._note_bad(name, "message from an unknown worker identity")
-            return
-        try:
-            msg = decode(payload, self.settings.bus.max_message_bytes)
-        except EnvelopeError as exc:
-            self._note_bad(name, str(exc))
-            return
-        try:
-            self._dispatch(rec, msg)
-        except Exception as exc:
-            self._note_bad(name, f"{msg.get('kind')} message could not be handled: {type(exc).__name__}: {exc}")
-
-    def _dispatch(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
+    def _worker_message(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
+        """hello, ready, hb and log, as the router hands them over: readiness, liveness and stats."""
         kind = msg["kind"]
         inc = rec.current
         if rec.spawning and kind in (Kind.HELLO, Kind.READY, Kind.HB):
@@ -516,58 +510,8 @@ class Supervisor:
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
                 self._arm(rec, inc, rec.spec.liveness.heartbeat_timeout_ms / 1000)
-        elif kind == Kind.HELLO:
-            if msg.get("pid") == inc.pid:
-                inc.last_hb = time.monotonic()
-        elif kind == Kind.EVENT:
-            self._worker_event(rec, msg)
-        elif kind == Kind.RES and str(msg.get("id")) in self._pending:
-            self._answer(msg)
-        elif kind in (Kind.REQ, Kind.RES):
-            self._route(rec, msg)
-
-    def _worker_event(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
-        """Fan a worker's event out to the WebSocket clients allowed to see it."""
-        event = msg.get("event")
-        if not isinstance(event, str) or self.core is None:
-            return
-        payload = msg.get("payload")
-        if event == "heartbeat" and isinstance(payload, dict):
-            self.core.methods.last_heartbeat = payload
-        self.core.hub.broadcast(event, payload, scope="operator.read")
-
-    def _answer(self, msg: dict[str, Any]) -> None:
-        rid = str(msg.get("id"))
-        fut, partial, _worker = self._pending[rid]
-        if msg.get("partial"):
-            if partial is not None:
-                self._spawn_task(partial(msg.get("payload")), "partial answer")
-            return
-        del self._pending[rid]
-        if fut.done():
-            return
-        if msg.get("ok", True):
-            fut.set_result(msg.get("payload"))
-        else:
-            err = msg.get("error") if isinstance(msg.get("error"), dict) else {}
-            fut.set_exception(MethodError(str(err.get("code", "UNAVAILABLE")), str(err.get("message", "failed")),
-                                          details=err.get("details") if isinstance(err.get("details"), dict)
-                                          else None))
-
-    def _fail_pending(self, worker: str, why: str) -> None:
-        """A worker died: its unanswered requests fail now, whether a client or another worker asked."""
-        for rid, (fut, _partial, name) in list(self._pending.items()):
-            if name == worker:
-                del self._pending[rid]
-                if not fut.done():
-                    fut.set_exception(MethodError("UNAVAILABLE", why, retryable=True))
-        for rid, requester in self._relayed.pop(worker, {}).items():
-            if self.bus is not None and requester in self.table.records:
-                self.bus.send(requester.encode(), {"kind": Kind.RES, "id": rid, "ok": False,
-                                                   "error": {"code": "UNAVAILABLE", "message": why}})
-        for asked in self._relayed.values():
-            for rid in [r for r, requester in asked.items() if requester == worker]:
-                del asked[rid]
+        elif kind == Kind.HELLO and msg.get("pid") == inc.pid:
+            inc.last_hb = time.monotonic()
 
     def _worker_log(self, rec: WorkerRecord, inc: Incarnation | None, msg: dict[str, Any]) -> None:
         level = str(msg.get("level", "info"))[:8]
@@ -577,58 +521,6 @@ class Supervisor:
             inc.errors.append(self.sink.redact(text.splitlines()[-1] if text else text))
         self._write_log(level, text, subsystem=str(msg.get("subsystem", "worker"))[:64], worker=rec.name,
                         ts=ts if isinstance(ts, (int, float)) else None)
-
-    def _route(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
-        """Worker-to-worker traffic goes through here; requests to `gateway` are served by the port's core."""
-        assert self.bus is not None
-        target = msg.get("to")
-        if target == "gateway" and msg["kind"] == Kind.REQ and self.core is not None:
-            self._spawn_task(self._serve_worker(rec.name, msg), f"{msg.get('method')} for {rec.name}")
-            return
-        if isinstance(target, str) and target in self.table.records:
-            fwd = dict(msg)
-            fwd.pop("to", None)
-            fwd["from"] = rec.name
-            sent = self.bus.send(target.encode(), fwd)
-            if msg["kind"] == Kind.RES:
-                if not msg.get("partial"):
-                    self._relayed.get(rec.name, {}).pop(str(msg.get("id")), None)
-                return
-            if sent:
-                asked = self._relayed.setdefault(target, {})
-                if len(asked) >= RELAYED_MAX:
-                    del asked[next(iter(asked))]
-                asked[str(msg.get("id"))] = rec.name
-                return
-            error = f"worker {target} is not accepting messages"
-        elif msg["kind"] == Kind.RES:
-            return
-        else:
-            error = f"no worker named {target!r}" if target else f"unknown method {msg.get('method')!r}"
-        self.bus.send(rec.name.encode(), {"kind": Kind.RES, "id": msg.get("id"), "ok": False,
-                                          "error": {"code": "UNAVAILABLE", "message": error}})
-
-    async def _serve_worker(self, name: str, msg: dict[str, Any]) -> None:
-        assert self.core is not None and self.bus is not None
-        reply: dict[str, Any] = {"kind": Kind.RES, "id": msg.get("id")}
-        try:
-            reply.update(ok=True, payload=await self.core.worker_call(name, str(msg.get("method")),
-                                                                      msg.get("params") or {}))
-        except MethodError as exc:
-            reply.update(ok=False, error=exc.to_error())
-        if name in self.table.records:
-            self.bus.send(name.encode(), reply)
-
-    def _on_bad_frames(self, frames: list[bytes]) -> None:
-        who = frames[0].decode("utf-8", "replace") if frames else "?"
-        self._note_bad(who, f"message with {len(frames) - 1} payload frames (expected 1)")
-
-    def _note_bad(self, who: str, reason: str) -> None:
-        """Drop a bad message with a log line; a source that keeps sending them is summarised each second."""
-        n = self._bad.get(who, 0)
-        self._bad[who] = n + 1
-        if n == 0:
-            self.log("warn", f"dropped a bad bus message from {who!r}: {reason}")
 
     # ================================================================ manage: liveness
 
@@ -685,9 +577,8 @@ class Supervisor:
         inc.exit["atS"] = round(time.time(), 3)
         rec.cancel_timer()
         rec.settled = True
-        self._fail_pending(rec.name, f"the {rec.name} worker exited ({inc.exit['text']}) before answering")
-        if self.core is not None:
-            self.core.worker_gone(rec.name)
+        self.router.worker_gone(rec.name, f"the {rec.name} worker exited ({inc.exit['text']}) before answering")
+        self.host.worker_gone(rec.name)
         if inc.done is not None and not inc.done.done():
             inc.done.set_result(inc.exit)
         if rec.state == State.STOPPING:
@@ -752,9 +643,8 @@ class Supervisor:
             if rec.state == State.STOPPING:
                 rec.fire(Event.EXIT)
             return
-        assert self.bus is not None
         ladder = rec.spec.stop
-        self.bus.send(rec.name.encode(), {"kind": Kind.STOP})
+        self.router.send(rec.name, {"kind": Kind.STOP})
         for sig, bound in ((signal.SIGTERM, ladder.bus_timeout_ms / 1000),
                            (signal.SIGKILL, ladder.term_timeout_ms / 1000),
                            (None, 5.0)):
@@ -792,8 +682,7 @@ class Supervisor:
             for inc in (rec.current, rec.previous):
                 for pipe in inc.pipes if inc else ():
                     pipe.drain()
-        if self.bus is not None:
-            self.bus.close()
+        self.router.close()
         self.sink.report_drops()
         self.log("info", "gateway stopped")
         self.sink.close()
@@ -870,8 +759,7 @@ class Supervisor:
             self.log("error", f"config reload: cannot bind {new_opts.url} ({exc}); staying on {old_opts.url}")
             self.gateway = self._gateway_server(old_opts)
             await self.gateway.start()
-        self.core.hub.closing = False
-        self.core.hub.start()
+        self.core.hub.reopen()
 
     def apply_logging(self, logging_cfg: dict[str, Any]) -> None:
         """`logging.*` in place: a new file or size limit takes effect with the next record."""
@@ -889,26 +777,26 @@ class Supervisor:
         as upstream. Requests already at a worker get RESTART_DRAIN_S to finish; a request for a worker made during
         the restart (a new connection, HTTP) waits until that worker is back, at most RESTART_SETTLE_S.
         """
-        assert self._ops_lock is not None
-        async with self._ops_lock:
+        async with self.exclusive():
             self.notifier.reloading()
             try:
-                await self._restart_all_locked(notify_clients)
+                await self.restart_in_place(notify_clients)
             finally:
                 self.notifier.ready(self.status_summary())
 
-    async def _restart_all_locked(self, notify_clients: bool) -> None:
+    async def restart_in_place(self, notify_clients: bool) -> None:
+        """The in-place restart itself; the caller holds `exclusive()` (restart_all, a reload that needs one)."""
         assert self._fs_settled is not None
         self.log("info", "restarting every worker in place")
         t0 = time.monotonic()
         gate = asyncio.Event()
         retired = self.core.hub.retire() if self.core is not None and notify_clients else []
         try:
-            await self._drain(lambda: not self._pending and not any(c.busy for c in retired), RESTART_DRAIN_S)
+            await self._drain(lambda: not self.router.outstanding and not any(c.busy for c in retired), RESTART_DRAIN_S)
             if self.core is not None and retired:
                 await self.core.hub.close_retired(retired, "gateway restarting", restart_expected_ms=1000)
             self._restarting = gate
-            await self._drain(lambda: not self._pending, RESTART_DRAIN_S)
+            await self._drain(lambda: not self.router.outstanding, RESTART_DRAIN_S)
             loaded = self.reloader.load()
             if isinstance(loaded, str):
                 self.log("error", f"config reload skipped (invalid config): {loaded}; restarting with the last good "
@@ -948,7 +836,7 @@ class Supervisor:
         while not done() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
-    # ================================================================ gateway host
+    # ================================================================ gateway host (asked through SupervisorHost)
 
     def _gateway_server(self, opts: RunOptions) -> GatewayServer:
         return GatewayServer(opts.host, opts.port, self.readiness, UPSTREAM_VERSION, self.core,
@@ -975,65 +863,12 @@ class Supervisor:
         now = time.monotonic()
         return [r.snapshot(now) for r in self.table]
 
-    def has_worker(self, name: str) -> bool:
-        return name in self.table.records
-
-    def worker_methods(self, name: str) -> frozenset[str]:
-        rec = self.table.get(name)
-        return rec.methods if rec is not None else frozenset()
-
-    def workers_of_kind(self, kind_prefix: str) -> list[str]:
-        return [r.name for r in self.table if r.spec.kind.startswith(kind_prefix)]
-
-    async def call_worker(self, name: str, method: str, params: dict[str, Any], *, timeout: float,
-                          partial: Partial | None = None) -> Any:
+    async def restart_settled(self) -> None:
+        """During an in-place restart, wait until it is done (at most RESTART_SETTLE_S); at once otherwise."""
         gate = self._restarting
         if gate is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(gate.wait(), RESTART_SETTLE_S)
-        rec = self.table.get(name)
-        if rec is None or rec.state != State.RUNNING:
-            raise unavailable_worker(name, rec.state.value if rec else None)
-        assert self.bus is not None
-        rid = f"gw:{next(self._req_ids)}"
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = (fut, partial, name)
-        if not self.bus.send(name.encode(), {"kind": Kind.REQ, "id": rid, "method": method, "params": params}):
-            del self._pending[rid]
-            raise MethodError("UNAVAILABLE", f"the {name} worker is not accepting requests", retryable=True)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            self._cancel_request(name, rid)
-            raise MethodError("UNAVAILABLE", f"the {name} worker did not answer {method} within {timeout:g}s",
-                              retryable=True) from None
-        except asyncio.CancelledError:
-            self._cancel_request(name, rid)  # e.g. the HTTP client left: the worker stops the run
-            raise
-        finally:
-            self._pending.pop(rid, None)
-
-    def _cancel_request(self, name: str, rid: str) -> None:
-        if rid in self._pending and self.bus is not None:
-            self.bus.send(name.encode(), {"kind": Kind.CANCEL, "id": rid})
-
-    def gateway_config(self) -> dict[str, Any]:
-        return self.gateway_cfg
-
-    def config_path(self) -> Path:
-        return self.paths.config_path
-
-    def log_file(self) -> Path | None:
-        return self.sink.path
-
-    def supervisor_view(self) -> dict[str, Any]:
-        return self.snapshot()["supervisor"]
-
-    def restart_target(self) -> dict[str, Any] | None:
-        """`{pid, ownerId, port}` of the upstream lock this gateway holds (what `gateway restart` targets)."""
-        if self.gateway_lock is None:
-            return None
-        return {"pid": os.getpid(), "ownerId": self.gateway_lock.owner_id, "port": self.gateway_lock.port}
 
     def request_restart(self, reason: str, delay_ms: int) -> dict[str, Any]:
         """Schedule an in-place restart; one already scheduled or running absorbs this one (`coalesced`)."""
@@ -1048,16 +883,11 @@ class Supervisor:
         def begin() -> None:
             self._restart_scheduled = False
             if not self.stopping:
-                self._spawn_task(self.restart_all(notify_clients=True), "requested restart")
+                self.spawn_task(self.restart_all(notify_clients=True), "requested restart")
 
         asyncio.get_running_loop().call_later(delay_ms / 1000, begin)
         return {"ok": True, "status": "scheduled", "scheduled": True, "delayMs": delay_ms, "pid": os.getpid(),
                 "restart": {**restart, "coalesced": False}}
-
-    def worker_samples(self) -> dict[str, list[list[Any]]]:
-        samples = {r.name: list(r.history.samples) for r in self.table}
-        samples[""] = list(self.self_history.samples)
-        return samples
 
     async def control_worker(self, name: str, action: str) -> dict[str, Any]:
         """restart | stop | start one worker as an operator asked (the dashboard's buttons, `workers.*`).
@@ -1065,8 +895,7 @@ class Supervisor:
         Serialised with reloads and in-place restarts. A start resets the crash-loop count, so a `failed`
         worker gets a fresh chance at once; a stopped worker stays stopped until started or respawned by a reload.
         """
-        assert self._ops_lock is not None
-        async with self._ops_lock:
+        async with self.exclusive():
             rec = self.table.get(name)
             if rec is None:
                 raise MethodError("INVALID_REQUEST", f"no worker named {name!r} (workers: "
@@ -1140,6 +969,7 @@ class Supervisor:
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         ru = os.times()
+        bus = self.router.bus
         return {
             "ok": True,
             "supervisor": {
@@ -1151,8 +981,8 @@ class Supervisor:
                 "bus": self.paths.bus_endpoint,
                 "ports": {"gateway": self.opts.port, **derived_ports(self.opts.port)},
                 "logFile": str(self.sink.path) if self.sink.path else None,
-                "busReceived": self.bus.received if self.bus else 0,
-                "busDropped": self.bus.dropped if self.bus else 0, "stopping": self.stopping,
+                "busReceived": bus.received if bus else 0,
+                "busDropped": bus.dropped if bus else 0, "stopping": self.stopping,
                 "started": self.readiness()["started"],
                 "booted": self.booted,
                 "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem},
@@ -1215,10 +1045,7 @@ class Supervisor:
         """Housekeeping only (log summaries); restarts are never decided here."""
         if self.stopping:
             return
-        for who, n in list(self._bad.items()):
-            if n > 1:
-                self.log("warn", f"dropped {n - 1} more bad bus messages from {who!r}")
-        self._bad.clear()
+        self.router.report_bad()
         self.sink.report_drops()
         self._check_config_mode()
         self._fit_port_to_fds()

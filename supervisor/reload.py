@@ -66,12 +66,11 @@ class ConfigReloader:
             self.watcher.stop()
 
     def _changed(self) -> None:
-        self.sup._spawn_task(self.reload("file change"), "config reload")
+        self.sup.spawn_task(self.reload("file change"), "config reload")
 
     def _publish(self) -> None:
         if self.sup.core is not None:
-            self.sup.core.reload = dict(self.status)
-            self.sup.core.methods.invalidate_health()
+            self.sup.core.set_reload_status(self.status)
 
     # -- loading -------------------------------------------------------------------------------------
 
@@ -103,8 +102,7 @@ class ConfigReloader:
 
     async def reload(self, trigger: str) -> Decision | None:
         sup = self.sup
-        assert sup._ops_lock is not None
-        async with sup._ops_lock:
+        async with sup.exclusive():
             if sup.stopping:
                 return None
             loaded = self.load()
@@ -126,7 +124,7 @@ class ConfigReloader:
             try:
                 if decision.full_restart:
                     sup.gateway_cfg, sup.settings = new_cfg, settings
-                    await sup._restart_all_locked(notify_clients=True)
+                    await sup.restart_in_place(notify_clients=True)
                 elif mode != "off":
                     await self._apply(decision, new_cfg, settings)
             finally:
