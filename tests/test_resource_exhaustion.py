@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -125,9 +126,12 @@ def test_hostile_sockets_at_a_low_descriptor_limit(gateway_factory) -> None:
         hostile.append(s)
     port = wait_for(lambda: (p := g.status()["supervisor"]["port"])["evicted"] > 0 and p, 10,
                     what="evictions under the attack")
-    assert port["open"] <= cap + 1
+    assert port["open"] <= port["capacity"] + 1
     shown = g.run_cli("status")
-    assert shown.returncode == 0 and f"of {cap} sockets open" in shown.stdout, shown.stdout
+    # the capacity is refitted each second from the supervisor's own descriptors (a CLI's control connection, a
+    # pipe), so it may move by one or two between the reads: what is shown is the fitted one, under the limit
+    fitted = re.search(r"of (\d+) sockets open", shown.stdout)
+    assert shown.returncode == 0 and fitted and abs(int(fitted[1]) - cap) <= 2 and int(fitted[1]) < 256, shown.stdout
     assert good.request("health")["ok"] is True
     late = client(g)
     late.connect()
