@@ -52,14 +52,15 @@ class ForkServer:
     # -- starting ------------------------------------------------------------------------------------
 
     @classmethod
-    def fork(cls, profile: str, kind_modules: list[str], close_fds: tuple[int, ...] = (),
+    def fork(cls, profile: str, kind_modules: list[str] | None, close_fds: tuple[int, ...] = (),
              kinds: tuple[str, ...] = ()) -> ForkServer:
         """Fork the fork server; call before any thread, event loop or ZeroMQ context exists.
 
         The libraries every process of the tree runs are imported first and frozen out of the garbage
         collector, so the fork server and the workers it forks share those pages with the supervisor. `kinds`
         (the workers the config asks for) are imported by the fork server while the supervisor binds the port,
-        so the first workers cost a fork each."""
+        so the first workers cost a fork each. With `kind_modules` None it is forked before the config is read,
+        so its preloading overlaps the supervisor's: `load` then tells it what the config asks for."""
         for name in SHARED:
             importlib.import_module(name)
         gc.freeze()
@@ -91,12 +92,28 @@ class ForkServer:
             theirs.close()
         return cls(popen.pid, ours, popen)
 
+    def load(self, kind_modules: list[str], kinds: tuple[str, ...], nofile: int) -> None:
+        """What the config asks for, to a fork server forked before it was read: the kind modules, the kinds to
+        preload, the descriptor limit (soft) its workers get. It says `boot` once they are imported."""
+        with contextlib.suppress(OSError):  # a fork server already gone is seen at attach, as a boot failure
+            self.sock.send(orjson.dumps({"op": "load", "kindModules": kind_modules, "kinds": list(kinds),
+                                         "nofile": nofile}))
+
     def attach(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> None:
+        if self._loop is not None:
+            return
         self._loop = asyncio.get_running_loop()
         self._on_exit, self._on_lost = on_exit, on_lost
         self.booted = self._loop.create_future()
         self.sock.setblocking(False)
         self._loop.add_reader(self.sock.fileno(), self._readable)
+
+    def poll_boot(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> bool:
+        """Attach, and read what it already sent: True when its `boot` has arrived (it preloaded while we started)."""
+        self.attach(on_exit, on_lost)
+        if self.alive:
+            self._readable()
+        return self.booted is not None and self.booted.done() and not self.booted.exception()
 
     # -- requests ------------------------------------------------------------------------------------
 
