@@ -122,6 +122,13 @@ def _run(args: argparse.Namespace, paths: ProfilePaths, fork_server: ForkServer,
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    from openclaw_sup.config.plan import worker_specs
+    from openclaw_sup.supervisor.fdlimit import raise_soft_limit
+
+    soft, _hard = raise_soft_limit(settings.limits.nofile)
+    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
+    fork_server.load(list(settings.kind_modules), kinds, soft)  # the workers get the same descriptor limit
+
     for notice in config.report.notices:
         print(f"config notice: {notice.line().strip()}", file=sys.stderr)
     blocked = start_block_reason(config, args.allow_unconfigured)
@@ -183,13 +190,6 @@ def _run(args: argparse.Namespace, paths: ProfilePaths, fork_server: ForkServer,
         upstream_lock.release()
         lock.release()
         return EXIT_CONFIG
-
-    from openclaw_sup.config.plan import worker_specs
-    from openclaw_sup.supervisor.fdlimit import raise_soft_limit
-
-    soft, _hard = raise_soft_limit(settings.limits.nofile)
-    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
-    fork_server.load(list(settings.kind_modules), kinds, soft)  # the workers get the same descriptor limit
 
     # Only now: modules that may start threads or loops.
     import uvloop
