@@ -52,15 +52,14 @@ class ForkServer:
     # -- starting ------------------------------------------------------------------------------------
 
     @classmethod
-    def fork(cls, profile: str, kind_modules: list[str] | None, close_fds: tuple[int, ...] = (),
+    def fork(cls, profile: str, kind_modules: list[str], close_fds: tuple[int, ...] = (),
              kinds: tuple[str, ...] = ()) -> ForkServer:
         """Fork the fork server; call before any thread, event loop or ZeroMQ context exists.
 
         The libraries every process of the tree runs are imported first and frozen out of the garbage
         collector, so the fork server and the workers it forks share those pages with the supervisor. `kinds`
         (the workers the config asks for) are imported by the fork server while the supervisor binds the port,
-        so the first workers cost a fork each. With `kind_modules` None it is forked before the config is read,
-        so its preloading overlaps the supervisor's: `load` then tells it what the config asks for."""
+        so the first workers cost a fork each."""
         for name in SHARED:
             importlib.import_module(name)
         gc.freeze()
@@ -91,13 +90,6 @@ class ForkServer:
         finally:
             theirs.close()
         return cls(popen.pid, ours, popen)
-
-    def load(self, kind_modules: list[str], kinds: tuple[str, ...], nofile: int) -> None:
-        """What the config asks for, to a fork server forked before it was read: the kind modules, the kinds to
-        preload, the descriptor limit (soft) its workers get. It says `boot` once they are imported."""
-        with contextlib.suppress(OSError):  # a fork server already gone is seen at attach, as a boot failure
-            self.sock.send(orjson.dumps({"op": "load", "kindModules": kind_modules, "kinds": list(kinds),
-                                         "nofile": nofile}))
 
     def attach(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> None:
         if self._loop is not None:

@@ -1,8 +1,9 @@
-"""`openclaw-sup gateway`: resolve the profile, fork the fork server, read the config, take the state lock, run.
+"""`openclaw-sup gateway`: read the config, fork the fork server, take the state lock, run.
 
 Order matters: the fork server is forked before anything creates a thread, an event loop or a ZeroMQ
-context, so every worker starts from a clean, single-threaded image; and before the config modules are even
-imported, so its preloading runs on another core while this process reads the config and builds the gateway.
+context, so every worker starts from a clean, single-threaded image; and as soon as the config says which
+workers run, so its preloading of their kinds overlaps the rest of this process's start (auth, TLS, locks,
+state checks, the gateway's imports).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openclaw_sup.config.document import Config, load_config, start_block_reason
+from openclaw_sup.config.loader import ConfigError
 from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, ensure_private_dir, resolve
+from openclaw_sup.config.settings import SupervisorSettings, load_settings
 
 if TYPE_CHECKING:
     from openclaw_sup.supervisor.forkserver import ForkServer
@@ -54,8 +58,6 @@ def resolve_port(cli: int | None, cfg: dict[str, Any], dev: bool) -> int:
         try:
             return int(env)
         except ValueError:
-            from openclaw_sup.config.loader import ConfigError
-
             raise ConfigError(f"OPENCLAW_GATEWAY_PORT={env!r} is not a port number") from None
     port = (cfg.get("gateway") or {}).get("port")
     if isinstance(port, int) and not isinstance(port, bool):
@@ -94,24 +96,6 @@ def run(argv: list[str]) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from openclaw_sup.supervisor.forkserver import ForkServer
-    from openclaw_sup.supervisor.sdnotify import Notifier
-
-    notifier = Notifier.from_env()  # before the fork: children must not inherit NOTIFY_SOCKET
-    fork_server = ForkServer.fork(paths.label, None)  # told what to preload once the config is read (load)
-    try:
-        return _run(args, paths, fork_server, notifier)
-    finally:
-        if fork_server.alive:  # not started: the config or a lock stopped us (a supervisor that ran closed it)
-            fork_server.close(timeout=0.5)
-
-
-def _run(args: argparse.Namespace, paths: ProfilePaths, fork_server: ForkServer, notifier: Notifier) -> int:
-    """Everything after the fork server's fork, up to the supervisor's exit code."""
-    from openclaw_sup.config.document import load_config, start_block_reason
-    from openclaw_sup.config.loader import ConfigError
-    from openclaw_sup.config.settings import load_settings
-
     try:
         if paths.dev:
             write_dev_config(paths)
@@ -122,13 +106,6 @@ def _run(args: argparse.Namespace, paths: ProfilePaths, fork_server: ForkServer,
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    from openclaw_sup.config.plan import worker_specs
-    from openclaw_sup.supervisor.fdlimit import raise_soft_limit
-
-    soft, _hard = raise_soft_limit(settings.limits.nofile)
-    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
-    fork_server.load(list(settings.kind_modules), kinds, soft)  # the workers get the same descriptor limit
-
     for notice in config.report.notices:
         print(f"config notice: {notice.line().strip()}", file=sys.stderr)
     blocked = start_block_reason(config, args.allow_unconfigured)
@@ -136,9 +113,29 @@ def _run(args: argparse.Namespace, paths: ProfilePaths, fork_server: ForkServer,
         print(blocked, file=sys.stderr)
         return EXIT_CONFIG
 
+    from openclaw_sup.config.plan import worker_specs
+    from openclaw_sup.supervisor.fdlimit import raise_soft_limit
+    from openclaw_sup.supervisor.forkserver import ForkServer
+    from openclaw_sup.supervisor.sdnotify import Notifier
+
+    raise_soft_limit(settings.limits.nofile)  # before the fork: the workers get the same limit
+    notifier = Notifier.from_env()  # before the fork: children must not inherit NOTIFY_SOCKET
+    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
+    fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), kinds=kinds)
+    try:
+        return _run(args, paths, config, settings, port, fork_server, notifier)
+    finally:
+        if fork_server.alive:  # the supervisor did not run (a lock, the state, TLS stopped it): it closes its own
+            fork_server.close(timeout=0.5)
+
+
+def _run(args: argparse.Namespace, paths: ProfilePaths, config: Config, settings: SupervisorSettings, port: int,
+         fork_server: ForkServer, notifier: Notifier) -> int:
+    """Everything after the fork server's fork (its preloading overlaps this), up to the supervisor's exit code."""
     from openclaw_sup.gateway.authn import AuthConfig
     from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 
+    cfg = config.data
     gateway_cfg = cfg.get("gateway") or {}
     try:
         auth = AuthConfig.from_config(gateway_cfg, os.environ)

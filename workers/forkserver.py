@@ -61,9 +61,7 @@ class ForkServerLoop:
 
     # -- set-up --------------------------------------------------------------------------------------
 
-    def boot(self, kind_modules: list[str] | None, kinds: tuple[str, ...] = ()) -> None:
-        """Preload, then say `boot`. With `kind_modules` None the supervisor forked us before reading its config:
-        the worker runtime is imported meanwhile, and what the config asks for comes in a `load` request."""
+    def boot(self, kind_modules: list[str], kinds: tuple[str, ...] = ()) -> None:
         import importlib
 
         from openclaw_sup.workers import registry
@@ -74,8 +72,6 @@ class ForkServerLoop:
                 importlib.import_module(mod)
             except ImportError as exc:
                 errors.append(f"cannot preload {mod}: {exc}")
-        if kind_modules is None:
-            kind_modules, kinds = self._await_load()
         errors += registry.load(kind_modules)
         for kind in kinds:
             with contextlib.suppress(Exception):  # a kind that cannot be imported says so when it is spawned
@@ -93,23 +89,6 @@ class ForkServerLoop:
         gc.freeze()
         gc.enable()
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
-
-    def _await_load(self) -> tuple[list[str], tuple[str, ...]]:
-        """The supervisor's `load` request: kind modules, the kinds its config runs, the descriptor limit its
-        workers get. Anything else first (it exited on a bad config, say) ends this process quietly."""
-        try:
-            req = orjson.loads(self.sock.recv(MAX_PACKET) or b"null")
-        except (OSError, orjson.JSONDecodeError):
-            req = None
-        if not isinstance(req, dict) or req.get("op") != "load":
-            os._exit(0)
-        nofile = int(req.get("nofile") or 0)
-        if nofile > 0:
-            import resource
-
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-        return [str(m) for m in req.get("kindModules") or []], tuple(str(k) for k in req.get("kinds") or [])
 
     def _on_term(self, *_: Any) -> None:
         self._kill_all()
@@ -262,7 +241,7 @@ class ForkServerLoop:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str] | None,
+def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str],
         kinds: tuple[str, ...] = ()) -> None:
     """Entry in the forked (or exec'd) fork-server process; never returns."""
     code = 0
