@@ -181,14 +181,12 @@ class Supervisor:
         self.router.open(self.paths.bus_endpoint, self.settings.bus)
         self.control = ControlServer(self.paths.control_socket, self._on_control, self.spares)
         await self.control.start()
-        booted = self.fs.poll_boot(self._on_exit, self._on_fork_server_lost)
-        if booted:  # the workers boot on another core while the gateway is built and bound
-            await self._start_workers()
-            await asyncio.sleep(0)  # each spawn task sends its request now, before the gateway's synchronous set-up
         if self.opts.listen and not await self._listen():
             return self.exit_code
-        if not booted:  # a slow fork server never holds the port back
-            await self._start_workers()
+        if not await self._attach_fork_server(self.fs):
+            self._new_fork_server()
+            await self._fs_settled.wait()
+        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
         if cron_skipped(os.environ):
             self.log("warn", CRON_DISABLED_LINE)
         where = f"gateway listening on {self.opts.url}" if self.gateway else "node host supervisor started"
@@ -196,6 +194,8 @@ class Supervisor:
         self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers"
                          f"{sockets})")
         self._stability("gateway.started", pid=os.getpid(), port=self.opts.port, workers=len(self.specs))
+        for spec in self.specs:
+            self._start(self.table.add(spec))
         self.booted = True
         if self.opts.listen:
             self.reloader.start()
@@ -204,16 +204,6 @@ class Supervisor:
         await self._stop_requested.wait()
         await self.shutdown()
         return self.exit_code
-
-    async def _start_workers(self) -> None:
-        """Once the fork server is up (or declared down), start every worker the config asks for."""
-        if not await self._attach_fork_server(self.fs):
-            self._new_fork_server()
-            assert self._fs_settled is not None
-            await self._fs_settled.wait()
-        self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
-        for spec in self.specs:
-            self._start(self.table.add(spec))
 
     async def _listen(self) -> bool:
         """Bind the gateway port; False (and torn down, exit code set) when it cannot be bound."""

@@ -92,20 +92,11 @@ class ForkServer:
         return cls(popen.pid, ours, popen)
 
     def attach(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> None:
-        if self._loop is not None:
-            return
         self._loop = asyncio.get_running_loop()
         self._on_exit, self._on_lost = on_exit, on_lost
         self.booted = self._loop.create_future()
         self.sock.setblocking(False)
         self._loop.add_reader(self.sock.fileno(), self._readable)
-
-    def poll_boot(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> bool:
-        """Attach, and read what it already sent: True when its `boot` has arrived (it preloaded while we started)."""
-        self.attach(on_exit, on_lost)
-        if self.alive:
-            self._readable()
-        return self.booted is not None and self.booted.done() and not self.booted.exception()
 
     # -- requests ------------------------------------------------------------------------------------
 
