@@ -156,6 +156,20 @@ async def open_lean(host: str, port: int, source: str, timeout: float) -> LeanWs
 # ==================================================================================== HTTP probes
 
 
+_heads: dict[bytes, tuple[int, dict[str, str], bool]] = {}
+"""Response heads already parsed: a server answers a probe with the same head all second long, and the
+client's own parsing should not be what a probe measure measures."""
+
+
+def _parse_head(raw: bytes) -> tuple[int, dict[str, str], bool]:
+    head = raw.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(head[0].split(" ", 2)[1]), fields, fields.get("connection", "").lower() == "close"
+
+
 def _read_response(sock: socket.socket, buf: bytearray, head_only: bool) -> tuple[int, bytes, bool]:
     """(status, body, server closes) of one HTTP/1.1 response; extra bytes stay in `buf`."""
     while (end := buf.find(HEAD_END)) < 0:
@@ -163,14 +177,15 @@ def _read_response(sock: socket.socket, buf: bytearray, head_only: bool) -> tupl
         if not chunk:
             raise ConnectionError("closed before a response head")
         buf += chunk
-    head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    raw = bytes(buf[:end])
     del buf[:end + 4]
-    status = int(head[0].split(" ", 2)[1])
-    fields = {}
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        fields[name.strip().lower()] = value.strip()
-    closes = fields.get("connection", "").lower() == "close"
+    known = _heads.get(raw)
+    if known is None:
+        known = _parse_head(raw)
+        if len(_heads) > 64:
+            _heads.clear()
+        _heads[raw] = known
+    status, fields, closes = known
     if head_only or status in (204, 304):
         return status, b"", closes
     if fields.get("transfer-encoding", "").lower() == "chunked":
