@@ -160,16 +160,25 @@ class Hub:
         """Queue an event for every socket allowed to see it; returns how many got it."""
         if self.closing and event != "shutdown":
             return 0
-        state = dict(self.state_version) if with_state else None
+        head, tail = encode_event(event, payload, dict(self.state_version) if with_state else None)
         n = 0
         for conn in list(self.connections):
             if scope is not None and not conn.has_scope(scope):
                 continue
             if only is not None and not only(conn):
                 continue
-            if conn.push_event(event, payload, state):
+            if conn.push_encoded(head, tail):
                 n += 1
         return n
+
+
+def encode_event(event: str, payload: Any, state: dict[str, int] | None) -> tuple[bytes, bytes]:
+    """An event frame as the bytes before and after its per-socket `seq`: a broadcast (a `tick` to every
+    client) is encoded once, not once per socket. The bytes are those of the frame
+    `{"type", "event", "payload", "seq"[, "stateVersion"]}` encoded whole."""
+    head = orjson.dumps({"type": "event", "event": event, "payload": payload})[:-1] + b',"seq":'
+    tail = b',"stateVersion":' + orjson.dumps(state) + b"}" if state is not None else b"}"
+    return head, tail
 
 
 class EventQueue:
@@ -183,9 +192,9 @@ class EventQueue:
         self.frames: deque[bytes] | None = None
         self.dropped = 0
 
-    def put(self, frame: dict[str, Any]) -> bool:
+    def put(self, data: bytes) -> bool:
         if self.frames is None and self.sock.writable:
-            return self.sock.send_text(orjson.dumps(frame))
+            return self.sock.send_text(data)
         if self.frames is None:
             self.frames = deque()
         if len(self.frames) >= EVENT_QUEUE:
@@ -193,7 +202,7 @@ class EventQueue:
             if self.dropped == SLOW_CLOSE_DROPS:
                 self.sock.close(CLOSE_POLICY, "slow consumer")
             return False
-        self.frames.append(orjson.dumps(frame))
+        self.frames.append(data)
         return True
 
     def flush_now(self) -> None:

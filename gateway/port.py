@@ -501,7 +501,7 @@ class PortProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def _cancel_timer(self) -> None:
-        self._due_what = DUE_NONE
+        self._due, self._due_what = 0.0, DUE_NONE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
