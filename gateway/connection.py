@@ -373,12 +373,29 @@ class Connection:
                    "details": {"reason": "startup-sidecars"}}
             raise reject(CLOSE_TRY_LATER, "gateway starting", err)
         self.caps = [sys.intern(c) for c in params.get("caps") or [] if isinstance(c, str)] or NO_CAPS
+        self.scopes = shared_scopes(self.scopes)
         if role == "node":
             self.node_params = params
         hello = core.hello_ok(self, method=result.method or ("device-token" if token_record else "none"))
         if issued:
             hello["auth"].update(issued)
         return res_ok(rid, hello)
+
+
+_scope_lists: dict[tuple[str, ...], list[str]] = {}
+SCOPE_LISTS_MAX = 256
+
+
+def shared_scopes(scopes: list[str]) -> list[str]:
+    """One list object for each set of granted scopes (clients hold them read only): ten thousand operators
+    with the same scopes hold one list, not ten thousand."""
+    key = tuple(scopes)
+    shared = _scope_lists.get(key)
+    if shared is None:
+        if len(_scope_lists) >= SCOPE_LISTS_MAX:
+            return scopes
+        shared = _scope_lists[key] = [sys.intern(s) for s in scopes]
+    return shared
 
 
 def frame_problem(frame: dict[str, Any]) -> str | None:
