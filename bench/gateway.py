@@ -51,7 +51,7 @@ TITLES = {"ours": Ours.title, "ours5w": OursWorkers.title, "real": Real.title,
 TARGETS = {"first_rpc_ms": 150.0, "seq_per_s": 5000.0, "seq_p99_ms": 2.0, "idle10k_mb": 200.0, "idle50k_mb": 250.0,
            "idle_pss_mb": 50.0, "probe_per_s": 15_000.0, "probe_p99_ms": 0.5}
 PROBES = (("GET", "/healthz"), ("HEAD", "/healthz"), ("GET", "/readyz"))
-FD_MARGIN = 1500  # descriptors a gateway and the bench need beside the held connections
+FD_MARGIN = 1000  # descriptors a gateway (~100 with its reserve) and the bench need beside the held connections
 T = TypeVar("T")
 
 

@@ -76,7 +76,7 @@ class Connection:
         self.sock = sock
         self.core = core
         self.id = str(uuid.uuid4())
-        self.remote_ip = remote_ip
+        self.remote_ip = sys.intern(remote_ip)  # thousands of clients from a few addresses share the strings
         self.loopback_direct = loopback_direct
         self.nonce = str(uuid.uuid4())
         self.scopes: list[str] = []

@@ -501,7 +501,7 @@ class PortProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def _cancel_timer(self) -> None:
-        self._due, self._due_what = 0.0, DUE_NONE
+        self._due, self._due_what, self._timer_at = 0.0, DUE_NONE, 0.0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
