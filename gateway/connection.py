@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from openclaw_sup.gateway.core import GatewayCore
     from openclaw_sup.gateway.port import WireSocket
 
+T = TypeVar("T")
 NO_CAPS: list[str] = []
 """Shared by every client that declares no capability (read only, never appended to)."""
 SHARED_STR_MAX = 64
@@ -300,6 +301,8 @@ class Connection:
         for key, value in client.items():  # held as long as the client stays: its short strings are shared
             if isinstance(value, str) and len(value) <= SHARED_STR_MAX:
                 client[key] = sys.intern(value)
+        if all(isinstance(value, str) for value in client.values()):
+            client = shared(("client", *client.items()), client)
         self.client = client
         self.client_mode = client["mode"]
         role = params.get("role", "operator")
@@ -313,7 +316,7 @@ class Connection:
                           "details": {"code": "PROTOCOL_MISMATCH", "expectedProtocol": PROTOCOL}})
         if role not in ROLES:
             raise reject(CLOSE_POLICY, "invalid role", {"code": "INVALID_REQUEST", "message": "invalid role"})
-        self.role = role
+        self.role = sys.intern(role)
 
         core = self.core
         auth = params.get("auth") or {}
@@ -373,7 +376,7 @@ class Connection:
                    "details": {"reason": "startup-sidecars"}}
             raise reject(CLOSE_TRY_LATER, "gateway starting", err)
         self.caps = [sys.intern(c) for c in params.get("caps") or [] if isinstance(c, str)] or NO_CAPS
-        self.scopes = shared_scopes(self.scopes)
+        self.scopes = shared(("scopes", *self.scopes), self.scopes)
         if role == "node":
             self.node_params = params
         hello = core.hello_ok(self, method=result.method or ("device-token" if token_record else "none"))
@@ -382,20 +385,20 @@ class Connection:
         return res_ok(rid, hello)
 
 
-_scope_lists: dict[tuple[str, ...], list[str]] = {}
-SCOPE_LISTS_MAX = 256
+_shared: dict[tuple[Any, ...], Any] = {}
+SHARED_MAX = 512
 
 
-def shared_scopes(scopes: list[str]) -> list[str]:
-    """One list object for each set of granted scopes (clients hold them read only): ten thousand operators
-    with the same scopes hold one list, not ten thousand."""
-    key = tuple(scopes)
-    shared = _scope_lists.get(key)
-    if shared is None:
-        if len(_scope_lists) >= SCOPE_LISTS_MAX:
-            return scopes
-        shared = _scope_lists[key] = [sys.intern(s) for s in scopes]
-    return shared
+def shared(key: tuple[Any, ...], value: T) -> T:
+    """One object for equal values clients hold read only for as long as they stay (granted scopes, the `client`
+    block): ten thousand operators of the same kind hold one, not ten thousand. Bounded: past SHARED_MAX kinds,
+    a client keeps its own."""
+    got = _shared.get(key)
+    if got is None:
+        if len(_shared) >= SHARED_MAX:
+            return value
+        got = _shared[key] = value
+    return got
 
 
 def frame_problem(frame: dict[str, Any]) -> str | None:
