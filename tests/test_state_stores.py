@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from upstream_state import rows
 
 from openclaw_sup.config import statedb
 from openclaw_sup.config.pairing_store import PairingStore, iso
-from openclaw_sup.workers.agent.store import AgentStore, RecentWindows, db_path
+from openclaw_sup.workers.agent.store import AgentStore, RecentWindows, db_path, message_text
 from openclaw_sup.workers.scheduler.store import Store, task_id
 
 
@@ -101,11 +103,17 @@ def test_a_turn_cut_short_keeps_its_question_once(tmp_path: Path) -> None:
     store.close()
 
 
-def _context(store: AgentStore, key: str) -> list[tuple[str, str]]:
+def _recent_history(store: AgentStore, key: str) -> list[tuple[str, str]]:
     return [(m["role"], m["text"]) for m in store.history(key, 39, count=False)[0]]
 
 
-def test_the_models_context_follows_every_writer_of_the_transcript(tmp_path: Path) -> None:
+def _model_context(store: AgentStore, key: str) -> list[tuple[str, str]]:
+    return [(m["role"], message_text(m)) for m in store.context(key, 39)]
+
+
+@pytest.mark.parametrize("_context", [_recent_history, _model_context], ids=["history", "context"])
+def test_the_models_context_follows_every_writer_of_the_transcript(
+        tmp_path: Path, _context: Callable[[AgentStore, str], list[tuple[str, str]]]) -> None:
     """The recent messages a turn gives the model are kept between turns, yet what another process writes into
     the same transcript (a second connection here, as the real CLI or gateway would) is in the next context."""
     path, key = db_path(tmp_path, "main"), "agent:main:telegram:direct:42"
@@ -128,6 +136,26 @@ def test_the_models_context_follows_every_writer_of_the_transcript(tmp_path: Pat
     fresh = AgentStore(path)
     assert _context(ours, key) == _context(fresh, key) and len(_context(ours, key)) == 39
     for store in (ours, theirs, fresh):
+        store.close()
+
+
+def test_the_kept_context_holds_tool_rounds_as_a_fresh_read_does(tmp_path: Path) -> None:
+    """A kept context extended by a tool round and a turn is what reading the transcript again gives."""
+    path, key = db_path(tmp_path, "main"), "agent:main:main"
+    ours = AgentStore(path)
+    ours.append_turn(key, "q1", "a1", "r1")
+    assert [m["role"] for m in ours.context(key, 39)] == ["user", "assistant"]
+    ours.append_turn(key, "q2", None, "r2")
+    ours.append_message(key, {"role": "assistant", "content": [
+        {"type": "toolCall", "id": "c1", "name": "exec", "arguments": {"command": "true"}}]}, "r2")
+    ours.append_message(key, {"role": "toolResult", "toolCallId": "c1", "toolName": "exec",
+                              "content": [{"type": "text", "text": "done"}], "isError": False}, "r2")
+    ours.append(key, "assistant", "a2", "r2")
+    kept = ours.context(key, 39)
+    assert [m["role"] for m in kept] == ["user", "assistant", "user", "assistant", "toolResult", "assistant"]
+    fresh = AgentStore(path)
+    assert kept == fresh.context(key, 39) and ours.context(key, 3) == kept[-3:]
+    for store in (ours, fresh):
         store.close()
 
 

@@ -33,6 +33,7 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,10 +170,12 @@ class RecentWindows:
     """The last messages of the sessions a model was recently given, so a turn does not read and decode its
     context again: an entry serves only while its session's transcript stamp is unchanged (another writer, the
     real CLI or gateway, appending, rewriting or re-projecting it changes the stamp), and our own appends extend
-    it once their transaction committed. Bounded in sessions and in characters: the least recently used go."""
+    it once their transaction committed. Bounded in sessions and in characters (`size` of a row): the least
+    recently used go."""
 
-    def __init__(self, sessions: int = RECENT_SESSIONS, chars: int = RECENT_CHARS) -> None:
-        self.sessions, self.chars = sessions, chars
+    def __init__(self, sessions: int = RECENT_SESSIONS, chars: int = RECENT_CHARS,
+                 size: Callable[[dict[str, Any]], int] = lambda row: len(row["text"])) -> None:
+        self.sessions, self.chars, self.size = sessions, chars, size
         self._entries: dict[str, Window] = {}
         self._held = 0
 
@@ -187,20 +190,19 @@ class RecentWindows:
         """The last `cap` messages of the transcript stamped `stamp` (fewer when that is all of them)."""
         self._drop(key)
         kept = rows[-cap:]
-        window = Window(stamp, kept, cap, len(rows) < cap, sum(len(r["text"]) for r in kept))
+        window = Window(stamp, kept, cap, len(rows) < cap, sum(self.size(r) for r in kept))
         self._entries[key] = window
         self._held += window.chars
         while self._entries and (len(self._entries) > self.sessions or self._held > self.chars):
             self._drop(next(iter(self._entries)))
 
-    def extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
-        """Our committed append turned the transcript stamped `before` into `after` by adding `events`."""
+    def extend(self, key: str, before: Stamp | None, after: Stamp | None, rows: list[dict[str, Any]] | None) -> None:
+        """Our committed append turned the transcript stamped `before` into `after` by adding `rows` (None: rows
+        this window cannot tell apart, so the next context is read again)."""
         entry = self._drop(key)
-        if entry is None or before is None or after is None or entry.stamp != before or not all(
-                _chat_message(event["message"]) for _seq, event, _idem, _at in events):
-            return  # anything but a plain question or answer: the next context is read again
-        rows = entry.rows + [_history_row(seq, event["message"], at) for seq, event, _idem, at in events]
-        self.put(key, after, rows, entry.cap)
+        if entry is None or before is None or after is None or entry.stamp != before or rows is None:
+            return
+        self.put(key, after, entry.rows + rows, entry.cap)
 
     def _drop(self, key: str) -> Window | None:
         entry = self._entries.pop(key, None)
@@ -248,7 +250,8 @@ class AgentStore:
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
-        self._recent = RecentWindows()
+        self._recent = RecentWindows()  # history rows (`history(..., count=False)`)
+        self._context = RecentWindows(size=lambda message: len(message_text(message)))  # `context`: tool rounds too
         self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
         sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
 
@@ -386,7 +389,7 @@ class AgentStore:
             # upstream keeps one message per key and session: a repeat is kept, unkeyed
             events = self._write(tail, [(message, None if tail.asked else idem, now)], model, turn_ends=role != "user")
             after = self._stamp(key)
-        self._recent.extend(key, tail.stamp, after, events)
+        self._extend(key, tail.stamp, after, events)
         return events[-1][0]
 
     def append_turn(self, session_key: str, question: str, answer: str | None, run_id: str, *,
@@ -409,7 +412,7 @@ class AgentStore:
                 return
             events = self._write(tail, items, model, turn_ends=answer is not None)
             after = self._stamp(key)
-        self._recent.extend(key, tail.stamp, after, events)
+        self._extend(key, tail.stamp, after, events)
 
     def append_message(self, session_key: str, message: dict[str, Any], run_id: str | None = None) -> int:
         """A tool round's record, already in upstream's shape: the assistant's message with its `toolCall` parts,
@@ -423,7 +426,19 @@ class AgentStore:
         with self.db.write():
             tail = self._tail(key) or self._create_session(key, message["timestamp"])
             events = self._write(tail, [(message, None, message["timestamp"])], None, turn_ends=False)
+            after = self._stamp(key)
+        self._extend(key, tail.stamp, after, events)
         return events[-1][0]
+
+    def _extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
+        """The recent windows after our committed append of `events`: a window extended only by messages it
+        holds (a history window by plain questions and answers, a context window by any message of the roles it
+        replays), else dropped."""
+        messages = [event["message"] for _seq, event, _idem, _at in events]
+        self._recent.extend(key, before, after, [_history_row(seq, event["message"], at) for seq, event, _idem, at
+                                                 in events] if all(map(_chat_message, messages)) else None)
+        self._context.extend(key, before, after, messages if all(
+            isinstance(m, dict) and m.get("role") in ROLES_WITH_TOOLS for m in messages) else None)
 
     def _write(self, tail: Tail, items: list[tuple[dict[str, Any], str | None, int]], model: str | None, *,
                turn_ends: bool) -> list[Event]:
@@ -529,8 +544,15 @@ class AgentStore:
         """The last `limit` messages of the session as upstream stores them, tool rounds included (oldest
         first): what the model is given back (workers/agent/toolloop.py replay)."""
         key = store_key(session_key, self.agent_id)
-        row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
-        return [] if row is None else [m for _seq, m, _ts in self._messages(row[0], limit, count=False, tools=True)[0]]
+        stamp = self._stamp(key)
+        if stamp is None:
+            return []
+        if (hit := self._context.get(key, stamp, limit)) is not None:
+            return hit
+        out = [m for _seq, m, _ts in self._messages(stamp[0], limit, count=False, tools=True)[0]]
+        if limit > 0:
+            self._context.put(key, stamp, out, limit)
+        return out
 
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every session of this agent, newest first: key, session id, times, model, its message count and its entry."""
