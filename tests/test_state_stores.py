@@ -3,6 +3,7 @@ and tests/test_state_migration.py): DM pairing, cron jobs and runs, sessions and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from upstream_state import rows
 
 from openclaw_sup.config import statedb
 from openclaw_sup.config.pairing_store import PairingStore, iso
+from openclaw_sup.workers.agent.groupcommit import GroupCommit
 from openclaw_sup.workers.agent.store import AgentStore, RecentWindows, db_path, message_text
 from openclaw_sup.workers.scheduler.store import Store, task_id
 
@@ -170,3 +172,60 @@ def test_the_kept_contexts_are_bounded_in_sessions_and_characters() -> None:
     windows.put("d", ("d",), [row, row], 39)  # 80 characters: the others make room
     assert [windows.get(k, (k,), 39) for k in "acd"] == [None, None, [row, row]]
     assert windows.get("d", ("other stamp",), 39) is None
+
+
+def _messages_on_disk(path: Path, key: str) -> list[tuple[str, str]]:
+    return [(role, text) for role, text in rows(path, "SELECT json_extract(e.event_json, '$.message.role'), "
+            "coalesce(json_extract(e.event_json, '$.message.content[0].text'), "
+            "json_extract(e.event_json, '$.message.content')) FROM transcript_events e JOIN session_nodes n ON "
+            f"n.current_session_id = e.session_id WHERE n.session_key = '{key}' AND e.seq > 0 ORDER BY e.seq")]
+
+
+def test_grouped_writes_share_one_commit_and_a_failing_one_is_rolled_back_alone(tmp_path: Path) -> None:
+    path = db_path(tmp_path, "main")
+    store = AgentStore(path)
+    store.append_turn("agent:main:a", "q0", "a0", "r0")
+    assert len(store.context("agent:main:a", 39)) == 2  # kept: the group's commit extends it
+
+    def broken() -> None:
+        store.append("agent:main:c", "user", "half written", "r9")
+        raise RuntimeError("the model's answer could not be encoded")
+
+    results = store.group([lambda: store.append_turn("agent:main:a", "q1", "a1", "r1"), broken,
+                           lambda: store.append_turn("agent:main:b", "q2", "a2", "r2")])
+    assert [type(error).__name__ if error else None for _value, error in results] == [None, "RuntimeError", None]
+    assert _messages_on_disk(path, "agent:main:a") == [("user", "q0"), ("assistant", "a0"), ("user", "q1"),
+                                                       ("assistant", "a1")]
+    assert _messages_on_disk(path, "agent:main:b") == [("user", "q2"), ("assistant", "a2")]
+    assert _messages_on_disk(path, "agent:main:c") == []
+    fresh = AgentStore(path)
+    assert store.context("agent:main:a", 39) == fresh.context("agent:main:a", 39)
+    assert [message_text(m) for m in store.context("agent:main:a", 39)] == ["q0", "a0", "q1", "a1"]
+    for each in (store, fresh):
+        each.close()
+
+
+def test_turns_finished_in_one_loop_pass_commit_together_each_on_disk_when_answered(tmp_path: Path) -> None:
+    path = db_path(tmp_path, "main")
+    store = AgentStore(path)
+    grouped = GroupCommit(store.group)
+    seen: dict[str, list[tuple[str, str]]] = {}
+
+    async def turn(n: int) -> None:
+        key = f"agent:main:telegram:direct:{n}"
+        await grouped.write(lambda: store.append_turn(key, f"q{n}", f"a{n}", f"r{n}"))
+        seen[key] = _messages_on_disk(path, key)  # another connection, as the real CLI reads it
+
+    async def cancelled_while_waiting() -> None:
+        task = asyncio.ensure_future(grouped.write(lambda: store.append_turn("agent:main:gone", "q", "a", "rx")))
+        await asyncio.sleep(0)
+        task.cancel()
+
+    async def burst() -> None:
+        await asyncio.gather(cancelled_while_waiting(), *(turn(n) for n in range(20)))
+
+    asyncio.run(burst())
+    assert grouped.commits == 1 and grouped.writes == 20
+    assert seen == {f"agent:main:telegram:direct:{n}": [("user", f"q{n}"), ("assistant", f"a{n}")] for n in range(20)}
+    assert _messages_on_disk(path, "agent:main:gone") == []
+    store.close()

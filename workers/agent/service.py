@@ -19,6 +19,7 @@ from typing import Any
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
 from openclaw_sup.config.paths import normalize_agent_id
 from openclaw_sup.workers.agent.exec_tool import ExecTool
+from openclaw_sup.workers.agent.groupcommit import GroupCommit
 from openclaw_sup.workers.agent.listing import Listing
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
@@ -120,6 +121,7 @@ class AgentService:
         defaults = self.agents_cfg.get("defaults") if isinstance(self.agents_cfg.get("defaults"), dict) else {}
         self.default_timeout = _timeout(defaults.get("timeoutSeconds"), 1.0, DEFAULT_TIMEOUT_S)
         self.stores: dict[str, AgentStore] = {}
+        self.grouped: dict[str, GroupCommit] = {}  # each store's turn writes, committed together per loop pass
         self.runs: dict[str, Run] = {}  # active runs by runId
         self.by_key: dict[str, Run] = {}  # active runs by idempotency key
         self.locks: dict[str, asyncio.Lock] = {}
@@ -141,6 +143,7 @@ class AgentService:
                                  agent_id, len(closed))
             self.interrupted += [(agent_id, run_id, key) for run_id, key in closed]
             self.stores[agent_id] = st
+            self.grouped[agent_id] = GroupCommit(st.group)
             if self.ctx.is_ready:
                 self.announce_interrupted()
         return st
@@ -295,11 +298,13 @@ class AgentService:
             self.log.warning("run %s (%s) failed: %s", run.run_id, run.session_key, exc)
         else:
             result, ref = loop.completion, loop.ref
+            grouped = self.grouped[run.agent_id]
             if run.asked:
-                store.append(run.session_key, "assistant", result.text, run.run_id, model=ref, usage=loop.usage)
+                await grouped.write(lambda: store.append(run.session_key, "assistant", result.text, run.run_id,
+                                                         model=ref, usage=loop.usage))
             else:
-                store.append_turn(run.session_key, run.message, result.text, run.run_id, model=ref,
-                                  usage=loop.usage, ts=run.started_at)
+                await grouped.write(lambda: store.append_turn(run.session_key, run.message, result.text, run.run_id,
+                                                              model=ref, usage=loop.usage, ts=run.started_at))
                 run.asked = True
             out = Outcome("ok", text=result.text, model=ref, usage=loop.usage, finish=result.finish_reason)
         self._finish_events(run, out)

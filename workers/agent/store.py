@@ -33,7 +33,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,7 @@ class AgentStore:
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
+        self._committed: list[Callable[[], None]] | None = None  # inside `group`: what follows its commit
         self._recent = RecentWindows()  # history rows (`history(..., count=False)`)
         self._context = RecentWindows(size=lambda message: len(message_text(message)))  # `context`: tool rounds too
         self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
@@ -384,12 +385,12 @@ class AgentStore:
         message = _message(role, text, run_id, model, usage, now)
         idem = message.get("idempotencyKey")
         key = store_key(session_key, self.agent_id)
-        with self.db.write():
+        with self._transaction():
             tail = self._tail(key, idem) or self._create_session(key, now)
             # upstream keeps one message per key and session: a repeat is kept, unkeyed
             events = self._write(tail, [(message, None if tail.asked else idem, now)], model, turn_ends=role != "user")
             after = self._stamp(key)
-        self._extend(key, tail.stamp, after, events)
+        self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
         return events[-1][0]
 
     def append_turn(self, session_key: str, question: str, answer: str | None, run_id: str, *,
@@ -398,7 +399,7 @@ class AgentStore:
         appends, each of which writes dozens of pages of upstream's indexed tables. A question already written
         for this run (a crash after the turn was stored, before its run was closed) is not written twice."""
         key, idem = store_key(session_key, self.agent_id), f"{run_id}:user"
-        with self.db.write():
+        with self._transaction():
             tail = self._tail(key, idem)
             items = []
             if tail is None or not tail.asked:
@@ -412,23 +413,61 @@ class AgentStore:
                 return
             events = self._write(tail, items, model, turn_ends=answer is not None)
             after = self._stamp(key)
-        self._extend(key, tail.stamp, after, events)
+        self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
 
     def append_message(self, session_key: str, message: dict[str, Any], run_id: str | None = None) -> int:
         """A tool round's record, already in upstream's shape: the assistant's message with its `toolCall` parts,
         or a `toolResult` message. The session entry moves on with the turn's answer, not here; the model's recent
-        context is not extended by it (its stamp moves on, so the next read is a fresh one)."""
+        context is extended by it, the recent history (plain questions and answers) read again."""
         message = dict(message)
         message.setdefault("timestamp", now_ms())
         if run_id and message.get("role") == "assistant":
             message["__openclaw"] = {"runId": run_id}
         key = store_key(session_key, self.agent_id)
-        with self.db.write():
+        with self._transaction():
             tail = self._tail(key) or self._create_session(key, message["timestamp"])
             events = self._write(tail, [(message, None, message["timestamp"])], None, turn_ends=False)
             after = self._stamp(key)
-        self._extend(key, tail.stamp, after, events)
+        self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
         return events[-1][0]
+
+    def group(self, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
+        """Several writes (calls of `append`, `append_turn`, `append_message`) in one transaction, so they share
+        one commit and the pages of upstream's indexes they all touch: each in a savepoint of its own, a write that
+        fails rolled back alone and answered with its error. Every write is on disk when this returns; a commit
+        that fails raises, and none of them is."""
+        results: list[tuple[Any, Exception | None]] = []
+        self._committed = committed = []
+        try:
+            with self.db.write():
+                for write in writes:
+                    self.db.execute("SAVEPOINT grouped")
+                    try:
+                        results.append((write(), None))
+                    except Exception as exc:  # that write's caller gets it
+                        self.db.execute("ROLLBACK TO grouped")
+                        results.append((None, exc))
+                    self.db.execute("RELEASE grouped")
+        finally:
+            self._committed = None
+        for action in committed:
+            action()
+        return results
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A write's own transaction, or, inside `group`, the group's."""
+        if self._committed is not None:
+            yield
+            return
+        with self.db.write():
+            yield
+
+    def _after_commit(self, action: Callable[[], None]) -> None:
+        if self._committed is not None:
+            self._committed.append(action)
+        else:
+            action()
 
     def _extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
         """The recent windows after our committed append of `events`: a window extended only by messages it
