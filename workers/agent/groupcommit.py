@@ -18,9 +18,10 @@ GroupWriter = Callable[[list[Callable[[], Any]]], list[tuple[Any, Exception | No
 class GroupCommit:
     """Queues writes for `writer` (AgentStore.group) and runs them together at the loop's next turn."""
 
-    def __init__(self, writer: GroupWriter) -> None:
-        self.writer = writer
+    def __init__(self, writer: GroupWriter, rounds: int = 3) -> None:
+        self.writer, self.rounds = writer, rounds
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._seen = self._waited = 0
         self.commits = 0
         self.writes = 0
 
@@ -33,7 +34,18 @@ class GroupCommit:
             loop.call_soon(self._flush)
         return await done
 
+    def drain(self) -> None:
+        """Write what is queued now (before the store closes)."""
+        self._waited = self.rounds
+        self._flush()
+
     def _flush(self) -> None:
+        """Wait a loop pass more (up to `rounds`) while writes keep coming: runs a step behind join this group."""
+        if len(self._pending) > self._seen and self._waited < self.rounds:
+            self._seen, self._waited = len(self._pending), self._waited + 1
+            asyncio.get_running_loop().call_soon(self._flush)
+            return
+        self._seen = self._waited = 0
         pending, self._pending = [(w, f) for w, f in self._pending if not f.cancelled()], []
         if not pending:
             return

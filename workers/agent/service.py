@@ -122,6 +122,7 @@ class AgentService:
         self.default_timeout = _timeout(defaults.get("timeoutSeconds"), 1.0, DEFAULT_TIMEOUT_S)
         self.stores: dict[str, AgentStore] = {}
         self.grouped: dict[str, GroupCommit] = {}  # each store's turn writes, committed together per loop pass
+        self.finishing: dict[str, GroupCommit] = {}  # and the ends of its runs
         self.runs: dict[str, Run] = {}  # active runs by runId
         self.by_key: dict[str, Run] = {}  # active runs by idempotency key
         self.locks: dict[str, asyncio.Lock] = {}
@@ -144,6 +145,7 @@ class AgentService:
             self.interrupted += [(agent_id, run_id, key) for run_id, key in closed]
             self.stores[agent_id] = st
             self.grouped[agent_id] = GroupCommit(st.group)
+            self.finishing[agent_id] = GroupCommit(st.group_runs)
             if self.ctx.is_ready:
                 self.announce_interrupted()
         return st
@@ -229,15 +231,17 @@ class AgentService:
                 with contextlib.suppress(Exception):
                     self.store(run.agent_id).append_turn(run.session_key, run.message, None, run.run_id,
                                                          ts=run.started_at)
-            self.runs.pop(run.run_id, None)
-            self.ctx.stats["activeRuns"] = len(self.runs)
-            if run.idem_key:
-                self.by_key.pop(run.idem_key, None)
         if run.idem_key:
             answer = self.answer(run.method, run.run_id, out, run.started_at)
-            with contextlib.suppress(Exception):
-                self.store(run.agent_id).finish_run(run.idem_key, "ok" if out.status == "ok" else "error",
-                                                    out.error, answer)
+            store, key = self.store(run.agent_id), run.idem_key
+            ended = self.finishing[run.agent_id].write(lambda: store.finish_run(
+                key, "ok" if out.status == "ok" else "error", out.error, answer, (run.run_id, run.method)))
+            # shielded: a cancel now (abort, stop) must not skip what follows, the end every waiter is owed
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(ended)
+            self.by_key.pop(run.idem_key, None)
+        self.runs.pop(run.run_id, None)  # a resent key or agent.wait finds the run active until its end is stored
+        self.ctx.stats["activeRuns"] = len(self.runs)
         if not run.done.done():
             run.done.set_result(out)
         waiter = self.waiters.pop(run.run_id, None)
@@ -607,6 +611,8 @@ class AgentService:
             await asyncio.wait(tasks, timeout=5)
             for _ in range(3):  # let the requests waiting on these runs send their answers
                 await asyncio.sleep(0)
+        for group in (*self.grouped.values(), *self.finishing.values()):
+            group.drain()
         for st in self.stores.values():
             with contextlib.suppress(Exception):
                 st.close()

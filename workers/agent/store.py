@@ -436,23 +436,20 @@ class AgentStore:
         one commit and the pages of upstream's indexes they all touch: each in a savepoint of its own, a write that
         fails rolled back alone and answered with its error. Every write is on disk when this returns; a commit
         that fails raises, and none of them is."""
-        results: list[tuple[Any, Exception | None]] = []
         self._committed = committed = []
         try:
             with self.db.write():
-                for write in writes:
-                    self.db.execute("SAVEPOINT grouped")
-                    try:
-                        results.append((write(), None))
-                    except Exception as exc:  # that write's caller gets it
-                        self.db.execute("ROLLBACK TO grouped")
-                        results.append((None, exc))
-                    self.db.execute("RELEASE grouped")
+                results = _each_in_savepoint(self.db, writes)
         finally:
             self._committed = None
         for action in committed:
             action()
         return results
+
+    def group_runs(self, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
+        """`group` for the runs' side file (calls of `finish_run`): one transaction, a savepoint each."""
+        with immediate(self.side):
+            return _each_in_savepoint(self.side, writes)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -671,11 +668,13 @@ class AgentStore:
                      (message or run_id)[:500], started_at, started_at, started_at))
         return cur.rowcount == 1
 
-    def finish_run(self, idem_key: str, status: str, error: str | None, answer: Any) -> None:
+    def finish_run(self, idem_key: str, status: str, error: str | None, answer: Any,
+                   run: tuple[str, str] | None = None) -> None:
+        """The run's end and its answer; `run`, its `(runId, method)` when the caller knows them."""
         ended = now_ms()
         self.side.execute("UPDATE runs SET status=?, error=?, ended_at=?, answer=? WHERE idem_key=?",
                           (status, error, ended, orjson.dumps(answer), idem_key))
-        row = self.side.execute("SELECT run_id, method FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
+        row = run or self.side.execute("SELECT run_id, method FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
         if row and row[1] == TASK_METHOD:
             summary = "completed" if status == "ok" else None
             self._end_task(row[0], _TASK_STATUS.get(status, "failed"), error, ended, summary)
@@ -685,6 +684,20 @@ class AgentStore:
             self.state.execute("UPDATE task_runs SET status = ?, error = ?, ended_at = ?, last_event_at = ?, "
                                "cleanup_after = ?, terminal_summary = ? WHERE task_id = ? AND status = 'running'",
                                (status, error, ended, ended, ended + TASK_RETENTION_MS, summary, _task_id(run_id)))
+
+
+def _each_in_savepoint(db: sqlite3.Connection, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
+    """Each write in a savepoint of the open transaction: one that fails is rolled back alone, its error kept."""
+    results: list[tuple[Any, Exception | None]] = []
+    for write in writes:
+        db.execute("SAVEPOINT grouped")
+        try:
+            results.append((write(), None))
+        except Exception as exc:  # that write's caller gets it
+            db.execute("ROLLBACK TO grouped")
+            results.append((None, exc))
+        db.execute("RELEASE grouped")
+    return results
 
 
 def _task_id(run_id: str) -> str:
