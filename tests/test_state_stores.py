@@ -157,6 +157,8 @@ def test_the_kept_context_holds_tool_rounds_as_a_fresh_read_does(tmp_path: Path)
     assert [m["role"] for m in kept] == ["user", "assistant", "user", "assistant", "toolResult", "assistant"]
     fresh = AgentStore(path)
     assert kept == fresh.context(key, 39) and ours.context(key, 3) == kept[-3:]
+    ours.append_turn(key, "q3", "a3", "r3")  # the stamp it is kept under is the one read from the database
+    assert ours._context._entries["agent:main:main"].stamp == ours._stamp("agent:main:main")
     for store in (ours, fresh):
         store.close()
 

@@ -389,7 +389,7 @@ class AgentStore:
             tail = self._tail(key, idem) or self._create_session(key, now)
             # upstream keeps one message per key and session: a repeat is kept, unkeyed
             events = self._write(tail, [(message, None if tail.asked else idem, now)], model, turn_ends=role != "user")
-            after = self._stamp(key)
+            after = self._after(key, tail, events)
         self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
         return events[-1][0]
 
@@ -412,7 +412,7 @@ class AgentStore:
             if not items:
                 return
             events = self._write(tail, items, model, turn_ends=answer is not None)
-            after = self._stamp(key)
+            after = self._after(key, tail, events)
         self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
 
     def append_message(self, session_key: str, message: dict[str, Any], run_id: str | None = None) -> int:
@@ -427,7 +427,7 @@ class AgentStore:
         with self._transaction():
             tail = self._tail(key) or self._create_session(key, message["timestamp"])
             events = self._write(tail, [(message, None, message["timestamp"])], None, turn_ends=False)
-            after = self._stamp(key)
+            after = self._after(key, tail, events)
         self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
         return events[-1][0]
 
@@ -465,6 +465,15 @@ class AgentStore:
             self._committed.append(action)
         else:
             action()
+
+    def _after(self, key: str, tail: Tail, events: list[Event]) -> Stamp | None:
+        """The transcript's stamp once `events` are appended after `tail`: known when the projection moved on
+        with them (`_project`), else read."""
+        state = tail.state
+        if tail.stamp is None or state is None or state[1] != 0 or state[0] != tail.seq - 1:
+            return self._stamp(key)
+        last_seq, last, _idem, _at = events[-1]
+        return (tail.session_id, last_seq, last_seq, 0, last["id"], tail.stamp[5])
 
     def _extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
         """The recent windows after our committed append of `events`: a window extended only by messages it
