@@ -245,12 +245,14 @@ def _whois(user: IrcClient) -> str:
 
 
 def tree_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each process of the tree, by its title without the profile."""
+    """CPU seconds (user + system) of each process of the tree, by its title without the profile (the supervisor's,
+    `openclaw-gateway openclaw-sup` as upstream names its process, or `openclaw-sup: gateway` before: `gateway`)."""
     out = {}
     for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
-            out[" ".join(p.cmdline()).split(" [")[0].removeprefix("openclaw-sup: ")] = t.user + t.system
+            name = " ".join(p.cmdline()).split(" [")[0].removeprefix("openclaw-sup: ")
+            out["gateway" if name.startswith(("openclaw-gateway", "gateway")) else name] = t.user + t.system
     return out
 
 
