@@ -173,14 +173,15 @@ def problem(db: sqlite3.Connection, path: Path, role: str, version: int, agent_i
     return None
 
 
-def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_id: str | None) -> None:
-    """The whole schema, its version and ownership row in one transaction; a racing creator wins cleanly."""
+def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_id: str | None) -> bool:
+    """The whole schema, its version and ownership row in one transaction; a racing creator wins cleanly.
+    True when this call created it."""
     if db.execute("PRAGMA page_count").fetchone()[0] == 0:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
     with db.write():
         if _has_tables(db):
-            return
+            return False
         ddl = _ddl(ddl_name)
         for statement in _statements(ddl):
             db.execute(statement)
@@ -191,6 +192,7 @@ def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_i
         if role == "agent":
             db.execute("INSERT INTO session_key_contract (id, main_key, canonical_ready, updated_at) "
                        "VALUES (1, 'main', NULL, 0)")
+    return True
 
 
 def _statements(ddl: str) -> list[str]:
@@ -210,7 +212,11 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         if reason:
             raise StateDbError(reason)
         db.execute("PRAGMA synchronous=NORMAL")  # before the schema's commit too: WAL and NORMAL never lose consistency
-        _create(db, ddl_name, role, version, agent_id)
+        if _create(db, ddl_name, role, version, agent_id):
+            # The connection that ran the DDL keeps its ~200 statements prepared (the statement cache, ~400 KB
+            # for the life of the process); a fresh one holds the parsed schema alone.
+            db.close()
+            db = _connect(path, gated=role == "global")
         reason = problem(db, path, role, version, agent_id)
         if reason:
             raise StateDbError(reason)

@@ -633,8 +633,8 @@ async def main(ctx: WorkerContext) -> None:
     ctx.handle("sessions.list", listing.sessions_list)
     ctx.handle("sessions.summary", listing.sessions_summary)
     ctx.handle("usage.cost", listing.usage_cost)
-    svc.store("main")
     ctx.ready()
+    svc.store("main")  # opened (created, on a fresh state dir) before this loop serves any request
     svc.announce_interrupted()
     await ctx.stopping.wait()
     await svc.shutdown()
