@@ -221,6 +221,7 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         if reason:
             raise StateDbError(reason)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # again: a connection that replaced the creating one starts at FULL
         db.execute("PRAGMA foreign_keys=ON")
         # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
         # the gateway's for the shared database, the agent worker's for its own), and at the last close.

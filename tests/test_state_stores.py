@@ -231,3 +231,14 @@ def test_turns_finished_in_one_loop_pass_commit_together_each_on_disk_when_answe
     assert seen == {f"agent:main:telegram:direct:{n}": [("user", f"q{n}"), ("assistant", f"a{n}")] for n in range(20)}
     assert _messages_on_disk(path, "agent:main:gone") == []
     store.close()
+
+
+def test_upstreams_databases_are_written_with_upstreams_pragmas_also_when_just_created(tmp_path: Path) -> None:
+    """WAL, synchronous=NORMAL and a 64 MiB journal size limit as upstream's agent database, on the connection a
+    store keeps, whether it created the file or found it."""
+    for _round in ("created", "found"):
+        for db in (statedb.open_agent_db(statedb.agent_db_path(tmp_path, "main"), "main"),
+                   statedb.open_state_db(statedb.state_db_path(tmp_path))):
+            assert [db.execute(f"PRAGMA {p}").fetchone()[0] for p in
+                    ("journal_mode", "synchronous", "journal_size_limit", "foreign_keys")] == ["wal", 1, 64 << 20, 1]
+            db.close()
