@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import selectors
+import signal
 import socket
 import statistics
 import subprocess
@@ -462,6 +463,27 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float, *, group: bool = False) -> float | None:
+    """SIGTERM (to the process, or to its group when it is the group's leader and its children would not get it
+    otherwise), wait up to `timeout`, then SIGKILL the group; returns the ms SIGTERM -> exit, None if killed."""
+    if proc.poll() is not None:
+        return 0.0
+    t = time.monotonic()
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+        return (time.monotonic() - t) * 1000
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
 
 
 def kill_leftovers(pids: set[int], since: float) -> list[int]:

@@ -21,7 +21,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 import orjson
 import uvloop
-from bench_common import add_output_args, chosen, log, publish, summarize
+from bench_common import add_output_args, chosen, log, publish, stop_process, summarize
 from bench_managers import OUR_BIN, Unavailable
 from gw_client import TOKEN, Conn, new_session, open_conn
 from gw_report import fmt, print_table, wait_quiet
@@ -86,16 +85,8 @@ class NodeHost:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 20, group=True)
 
 
 async def approve(conn: Conn, name: str, timeout: float = 120.0) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from bench_common import free_port, tree_memory
+from bench_common import free_port, stop_process, tree_memory
 
 from openclaw_sup.ipc.control import ControlError, call
 
@@ -126,13 +126,7 @@ class Supervisor:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc, 30)
         code = self.proc.returncode
         if self.keep:
             print(f"[bench] kept {self.root}", file=sys.stderr)

@@ -29,6 +29,7 @@ STATE_SCHEMA_VERSION = 18
 AGENT_SCHEMA_VERSION = 23
 APP_VERSION = "2026.9.6"  # the upstream release whose schemas these are
 BUSY_TIMEOUT_MS = 5000  # upstream's OPENCLAW_SQLITE_BUSY_TIMEOUT_MS
+WAL_SIZE_LIMIT = 64 << 20  # upstream's DEFAULT_SQLITE_WAL_JOURNAL_SIZE_LIMIT_BYTES
 AGENT_DB_NAME = "openclaw-agent.sqlite"
 FIX = "run `openclaw doctor --fix` (the real CLI migrates it), then start the gateway again"
 
@@ -172,14 +173,15 @@ def problem(db: sqlite3.Connection, path: Path, role: str, version: int, agent_i
     return None
 
 
-def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_id: str | None) -> None:
-    """The whole schema, its version and ownership row in one transaction; a racing creator wins cleanly."""
+def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_id: str | None) -> bool:
+    """The whole schema, its version and ownership row in one transaction; a racing creator wins cleanly.
+    True when this call created it."""
     if db.execute("PRAGMA page_count").fetchone()[0] == 0:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
     with db.write():
         if _has_tables(db):
-            return
+            return False
         ddl = _ddl(ddl_name)
         for statement in _statements(ddl):
             db.execute(statement)
@@ -190,6 +192,7 @@ def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_i
         if role == "agent":
             db.execute("INSERT INTO session_key_contract (id, main_key, canonical_ready, updated_at) "
                        "VALUES (1, 'main', NULL, 0)")
+    return True
 
 
 def _statements(ddl: str) -> list[str]:
@@ -209,15 +212,21 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         if reason:
             raise StateDbError(reason)
         db.execute("PRAGMA synchronous=NORMAL")  # before the schema's commit too: WAL and NORMAL never lose consistency
-        _create(db, ddl_name, role, version, agent_id)
+        if _create(db, ddl_name, role, version, agent_id):
+            # The connection that ran the DDL keeps its ~200 statements prepared (the statement cache, ~400 KB
+            # for the life of the process); a fresh one holds the parsed schema alone.
+            db.close()
+            db = _connect(path, gated=role == "global")
         reason = problem(db, path, role, version, agent_id)
         if reason:
             raise StateDbError(reason)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # again: a connection that replaced the creating one starts at FULL
         db.execute("PRAGMA foreign_keys=ON")
         # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
         # the gateway's for the shared database, the agent worker's for its own), and at the last close.
         db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # upstream's: a WAL a burst grew is cut back
     except BaseException:
         db.close()
         raise

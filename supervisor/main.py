@@ -1,7 +1,9 @@
-"""`openclaw-sup gateway`: resolve the profile, take the state lock, fork the fork server, run.
+"""`openclaw-sup gateway`: read the config, fork the fork server, take the state lock, run.
 
 Order matters: the fork server is forked before anything creates a thread, an event loop or a ZeroMQ
-context, so every worker starts from a clean, single-threaded image.
+context, so every worker starts from a clean, single-threaded image; and as soon as the config says which
+workers run, so its preloading of their kinds overlaps the rest of this process's start (auth, TLS, locks,
+state checks, the gateway's imports).
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openclaw_sup.config.document import load_config, start_block_reason
+from openclaw_sup.config.document import Config, load_config, start_block_reason
 from openclaw_sup.config.loader import ConfigError
 from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, ensure_private_dir, resolve
-from openclaw_sup.config.settings import load_settings
+from openclaw_sup.config.settings import SupervisorSettings, load_settings
+
+if TYPE_CHECKING:
+    from openclaw_sup.supervisor.forkserver import ForkServer
+    from openclaw_sup.supervisor.sdnotify import Notifier
 
 EXIT_CONFIG = 78
 
@@ -107,9 +113,29 @@ def run(argv: list[str]) -> int:
         print(blocked, file=sys.stderr)
         return EXIT_CONFIG
 
+    from openclaw_sup.config.plan import worker_specs
+    from openclaw_sup.supervisor.fdlimit import raise_soft_limit
+    from openclaw_sup.supervisor.forkserver import ForkServer
+    from openclaw_sup.supervisor.sdnotify import Notifier
+
+    raise_soft_limit(settings.limits.nofile)  # before the fork: the workers get the same limit
+    notifier = Notifier.from_env()  # before the fork: children must not inherit NOTIFY_SOCKET
+    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
+    fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), kinds=kinds)
+    try:
+        return _run(args, paths, config, settings, port, fork_server, notifier)
+    finally:
+        if fork_server.alive:  # the supervisor did not run (a lock, the state, TLS stopped it): it closes its own
+            fork_server.close(timeout=0.5)
+
+
+def _run(args: argparse.Namespace, paths: ProfilePaths, config: Config, settings: SupervisorSettings, port: int,
+         fork_server: ForkServer, notifier: Notifier) -> int:
+    """Everything after the fork server's fork (its preloading overlaps this), up to the supervisor's exit code."""
     from openclaw_sup.gateway.authn import AuthConfig
     from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 
+    cfg = config.data
     gateway_cfg = cfg.get("gateway") or {}
     try:
         auth = AuthConfig.from_config(gateway_cfg, os.environ)
@@ -161,17 +187,6 @@ def run(argv: list[str]) -> int:
         upstream_lock.release()
         lock.release()
         return EXIT_CONFIG
-
-    from openclaw_sup.config.plan import worker_specs
-    from openclaw_sup.supervisor.fdlimit import raise_soft_limit
-    from openclaw_sup.supervisor.forkserver import ForkServer
-    from openclaw_sup.supervisor.sdnotify import Notifier
-
-    raise_soft_limit(settings.limits.nofile)  # before the fork: the workers get the same limit
-    notifier = Notifier.from_env()  # before the fork: children must not inherit NOTIFY_SOCKET
-    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
-    fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), close_fds=(lock.fd, *upstream_lock.fds()),
-                                  kinds=kinds)
 
     # Only now: modules that may start threads or loops.
     import uvloop

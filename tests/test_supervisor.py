@@ -404,8 +404,10 @@ def test_status_is_import_light_and_watch_refreshes(gateway_factory) -> None:
     imported = {line.split("|")[-1].strip() for line in res.stderr.splitlines() if "|" in line}
     assert "openclaw_sup.cli.status" in imported
     assert not imported & {"asyncio", "zmq", "typer", "rich", "aiohttp", "uvloop", "psutil", "orjson", "click"}
+    # SIGINT as a terminal gives it, even when the suite itself runs as a background job (SIGINT ignored)
     watch = subprocess.Popen([str(gw.proc.args[0]), *gw.cli_args(), "status", "--watch"], env=gw.env,
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert watch.stdout is not None
     headers, deadline = 0, time.monotonic() + 15
     while headers < 2 and time.monotonic() < deadline:  # the table drawn, then redrawn

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from openclaw_sup.ipc.forkproto import MAX_PACKET
+from openclaw_sup.workers.heapholes import HeapHoles
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -58,6 +59,7 @@ class ForkServerLoop:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.quitting = False
         self.modules = 0
+        self.holes = HeapHoles()
 
     # -- set-up --------------------------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class ForkServerLoop:
         with contextlib.suppress(OSError):
             prctl(PR_SET_CHILD_SUBREAPER, 1)
         gc.collect()
+        self.holes.take()
         gc.freeze()
         gc.enable()
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
@@ -160,6 +163,7 @@ class ForkServerLoop:
         if len(sys.modules) != self.modules:
             self.modules = len(sys.modules)
             gc.collect()
+            self.holes.take()
         gc.freeze()
         try:
             pid = os.fork()

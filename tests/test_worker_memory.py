@@ -1,0 +1,39 @@
+"""What keeps a forked worker's pages shared with the fork server (issue 20: memory per worker)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HOLES = """
+import ctypes, json
+from openclaw_sup.workers.heapholes import HeapHoles
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.sbrk.restype = ctypes.c_void_p
+holes = HeapHoles()
+chunks = [libc.malloc(300) for _ in range(4000)]
+for ptr in chunks[:-1:2]:
+    libc.free(ptr)  # every other one: 2000 holes below a live chunk, none of them at the top of the heap
+before = holes.free_inside()
+top = libc.sbrk(0) - holes._libc.mallinfo2().keepcost  # where the heap's top chunk starts: above it, fresh memory
+taken = holes.take()
+after = holes.free_inside()
+fresh = [libc.malloc(size) for size in (24, 300, 1000, 5000)]
+print(json.dumps({"before": before, "taken": taken, "after": after, "below_top": [p for p in fresh if p < top]}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_holes_in_the_fork_servers_heap_are_taken_so_a_workers_mallocs_come_from_fresh_pages() -> None:
+    run = subprocess.run([sys.executable, "-c", HOLES], capture_output=True, text=True, timeout=60, check=True)
+    got = json.loads(run.stdout)
+    assert got["before"] >= 2000 * 300, got
+    assert got["taken"] >= 2000, got
+    assert got["after"] < 4096, got
+    assert got["below_top"] == [], "a malloc after take() reused a hole the fork server's pages hold"
