@@ -3,10 +3,11 @@
 Run: .venv/bin/python bench/agent_store.py [--turns 1000] [--sessions 50] [--reps 5]
 
 Every turn is what the agent worker does for one `agent.turn` with an idempotency key: `start_run`, the model's
-context (`history(..., count=False)`, 39 messages), the question and answer (`append_turn`), `finish_run`,
-round-robin over `--sessions` sessions. Measured as the worker's CPU per turn (process CPU time, so other load on
-the machine inflates it less than wall time), each phase apart, median / min / max over `--reps` fresh state
-dirs; also opening the store on a fresh state dir (creating upstream's agent database) and on an existing one.
+context (`context(key, 39)`, tool rounds included, as the worker reads it), the question and answer
+(`append_turn`), `finish_run`, round-robin over `--sessions` sessions. Measured as the worker's CPU per turn
+(process CPU time, so other load on the machine inflates it less than wall time), each phase apart, median / min /
+max over `--reps` fresh state dirs; also opening the store on a fresh state dir (creating upstream's agent
+database) and on an existing one.
 
 The floor is the same four calls on two plain tables (messages, runs): the layout openclaw-sup wrote before it
 used upstream's agent database, which the real CLI cannot read. The difference is what upstream's format costs:
@@ -29,7 +30,7 @@ import orjson
 from openclaw_sup.config import sqlitedb
 from openclaw_sup.workers.agent.store import AgentStore, db_path, now_ms
 
-PHASES = ("start_run", "history", "append_turn", "finish_run")
+PHASES = ("start_run", "context", "append_turn", "finish_run")
 
 
 class Floor:
@@ -49,7 +50,7 @@ class Floor:
         self.db.execute("INSERT OR IGNORE INTO runs(idem_key, run_id, method, session_key, status, started_at) "
                         "VALUES (?,?,?,?, 'running', ?)", (idem, run_id, method, key, started))
 
-    def history(self, key: str, limit: int, *, count: bool) -> list[dict[str, Any]]:
+    def context(self, key: str, limit: int) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT id, role, text, ts, run_id FROM messages WHERE session_key=? ORDER BY id "
                                "DESC LIMIT ?", (key, limit)).fetchall()
         return [{"id": r[0], "role": r[1], "text": r[2], "ts": r[3], "runId": r[4]} for r in reversed(rows)]
@@ -72,7 +73,7 @@ def steps(store: Any, i: int, sessions: int) -> tuple[Callable[[], Any], ...]:
     key, run_id = f"agent:main:telegram:direct:{1000 + i % sessions}", str(uuid.uuid4())
     idem, text = f"agent.turn:{run_id}", f"message {i} " * 4
     return (lambda: store.start_run(idem, run_id, "agent.turn", key, now_ms(), text),
-            lambda: store.history(key, 39, count=False),
+            lambda: store.context(key, 39),
             lambda: store.append_turn(key, text, text, run_id, model="echo/echo"),
             lambda: store.finish_run(idem, "ok", None, {"status": "ok", "summary": text}))
 

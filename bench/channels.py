@@ -21,6 +21,8 @@ server. Measures, each printed as median / p90 / min / max over its samples:
    agent), `--reps` times, beside the Telegram burst of 2. Matrix's DMs are sent while the account is stopped
    (`channels.stop`) and timed from `channels.start`: four clients sending one by one into Synapse are slower
    than the bot, so timing the sends would measure the clients.
+6. With `--refs A,B`: the Telegram burst (rate and CPU per message of each process) of this tree and of each git
+   ref (a regular install of that build, bench/bench_managers.py), interleaved rep by rep in this one run.
 Figures depend on the machine's load (2 shared cores here): compare within one run.
 """
 
@@ -31,6 +33,7 @@ import contextlib
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +44,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench_common import tree_memory
+from bench_common import CACHE, tree_memory
+from bench_managers import ensure_install
 from channel_servers import FakeTelegram, IrcClient, Ngircd
 from discord_server import FakeDiscord
 from slack_server import FakeSlack
 from synapse_server import MatrixUser, Synapse
 
+import conftest
 from conftest import Gateway, wait_for
 
 TOKEN = "bench-channels-token-0123456789"
@@ -240,12 +245,14 @@ def _whois(user: IrcClient) -> str:
 
 
 def tree_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each process of the tree, by its title without the profile."""
+    """CPU seconds (user + system) of each process of the tree, by its title without the profile (the supervisor's,
+    `openclaw-gateway openclaw-sup` as upstream names its process, or `openclaw-sup: gateway` before: `gateway`)."""
     out = {}
     for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
-            out[" ".join(p.cmdline()).split(" [")[0].removeprefix("openclaw-sup: ")] = t.user + t.system
+            name = " ".join(p.cmdline()).split(" [")[0].removeprefix("openclaw-sup: ")
+            out["gateway" if name.startswith(("openclaw-gateway", "gateway")) else name] = t.user + t.system
     return out
 
 
@@ -280,6 +287,38 @@ def telegram_burst(root: Path, burst: int, kill: bool, cpu: dict[str, list[float
         tg.close()
 
 
+@contextlib.contextmanager
+def gateway_binary(bindir: Path | None) -> Any:
+    """The gateways started meanwhile run the `openclaw-sup` of `bindir` (None: this tree's)."""
+    before = conftest.BIN
+    conftest.BIN = bindir / "openclaw-sup" if bindir else before
+    try:
+        yield
+    finally:
+        conftest.BIN = before
+
+
+def compare_builds(root: Path, refs: list[str], reps: int, burst: int, cache: Path) -> None:
+    """The Telegram burst of this tree beside each ref's build, one build after the other in every rep."""
+    builds: list[tuple[str, Path | None]] = [("this tree", None)]
+    for ref in refs:
+        sha = subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent).stdout.strip()
+        builds.append((f"{ref} ({sha})" if sha != ref else ref, ensure_install(cache, ref)))
+    rates: dict[str, list[float]] = {label: [] for label, _ in builds}
+    cpu: dict[str, dict[str, list[float]]] = {label: {} for label, _ in builds}
+    for rep in range(reps):
+        for n, (label, bindir) in enumerate(builds):
+            with gateway_binary(bindir):
+                rates[label].append(telegram_burst(root / f"build{n}-{rep}", burst, kill=False, cpu=cpu[label])[0])
+    for label, _ in builds:
+        print(f"-- {label}")
+        stats(f"Telegram burst of {burst}", rates[label], "msg/s")
+        for name, values in sorted(cpu[label].items(), key=lambda kv: -statistics.median(kv[1])):
+            if name.startswith(("agent", "channel:", "gateway")):
+                stats(f"CPU/msg {name}"[:34], values, "us")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dms", type=int, default=100)
@@ -289,7 +328,14 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--only-new", action="store_true", help="skip the IRC round trips and the Telegram kill runs")
     ap.add_argument("--kinds", default="telegram,discord,slack,matrix", help="kinds for the inbound rates")
+    ap.add_argument("--refs", default="", help="git refs whose builds run the Telegram burst beside this tree's "
+                                               "(e.g. a commit before a change, main); with it, only that is run")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="where the refs' installs live")
     args = ap.parse_args()
+    if args.refs:
+        with tempfile.TemporaryDirectory(prefix="bench-channels-") as tmp:
+            compare_builds(Path(tmp), [r for r in args.refs.split(",") if r], args.reps, args.burst, args.cache)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-channels-") as tmp:
         root = Path(tmp)
         peers = Peers(root)

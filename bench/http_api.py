@@ -1,6 +1,7 @@
 """HTTP API bench: what our gateway adds over the model provider, with the offline echo provider, one run.
 
 Run: .venv/bin/python bench/http_api.py [--requests 300] [--reps 3] [--conns 8] [--per-conn 40] [--words 8]
+     [--builds ours|tree,base] [--baseline main]
 
 The echo provider costs next to nothing, so what is measured is the path a request takes: client -> aiohttp
 on the gateway port -> the supervisor -> ZeroMQ -> the agent worker -> the provider -> back. Rows, all with
@@ -12,7 +13,10 @@ the same aiohttp client on loopback:
   `/v1/responses` non-stream, and `agent` over WebSocket (two-stage, time to the final `res`).
 Each rep measures `--requests` sequential requests on one keep-alive connection (p50/p99 latency) and
 `--conns` connections x `--per-conn` requests in parallel (req/s). Tables print the median over reps with
-the min-max spread; the overhead column is our p50 minus the floor's. Raw numbers go to
+the min-max spread; the overhead column is our p50 minus the floor's; the server CPU column is the server
+process's (our supervisor's, or the floor's) CPU per sequential request, which the machine's noise moves far
+less than latency. `--builds tree,base` measures the working tree and `--baseline` (both installed the same
+way, bench_managers.ensure_install) one after the other in the same run, the floor once. Raw numbers go to
 bench/results/http_api-<date>.json, the report to bench/results/http_api-run.txt. It never asserts timings.
 """
 
@@ -34,9 +38,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psutil
 import uvloop
-from bench_common import add_output_args, free_port, log, publish, summarize
-from bench_managers import BENCH_DIR
+from bench_common import add_output_args, chosen, free_port, log, publish, summarize
+from bench_managers import BENCH_DIR, ensure_install
 from gw_client import TOKEN, Conn, RpcFailed
 from gw_report import fmt, print_table, wait_quiet
 from gw_servers import Ours, make_root, our_env, remove
@@ -45,6 +50,7 @@ from openclaw_sup.config.models import Target
 from openclaw_sup.workers.agent.providers import ChatRequest, call
 
 Request = Callable[[int], Awaitable[float | tuple[float, float]]]
+BUILDS = ("ours", "tree", "base")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,8 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-conn", type=int, default=40, help="requests per parallel connection (default 40)")
     p.add_argument("--words", type=int, default=8, help="words in the user message = streamed chunks (8)")
     p.add_argument("--pause", type=float, default=0.5, help="idle seconds between measures")
+    p.add_argument("--builds", default="ours", help=f"comma list from {','.join(BUILDS)} (default ours: this venv)")
+    p.add_argument("--baseline", default="main", help="git ref the `base` build installs (default main)")
     add_output_args(p, "http_api", "keep the gateway's temp dir (config, log)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.build_list = chosen(p, args.builds, BUILDS, "build")
+    return args
 
 
 class OursEcho(Ours):
@@ -150,12 +160,13 @@ async def agent_once(conn: Conn, words: int, i: int) -> float:
 # ========================================================================================== measures
 
 async def sequential(make: Callable[[], Awaitable[Any]], one: Callable[[Any, int], Awaitable[Any]], n: int,
-                     close: Callable[[Any], Awaitable[None]]) -> dict[str, Any]:
+                     close: Callable[[Any], Awaitable[None]], server_cpu: Callable[[], float]) -> dict[str, Any]:
     client = await make()
     try:
         for i in range(5):  # warm the connection and the server's code paths
             await one(client, -i - 1)
         times, firsts = [], []
+        cpu0 = server_cpu()
         t0 = time.perf_counter()
         for i in range(n):
             got = await one(client, i)
@@ -165,9 +176,10 @@ async def sequential(make: Callable[[], Awaitable[Any]], one: Callable[[Any, int
             else:
                 times.append(got)
         wall = time.perf_counter() - t0
+        cpu = server_cpu() - cpu0
     finally:
         await close(client)
-    out = {"ms": times, "perS": n / wall, **summarize(times)}
+    out = {"ms": times, "perS": n / wall, "serverCpuUs": cpu / n * 1e6, **summarize(times)}
     if firsts:
         out["firstMs"] = firsts
         out["firstP50"] = summarize(firsts)["p50"]
@@ -240,27 +252,42 @@ async def provider_alone(n: int, words: int) -> dict[str, Any]:
     return {"ms": times, "perS": 1000 / statistics.mean(times), **summarize(times)}
 
 
-async def measure(args: argparse.Namespace, gw_http: str, gw_ws: str, floor_http: str) -> dict[str, Any]:
-    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+async def measure_floor(args: argparse.Namespace, floor_http: str, floor_cpu: Callable[[], float]) -> dict[str, Any]:
     plain = {"Content-Type": "application/json"}
     rows: dict[str, tuple[str, Any]] = {
         "floor": ("floor: echo behind a bare aiohttp server, non-stream", http_client(floor_http, plain, args.words,
                                                                                       False)),
         "floorStream": ("floor: same, stream", http_client(floor_http, plain, args.words, True)),
-        "chat": ("ours: /v1/chat/completions, non-stream", http_client(gw_http, auth, args.words, False)),
-        "chatStream": ("ours: /v1/chat/completions, stream", http_client(gw_http, auth, args.words, True)),
-        "responses": ("ours: /v1/responses, non-stream", http_client(gw_http, auth, args.words, False,
-                                                                    "/v1/responses")),
-        "agentWs": ("ours: agent over WebSocket (final res)", ws_client(gw_ws, args.words)),
     }
     res: dict[str, Any] = {"provider": {"title": "echo provider, in-process", "reps": []}}
     for _ in range(args.reps):
         res["provider"]["reps"].append(await provider_alone(args.requests, args.words))
+    return res | await measure_rows(args, rows, floor_cpu)
+
+
+async def measure_ours(args: argparse.Namespace, gw: OursEcho, prefix: str) -> dict[str, Any]:
+    gw_http, gw_ws = f"http://127.0.0.1:{gw.port}", gw.url
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    rows: dict[str, tuple[str, Any]] = {
+        f"{prefix}chat": (f"{gw.title}: /v1/chat/completions, non-stream", http_client(gw_http, auth, args.words,
+                                                                                     False)),
+        f"{prefix}chatStream": (f"{gw.title}: /v1/chat/completions, stream", http_client(gw_http, auth, args.words,
+                                                                                       True)),
+        f"{prefix}responses": (f"{gw.title}: /v1/responses, non-stream", http_client(gw_http, auth, args.words, False,
+                                                                                    "/v1/responses")),
+        f"{prefix}agentWs": (f"{gw.title}: agent over WebSocket (final res)", ws_client(gw_ws, args.words)),
+    }
+    return await measure_rows(args, rows, lambda: gw.cpu_split()["supervisor"])
+
+
+async def measure_rows(args: argparse.Namespace, rows: dict[str, tuple[str, Any]],
+                       server_cpu: Callable[[], float]) -> dict[str, Any]:
+    res: dict[str, Any] = {}
     for key, (title, (make, one, close)) in rows.items():
         res[key] = {"title": title, "reps": []}
         for rep in range(args.reps):
             await asyncio.sleep(args.pause)
-            seq = await sequential(make, one, args.requests, close)
+            seq = await sequential(make, one, args.requests, close, server_cpu)
             await asyncio.sleep(args.pause)
             par = await parallel(make, one, args.conns, args.per_conn, close)
             res[key]["reps"].append({"sequential": {k: v for k, v in seq.items()}, "parallel": par})
@@ -279,21 +306,21 @@ def med_spread(values: list[float], digits: int = 2) -> str:
 
 def render(res: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     header = ["measure", "p50 ms", "p99 ms", "seq req/s", f"par req/s ({args.conns} conns)", "first chunk p50 ms",
-              "p50 over floor ms"]
+              "p50 over floor ms", "server CPU us/req"]
     prov = res["provider"]["reps"]
     rows = [[res["provider"]["title"], med_spread([r["p50"] for r in prov], 3), med_spread([r["p99"] for r in prov], 3),
-             "-", "-", "-", "-"]]
+             "-", "-", "-", "-", "-"]]
     floor_p50 = {False: statistics.median(r["sequential"]["p50"] for r in res["floor"]["reps"]),
                  True: statistics.median(r["sequential"]["p50"] for r in res["floorStream"]["reps"])}
-    for key in ("floor", "floorStream", "chat", "chatStream", "responses", "agentWs"):
+    for key in [k for k in res if k != "provider" and isinstance(res[k], dict) and "reps" in res[k]]:
         reps = res[key]["reps"]
         seq = [r["sequential"] for r in reps]
         p50 = statistics.median(s["p50"] for s in seq)
-        over = "-" if key.startswith("floor") else fmt(p50 - floor_p50[key == "chatStream"], 2)
+        over = "-" if key.startswith("floor") else fmt(p50 - floor_p50[key.endswith("chatStream")], 2)
         first = med_spread([s["firstP50"] for s in seq]) if "firstP50" in seq[0] else "-"
         rows.append([res[key]["title"], med_spread([s["p50"] for s in seq]), med_spread([s["p99"] for s in seq]),
                      med_spread([s["perS"] for s in seq], 0), med_spread([r["parallel"]["perS"] for r in reps], 0),
-                     first, over])
+                     first, over, med_spread([s.get("serverCpuUs", float("nan")) for s in seq], 0)])
     print_table(f"latency and throughput: median over {args.reps} reps [min-max]; {args.requests} sequential "
                 f"requests per rep, {args.conns}x{args.per_conn} in parallel; {args.words}-word messages", header, rows)
     print("\n'p50 over floor' = our p50 minus the bare server's p50 for the same kind of request (stream or not);"
@@ -306,33 +333,53 @@ def main(argv: list[str] | None = None) -> None:
     started = dt.datetime.now(dt.UTC)
     busy = wait_quiet()
     log(f"machine CPU {busy:.0f}% busy before the start")
-    root = make_root("ocsb-http-")
-    gw = OursEcho(root, our_env(args.cache))
     floor_port = free_port()
     floor = subprocess.Popen([sys.executable, str(BENCH_DIR / "http_floor.py"), "--port", str(floor_port)],
                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(BENCH_DIR)})
+    floor_proc = psutil.Process(floor.pid)
+
+    def floor_cpu() -> float:
+        t = floor_proc.cpu_times()
+        return t.user + t.system
+
     try:
         assert floor.stdout is not None
         if floor.stdout.readline().strip() != b"ready":
             raise SystemExit("bench/http_floor.py did not start")
-        gw.start()
-        uvloop.run(gw.wait_ready())
-        uvloop.run(wait_agent(f"http://127.0.0.1:{gw.port}"))
-        log(f"{gw.title}: ready on port {gw.port}; floor on port {floor_port}")
-        res = uvloop.run(measure(args, f"http://127.0.0.1:{gw.port}", gw.url, f"http://127.0.0.1:{floor_port}"))
+        res = uvloop.run(measure_floor(args, f"http://127.0.0.1:{floor_port}", floor_cpu))
         res["cpuBusyBeforePct"] = busy
-        expected = "cron: scheduler disabled"  # OPENCLAW_SKIP_CRON keeps the bench to the agent worker
-        res["problems"] = [p for p in gw.log_problems() if expected not in p][:20]
+        res["problems"] = []
+        for build in args.build_list:
+            res |= run_build(args, build)
+            res["problems"] += res.pop("buildProblems")
     finally:
-        with contextlib.suppress(Exception):
-            gw.stop()
         floor.terminate()
         floor.wait(10)
-        remove(root, args.keep_tmp)
     finished = dt.datetime.now(dt.UTC)
     headline = (f"the overhead of our HTTP API over the echo provider; "
                 f"{len(res['problems'])} warning/error log lines")
     publish("http_api", args, started, finished, headline, lambda: render(res, args), {"results": res})
+
+
+def run_build(args: argparse.Namespace, build: str) -> dict[str, Any]:
+    """One build's rows (keys prefixed with the build unless it is `ours`): start, measure, stop."""
+    root = make_root("ocsb-http-")
+    bindir = None if build == "ours" else ensure_install(args.cache, args.baseline if build == "base" else None)
+    gw = OursEcho(root, our_env(args.cache), bindir, {"ours": OursEcho.title, "tree": "openclaw-sup (this tree)",
+                                                      "base": f"openclaw-sup {args.baseline}"}[build])
+    try:
+        gw.start()
+        uvloop.run(gw.wait_ready())
+        uvloop.run(wait_agent(f"http://127.0.0.1:{gw.port}"))
+        log(f"{gw.title}: ready on port {gw.port}")
+        res = uvloop.run(measure_ours(args, gw, "" if build == "ours" else f"{build}:"))
+        expected = "cron: scheduler disabled"  # OPENCLAW_SKIP_CRON keeps the bench to the agent worker
+        res["buildProblems"] = [p for p in gw.log_problems() if expected not in p][:20]
+    finally:
+        with contextlib.suppress(Exception):
+            gw.stop()
+        remove(root, args.keep_tmp)
+    return res
 
 
 async def wait_agent(base: str, timeout: float = 30.0) -> None:

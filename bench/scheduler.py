@@ -1,7 +1,7 @@
 """Scheduler bench: how late the scheduler worker fires, and what it costs while 1000 jobs wait.
 
 Run: .venv/bin/python bench/scheduler.py [--firings 500] [--jobs 10] [--every-ms 1000] [--idle-jobs 1000]
-     [--peers ours,apscheduler]
+     [--peers ours,apscheduler] [--refs REF,...]
 
 openclaw-sup runs as a real gateway (`openclaw-sup gateway`, `cron.enabled: true`, heartbeats off); the bench
 drives it over the WebSocket as a client would (`cron.add`, `cron.update`, `cron.runs`, `cron` events).
@@ -21,6 +21,9 @@ drives it over the WebSocket as a client would (`cron.add`, `cron.update`, `cron
 3. Peer: APScheduler 3.11 (AsyncIOScheduler + SQLAlchemy SQLite job store, the closest durable in-process
    Python peer; no cron/atd/fcron is installed here and systemd-run needs systemd as PID 1), measured the same
    way by bench/sched_peer_aps.py in its own venv.
+
+With `--refs`, each git ref's build (a regular install, bench/bench_managers.py) is measured after ours in the same
+run and the same way, as `ours@<ref>`: a change beside the builds before it.
 
 It prints the spread of each measure and writes every raw number to bench/results/scheduler-<date>.json and the
 report to bench/results/scheduler-run.txt. See bench/README.md.
@@ -43,7 +46,7 @@ from typing import Any
 import psutil
 import uvloop
 from bench_common import MB, add_output_args, chosen, log, print_problems, publish, summarize
-from bench_managers import PEER_PACKAGES, Unavailable, bytecode_env, ensure_peer
+from bench_managers import PEER_PACKAGES, Unavailable, bytecode_env, ensure_install, ensure_peer
 from gw_client import TOKEN
 from gw_report import fmt, print_table, spread, wait_quiet
 from gw_servers import Ours, make_root, remove
@@ -72,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window-s", type=float, default=5.0, help="CPU sampling window")
     p.add_argument("--settle", type=float, default=5.0, help="idle seconds after adding jobs, before sampling")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma list from {','.join(PEERS)}")
+    p.add_argument("--refs", default="", help="git refs whose builds are measured after ours, the same way (e.g. a "
+                                              "commit before a change, main): a regular install of each")
     add_output_args(p, "scheduler", "keep the temp dir (config, log, store)")
     args = p.parse_args(argv)
     args.peer_list = chosen(p, args.peers, PEERS)
@@ -313,10 +318,15 @@ def idle_ours(gw: OursCron, c: GatewayClient, pid: int, args: argparse.Namespace
     return res
 
 
-def run_ours(args: argparse.Namespace) -> dict[str, Any]:
+def run_ours(args: argparse.Namespace, ref: str | None = None) -> dict[str, Any]:
+    """This tree's gateway, or (`ref`) a regular install of that git ref's build."""
     root = make_root("ocsb-sched-")
-    gw = OursCron(root, bytecode_env(args.cache / "pycache"))
-    res: dict[str, Any] = {"title": "openclaw-sup scheduler worker"}
+    res: dict[str, Any] = {"title": f"openclaw-sup {ref} scheduler worker" if ref else "openclaw-sup scheduler worker"}
+    try:
+        gw = OursCron(root, bytecode_env(args.cache / "pycache"), ensure_install(args.cache, ref) if ref else None)
+    except Unavailable as exc:
+        res["skipped"] = str(exc)
+        return res
     try:
         res["quietBusyPct"] = wait_quiet()
         res["loadavg"] = os.getloadavg()
@@ -440,8 +450,8 @@ def _runs(results: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None, str
     for key, r in results.items():
         name = "ours" if key == "ours" else key
         out.append((name, r.get("lateness"), r.get("skipped", "no data")))
-        if key == "ours" and "latenessLoaded" in r:
-            out.append((f"ours +{r['idle']['jobs']} idle jobs", r["latenessLoaded"], ""))
+        if key.startswith("ours") and "latenessLoaded" in r:
+            out.append((f"{key} +{r['idle']['jobs']} idle jobs", r["latenessLoaded"], ""))
     return out
 
 
@@ -555,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     if "ours" in args.peer_list:
         results["ours"] = run_ours(args)
+    for ref in (r for r in args.refs.split(",") if r):
+        results[f"ours@{ref}"] = run_ours(args, ref)
     if "apscheduler" in args.peer_list:
         results["apscheduler"] = run_aps(args)
     finished = dt.datetime.now(dt.UTC)

@@ -73,7 +73,9 @@ class Checkpointer:
     The writer's connection runs with `wal_autocheckpoint=0`; every `interval_s` this thread, on a connection of its
     own, runs a PASSIVE checkpoint once the WAL holds `threshold` bytes (PASSIVE never waits for, nor blocks, the
     writer; SQLite releases the GIL meanwhile). A database whose writes touch many pages (upstream's, with its many
-    indexes) otherwise checkpoints, with its fsyncs, inside every few dozen commits."""
+    indexes) otherwise checkpoints, with its fsyncs, inside every few dozen commits. Under writes that never pause,
+    PASSIVE never lets the WAL start over: once it holds four times `threshold`, a RESTART checkpoint (waiting for
+    the writer's current transaction, with little left to copy) has the next commit write from its start."""
 
     def __init__(self, path: str | Path, *, threshold: int = 4 << 20, interval_s: float = 1.0) -> None:
         self.path, self.threshold, self.interval_s = str(path), threshold, interval_s
@@ -89,7 +91,9 @@ class Checkpointer:
                     if os.path.getsize(f"{self.path}-wal") < self.threshold:
                         continue
                     db = db or sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames * 4096 >= self.threshold * 4:  # writes never paused: the WAL starts over
+                        db.execute("PRAGMA wal_checkpoint(RESTART)")
                 except (OSError, sqlite3.Error):
                     continue  # no WAL yet, or the database is busy: the next round tries again
         finally:

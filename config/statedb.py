@@ -29,6 +29,7 @@ STATE_SCHEMA_VERSION = 18
 AGENT_SCHEMA_VERSION = 23
 APP_VERSION = "2026.9.6"  # the upstream release whose schemas these are
 BUSY_TIMEOUT_MS = 5000  # upstream's OPENCLAW_SQLITE_BUSY_TIMEOUT_MS
+WAL_SIZE_LIMIT = 64 << 20  # upstream's DEFAULT_SQLITE_WAL_JOURNAL_SIZE_LIMIT_BYTES
 AGENT_DB_NAME = "openclaw-agent.sqlite"
 FIX = "run `openclaw doctor --fix` (the real CLI migrates it), then start the gateway again"
 
@@ -209,10 +210,12 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         if not _has_tables(db) and not _create(db, ddl_name, role, version, agent_id):
             _check(db, path, role, version, agent_id)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # again: a connection that replaced the creating one starts at FULL
         db.execute("PRAGMA foreign_keys=ON")
         # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
         # the gateway's for the shared database, the agent worker's for its own), and at the last close.
         db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # upstream's: a WAL a burst grew is cut back
     except BaseException:
         db.close()
         raise

@@ -9,13 +9,14 @@ with the upstream code; nothing a client sends can raise out of here.
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from openclaw_sup.gateway import authn, device
-from openclaw_sup.gateway.hub import EventQueue, now_ms
+from openclaw_sup.gateway.hub import EventQueue, encode_event, now_ms
 from openclaw_sup.gateway.protocol import (
     AUTH_KEYS,
     CLIENT_IDS,
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
     from openclaw_sup.gateway.core import GatewayCore
     from openclaw_sup.gateway.port import WireSocket
 
+T = TypeVar("T")
+NO_CAPS: list[str] = []
+"""Shared by every client that declares no capability (read only, never appended to)."""
+SHARED_STR_MAX = 64
 MAX_INFLIGHT = 64
 """Requests routed to workers that may run at once per connection; more are refused as retryable."""
 HOLD_AT = 2 * MAX_INFLIGHT
@@ -64,7 +69,7 @@ class Connection:
     gets a task for as long as it runs; reads pause while `MAX_INFLIGHT` are running.
     """
 
-    __slots__ = ("_inflight", "_timer", "caps", "challenge_ts", "client", "client_mode", "connected_at", "core",
+    __slots__ = ("_inflight", "_timer", "caps", "client", "client_mode", "connected_at", "core",
                  "device_id", "events", "id", "loopback_direct", "node_params", "nonce", "remote_ip", "retiring",
                  "role", "scopes", "seq", "sock")
 
@@ -72,15 +77,14 @@ class Connection:
         self.sock = sock
         self.core = core
         self.id = str(uuid.uuid4())
-        self.remote_ip = remote_ip
+        self.remote_ip = sys.intern(remote_ip)  # thousands of clients from a few addresses share the strings
         self.loopback_direct = loopback_direct
         self.nonce = str(uuid.uuid4())
-        self.challenge_ts = now_ms()
         self.scopes: list[str] = []
         self.role = "operator"
         self.client: dict[str, Any] = {}
         self.client_mode = ""
-        self.caps: list[str] = []
+        self.caps: list[str] = NO_CAPS
         self.device_id: str | None = None
         self.node_params: dict[str, Any] | None = None
         self.seq = 0
@@ -124,11 +128,14 @@ class Connection:
     def push_event(self, event: str, payload: Any, state: dict[str, int] | None = None) -> bool:
         if self.events is None or self.sock.closed:
             return False
+        return self.push_encoded(*encode_event(event, payload, state))
+
+    def push_encoded(self, head: bytes, tail: bytes) -> bool:
+        """`push_event` of an event encoded once for many sockets (`hub.encode_event`): only `seq` is ours."""
+        if self.events is None or self.sock.closed:
+            return False
         self.seq += 1
-        frame: dict[str, Any] = {"type": "event", "event": event, "payload": payload, "seq": self.seq}
-        if state is not None:
-            frame["stateVersion"] = state
-        return self.events.put(frame)
+        return self.events.put(b"%s%d%s" % (head, self.seq, tail))
 
     def close(self, code: int, reason: str) -> None:
         self.sock.close(code, reason)
@@ -144,7 +151,7 @@ class Connection:
     def opened(self) -> None:
         self.sock.set_limit(PRE_AUTH_MAX_BYTES, "pre-auth frame")
         self.send({"type": "event", "event": "connect.challenge",
-                   "payload": {"nonce": self.nonce, "ts": self.challenge_ts}})
+                   "payload": {"nonce": self.nonce, "ts": now_ms()}})
         self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self.close, CLOSE_NORMAL,
                                                             "handshake timeout")
 
@@ -291,6 +298,11 @@ class Connection:
             raise reject(CLOSE_POLICY, msg, {"code": "INVALID_REQUEST", "message": msg})
         assert isinstance(params, dict)
         client = params["client"]
+        for key, value in client.items():  # held as long as the client stays: its short strings are shared
+            if isinstance(value, str) and len(value) <= SHARED_STR_MAX:
+                client[key] = sys.intern(value)
+        if all(isinstance(value, str) for value in client.values()):
+            client = shared(("client", *client.items()), client)
         self.client = client
         self.client_mode = client["mode"]
         role = params.get("role", "operator")
@@ -304,7 +316,7 @@ class Connection:
                           "details": {"code": "PROTOCOL_MISMATCH", "expectedProtocol": PROTOCOL}})
         if role not in ROLES:
             raise reject(CLOSE_POLICY, "invalid role", {"code": "INVALID_REQUEST", "message": "invalid role"})
-        self.role = role
+        self.role = sys.intern(role)
 
         core = self.core
         auth = params.get("auth") or {}
@@ -363,13 +375,30 @@ class Connection:
             err = {"code": "UNAVAILABLE", "message": "gateway starting", "retryable": True, "retryAfterMs": 500,
                    "details": {"reason": "startup-sidecars"}}
             raise reject(CLOSE_TRY_LATER, "gateway starting", err)
-        self.caps = [c for c in params.get("caps") or [] if isinstance(c, str)]
+        self.caps = [sys.intern(c) for c in params.get("caps") or [] if isinstance(c, str)] or NO_CAPS
+        self.scopes = shared(("scopes", *self.scopes), self.scopes)
         if role == "node":
             self.node_params = params
         hello = core.hello_ok(self, method=result.method or ("device-token" if token_record else "none"))
         if issued:
             hello["auth"].update(issued)
         return res_ok(rid, hello)
+
+
+_shared: dict[tuple[Any, ...], Any] = {}
+SHARED_MAX = 512
+
+
+def shared(key: tuple[Any, ...], value: T) -> T:
+    """One object for equal values clients hold read only for as long as they stay (granted scopes, the `client`
+    block): ten thousand operators of the same kind hold one, not ten thousand. Bounded: past SHARED_MAX kinds,
+    a client keeps its own."""
+    got = _shared.get(key)
+    if got is None:
+        if len(_shared) >= SHARED_MAX:
+            return value
+        got = _shared[key] = value
+    return got
 
 
 def frame_problem(frame: dict[str, Any]) -> str | None:
@@ -400,7 +429,7 @@ def check_connect_params(params: Any) -> str | None:
     cid, mode = client.get("id"), client.get("mode")
     if not isinstance(cid, str) or cid.lower() not in CLIENT_IDS:
         return f"client.id {cid!r} is not a known client id"
-    client["id"] = cid.lower()
+    client["id"] = sys.intern(cid.lower())
     if mode not in CLIENT_MODES:
         return f"client.mode {mode!r} is not one of {', '.join(sorted(CLIENT_MODES))}"
     if not isinstance(client.get("version"), str) or not isinstance(client.get("platform"), str):

@@ -112,6 +112,11 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     """The whole body, refused early by Content-Length and again while streaming past `max_bytes`."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise BodyError(413, "Payload too large")
+    if request.content.is_eof():  # the whole body came with the head (a small request): no wait, no deadline
+        data = request.content.read_nowait()
+        if len(data) > max_bytes:
+            raise BodyError(413, "Payload too large")
+        return data
     chunks: list[bytes] = []
     size = 0
     try:

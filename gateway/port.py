@@ -50,6 +50,10 @@ default is an hour); there it also bounds a request head dripped on a kept-alive
 only parses once complete."""
 
 SNIFF, PARKED, OPEN, CLOSING, CLOSED = range(5)
+DUE_NONE, DUE_HEAD, DUE_IDLE, DUE_ABORT = range(4)
+"""What the socket's one deadline does when it passes (see `_set_deadline`)."""
+DUE_SLACK_S = 0.005
+JUDGED_MAX, JUDGED_HEAD_MAX = 256, 512
 PARKED_LIMIT = 1 << 20
 HOLD_WRITE, HOLD_BUSY = 1, 2
 
@@ -59,6 +63,10 @@ _METHOD = re.compile(rb"[A-Z_-]{1,16}(?: |\Z)")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 """Bytes no request head may hold (RFC 9110 field values allow HTAB only): such a request goes to aiohttp,
 which refuses it."""
+
+_judged: dict[bytes, tuple[str, str, dict[str, str]]] = {}
+"""Probe heads already judged (no problem, plain, parsed), by their bytes: a prober sends the same head every
+time, so its next one skips the checks and the parse. Small heads only, and cleared when full."""
 
 
 class MessageHandler(Protocol):
@@ -154,8 +162,8 @@ def refusal(status: int, reason: str) -> bytes:
 
 
 class PortProtocol(asyncio.Protocol):
-    __slots__ = ("_admitted", "_buf", "_frag", "_frag_text", "_handler", "_hold", "_kept", "_label", "_owner",
-                 "_scan", "_state", "_timer", "closed", "max_size", "transport")
+    __slots__ = ("_admitted", "_buf", "_due", "_due_what", "_frag", "_frag_text", "_handler", "_hold", "_kept",
+                 "_label", "_owner", "_scan", "_state", "_timer", "_timer_at", "closed", "max_size", "transport")
 
     def __init__(self, owner: PortOwner, admitted: Member | None = None) -> None:
         self._owner = owner
@@ -169,6 +177,9 @@ class PortProtocol(asyncio.Protocol):
         self._handler: MessageHandler | None = None
         self._hold = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._due = 0.0
+        self._due_what = DUE_NONE
         self._label = "message"
         self.closed = False
         self.max_size = HEAD_LIMIT
@@ -188,16 +199,16 @@ class PortProtocol(asyncio.Protocol):
             self._refuse(503, refused)
             return
         self._owner.sockets.add(self)
-        self._timer = asyncio.get_running_loop().call_later(self._owner.head_timeout_s, self._head_timeout)
+        self._set_deadline(self._owner.head_timeout_s, DUE_HEAD)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
         if self._state == SNIFF:
-            if self._kept:  # the next request on a kept-alive connection: its head gets the head timeout
-                self._kept = False
-                self._cancel_timer()
-                self._timer = asyncio.get_running_loop().call_later(self._owner.head_timeout_s, self._head_timeout)
+            self._kept = False
             self._sniff()
+            if self._state == SNIFF and self._buf and self._due_what == DUE_IDLE:
+                # the next request on a kept-alive connection is incomplete: its head gets the head timeout
+                self._set_deadline(self._owner.head_timeout_s, DUE_HEAD)
         elif self._state == PARKED:
             if len(self._buf) > PARKED_LIMIT and self.transport is not None:
                 self.transport.close()
@@ -245,42 +256,50 @@ class PortProtocol(asyncio.Protocol):
                 if len(buf) > HEAD_LIMIT:
                     self._refuse(431, f"request head exceeds {HEAD_LIMIT} bytes")
                 return
-            problem = head_problem(buf, m.end())
+            end = m.end()
+            self._due_what = DUE_NONE
+            self._scan = 0
+            head = bytes(buf[:end])
+            parsed = _judged.get(head)
+            if parsed is not None:
+                if self._probe(parsed, end, head):
+                    continue
+                self._upgrade(parsed, end)
+                return
+            problem = head_problem(head, end)
             if problem is not None:
                 self._refuse(*problem)
                 return
-            self._cancel_timer()
-            self._scan = 0
-            parsed = parse_head(bytes(buf[:m.start()])) if buf.startswith((b"GET ", b"HEAD ")) else None
-            if parsed is None or not self._probe(parsed, m.end()):
-                self._upgrade(parsed, m.end())
+            parsed = parse_head(head[:m.start()]) if head.startswith((b"GET ", b"HEAD ")) else None
+            if parsed is None or _CONTROL.search(head) or not self._probe(parsed, end, head):
+                self._upgrade(parsed, end)
                 return
 
-    def _probe(self, parsed: tuple[str, str, dict[str, str]], used: int) -> bool:
+    def _probe(self, parsed: tuple[str, str, dict[str, str]], used: int, head: bytes) -> bool:
         """Answer a health probe and keep the connection for the next request; False if it is not one."""
         method, target, headers = parsed
         assert self.transport is not None
-        if _CONTROL.search(self._buf, 0, used):
-            return False
         peer = self.transport.get_extra_info("peername")
         answer = self._owner.probe(method, target, headers, peer[0] if peer else "")
         if answer is None:
             return False
+        if used <= JUDGED_HEAD_MAX and head not in _judged:
+            if len(_judged) >= JUDGED_MAX:
+                _judged.clear()
+            _judged[head] = parsed
         del self._buf[:used]
         self.transport.write(answer)
-        loop = asyncio.get_running_loop()
         if "close" in headers.get("connection", "").lower():
             self._state = CLOSED
             self.transport.close()
         elif self._buf:
-            self._timer = loop.call_later(self._owner.head_timeout_s, self._head_timeout)
+            self._set_deadline(self._owner.head_timeout_s, DUE_HEAD)
         else:
             self._kept = True
-            self._timer = loop.call_later(KEEPALIVE_S, self._idle)
+            self._set_deadline(KEEPALIVE_S, DUE_IDLE)
         return True
 
     def _idle(self) -> None:
-        self._timer = None
         if self._state == SNIFF and self._kept and self.transport is not None:
             self._state = CLOSED
             self.transport.close()
@@ -292,6 +311,7 @@ class PortProtocol(asyncio.Protocol):
         _method, _target, headers = parsed
         buf = self._buf
         assert self.transport is not None
+        self._cancel_timer()
         self.transport.write(accept_response(headers["sec-websocket-key"]))
         self._state = OPEN
         self._buf = buf[used:]
@@ -302,7 +322,6 @@ class PortProtocol(asyncio.Protocol):
             self._feed()
 
     def _head_timeout(self) -> None:
-        self._timer = None
         if self._state == SNIFF:
             self._refuse(408, f"no complete request head within {self._owner.head_timeout_s:g}s")
 
@@ -428,9 +447,8 @@ class PortProtocol(asyncio.Protocol):
         self._write(encode(OP_CLOSE, close_payload(code, reason)))
         self._state = CLOSING
         self._set_hold(HOLD_BUSY, False)
-        transport = self.transport
-        if transport is not None:
-            self._timer = asyncio.get_running_loop().call_later(CLOSE_WAIT_S, transport.abort)
+        if self.transport is not None:
+            self._set_deadline(CLOSE_WAIT_S, DUE_ABORT)
             if self._buf:
                 self._feed()
 
@@ -453,7 +471,37 @@ class PortProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _set_deadline(self, delay: float, what: int) -> None:
+        """The socket's one deadline: `what` happens `delay` seconds from now unless it is moved or cleared first.
+        A deadline moved later (the next request on a kept-alive connection) costs no new timer: the armed one
+        fires at its time, finds the deadline moved, and waits again."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        self._due, self._due_what = due, what
+        if self._timer is None or self._timer_at > due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = loop.call_at(due, self._expire), due
+
+    def _expire(self) -> None:
+        self._timer = None
+        what = self._due_what
+        if what == DUE_NONE:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() + DUE_SLACK_S < self._due:
+            self._timer, self._timer_at = loop.call_at(self._due, self._expire), self._due
+            return
+        self._due_what = DUE_NONE
+        if what == DUE_HEAD:
+            self._head_timeout()
+        elif what == DUE_IDLE:
+            self._idle()
+        elif self.transport is not None:
+            self.transport.abort()
+
     def _cancel_timer(self) -> None:
+        self._due, self._due_what, self._timer_at = 0.0, DUE_NONE, 0.0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -134,3 +134,33 @@ def test_chat_inject_and_identity(tmp_path: Path) -> None:
     assert [m["content"][0]["text"] for m in hist["messages"]] == ["[sys] note"]
     assert (tmp_path / "agents" / "ops" / "agent" / "openclaw-agent.sqlite").exists()
     assert ident == {"agentId": "ops", "name": "Opsy", "emoji": "🦞"}
+
+
+def test_a_key_resent_while_its_run_ends_gets_its_answer_and_runs_once(tmp_path: Path) -> None:
+    """Channel turns end in groups (their transcript and their stored answers each committed together): a key
+    resent at any moment, up to and after its answer, gets that answer and never a second run."""
+    from openclaw_sup.workers.agent.store import message_text
+
+    ctx, _link = make_ctx(tmp_path)
+
+    def params(n: int) -> dict[str, Any]:
+        return {"sessionKey": f"agent:main:telegram:direct:{n}", "message": f"m{n}", "idempotencyKey": f"k{n}"}
+
+    async def go() -> tuple[list[Any], list[Any], list[Any]]:
+        svc = AgentService(ctx, tmp_path)
+        first = [asyncio.create_task(svc.rpc_turn(params(n))) for n in range(10)]
+        resent: list[asyncio.Task[Any]] = []
+        for _pass in range(50):  # a resend of every key on every loop pass while the runs end, and after
+            resent += [asyncio.create_task(svc.rpc_turn(params(n))) for n in range(10)]
+            await asyncio.sleep(0)
+        answers = await asyncio.gather(*first)
+        again = await asyncio.gather(*resent)
+        store = svc.store("main")
+        contexts = [[message_text(m) for m in store.context(params(n)["sessionKey"], 39)] for n in range(10)]
+        await svc.shutdown()
+        return answers, again, contexts
+
+    answers, again, contexts = run_in_worker_loop(go())
+    assert [(a["status"], a["summary"]) for a in answers] == [("ok", f"m{n}") for n in range(10)]
+    assert all((a["status"], a["summary"]) == ("ok", f"m{i % 10}") for i, a in enumerate(again)), again
+    assert contexts == [[f"m{n}", f"m{n}"] for n in range(10)]

@@ -3,15 +3,19 @@ and tests/test_state_migration.py): DM pairing, cron jobs and runs, sessions and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from upstream_state import rows
 
 from openclaw_sup.config import statedb
 from openclaw_sup.config.pairing_store import PairingStore, iso
-from openclaw_sup.workers.agent.store import AgentStore, RecentWindows, db_path
+from openclaw_sup.workers.agent.groupcommit import GroupCommit
+from openclaw_sup.workers.agent.store import AgentStore, RecentWindows, db_path, message_text
 from openclaw_sup.workers.scheduler.store import Store, task_id
 
 
@@ -101,11 +105,17 @@ def test_a_turn_cut_short_keeps_its_question_once(tmp_path: Path) -> None:
     store.close()
 
 
-def _context(store: AgentStore, key: str) -> list[tuple[str, str]]:
+def _recent_history(store: AgentStore, key: str) -> list[tuple[str, str]]:
     return [(m["role"], m["text"]) for m in store.history(key, 39, count=False)[0]]
 
 
-def test_the_models_context_follows_every_writer_of_the_transcript(tmp_path: Path) -> None:
+def _model_context(store: AgentStore, key: str) -> list[tuple[str, str]]:
+    return [(m["role"], message_text(m)) for m in store.context(key, 39)]
+
+
+@pytest.mark.parametrize("_context", [_recent_history, _model_context], ids=["history", "context"])
+def test_the_models_context_follows_every_writer_of_the_transcript(
+        tmp_path: Path, _context: Callable[[AgentStore, str], list[tuple[str, str]]]) -> None:
     """The recent messages a turn gives the model are kept between turns, yet what another process writes into
     the same transcript (a second connection here, as the real CLI or gateway would) is in the next context."""
     path, key = db_path(tmp_path, "main"), "agent:main:telegram:direct:42"
@@ -131,6 +141,28 @@ def test_the_models_context_follows_every_writer_of_the_transcript(tmp_path: Pat
         store.close()
 
 
+def test_the_kept_context_holds_tool_rounds_as_a_fresh_read_does(tmp_path: Path) -> None:
+    """A kept context extended by a tool round and a turn is what reading the transcript again gives."""
+    path, key = db_path(tmp_path, "main"), "agent:main:main"
+    ours = AgentStore(path)
+    ours.append_turn(key, "q1", "a1", "r1")
+    assert [m["role"] for m in ours.context(key, 39)] == ["user", "assistant"]
+    ours.append_turn(key, "q2", None, "r2")
+    ours.append_message(key, {"role": "assistant", "content": [
+        {"type": "toolCall", "id": "c1", "name": "exec", "arguments": {"command": "true"}}]}, "r2")
+    ours.append_message(key, {"role": "toolResult", "toolCallId": "c1", "toolName": "exec",
+                              "content": [{"type": "text", "text": "done"}], "isError": False}, "r2")
+    ours.append(key, "assistant", "a2", "r2")
+    kept = ours.context(key, 39)
+    assert [m["role"] for m in kept] == ["user", "assistant", "user", "assistant", "toolResult", "assistant"]
+    fresh = AgentStore(path)
+    assert kept == fresh.context(key, 39) and ours.context(key, 3) == kept[-3:]
+    ours.append_turn(key, "q3", "a3", "r3")  # the stamp it is kept under is the one read from the database
+    assert ours._context._entries["agent:main:main"].stamp == ours._stamp("agent:main:main")
+    for store in (ours, fresh):
+        store.close()
+
+
 def test_the_kept_contexts_are_bounded_in_sessions_and_characters() -> None:
     windows = RecentWindows(sessions=2, chars=100)
     row = {"id": 1, "role": "user", "text": "x" * 40, "ts": 0, "runId": None}
@@ -142,3 +174,71 @@ def test_the_kept_contexts_are_bounded_in_sessions_and_characters() -> None:
     windows.put("d", ("d",), [row, row], 39)  # 80 characters: the others make room
     assert [windows.get(k, (k,), 39) for k in "acd"] == [None, None, [row, row]]
     assert windows.get("d", ("other stamp",), 39) is None
+
+
+def _messages_on_disk(path: Path, key: str) -> list[tuple[str, str]]:
+    return [(role, text) for role, text in rows(path, "SELECT json_extract(e.event_json, '$.message.role'), "
+            "coalesce(json_extract(e.event_json, '$.message.content[0].text'), "
+            "json_extract(e.event_json, '$.message.content')) FROM transcript_events e JOIN session_nodes n ON "
+            f"n.current_session_id = e.session_id WHERE n.session_key = '{key}' AND e.seq > 0 ORDER BY e.seq")]
+
+
+def test_grouped_writes_share_one_commit_and_a_failing_one_is_rolled_back_alone(tmp_path: Path) -> None:
+    path = db_path(tmp_path, "main")
+    store = AgentStore(path)
+    store.append_turn("agent:main:a", "q0", "a0", "r0")
+    assert len(store.context("agent:main:a", 39)) == 2  # kept: the group's commit extends it
+
+    def broken() -> None:
+        store.append("agent:main:c", "user", "half written", "r9")
+        raise RuntimeError("the model's answer could not be encoded")
+
+    results = store.group([lambda: store.append_turn("agent:main:a", "q1", "a1", "r1"), broken,
+                           lambda: store.append_turn("agent:main:b", "q2", "a2", "r2")])
+    assert [type(error).__name__ if error else None for _value, error in results] == [None, "RuntimeError", None]
+    assert _messages_on_disk(path, "agent:main:a") == [("user", "q0"), ("assistant", "a0"), ("user", "q1"),
+                                                       ("assistant", "a1")]
+    assert _messages_on_disk(path, "agent:main:b") == [("user", "q2"), ("assistant", "a2")]
+    assert _messages_on_disk(path, "agent:main:c") == []
+    fresh = AgentStore(path)
+    assert store.context("agent:main:a", 39) == fresh.context("agent:main:a", 39)
+    assert [message_text(m) for m in store.context("agent:main:a", 39)] == ["q0", "a0", "q1", "a1"]
+    for each in (store, fresh):
+        each.close()
+
+
+def test_turns_finished_in_one_loop_pass_commit_together_each_on_disk_when_answered(tmp_path: Path) -> None:
+    path = db_path(tmp_path, "main")
+    store = AgentStore(path)
+    grouped = GroupCommit(store.group)
+    seen: dict[str, list[tuple[str, str]]] = {}
+
+    async def turn(n: int) -> None:
+        key = f"agent:main:telegram:direct:{n}"
+        await grouped.write(lambda: store.append_turn(key, f"q{n}", f"a{n}", f"r{n}"))
+        seen[key] = _messages_on_disk(path, key)  # another connection, as the real CLI reads it
+
+    async def cancelled_while_waiting() -> None:
+        task = asyncio.ensure_future(grouped.write(lambda: store.append_turn("agent:main:gone", "q", "a", "rx")))
+        await asyncio.sleep(0)
+        task.cancel()
+
+    async def burst() -> None:
+        await asyncio.gather(cancelled_while_waiting(), *(turn(n) for n in range(20)))
+
+    asyncio.run(burst())
+    assert grouped.commits == 1 and grouped.writes == 20
+    assert seen == {f"agent:main:telegram:direct:{n}": [("user", f"q{n}"), ("assistant", f"a{n}")] for n in range(20)}
+    assert _messages_on_disk(path, "agent:main:gone") == []
+    store.close()
+
+
+def test_upstreams_databases_are_written_with_upstreams_pragmas_also_when_just_created(tmp_path: Path) -> None:
+    """WAL, synchronous=NORMAL and a 64 MiB journal size limit as upstream's agent database, on the connection a
+    store keeps, whether it created the file or found it."""
+    for _round in ("created", "found"):
+        for db in (statedb.open_agent_db(statedb.agent_db_path(tmp_path, "main"), "main"),
+                   statedb.open_state_db(statedb.state_db_path(tmp_path))):
+            assert [db.execute(f"PRAGMA {p}").fetchone()[0] for p in
+                    ("journal_mode", "synchronous", "journal_size_limit", "foreign_keys")] == ["wal", 1, 64 << 20, 1]
+            db.close()

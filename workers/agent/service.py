@@ -19,6 +19,7 @@ from typing import Any
 from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
 from openclaw_sup.config.paths import normalize_agent_id
 from openclaw_sup.workers.agent.exec_tool import ExecTool
+from openclaw_sup.workers.agent.groupcommit import GroupCommit
 from openclaw_sup.workers.agent.listing import Listing
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
@@ -120,6 +121,8 @@ class AgentService:
         defaults = self.agents_cfg.get("defaults") if isinstance(self.agents_cfg.get("defaults"), dict) else {}
         self.default_timeout = _timeout(defaults.get("timeoutSeconds"), 1.0, DEFAULT_TIMEOUT_S)
         self.stores: dict[str, AgentStore] = {}
+        self.grouped: dict[str, GroupCommit] = {}  # each store's turn writes, committed together per loop pass
+        self.finishing: dict[str, GroupCommit] = {}  # and the ends of its runs
         self.runs: dict[str, Run] = {}  # active runs by runId
         self.by_key: dict[str, Run] = {}  # active runs by idempotency key
         self.locks: dict[str, asyncio.Lock] = {}
@@ -141,6 +144,8 @@ class AgentService:
                                  agent_id, len(closed))
             self.interrupted += [(agent_id, run_id, key) for run_id, key in closed]
             self.stores[agent_id] = st
+            self.grouped[agent_id] = GroupCommit(st.group)
+            self.finishing[agent_id] = GroupCommit(st.group_runs)
             if self.ctx.is_ready:
                 self.announce_interrupted()
         return st
@@ -226,15 +231,17 @@ class AgentService:
                 with contextlib.suppress(Exception):
                     self.store(run.agent_id).append_turn(run.session_key, run.message, None, run.run_id,
                                                          ts=run.started_at)
-            self.runs.pop(run.run_id, None)
-            self.ctx.stats["activeRuns"] = len(self.runs)
-            if run.idem_key:
-                self.by_key.pop(run.idem_key, None)
         if run.idem_key:
             answer = self.answer(run.method, run.run_id, out, run.started_at)
-            with contextlib.suppress(Exception):
-                self.store(run.agent_id).finish_run(run.idem_key, "ok" if out.status == "ok" else "error",
-                                                    out.error, answer)
+            store, key = self.store(run.agent_id), run.idem_key
+            ended = self.finishing[run.agent_id].write(lambda: store.finish_run(
+                key, "ok" if out.status == "ok" else "error", out.error, answer, (run.run_id, run.method)))
+            # shielded: a cancel now (abort, stop) must not skip what follows, the end every waiter is owed
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(ended)
+            self.by_key.pop(run.idem_key, None)
+        self.runs.pop(run.run_id, None)  # a resent key or agent.wait finds the run active until its end is stored
+        self.ctx.stats["activeRuns"] = len(self.runs)
         if not run.done.done():
             run.done.set_result(out)
         waiter = self.waiters.pop(run.run_id, None)
@@ -295,11 +302,13 @@ class AgentService:
             self.log.warning("run %s (%s) failed: %s", run.run_id, run.session_key, exc)
         else:
             result, ref = loop.completion, loop.ref
+            grouped = self.grouped[run.agent_id]
             if run.asked:
-                store.append(run.session_key, "assistant", result.text, run.run_id, model=ref, usage=loop.usage)
+                await grouped.write(lambda: store.append(run.session_key, "assistant", result.text, run.run_id,
+                                                         model=ref, usage=loop.usage))
             else:
-                store.append_turn(run.session_key, run.message, result.text, run.run_id, model=ref,
-                                  usage=loop.usage, ts=run.started_at)
+                await grouped.write(lambda: store.append_turn(run.session_key, run.message, result.text, run.run_id,
+                                                              model=ref, usage=loop.usage, ts=run.started_at))
                 run.asked = True
             out = Outcome("ok", text=result.text, model=ref, usage=loop.usage, finish=result.finish_reason)
         self._finish_events(run, out)
@@ -602,6 +611,8 @@ class AgentService:
             await asyncio.wait(tasks, timeout=5)
             for _ in range(3):  # let the requests waiting on these runs send their answers
                 await asyncio.sleep(0)
+        for group in (*self.grouped.values(), *self.finishing.values()):
+            group.drain()
         for st in self.stores.values():
             with contextlib.suppress(Exception):
                 st.close()

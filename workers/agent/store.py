@@ -33,6 +33,7 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,10 +170,12 @@ class RecentWindows:
     """The last messages of the sessions a model was recently given, so a turn does not read and decode its
     context again: an entry serves only while its session's transcript stamp is unchanged (another writer, the
     real CLI or gateway, appending, rewriting or re-projecting it changes the stamp), and our own appends extend
-    it once their transaction committed. Bounded in sessions and in characters: the least recently used go."""
+    it once their transaction committed. Bounded in sessions and in characters (`size` of a row): the least
+    recently used go."""
 
-    def __init__(self, sessions: int = RECENT_SESSIONS, chars: int = RECENT_CHARS) -> None:
-        self.sessions, self.chars = sessions, chars
+    def __init__(self, sessions: int = RECENT_SESSIONS, chars: int = RECENT_CHARS,
+                 size: Callable[[dict[str, Any]], int] = lambda row: len(row["text"])) -> None:
+        self.sessions, self.chars, self.size = sessions, chars, size
         self._entries: dict[str, Window] = {}
         self._held = 0
 
@@ -187,20 +190,19 @@ class RecentWindows:
         """The last `cap` messages of the transcript stamped `stamp` (fewer when that is all of them)."""
         self._drop(key)
         kept = rows[-cap:]
-        window = Window(stamp, kept, cap, len(rows) < cap, sum(len(r["text"]) for r in kept))
+        window = Window(stamp, kept, cap, len(rows) < cap, sum(self.size(r) for r in kept))
         self._entries[key] = window
         self._held += window.chars
         while self._entries and (len(self._entries) > self.sessions or self._held > self.chars):
             self._drop(next(iter(self._entries)))
 
-    def extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
-        """Our committed append turned the transcript stamped `before` into `after` by adding `events`."""
+    def extend(self, key: str, before: Stamp | None, after: Stamp | None, rows: list[dict[str, Any]] | None) -> None:
+        """Our committed append turned the transcript stamped `before` into `after` by adding `rows` (None: rows
+        this window cannot tell apart, so the next context is read again)."""
         entry = self._drop(key)
-        if entry is None or before is None or after is None or entry.stamp != before or not all(
-                _chat_message(event["message"]) for _seq, event, _idem, _at in events):
-            return  # anything but a plain question or answer: the next context is read again
-        rows = entry.rows + [_history_row(seq, event["message"], at) for seq, event, _idem, at in events]
-        self.put(key, after, rows, entry.cap)
+        if entry is None or before is None or after is None or entry.stamp != before or rows is None:
+            return
+        self.put(key, after, entry.rows + rows, entry.cap)
 
     def _drop(self, key: str) -> Window | None:
         entry = self._entries.pop(key, None)
@@ -248,7 +250,9 @@ class AgentStore:
         self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
-        self._recent = RecentWindows()
+        self._committed: list[Callable[[], None]] | None = None  # inside `group`: what follows its commit
+        self._recent = RecentWindows()  # history rows (`history(..., count=False)`)
+        self._context = RecentWindows(size=lambda message: len(message_text(message)))  # `context`: tool rounds too
         self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
         sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
 
@@ -381,12 +385,12 @@ class AgentStore:
         message = _message(role, text, run_id, model, usage, now)
         idem = message.get("idempotencyKey")
         key = store_key(session_key, self.agent_id)
-        with self.db.write():
+        with self._transaction():
             tail = self._tail(key, idem) or self._create_session(key, now)
             # upstream keeps one message per key and session: a repeat is kept, unkeyed
             events = self._write(tail, [(message, None if tail.asked else idem, now)], model, turn_ends=role != "user")
-            after = self._stamp(key)
-        self._recent.extend(key, tail.stamp, after, events)
+            after = self._after(key, tail, events)
+        self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
         return events[-1][0]
 
     def append_turn(self, session_key: str, question: str, answer: str | None, run_id: str, *,
@@ -395,7 +399,7 @@ class AgentStore:
         appends, each of which writes dozens of pages of upstream's indexed tables. A question already written
         for this run (a crash after the turn was stored, before its run was closed) is not written twice."""
         key, idem = store_key(session_key, self.agent_id), f"{run_id}:user"
-        with self.db.write():
+        with self._transaction():
             tail = self._tail(key, idem)
             items = []
             if tail is None or not tail.asked:
@@ -408,22 +412,78 @@ class AgentStore:
             if not items:
                 return
             events = self._write(tail, items, model, turn_ends=answer is not None)
-            after = self._stamp(key)
-        self._recent.extend(key, tail.stamp, after, events)
+            after = self._after(key, tail, events)
+        self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
 
     def append_message(self, session_key: str, message: dict[str, Any], run_id: str | None = None) -> int:
         """A tool round's record, already in upstream's shape: the assistant's message with its `toolCall` parts,
         or a `toolResult` message. The session entry moves on with the turn's answer, not here; the model's recent
-        context is not extended by it (its stamp moves on, so the next read is a fresh one)."""
+        context is extended by it, the recent history (plain questions and answers) read again."""
         message = dict(message)
         message.setdefault("timestamp", now_ms())
         if run_id and message.get("role") == "assistant":
             message["__openclaw"] = {"runId": run_id}
         key = store_key(session_key, self.agent_id)
-        with self.db.write():
+        with self._transaction():
             tail = self._tail(key) or self._create_session(key, message["timestamp"])
             events = self._write(tail, [(message, None, message["timestamp"])], None, turn_ends=False)
+            after = self._after(key, tail, events)
+        self._after_commit(lambda: self._extend(key, tail.stamp, after, events))
         return events[-1][0]
+
+    def group(self, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
+        """Several writes (calls of `append`, `append_turn`, `append_message`) in one transaction, so they share
+        one commit and the pages of upstream's indexes they all touch: each in a savepoint of its own, a write that
+        fails rolled back alone and answered with its error. Every write is on disk when this returns; a commit
+        that fails raises, and none of them is."""
+        self._committed = committed = []
+        try:
+            with self.db.write():
+                results = _each_in_savepoint(self.db, writes)
+        finally:
+            self._committed = None
+        for action in committed:
+            action()
+        return results
+
+    def group_runs(self, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
+        """`group` for the runs' side file (calls of `finish_run`): one transaction, a savepoint each."""
+        with immediate(self.side):
+            return _each_in_savepoint(self.side, writes)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A write's own transaction, or, inside `group`, the group's."""
+        if self._committed is not None:
+            yield
+            return
+        with self.db.write():
+            yield
+
+    def _after_commit(self, action: Callable[[], None]) -> None:
+        if self._committed is not None:
+            self._committed.append(action)
+        else:
+            action()
+
+    def _after(self, key: str, tail: Tail, events: list[Event]) -> Stamp | None:
+        """The transcript's stamp once `events` are appended after `tail`: known when the projection moved on
+        with them (`_project`), else read."""
+        state = tail.state
+        if tail.stamp is None or state is None or state[1] != 0 or state[0] != tail.seq - 1:
+            return self._stamp(key)
+        last_seq, last, _idem, _at = events[-1]
+        return (tail.session_id, last_seq, last_seq, 0, last["id"], tail.stamp[5])
+
+    def _extend(self, key: str, before: Stamp | None, after: Stamp | None, events: list[Event]) -> None:
+        """The recent windows after our committed append of `events`: a window extended only by messages it
+        holds (a history window by plain questions and answers, a context window by any message of the roles it
+        replays), else dropped."""
+        messages = [event["message"] for _seq, event, _idem, _at in events]
+        self._recent.extend(key, before, after, [_history_row(seq, event["message"], at) for seq, event, _idem, at
+                                                 in events] if all(map(_chat_message, messages)) else None)
+        self._context.extend(key, before, after, messages if all(
+            isinstance(m, dict) and m.get("role") in ROLES_WITH_TOOLS for m in messages) else None)
 
     def _write(self, tail: Tail, items: list[tuple[dict[str, Any], str | None, int]], model: str | None, *,
                turn_ends: bool) -> list[Event]:
@@ -529,8 +589,15 @@ class AgentStore:
         """The last `limit` messages of the session as upstream stores them, tool rounds included (oldest
         first): what the model is given back (workers/agent/toolloop.py replay)."""
         key = store_key(session_key, self.agent_id)
-        row = self.db.execute("SELECT current_session_id FROM session_nodes WHERE session_key = ?", (key,)).fetchone()
-        return [] if row is None else [m for _seq, m, _ts in self._messages(row[0], limit, count=False, tools=True)[0]]
+        stamp = self._stamp(key)
+        if stamp is None:
+            return []
+        if (hit := self._context.get(key, stamp, limit)) is not None:
+            return hit
+        out = [m for _seq, m, _ts in self._messages(stamp[0], limit, count=False, tools=True)[0]]
+        if limit > 0:
+            self._context.put(key, stamp, out, limit)
+        return out
 
     def sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every session of this agent, newest first: key, session id, times, model, its message count and its entry."""
@@ -610,11 +677,13 @@ class AgentStore:
                      (message or run_id)[:500], started_at, started_at, started_at))
         return cur.rowcount == 1
 
-    def finish_run(self, idem_key: str, status: str, error: str | None, answer: Any) -> None:
+    def finish_run(self, idem_key: str, status: str, error: str | None, answer: Any,
+                   run: tuple[str, str] | None = None) -> None:
+        """The run's end and its answer; `run`, its `(runId, method)` when the caller knows them."""
         ended = now_ms()
         self.side.execute("UPDATE runs SET status=?, error=?, ended_at=?, answer=? WHERE idem_key=?",
                           (status, error, ended, orjson.dumps(answer), idem_key))
-        row = self.side.execute("SELECT run_id, method FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
+        row = run or self.side.execute("SELECT run_id, method FROM runs WHERE idem_key=?", (idem_key,)).fetchone()
         if row and row[1] == TASK_METHOD:
             summary = "completed" if status == "ok" else None
             self._end_task(row[0], _TASK_STATUS.get(status, "failed"), error, ended, summary)
@@ -624,6 +693,20 @@ class AgentStore:
             self.state.execute("UPDATE task_runs SET status = ?, error = ?, ended_at = ?, last_event_at = ?, "
                                "cleanup_after = ?, terminal_summary = ? WHERE task_id = ? AND status = 'running'",
                                (status, error, ended, ended, ended + TASK_RETENTION_MS, summary, _task_id(run_id)))
+
+
+def _each_in_savepoint(db: sqlite3.Connection, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
+    """Each write in a savepoint of the open transaction: one that fails is rolled back alone, its error kept."""
+    results: list[tuple[Any, Exception | None]] = []
+    for write in writes:
+        db.execute("SAVEPOINT grouped")
+        try:
+            results.append((write(), None))
+        except Exception as exc:  # that write's caller gets it
+            db.execute("ROLLBACK TO grouped")
+            results.append((None, exc))
+        db.execute("RELEASE grouped")
+    return results
 
 
 def _task_id(run_id: str) -> str:

@@ -15,7 +15,8 @@ uses: the process group of a running command (swept after a crash), pending syst
 Every change is one transaction (WAL, synchronous=NORMAL): a SIGKILL leaves the state before or after it. A run
 is written `running` (with the job's `runningAtMs`) before it starts, then finished together with the job's new
 state and the retention pass; a `running` row of ours found at start-up is a run a crash interrupted.
-Retention: 7 days and at most 2000 runs per job, pruned on write (`cleanup_after` says the same to upstream).
+Retention: 7 days and at most 2000 runs per job, pruned on write (`cleanup_after` says the same to upstream): the
+count with every finished run, the age (a scan of the store's runs) at most once a minute.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from openclaw_sup.workers.scheduler.jobs import config_revision
 
 MAX_AGE_MS = 7 * 86_400_000
 MAX_ROWS_PER_JOB = 2000
+AGE_PASS_EVERY_MS = 60_000  # the age pass scans every cron run of the store (upstream indexes no start time)
 MAX_EVENTS_PER_AGENT = 20
 SIDE_NAME = "openclaw-sup-scheduler.sqlite"
 RUN_IDS = uuid.UUID("6f1d3c52-8a4b-4f0e-9a57-2c1b5d7e9f31")  # namespace: task and receipt ids from our run ids
@@ -106,6 +108,7 @@ class Store:
         self.store_key = store_key or default_store_key(path.parent.parent)
         self.max_age_ms = max_age_ms
         self.max_rows = max_rows
+        self._aged_at: int | None = None  # when the last age pass ran
         ensure_private_dir(path.parent)
         self.db = statedb.open_state_db(path)
         self.side_path = path.parent / SIDE_NAME
@@ -268,11 +271,9 @@ class Store:
                                                                        receipt_id(run_id)))
 
     def _prune(self, job_id: str, now_ms: int) -> None:
-        self.db.execute("DELETE FROM task_runs WHERE runtime = 'cron' AND status != 'running' AND "
-                        "coalesce(started_at, created_at) < ? AND json_extract(detail_json, '$.storeKey') = ?",
-                        (now_ms - self.max_age_ms, self.store_key))
-        self.db.execute("DELETE FROM cron_run_receipts WHERE store_key = ? AND status != 'running' AND "
-                        "started_at_ms < ?", (self.store_key, now_ms - self.max_age_ms))
+        if self._aged_at is None or not 0 <= now_ms - self._aged_at < AGE_PASS_EVERY_MS:
+            self._aged_at = now_ms
+            self._prune_old(now_ms)
         (count,) = self.db.execute("SELECT count(*) FROM task_runs WHERE runtime = 'cron' AND source_id = ?",
                                    (job_id,)).fetchone()
         if count > self.max_rows:
@@ -280,6 +281,14 @@ class Store:
                 "DELETE FROM task_runs WHERE runtime = 'cron' AND source_id = ? AND status != 'running' AND "
                 "task_id NOT IN (SELECT task_id FROM task_runs WHERE runtime = 'cron' AND source_id = ? "
                 "ORDER BY coalesce(started_at, created_at) DESC, rowid DESC LIMIT ?)", (job_id, job_id, self.max_rows))
+
+    def _prune_old(self, now_ms: int) -> None:
+        """The store's finished runs and receipts older than `max_age_ms`."""
+        self.db.execute("DELETE FROM task_runs WHERE runtime = 'cron' AND status != 'running' AND "
+                        "coalesce(started_at, created_at) < ? AND json_extract(detail_json, '$.storeKey') = ?",
+                        (now_ms - self.max_age_ms, self.store_key))
+        self.db.execute("DELETE FROM cron_run_receipts WHERE store_key = ? AND status != 'running' AND "
+                        "started_at_ms < ?", (self.store_key, now_ms - self.max_age_ms))
 
     def prune(self, job_id: str, now_ms: int) -> None:
         with self.tx():
