@@ -210,7 +210,6 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         if not _has_tables(db) and not _create(db, ddl_name, role, version, agent_id):
             _check(db, path, role, version, agent_id)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # again: a connection that replaced the creating one starts at FULL
         db.execute("PRAGMA foreign_keys=ON")
         # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
         # the gateway's for the shared database, the agent worker's for its own), and at the last close.
