@@ -174,54 +174,42 @@ def problem(db: sqlite3.Connection, path: Path, role: str, version: int, agent_i
 
 
 def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_id: str | None) -> bool:
-    """The whole schema, its version and ownership row in one transaction; a racing creator wins cleanly.
-    True when this call created it."""
+    """The whole schema, its version and ownership row in one transaction, the DDL in one `executescript` (no
+    statement prepared and cached one by one); a racing creator wins cleanly. True when this call created it."""
     if db.execute("PRAGMA page_count").fetchone()[0] == 0:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
-    with db.write():
-        if _has_tables(db):
-            return False
-        ddl = _ddl(ddl_name)
-        for statement in _statements(ddl):
-            db.execute(statement)
-        now = now_ms()
-        db.execute(f"PRAGMA user_version={version}")
-        db.execute("INSERT INTO schema_meta (meta_key, role, schema_version, agent_id, app_version, created_at, "
-                   "updated_at) VALUES ('primary', ?, ?, ?, ?, ?, ?)", (role, version, agent_id, APP_VERSION, now, now))
-        if role == "agent":
-            db.execute("INSERT INTO session_key_contract (id, main_key, canonical_ready, updated_at) "
-                       "VALUES (1, 'main', NULL, 0)")
+    with db.gate.held() if db.gate else contextlib.nullcontext():
+        try:
+            # executescript commits an open transaction before it runs: BEGIN IMMEDIATE is the script's first line.
+            db.executescript(f"BEGIN IMMEDIATE;\n{_ddl(ddl_name)}\nPRAGMA user_version={version};")
+            now = now_ms()
+            db.execute("INSERT INTO schema_meta (meta_key, role, schema_version, agent_id, app_version, created_at, "
+                       "updated_at) VALUES ('primary', ?, ?, ?, ?, ?, ?)",
+                       (role, version, agent_id, APP_VERSION, now, now))
+            if role == "agent":
+                db.execute("INSERT INTO session_key_contract (id, main_key, canonical_ready, updated_at) "
+                           "VALUES (1, 'main', NULL, 0)")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if _has_tables(db):
+                return False  # another process created it between our check and our write lock
+            raise
     return True
-
-
-def _statements(ddl: str) -> list[str]:
-    out, current = [], ""
-    for line in ddl.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            out.append(current.strip())
-            current = ""
-    return out
 
 
 def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> StateConnection:
     db = _connect(path, gated=role == "global")
     try:
-        reason = problem(db, path, role, version, agent_id)
-        if reason:
-            raise StateDbError(reason)
+        _check(db, path, role, version, agent_id)
         db.execute("PRAGMA synchronous=NORMAL")  # before the schema's commit too: WAL and NORMAL never lose consistency
-        if _create(db, ddl_name, role, version, agent_id):
-            # The connection that ran the DDL keeps its ~200 statements prepared (the statement cache, ~400 KB
-            # for the life of the process); a fresh one holds the parsed schema alone.
-            db.close()
-            db = _connect(path, gated=role == "global")
-        reason = problem(db, path, role, version, agent_id)
-        if reason:
-            raise StateDbError(reason)
+        # Ours when just created (one check, no reopen: executescript keeps no statement prepared); an existing
+        # file was checked above; one a racing creator just wrote is checked again.
+        if not _has_tables(db) and not _create(db, ddl_name, role, version, agent_id):
+            _check(db, path, role, version, agent_id)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # again: a connection that replaced the creating one starts at FULL
         db.execute("PRAGMA foreign_keys=ON")
         # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
         # the gateway's for the shared database, the agent worker's for its own), and at the last close.
@@ -233,6 +221,12 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
     sqlitedb.make_private(path)
     sqlitedb.release_heap(db)  # parsing (or creating) a schema this size leaves a megabyte or two of freed heap
     return db
+
+
+def _check(db: sqlite3.Connection, path: Path, role: str, version: int, agent_id: str | None) -> None:
+    reason = problem(db, path, role, version, agent_id)
+    if reason:
+        raise StateDbError(reason)
 
 
 def open_state_db(path: Path) -> StateConnection:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-
-import psutil
+from pathlib import Path
 
 from openclaw_sup.workers.forkserver import set_parent_death_signal
 
 KEEP_BYTES = 32 * 1024
+_PROC_STAT = Path("/proc/stat")
 
 
 class Tail:
@@ -51,9 +51,27 @@ def kill_group(pgid: int) -> None:
 
 
 def process_started(pid: int) -> float | None:
-    with contextlib.suppress(psutil.Error):
-        return psutil.Process(pid).create_time()
-    return None
+    """psutil's `create_time()` of `pid` (seconds since the epoch), None when it is gone. Read from /proc where there
+    is one: psutil's import (~10 ms) would sit between spawning a run and recording its group, a window in which a
+    crash would leave the group unswept; the fork server preloads this module for every worker."""
+    if not _PROC_STAT.exists():
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(pid).create_time()
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat[stat.rindex(b")") + 2:].split()[19]) / os.sysconf("SC_CLK_TCK") + _boot_time()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_time() -> float:
+    for line in _PROC_STAT.read_bytes().splitlines():
+        if line.startswith(b"btime"):
+            return float(line.split()[1])
+    raise OSError(f"no btime line in {_PROC_STAT}")
 
 
 def sweep_group(pgid: int, leader_started: float | None) -> int:
@@ -62,6 +80,8 @@ def sweep_group(pgid: int, leader_started: float | None) -> int:
     The leader normally died with the scheduler (PDEATHSIG) while its children live on under the fork server.
     A live process whose pid is the pgid but that started at another time means the id was reused: left alone.
     """
+    import psutil  # here: only a restart that finds an interrupted run's group pays for it
+
     with contextlib.suppress(psutil.NoSuchProcess):
         leader = psutil.Process(pgid)
         if leader_started is not None and abs(leader.create_time() - leader_started) > 0.01:

@@ -14,14 +14,16 @@ import contextlib
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import psutil
 
 from openclaw_sup.config.browser import BrowserProfile, clear_locks, stale_locks
 from openclaw_sup.workers.forkserver import set_parent_death_signal
 from openclaw_sup.workers.procgroup import Tail, process_started, sweep_group
+
+if TYPE_CHECKING:
+    import psutil
 
 STDERR_KEEP = 8 * 1024
 STOP_GRACE_S = 1.5
@@ -70,6 +72,8 @@ def sweep_recorded(profile: BrowserProfile) -> int:
 
 def owners_of_port(port: int) -> list[psutil.Process]:
     """The processes listening on a loopback TCP port (empty when none, or when the table is not readable)."""
+    import psutil  # here, not at import: only a profile's start needs it, and the fork server preloads this module
+
     try:
         conns = psutil.net_connections(kind="tcp")
     except (psutil.AccessDenied, OSError):
@@ -83,6 +87,8 @@ def owners_of_port(port: int) -> list[psutil.Process]:
 
 
 def uses_user_data_dir(proc: psutil.Process, user_data_dir: Path) -> bool:
+    import psutil
+
     with contextlib.suppress(psutil.Error):
         return f"--user-data-dir={user_data_dir}" in proc.cmdline()
     return False
