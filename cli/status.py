@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from openclaw_sup.config.paths import NODE_RUN_DIR, resolve
+from openclaw_sup.config.paths import NODE_RUN_DIR, resolve_or_report
 from openclaw_sup.ipc.control import ControlError, call
 
 COLUMNS = ("NAME", "KIND", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%", "HB", "LAST ERROR")
@@ -89,10 +89,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the gateway")
     p.add_argument("--node", action="store_true", help="the node host (`openclaw-sup node run`), not the gateway")
     args = p.parse_args(argv)
-    try:
-        paths = resolve(args.profile, args.dev)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+    paths = resolve_or_report(args.profile, args.dev)
+    if paths is None:
         return 2
     if args.watch:  # a Ctrl-C is taken only between draws, never halfway through one
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from pathlib import Path
 
 DEFAULT_PORT = 18789
@@ -109,6 +110,15 @@ def normalize_agent_id(value: str | None, default: str = "main") -> str:
         return trimmed
     cleaned = _AGENT_ID_BAD.sub("-", trimmed.lower()).strip("-")[:64]
     return cleaned or default
+
+
+def resolve_or_report(profile: str | None, dev: bool) -> ProfilePaths | None:
+    """`resolve` for a command's entry point: a bad profile name is said on stderr and None returned (exit 2)."""
+    try:
+        return resolve(profile, dev)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return None
 
 
 def validate_profile_name(name: str) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from openclaw_sup.config.document import Config, load_config, start_block_reason
 from openclaw_sup.config.loader import ConfigError
-from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, ensure_private_dir, resolve
+from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, ensure_private_dir, resolve_or_report
 from openclaw_sup.config.settings import SupervisorSettings, load_settings
 
 if TYPE_CHECKING:
@@ -91,10 +91,8 @@ def set_child_subreaper() -> None:
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        paths = resolve(args.profile, args.dev)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+    paths = resolve_or_report(args.profile, args.dev)
+    if paths is None:
         return 2
     try:
         if paths.dev:

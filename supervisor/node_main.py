@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from openclaw_sup.config.paths import NODE_RUN_DIR, ProfilePaths, ensure_private_dir, resolve
+from openclaw_sup.config.paths import NODE_RUN_DIR, ProfilePaths, ensure_private_dir, resolve_or_report
 
 USAGE = """openclaw-sup node run --host HOST --port PORT [--tls] [--tls-fingerprint SHA256] [--display-name NAME]
                          [--context-path PATH] [--profile NAME | --dev] [--verbose]
@@ -81,10 +81,8 @@ def identity(paths: ProfilePaths, as_json: bool) -> int:
 
 def run(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        base = resolve(args.profile, args.dev)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
+    base = resolve_or_report(args.profile, args.dev)
+    if base is None:
         return 2
     paths = NodePaths(base.profile, base.state_dir, base.config_path, base.dev)
     ensure_private_dir(paths.state_dir)

@@ -126,3 +126,15 @@ def test_unimplemented_upstream_sections_are_reported_not_fatal(gateway_factory)
     gw = gateway_factory({"workers": {}}, config={"skills": {"allow": ["x"]}, "plugins": {"entries": {}}})
     gw.start()
     assert "skills" in gw.stdout.read_text() and gw.status()["ok"]
+
+
+def test_a_bad_profile_name_is_refused_by_every_entry_point(tmp_path) -> None:
+    """`--profile` names a directory (`~/.openclaw-NAME`): a name that is not one is refused before anything runs,
+    with what a name may hold, and nothing is created under HOME."""
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    for argv in (["status"], ["gateway"], ["node", "identity"], ["node", "run"]):
+        res = subprocess.run([str(BIN), "--profile", "bad/../name", *argv], env=env, capture_output=True, text=True,
+                             timeout=30)
+        assert res.returncode == 2, (argv, res.stdout, res.stderr)
+        assert "invalid profile name 'bad/../name': use letters, digits, '-' or '_'" in res.stderr, (argv, res.stderr)
+    assert list(tmp_path.iterdir()) == []
