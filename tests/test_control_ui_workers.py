@@ -30,7 +30,12 @@ def test_list_matches_the_process_table_with_history(gateway_factory) -> None:
     gw = make_gateway(gateway_factory).start()
     c = client(gw)
     status = gw.status()
-    listed = c.request("workers.list", {"history": True})
+    # the history is sampled once a second: a worker that became ready a moment ago may not have its first one yet
+    def sampled() -> dict | None:
+        r = c.request("workers.list", {"history": True})
+        return r if all(w["samples"] for w in r["workers"]) else None
+
+    listed = wait_for(sampled, 5, interval=0.2, what="a first sample of every worker")
     assert [(w["name"], w["pid"], w["state"]) for w in listed["workers"]] == [
         (w["name"], w["pid"], w["state"]) for w in status["workers"]]
     assert listed["supervisor"]["pid"] == status["supervisor"]["pid"]
