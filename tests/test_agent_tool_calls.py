@@ -24,6 +24,15 @@ HISTORY = [
 ]
 
 
+async def openai_call(chat: Any) -> Any:
+    """One tool-enabled chat call against `chat` serving the OpenAI completions path."""
+    runner, port = await serve({"/v1/chat/completions": chat})
+    try:
+        return await call(target(port), ChatRequest(HISTORY, timeout_s=10, tools=[SPEC]))
+    finally:
+        await runner.cleanup()
+
+
 def test_openai_tool_calls_streamed_in_fragments() -> None:
     bodies: list[dict[str, Any]] = []
     base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test"}
@@ -43,14 +52,7 @@ def test_openai_tool_calls_streamed_in_fragments() -> None:
                                    "function": {"name": "exec", "arguments": "not json"}}]}),
             chunk({}, "tool_calls"), (None, "[DONE]")])
 
-    async def go() -> Any:
-        runner, port = await serve({"/v1/chat/completions": chat})
-        try:
-            return await call(target(port), ChatRequest(HISTORY, timeout_s=10, tools=[SPEC]))
-        finally:
-            await runner.cleanup()
-
-    result = run_in_worker_loop(go())
+    result = run_in_worker_loop(openai_call(chat))
     assert result.finish_reason == "tool_calls" and result.text == ""
     first, second = result.tool_calls
     assert (first.id, first.name, first.arguments) == ("call_9", "exec", {"command": "uname -m", "host": "node"})
@@ -68,14 +70,7 @@ def test_openai_plain_answer_has_no_tool_calls() -> None:
     async def chat(request: web.Request) -> web.StreamResponse:
         return await sse(request, openai_chunks(["done"]))
 
-    async def go() -> Any:
-        runner, port = await serve({"/v1/chat/completions": chat})
-        try:
-            return await call(target(port), ChatRequest(HISTORY, timeout_s=10, tools=[SPEC]))
-        finally:
-            await runner.cleanup()
-
-    result = run_in_worker_loop(go())
+    result = run_in_worker_loop(openai_call(chat))
     assert (result.text, result.finish_reason, result.tool_calls) == ("done", "stop", [])
 
 
