@@ -48,6 +48,14 @@ def invoke_async(client: GatewayClient, params: dict) -> tuple[threading.Thread,
     return th, box
 
 
+def approved_node(gw: Gateway, root: Path, name: str) -> ScriptedNode:
+    """A scripted node connected and approved for every surface it asked for."""
+    node = ScriptedNode(gw.port, TOKEN, root, name=name)
+    node.connect()
+    approve_all(gw, node)
+    return node
+
+
 def test_surface_approval_then_relay(gw: Gateway, tmp_path: Path) -> None:
     watcher = operator(gw.port, TOKEN)
     node = ScriptedNode(gw.port, TOKEN, tmp_path / "n1", name="alpha")
@@ -104,9 +112,7 @@ def test_surface_approval_then_relay(gw: Gateway, tmp_path: Path) -> None:
 
 
 def test_disconnect_mid_invoke_fails_at_once_and_deadline_holds(gw: Gateway, tmp_path: Path) -> None:
-    node = ScriptedNode(gw.port, TOKEN, tmp_path / "n2", name="beta")
-    node.connect()
-    approve_all(gw, node)
+    node = approved_node(gw, tmp_path / "n2", "beta")
     op = operator(gw.port, TOKEN)
 
     th, box = invoke_async(op, {"nodeId": "beta", "command": "system.which", "params": {}, "idempotencyKey": "t1",
@@ -138,9 +144,7 @@ def test_disconnect_mid_invoke_fails_at_once_and_deadline_holds(gw: Gateway, tmp
 
 
 def test_shell_commands_and_roles_are_gated(gw: Gateway, tmp_path: Path) -> None:
-    node = ScriptedNode(gw.port, TOKEN, tmp_path / "n3", name="gamma")
-    node.connect()
-    approve_all(gw, node)
+    node = approved_node(gw, tmp_path / "n3", "gamma")
     op = operator(gw.port, TOKEN)
     with pytest.raises(GatewayError) as run:
         op.call("node.invoke", {"nodeId": "gamma", "command": "system.run", "params": {"command": ["id"]},
