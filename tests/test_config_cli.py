@@ -172,7 +172,7 @@ def test_validate(cli: Cli) -> None:
     body = ok.json()
     assert body["valid"] is True and body["path"] == str(cli.config) and body["errors"] == []
     assert {n["path"] for n in body["notices"]} == {"plugins", "channels.whatsapp"}
-    cli.write({"gateway": {"mode": "local", "bind": "everywhere", "auth": {"token": 42}}})
+    cli.write({"gateway": {"mode": "local", "bind": "everywhere", "auth": {"token": 73195824}}})
     bad = cli("config", "validate", "--json")
     assert bad.code == 1
     body = bad.json()
@@ -180,7 +180,9 @@ def test_validate(cli: Cli) -> None:
     assert [e["path"] for e in body["errors"]] == ["gateway.bind", "gateway.auth.token"]
     human = cli("config", "validate")
     assert human.code == 1 and human.err.startswith(f"Invalid config at {cli.config}:")
-    assert "  - gateway.bind: must be one of" in human.err and "(got ***)" in human.err and "42" not in human.err
+    problems = human.err.removeprefix(f"Invalid config at {cli.config}:")
+    assert "  - gateway.bind: must be one of" in problems and "(got ***)" in problems
+    assert "73195824" not in problems and "73195824" not in bad.out
 
 
 def test_validate_reports_a_parse_error(cli: Cli) -> None:
