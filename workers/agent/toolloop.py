@@ -142,6 +142,9 @@ def replay(transcript: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in transcript:
         role = m.get("role")
         content = m.get("content")
+        if role == "user" and isinstance(content, str) and not waiting:  # most of a context: a plain question
+            out.append({"role": "user", "content": content})
+            continue
         parts = content if isinstance(content, list) else [{"type": "text", "text": content}] \
             if isinstance(content, str) else []
         text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text")
