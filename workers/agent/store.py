@@ -479,7 +479,7 @@ class AgentStore:
 
         try:
             with self.db.write():
-                results = _each_in_savepoint(self.db, [alone(write) for write in writes])
+                results = _each_in_savepoint(self.db, [alone(write) for write in writes], committed.clear)
         finally:
             self._committed = None
         for action in committed:
@@ -740,8 +740,24 @@ class AgentStore:
                                (status, error, ended, ended, ended + TASK_RETENTION_MS, summary, _task_id(run_id)))
 
 
-def _each_in_savepoint(db: sqlite3.Connection, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
-    """Each write in a savepoint of the open transaction: one that fails is rolled back alone, its error kept."""
+def _each_in_savepoint(db: sqlite3.Connection, writes: list[Callable[[], Any]],
+                       undo: Callable[[], None] | None = None) -> list[tuple[Any, Exception | None]]:
+    """The writes in the open transaction, one that fails rolled back alone and its error kept. They are made
+    together in one savepoint (two statements for the group, not two for each write); only when one of them
+    fails are they rolled back and made again, each in a savepoint of its own (`undo` first forgets what the
+    first attempt left outside the database)."""
+    if len(writes) > 1:
+        db.execute("SAVEPOINT together")
+        try:
+            together: list[tuple[Any, Exception | None]] = [(write(), None) for write in writes]
+        except Exception:
+            db.execute("ROLLBACK TO together")
+            db.execute("RELEASE together")
+            if undo is not None:
+                undo()
+        else:
+            db.execute("RELEASE together")
+            return together
     results: list[tuple[Any, Exception | None]] = []
     for write in writes:
         db.execute("SAVEPOINT grouped")
