@@ -29,7 +29,9 @@ Figures depend on the machine's load (2 shared cores here): compare within one r
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -45,11 +47,13 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench_common import CACHE, tree_memory
-from bench_managers import ensure_install
+from bench_managers import Unavailable, ensure_install
 from channel_servers import FakeTelegram, IrcClient, Ngircd
 from discord_server import FakeDiscord
+from gw_servers import Real, install_real
 from slack_server import FakeSlack
 from synapse_server import MatrixUser, Synapse
+from upstream_state import EchoModel
 
 import conftest
 from conftest import Gateway, wait_for
@@ -287,6 +291,67 @@ def telegram_burst(root: Path, burst: int, kill: bool, cpu: dict[str, list[float
         tg.close()
 
 
+class RealTelegram(Real):
+    """The real gateway with one Telegram account on the local Bot API server (upstream's `apiRoot`), DMs open
+    to anyone, one session per chat (`agent:main:telegram:direct:<id>`, our key; upstream's default puts every DM in
+    `agent:main:main`), and its agent on the loopback echo model: the same burst our gateway answers."""
+
+    def __init__(self, root: Path, openclaw_bin: Path, tg: FakeTelegram, model: EchoModel) -> None:
+        super().__init__(root, dict(os.environ), openclaw_bin)
+        self.tg, self.model = tg, model
+
+    def prepare(self) -> None:
+        super().prepare()
+        path = self.state / "openclaw.json"
+        cfg = json.loads(path.read_text())
+        cfg.update(models={"providers": {"loop": self.model.provider()}},
+                   agents={"defaults": {"model": "loop/m1"}},
+                   session={"dmScope": "per-channel-peer"},  # one session per chat, as ours keys them
+                   channels={"telegram": {"enabled": True, "botToken": BOT_TOKEN, "apiRoot": self.tg.base_url,
+                                          "dmPolicy": "open", "allowFrom": ["*"]}})
+        path.write_text(json.dumps(cfg))
+
+
+def real_cpu(gw: Real) -> dict[str, float]:
+    """CPU seconds of each process of the real gateway's tree, by its command (`real: ...`)."""
+    out: dict[str, float] = {}
+    for p in gw.tree():
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            argv = p.cmdline()
+            script = Path(argv[1]) if len(argv) > 1 and Path(argv[0]).name == "node" else None
+            name = "real: " + (f"node {script.parent.name}/{script.name}" if script else " ".join(argv).strip())
+            out[name] = out.get(name, 0.0) + t.user + t.system
+    return out
+
+
+def real_burst(root: Path, openclaw_bin: Path, burst: int, cpu: dict[str, list[float]], timeout: float) -> float:
+    """The Telegram burst against the real gateway (a fresh one, fresh state): messages per second; `cpu` gets
+    each process's CPU microseconds per message."""
+    tg, model = FakeTelegram(BOT_TOKEN), EchoModel()
+    gw = RealTelegram(root, openclaw_bin, tg, model)
+    try:
+        gw.start()
+        asyncio.run(gw.wait_ready())
+        wait_for(lambda: any(m == "getUpdates" for m, _ in tg.calls), 60, what="the real gateway polling")
+        cpu0 = real_cpu(gw)
+        t0 = time.perf_counter()
+        for i in range(burst):
+            tg.push_text(1000 + i % 50, f"m{i}")
+        wait_for(lambda: len({t for _, t in tg.sent_texts()}) >= burst, timeout, interval=0.005,
+                 what=f"{burst} answers from the real gateway")
+        rate = burst / (time.perf_counter() - t0)
+        for name, seconds in real_cpu(gw).items():
+            cpu.setdefault(name, []).append((seconds - cpu0.get(name, 0.0)) / burst * 1e6)
+        return rate
+    finally:
+        gw.stop(60)
+        for problem in gw.problems:
+            print(f"[bench] {problem}", file=sys.stderr)
+        tg.close()
+        model.close()
+
+
 @contextlib.contextmanager
 def gateway_binary(bindir: Path | None) -> Any:
     """The gateways started meanwhile run the `openclaw-sup` of `bindir` (None: this tree's)."""
@@ -298,25 +363,57 @@ def gateway_binary(bindir: Path | None) -> Any:
         conftest.BIN = before
 
 
-def compare_builds(root: Path, refs: list[str], reps: int, burst: int, cache: Path) -> None:
-    """The Telegram burst of this tree beside each ref's build, one build after the other in every rep."""
+def compare_builds(root: Path, refs: list[str], reps: int, burst: int, cache: Path,
+                   real: tuple[Path, int] | None = None) -> None:
+    """The Telegram burst of this tree beside each ref's build (and with `real`, the real gateway's binary and its
+    burst), one after the other in every rep; a summary table at the end."""
     builds: list[tuple[str, Path | None]] = [("this tree", None)]
     for ref in refs:
         sha = subprocess.run(["git", "rev-parse", "--short", ref], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).resolve().parent).stdout.strip()
         builds.append((f"{ref} ({sha})" if sha != ref else ref, ensure_install(cache, ref)))
-    rates: dict[str, list[float]] = {label: [] for label, _ in builds}
-    cpu: dict[str, dict[str, list[float]]] = {label: {} for label, _ in builds}
+    labels = [label for label, _ in builds] + ([REAL_LABEL] if real else [])
+    rates: dict[str, list[float]] = {label: [] for label in labels}
+    cpu: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
+    failed: dict[str, str] = {}
     for rep in range(reps):
         for n, (label, bindir) in enumerate(builds):
             with gateway_binary(bindir):
                 rates[label].append(telegram_burst(root / f"build{n}-{rep}", burst, kill=False, cpu=cpu[label])[0])
-    for label, _ in builds:
-        print(f"-- {label}")
-        stats(f"Telegram burst of {burst}", rates[label], "msg/s")
+        if real and REAL_LABEL not in failed:
+            try:
+                rates[REAL_LABEL].append(real_burst(root / f"real-{rep}", real[0], real[1], cpu[REAL_LABEL],
+                                                    REAL_TIMEOUT_S))
+            except (AssertionError, Unavailable) as exc:
+                failed[REAL_LABEL] = str(exc).splitlines()[0][:300]
+    for label in labels:
+        n = real[1] if real and label == REAL_LABEL else burst
+        print(f"-- {label}" + (f" (burst of {n}, not {burst})" if n != burst else ""))
+        if label in failed:
+            print(f"   could not finish a burst: {failed[label]}")
+        if rates[label]:
+            stats(f"Telegram burst of {n}", rates[label], "msg/s")
         for name, values in sorted(cpu[label].items(), key=lambda kv: -statistics.median(kv[1])):
-            if name.startswith(("agent", "channel:", "gateway")):
+            if name.startswith(("agent", "channel:", "gateway", "real:")):
                 stats(f"CPU/msg {name}"[:34], values, "us")
+    summary(labels, rates, cpu)
+
+
+REAL_LABEL = "real OpenClaw 2026.9.6"
+REAL_TIMEOUT_S = 600.0
+
+
+def summary(labels: list[str], rates: dict[str, list[float]], cpu: dict[str, dict[str, list[float]]]) -> None:
+    """One row per gateway: rate (median, min-max over reps) and the whole tree's CPU per message."""
+    print(f"\n{'gateway':<34} {'msg/s median':>12} {'(min-max)':>17} {'tree CPU/msg median':>20}")
+    for label in labels:
+        if not rates[label]:
+            print(f"{label:<34} {'no burst finished':>12}")
+            continue
+        per_rep = [sum(values[i] for values in cpu[label].values() if i < len(values))
+                   for i in range(len(rates[label]))]
+        print(f"{label:<34} {statistics.median(rates[label]):12.1f} "
+              f"{f'({min(rates[label]):.1f}-{max(rates[label]):.1f})':>17} {statistics.median(per_rep):17.0f} us")
 
 
 def main() -> None:
@@ -331,10 +428,20 @@ def main() -> None:
     ap.add_argument("--refs", default="", help="git refs whose builds run the Telegram burst beside this tree's "
                                                "(e.g. a commit before a change, main); with it, only that is run")
     ap.add_argument("--cache", type=Path, default=CACHE, help="where the refs' installs live")
+    ap.add_argument("--real", action="store_true", help="the real OpenClaw gateway runs the Telegram burst beside "
+                                                        "this tree's (and the refs'); with it, only that is run")
+    ap.add_argument("--real-burst", type=int, default=0, help="the real gateway's burst (default: --burst)")
     args = ap.parse_args()
-    if args.refs:
+    if args.refs or args.real:
+        real = None
+        if args.real:
+            try:
+                real = (install_real(), args.real_burst or args.burst)
+            except Unavailable as exc:
+                print(f"-- {REAL_LABEL}: skipped, the real openclaw CLI is not installed and could not be: {exc}")
         with tempfile.TemporaryDirectory(prefix="bench-channels-") as tmp:
-            compare_builds(Path(tmp), [r for r in args.refs.split(",") if r], args.reps, args.burst, args.cache)
+            compare_builds(Path(tmp), [r for r in args.refs.split(",") if r], args.reps, args.burst, args.cache,
+                           real)
         return
     with tempfile.TemporaryDirectory(prefix="bench-channels-") as tmp:
         root = Path(tmp)

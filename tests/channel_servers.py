@@ -1,8 +1,8 @@
 """Network peers for the channel tests: a private Debian `ngircd` on loopback with a tiny IRC client, and a local
 Telegram Bot API server (the one remote service that cannot run here) following the documented shapes:
-`POST /bot<token>/<method>` with a JSON body, answers `{"ok": true, "result": ...}` or `{"ok": false,
-"error_code", "description", "parameters"?: {"retry_after"}}`; `getUpdates` long-polls and an `offset`
-confirms every update below it.
+`GET` or `POST /bot<token>/<method>` with parameters in the query string, a JSON or a urlencoded body, answers
+`{"ok": true, "result": ...}` or `{"ok": false, "error_code", "description", "parameters"?: {"retry_after"}}`;
+`getUpdates` long-polls and an `offset` confirms every update below it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,10 @@ class IrcClient:
         self.sock.close()
 
 
+# Bot API methods documented to return True on success that a bot calls around its messages (set-up, typing, reactions).
+TRUE_METHODS = frozenset({"deleteWebhook", "setMyCommands", "deleteMyCommands", "sendChatAction", "setMessageReaction"})
+
+
 class FakeTelegram:
     """A Bot API server in a thread: tests push updates, read what the bot sent, and script error answers."""
 
@@ -160,7 +165,7 @@ class FakeTelegram:
                 headers = {k.strip().lower(): v.strip() for k, _, v in
                            (ln.partition(":") for ln in header_lines if ln)}
                 body = await reader.readexactly(int(headers.get("content-length") or 0))
-                status, payload = await self._handle(verb, path, body)
+                status, payload = await self._handle(verb, path, body, headers.get("content-type", ""))
                 data = json.dumps(payload).encode()
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: "
                              f"{len(data)}\r\n\r\n".encode() + data)
@@ -195,15 +200,19 @@ class FakeTelegram:
         with self._lock:
             return [(str(m["chat_id"]), m["text"]) for m in self.sent]
 
-    async def _handle(self, verb: str, path: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+    async def _handle(self, verb: str, path: str, raw: bytes, content_type: str = "application/json"
+                      ) -> tuple[int, dict[str, Any]]:
+        path, _, query = path.partition("?")
         parts = path.split("/")
-        if verb != "POST" or len(parts) != 3 or not parts[1].startswith("bot"):
+        if verb not in ("GET", "POST") or len(parts) != 3 or not parts[1].startswith("bot"):
             return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
         token, method = parts[1][3:], parts[2]
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = {}
+        body: dict[str, Any] = dict(urllib.parse.parse_qsl(query))
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            body.update(urllib.parse.parse_qsl(raw.decode("utf-8", "replace")))
+        elif raw:
+            with contextlib.suppress(ValueError):
+                body.update(json.loads(raw))
         with self._lock:
             self.calls.append((method, body))
             scripted = self.fail_next.get(method)
@@ -216,6 +225,8 @@ class FakeTelegram:
             return 200, {"ok": True, "result": self.bot}
         if method == "getUpdates":
             return 200, {"ok": True, "result": await self._get_updates(body)}
+        if method in TRUE_METHODS:
+            return 200, {"ok": True, "result": True}
         if method == "sendMessage":
             with self._lock:
                 self.sent.append(body)

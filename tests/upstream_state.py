@@ -81,14 +81,17 @@ class EchoModel:
     @staticmethod
     def _last_user(body: dict[str, Any]) -> str:
         """The turn's own text: the real gateway adds a context message after it and dates the turn
-        (`[Sat 2026-12-05 18:12 UTC] text`, then a blank line and runtime details)."""
+        (`[Sat 2026-12-05 18:12 UTC] text`, then a blank line and runtime details); a channel's turn opens with
+        a `Conversation info` block (the sender) before the text."""
         for m in reversed(body.get("messages") or []):
             content = m.get("content")
             if isinstance(content, list):
                 content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
             text = str(content or "").strip()
             if m.get("role") == "user" and not text.startswith("<<<"):
-                return re.sub(r"^\[[^\]]*\]\s*", "", text.split("\n\n")[0])
+                parts = re.sub(r"^\[[^\]]*\]\s*", "", text).split("\n\n")
+                said = [p for p in parts if not p.startswith("Conversation info")]
+                return said[0] if said else ""
         return ""
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
