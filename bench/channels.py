@@ -1,6 +1,7 @@
 """Channel bench: how fast a message goes through a channel worker (ingress queue -> agent -> outbox -> network).
 
 Run: .venv/bin/python bench/channels.py [--dms 100] [--burst 500] [--reps 3]
+     .venv/bin/python bench/channels.py --refs ee05298 --real --real-burst 50   (only the Telegram bursts, side by side)
 
 A real gateway with the real agent worker on the offline echo provider (`echo/echo`), and the same network
 peers as the tests (tests/channel_servers.py): a private ngircd on loopback, and the local Telegram Bot API
@@ -23,6 +24,12 @@ server. Measures, each printed as median / p90 / min / max over its samples:
    than the bot, so timing the sends would measure the clients.
 6. With `--refs A,B`: the Telegram burst (rate and CPU per message of each process) of this tree and of each git
    ref (a regular install of that build, bench/bench_managers.py), interleaved rep by rep in this one run.
+7. With `--real`: the same burst answered by the real OpenClaw gateway (2026.9.6, bench/gw_servers.py's `Real`: a
+   fresh one and fresh state each rep), its Telegram account on the same local Bot API server (`apiRoot`), DMs
+   open, one session per chat as ours, its agent on the loopback echo model (tests/upstream_state.py); rate and
+   CPU per message of each of its processes beside ours, one table. It spends about a CPU second per message,
+   so `--real-burst` (default `--burst`) keeps its share of the run in minutes. Skipped, saying why, when the
+   real CLI is not installed and cannot be.
 Figures depend on the machine's load (2 shared cores here): compare within one run.
 """
 

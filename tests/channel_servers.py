@@ -170,7 +170,8 @@ class FakeTelegram:
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: "
                              f"{len(data)}\r\n\r\n".encode() + data)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError,
+                asyncio.CancelledError):  # a long poll still open when the server closes
             pass
         finally:
             writer.close()
