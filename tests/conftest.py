@@ -136,8 +136,8 @@ class Gateway:
 
     def wait_all_running(self, timeout: float = 20) -> dict[str, Any]:
         return wait_for(lambda: (s := self.status())["supervisor"]["started"]
-                        and all(w["state"] == "running" for w in s["workers"]) and s, timeout,
-                        what="the gateway started and every worker running")
+                        and all(w["state"] in ("running", "idle") for w in s["workers"]) and s, timeout,
+                        what="the gateway started and every worker running (or idle until its first use)")
 
     def wait_state(self, name: str, state: str, timeout: float = 20) -> dict[str, Any]:
         return wait_for(lambda: (w := self.worker(name))["state"] == state and w, timeout,
