@@ -74,6 +74,9 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.FAILED, Event.STOP): State.STOPPED,
 }
 
+INITIAL_STATES = frozenset({State.STOPPED, State.IDLE})
+"""Where a record begins: stopped until started, or idle for an on-demand worker."""
+
 LIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 """States in which a process exists."""
 

@@ -28,13 +28,15 @@ import pytest
 from conftest import Gateway, wait_for
 from openclaw_sup.config.browser_state import RECORD_FILE, WANTED_FILE, left_running
 from openclaw_sup.config.plan import worker_specs
-from openclaw_sup.config.restart import SERVING_STATES, Event, InvalidTransition, State, next_state
+from openclaw_sup.config.restart import Event, InvalidTransition, State, next_state
 from openclaw_sup.config.settings import ConfigError, SupervisorSettings, parse_settings
 from openclaw_sup.gateway.client import GatewayClient, GatewayError
 
 CHROMIUM = shutil.which("chromium")
 TOKEN = "on-demand-token-0123456789abcdef"
 ROOT = os.geteuid() == 0
+BROWSER = {"onDemand": ["browser"]}
+"""The product's default (the test harness keeps every worker eager unless a test says otherwise)."""
 PAGE = b"<html><head><title>on-demand page</title></head><body>hi</body></html>"
 
 
@@ -78,7 +80,6 @@ def test_idle_is_a_state_of_the_one_table() -> None:
     for event in (Event.READY, Event.EXIT, Event.RETRY, Event.GIVE_UP):
         with pytest.raises(InvalidTransition):
             next_state(State.IDLE, event)
-    assert SERVING_STATES == {State.RUNNING, State.IDLE}
 
 
 def test_the_browser_is_on_demand_by_default_and_the_side_file_can_change_it() -> None:
@@ -108,7 +109,7 @@ def test_left_running_names_profiles_with_a_record_or_a_wanted_marker(tmp_path: 
 
 
 def test_idle_boot_has_no_browser_process_and_concurrent_first_requests_share_one_start(gateway_factory) -> None:
-    gw = gateway_factory({}, config=config())
+    gw = gateway_factory(BROWSER, config=config())
     gw.start()
     browser = gw.worker("browser")
     assert browser["state"] == "idle" and browser["pid"] is None and browser["onDemand"]
@@ -169,7 +170,7 @@ def test_first_browser_request_starts_worker_and_chromium_crash_restarts_stop_le
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/page.html"
-    gw = gateway_factory({}, config=config())
+    gw = gateway_factory(BROWSER, config=config())
     try:
         gw.start()
         assert gw.worker("browser")["state"] == "idle" and browser_processes(gw) == []
@@ -217,7 +218,7 @@ def test_a_relayed_request_wakes_an_on_demand_worker(gateway_factory) -> None:
 def test_an_on_demand_worker_that_cannot_start_gives_a_bounded_named_error(gateway_factory, tmp_path: Path) -> None:
     fault = tmp_path / "fault"
     fault.write_text("no display for the browser")
-    gw = gateway_factory({"workers": {"browser": {"kind": "crasher", "options": {"faultFile": str(fault)}}}},
+    gw = gateway_factory({**BROWSER, "workers": {"browser": {"kind": "crasher", "options": {"faultFile": str(fault)}}}},
                          config=config())
     gw.start()
     assert gw.worker("browser")["state"] == "idle"
@@ -243,8 +244,8 @@ def test_an_on_demand_worker_that_cannot_start_gives_a_bounded_named_error(gatew
 
 
 def test_a_first_request_waits_at_most_the_start_timeout(gateway_factory) -> None:
-    gw = gateway_factory({"workers": {"browser": {"kind": "never_ready", "liveness": {"startTimeoutMs": 500}}}},
-                         config=config())
+    never_ready = {"kind": "never_ready", "liveness": {"startTimeoutMs": 500}}
+    gw = gateway_factory({**BROWSER, "workers": {"browser": never_ready}}, config=config())
     gw.start()
     c = connect(gw)
     try:
@@ -261,7 +262,7 @@ def test_a_first_request_waits_at_most_the_start_timeout(gateway_factory) -> Non
 
 
 def test_reload_of_an_idle_worker_updates_its_spec_and_a_running_one_is_respawned(gateway_factory) -> None:
-    gw = gateway_factory({}, config=config())
+    gw = gateway_factory(BROWSER, config=config())
     gw.start()
     before = gw.worker("browser")
     cfg_path = gw.state_dir / "openclaw.json"
@@ -299,7 +300,7 @@ def test_an_empty_on_demand_list_starts_the_browser_at_boot(gateway_factory) -> 
 def test_a_chromium_left_by_a_killed_predecessor_starts_the_browser_at_boot(gateway_factory) -> None:
     """A SIGKILLed tree can leave Chromium's helpers behind: the worker that sweeps them must not wait for a
     first use that may never come."""
-    gw = gateway_factory({}, config=config())
+    gw = gateway_factory(BROWSER, config=config())
     leftover = subprocess.Popen(["sleep", "3600"], start_new_session=True)
     try:
         record = gw.state_dir / "browser" / "openclaw" / RECORD_FILE
