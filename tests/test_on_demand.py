@@ -318,3 +318,88 @@ def test_a_chromium_left_by_a_killed_predecessor_starts_the_browser_at_boot(gate
         if leftover.poll() is None:
             leftover.kill()
             leftover.wait()
+
+
+# -- an on-demand agent (opt-in): the first run after boot, on every path ------------------------------------
+
+
+def agent_gateway(gateway_factory, **env: str) -> Gateway:
+    cfg = {"gateway": {"auth": {"mode": "token", "token": TOKEN}, "http": {"endpoints": {
+        "chatCompletions": {"enabled": True}, "responses": {"enabled": True}}}},
+        "agents": {"defaults": {"model": "echo/echo", "heartbeat": {"every": "0m"}}}, "cron": {"enabled": True}}
+    gw = gateway_factory({"onDemand": ["agent"]}, config=cfg, extra_env=env)
+    gw.start()
+    assert gw.worker("agent")["state"] == "idle" and not [c for c in tree(gw) if c.startswith("openclaw-sup: agent")]
+    return gw
+
+
+def http_post(gw: Gateway, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    from urllib.request import Request
+
+    req = Request(f"http://127.0.0.1:{gw.port}{path}", data=json.dumps(body).encode(), method="POST",
+                  headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    with urlopen(req, timeout=40) as res:
+        assert res.status == 200
+        return json.loads(res.read())
+
+
+def chat_final(c: GatewayClient, run_id: str, timeout: float = 20) -> dict[str, Any]:
+    """The payload of the run's final `chat` event (already read or still to come)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for ev in c.events:
+            if ev["event"] == "chat" and ev["payload"]["state"] == "final" and ev["payload"]["runId"] == run_id:
+                return ev["payload"]
+        msg = json.loads(c.ws.recv(max(0.05, deadline - time.monotonic())))
+        if msg.get("type") == "event":
+            c.events.append(msg)
+
+
+def first_use(gw: Gateway, why: str) -> None:
+    assert f"worker agent: first use ({why}); starting it" in gw.log_text()
+    assert gw.worker("agent")["state"] == "running" and len(spawned_lines(gw, "agent")) == 1
+
+
+def test_an_on_demand_agent_answers_a_first_ws_chat_send(gateway_factory) -> None:
+    gw = agent_gateway(gateway_factory)
+    c = connect(gw)
+    try:
+        assert gw.worker("agent")["state"] == "idle"  # a handshake alone does not start it
+        ack = c.request("chat.send", {"sessionKey": "agent:main:main", "message": "first words",
+                                      "idempotencyKey": "first-1"})
+        assert ack == {"runId": "first-1", "status": "started"}
+        final = chat_final(c, "first-1")
+        assert final["message"]["content"][0]["text"] == "first words"
+    finally:
+        c.close()
+    first_use(gw, "chat.send")
+
+
+def test_an_on_demand_agent_answers_first_http_chat_completions_then_responses(gateway_factory) -> None:
+    gw = agent_gateway(gateway_factory)
+    done = http_post(gw, "/v1/chat/completions", {"model": "openclaw",
+                                                   "messages": [{"role": "user", "content": "over http"}]})
+    assert done["choices"][0]["message"]["content"] == "over http"
+    first_use(gw, "agent.complete")
+    gw.stop()
+    gw = agent_gateway(gateway_factory)
+    answer = http_post(gw, "/v1/responses", {"model": "openclaw", "input": "a first response"})
+    assert answer["output"][0]["content"][0]["text"] == "a first response"
+    first_use(gw, "agent.complete")
+
+
+def test_an_on_demand_agent_answers_a_first_cron_agent_turn(gateway_factory) -> None:
+    gw = agent_gateway(gateway_factory, OPENCLAW_SKIP_CRON="")
+    gw.wait_state("scheduler", "running")
+    c = connect(gw)
+    try:
+        job = c.request("cron.add", {"name": "first", "schedule": {"kind": "every", "everyMs": 60_000},
+                                     "sessionTarget": "isolated", "payload": {"kind": "agentTurn",
+                                                                               "message": "cron speaks first"}})
+        c.request("cron.run", {"id": job["id"], "mode": "force"})
+        run = wait_for(lambda: next(iter(c.request("cron.runs", {"id": job["id"]})["entries"]), None), 30,
+                       what="the cron run")
+    finally:
+        c.close()
+    assert run["status"] == "ok" and run["summary"] == "cron speaks first", run
+    first_use(gw, "agent.turn from scheduler")
