@@ -25,7 +25,7 @@ from urllib.request import urlopen
 import psutil
 import pytest
 
-from conftest import Gateway, wait_for
+from conftest import Gateway, run_openclaw, wait_for
 from openclaw_sup.config.browser_state import RECORD_FILE, WANTED_FILE, left_running
 from openclaw_sup.config.plan import worker_specs
 from openclaw_sup.config.restart import Event, InvalidTransition, State, next_state
@@ -287,6 +287,32 @@ def test_reload_of_an_idle_worker_updates_its_spec_and_a_running_one_is_respawne
     wait_for(lambda: (w := gw.worker("browser"))["state"] == "running" and w["pid"] != running["pid"], 15,
              what="the running browser respawned with its new spec")
     assert len(spawned_lines(gw, "browser")) == 2
+
+
+def test_the_real_openclaw_cli_is_the_first_browser_user(gateway_factory) -> None:
+    gw = gateway_factory(BROWSER, config=config())
+    gw.start()
+    assert gw.worker("browser")["state"] == "idle"
+    res = run_openclaw(gw, "browser", "--json", "status", "--url", f"ws://127.0.0.1:{gw.port}", "--token", TOKEN)
+    assert res.returncode == 0, res.stdout + res.stderr
+    st = json.loads(res.stdout)
+    assert st["profile"] == "openclaw" and st["running"] is False and st["cdpPort"] == gw.port + 11
+    assert gw.worker("browser")["state"] == "running"
+    assert "worker browser: first use (browser.request); starting it" in gw.log_text()
+
+
+def test_a_settings_reload_can_make_the_idle_browser_eager(gateway_factory) -> None:
+    gw = gateway_factory(BROWSER, config=config())
+    gw.start()
+    assert gw.worker("browser")["state"] == "idle"
+    gw.settings_file.write_text(json.dumps({**json.loads(gw.settings_file.read_text()), "onDemand": []}))
+    gw.signal(signal.SIGHUP)
+    started = gw.wait_state("browser", "running")
+    assert started["pid"] and not started["onDemand"]
+    gw.settings_file.write_text(json.dumps({**json.loads(gw.settings_file.read_text()), "onDemand": ["browser"]}))
+    gw.signal(signal.SIGHUP)  # on-demand again while it runs: it is respawned with the new spec, and runs on
+    wait_for(lambda: (w := gw.worker("browser"))["onDemand"] and w["state"] == "running" and w["pid"] != started[
+        "pid"], 15, what="the browser respawned as on-demand")
 
 
 def test_an_empty_on_demand_list_starts_the_browser_at_boot(gateway_factory) -> None:
