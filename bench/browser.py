@@ -1,11 +1,6 @@
-"""Browser bench: the first browser request after boot, `browser.start` -> CDP ready, and a SIGKILLed Chromium ->
-healthy again, on Debian's chromium.
+"""Browser bench: `browser.start` -> CDP ready, and a SIGKILLed Chromium -> healthy again, on Debian's chromium.
 
-Run: .venv/bin/python bench/browser.py [--runs N] [--first-use-runs N]
-
-"First use" boots a gateway per run, the browser worker on-demand (the default: idle until this request forks it)
-and eager (`onDemand: []`) alternately, and times its first `browser.status` as a client sees it: the price an
-on-demand worker's first request pays.
+Run: .venv/bin/python bench/browser.py [--runs N]
 
 One real gateway (temp HOME, loopback port, token auth) with a `browser` section (headless, noSandbox as root).
 Each run of "start" stops the profile, then times the `browser.start` RPC as a client sees it (it answers once
@@ -45,7 +40,6 @@ POLL_S = 0.02
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="browser.start -> CDP ready, Chromium crash -> healthy again")
     p.add_argument("--runs", type=int, default=10, help="runs of each measure (default 10)")
-    p.add_argument("--first-use-runs", type=int, default=5, help="gateways booted per mode for the first-use measure")
     add_output_args(p, "browser", "keep the gateway's temp dir (config, logs)", cache=False, txt=False)
     return p.parse_args(argv)
 
@@ -63,7 +57,7 @@ def free_port_block() -> int:
 
 
 class BenchGateway:
-    def __init__(self, root: Path, eager: bool = False) -> None:
+    def __init__(self, root: Path) -> None:
         self.home = root / "home"
         self.state = self.home / ".openclaw"
         self.state.mkdir(parents=True)
@@ -74,9 +68,6 @@ class BenchGateway:
         (self.state / "openclaw.json").write_text(json.dumps(cfg))
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_")}, "HOME": str(self.home),
                "OPENCLAW_SKIP_CRON": "1", "OPENCLAW_SKIP_CHANNELS": "1"}
-        if eager:
-            (root / "sup.json").write_text(json.dumps({"onDemand": []}))
-            env["OPENCLAW_SUP_CONFIG"] = str(root / "sup.json")
         self.proc = subprocess.Popen([str(BIN), "gateway"], env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 30
@@ -105,22 +96,6 @@ class BenchGateway:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-
-
-def measure_first_use(root: Path, runs: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"first_use_on_demand_ms": [], "first_use_eager_ms": []}
-    for i in range(runs):
-        for key, eager in (("first_use_on_demand_ms", False), ("first_use_eager_ms", True)):
-            gw = BenchGateway(root / f"first-{i}-{key}", eager=eager)
-            try:
-                t0 = time.perf_counter()
-                gw.rpc("browser.status")
-                out[key].append((time.perf_counter() - t0) * 1000)
-            finally:
-                gw.stop()
-        log(f"first use {i + 1}/{runs}: on-demand {out['first_use_on_demand_ms'][-1]:.1f} ms, "
-            f"eager {out['first_use_eager_ms'][-1]:.1f} ms")
-    return out
 
 
 def measure_start(gw: BenchGateway, runs: int) -> dict[str, list[float]]:
@@ -162,12 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("Debian's chromium is not installed (apt-get install chromium)")
     started = dt.datetime.now(dt.UTC)
     root = Path(tempfile.mkdtemp(prefix="bench-browser-"))
-    first_use = measure_first_use(root, args.first_use_runs)
-    gw = BenchGateway(root / "main")
+    gw = BenchGateway(root)
     try:
         version = gw.rpc("browser.start")["browserVersion"]
         log(f"gateway on port {gw.port}, {version}, CDP port {gw.port + 11}")
-        samples = {**first_use, **measure_start(gw, args.runs), **measure_crash(gw, args.runs)}
+        samples = {**measure_start(gw, args.runs), **measure_crash(gw, args.runs)}
     finally:
         gw.stop()
         if not args.keep_tmp:
@@ -175,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     finished = dt.datetime.now(dt.UTC)
     stats = {name: summarize(values) for name, values in samples.items()}
     labels = {
-        "first_use_on_demand_ms": "first browser.status after boot, worker on-demand (forks)",
-        "first_use_eager_ms": "first browser.status after boot, worker eager (onDemand [])",
         "start_rpc_ms": "browser.start RPC (client wall time, CDP ready)",
         "launch_to_cdp_ready_ms": "  of which launch -> CDP websocket answers (worker)",
         "crash_to_healthy_ms": "Chromium SIGKILL -> healthy again (status poll 20 ms)",
@@ -187,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'measure':<58} {'p50':>8} {'p90':>8} {'min':>8} {'max':>8} {'n':>4}")
         for name, label in labels.items():
             s = stats[name]
-            print(f"{label:<58} {s['p50']:8.1f} {s['p90']:8.1f} {s['min']:8.1f} {s['max']:8.1f} {s['n']:4d}")
+            print(f"{label:<58} {s['p50']:8.0f} {s['p90']:8.0f} {s['min']:8.0f} {s['max']:8.0f} {s['n']:4d}")
         print("(milliseconds)")
         return {}
 
