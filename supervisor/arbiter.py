@@ -1,6 +1,6 @@
 """The supervisor: one class whose lifecycle reads top to bottom.
 
-    run      -> signals, bus, control socket, listener, wanted workers
+    run      -> signals, bus, control socket, listener, wanted workers (on-demand ones idle until `wake`)
     reap     -> exit reports from the fork server drive the state machine (no polling decides restarts)
     manage   -> readiness, heartbeats, start timeouts, RSS ceilings, backoff and slow retries
     reload   -> SIGHUP re-reads the settings and applies a ReloadPlan; SIGUSR1 restarts everything in place

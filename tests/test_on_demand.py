@@ -315,6 +315,30 @@ def test_a_settings_reload_can_make_the_idle_browser_eager(gateway_factory) -> N
         "pid"], 15, what="the browser respawned as on-demand")
 
 
+def test_an_operator_stop_is_not_undone_by_a_request_and_an_in_place_restart_makes_it_idle(gateway_factory) -> None:
+    gw = gateway_factory(BROWSER, config=config())
+    gw.start()
+    c = connect(gw)
+    try:
+        assert c.request("workers.stop", {"name": "browser"})["state"] == "stopped"
+        with pytest.raises(GatewayError, match="the browser worker is stopped; try again once it is running"):
+            c.request("browser.status")
+        assert spawned_lines(gw, "browser") == []
+        assert c.request("workers.start", {"name": "browser"})["ok"]
+        gw.wait_state("browser", "running")
+    finally:
+        c.close()
+    gw.signal(signal.SIGUSR1)  # a fresh set of workers, as at boot: the browser idle again, Chromium not wanted
+    wait_for(lambda: (w := gw.worker("browser"))["state"] == "idle" and w["pid"] is None
+             and "in-place restart done" in gw.log_text(), 20, what="the browser idle after the in-place restart")
+    c = connect(gw)
+    try:
+        assert c.request("browser.status")["enabled"]
+    finally:
+        c.close()
+    assert len(spawned_lines(gw, "browser")) == 2
+
+
 def test_an_empty_on_demand_list_starts_the_browser_at_boot(gateway_factory) -> None:
     gw = gateway_factory({"onDemand": []}, config=config())
     gw.start()
