@@ -431,10 +431,10 @@ class Supervisor:
             return
         if self.table.get(name) not in (rec, None) and not self.stopping:  # a reload replaced it meanwhile
             return await self.wake(name, why)
-        why = f"; last error: {rec.last_error}" if rec.last_error else ""
+        last = f"; last error: {rec.last_error}" if rec.last_error else ""
         what = f"is not ready after {bound:g}s (it is {rec.state.value}" if not came else \
             f"could not start (it is {rec.state.value}"
-        raise MethodError("UNAVAILABLE", f"the {name} worker (started on first use) {what}{why})",
+        raise MethodError("UNAVAILABLE", f"the {name} worker (started on first use) {what}{last})",
                           retryable=rec.state != State.FAILED)
 
     def _start(self, rec: WorkerRecord, event: Event = Event.START) -> None:
