@@ -154,11 +154,10 @@ def client(gw: Gateway) -> Iterator[GatewayClient]:
 
 
 def start(g: Gateway) -> Gateway:
-    """Start and wait for the browser worker, idle until the first browser request starts it (not for every
-    worker: the agent's readiness is not ours)."""
+    """Start and wait for the browser worker (not for every worker: the agent's readiness is not ours)."""
     g.start(wait_running=False)
     wait_for(lambda: g.status()["supervisor"]["started"], 20, what="the gateway started")
-    g.wait_state("browser", "idle")
+    g.wait_state("browser", "running")
     return g
 
 
@@ -394,10 +393,8 @@ def test_wrong_executable_path_is_the_documented_error_and_nothing_else_moves(ga
                             "broken": {"cdpPort": broken_port, "executablePath": shutil.which("false")}}))
     start(g)
     g.wait_state("side", "running")
-    c = connect(g)
-    c.request("workers.start", {"name": "browser"})  # on-demand: started here, so that its pid can be compared
-    g.wait_state("browser", "running")
     pids = g.pids()
+    c = connect(g)
     try:
         with pytest.raises(GatewayError) as err:
             c.request("browser.start")
