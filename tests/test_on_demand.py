@@ -287,6 +287,14 @@ def test_reload_of_an_idle_worker_updates_its_spec_and_a_running_one_is_respawne
     wait_for(lambda: (w := gw.worker("browser"))["state"] == "running" and w["pid"] != running["pid"], 15,
              what="the running browser respawned with its new spec")
     assert len(spawned_lines(gw, "browser")) == 2
+    respawned = gw.worker("browser")["pid"]
+    edit(enabled=False)
+    wait_for(lambda: "browser" not in gw.pids(), 15, what="the browser worker removed")
+    wait_for(lambda: not psutil.pid_exists(respawned) or psutil.Process(respawned).status() == psutil.STATUS_ZOMBIE,
+             10, what="its process gone")
+    edit(enabled=True)  # declared again, idle until its next first use
+    wait_for(lambda: "browser" in gw.pids(), 15, what="the browser worker declared again")
+    assert gw.worker("browser")["state"] == "idle" and len(spawned_lines(gw, "browser")) == 2
 
 
 def test_the_real_openclaw_cli_is_the_first_browser_user(gateway_factory) -> None:
