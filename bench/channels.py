@@ -345,8 +345,12 @@ def real_burst(root: Path, openclaw_bin: Path, burst: int, cpu: dict[str, list[f
         t0 = time.perf_counter()
         for i in range(burst):
             tg.push_text(1000 + i % 50, f"m{i}")
-        wait_for(lambda: len({t for _, t in tg.sent_texts()}) >= burst, timeout, interval=0.005,
-                 what=f"{burst} answers from the real gateway")
+        try:
+            wait_for(lambda: len({t for _, t in tg.sent_texts()}) >= burst, timeout, interval=0.005)
+        except AssertionError:
+            done = len({t for _, t in tg.sent_texts()})
+            raise Unavailable(f"{done} of {burst} answered in {timeout:g} s ({done / timeout:.2f} msg/s); "
+                              "a smaller --real-burst finishes") from None
         rate = burst / (time.perf_counter() - t0)
         for name, seconds in real_cpu(gw).items():
             cpu.setdefault(name, []).append((seconds - cpu0.get(name, 0.0)) / burst * 1e6)
