@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openclaw_sup import __version__
 from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
@@ -39,10 +39,8 @@ from openclaw_sup.config.restart import LIVE_STATES, RETRY_STATES, UNHEALTHY_STA
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
-from openclaw_sup.gateway.core import GatewayCore
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
-from openclaw_sup.gateway.server import GatewayServer
-from openclaw_sup.gateway.tls import server_tls
+from openclaw_sup.gateway.server import GatewayServer, import_in_thread
 from openclaw_sup.ipc.envelope import Kind
 from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor import fdlimit
@@ -57,6 +55,9 @@ from openclaw_sup.supervisor.reload import ConfigReloader
 from openclaw_sup.supervisor.router import BusRouter
 from openclaw_sup.supervisor.sdnotify import Notifier, status_line
 from openclaw_sup.supervisor.table import Incarnation, ProcessTable, SampleRing, WorkerRecord
+
+if TYPE_CHECKING:
+    from openclaw_sup.gateway.core import GatewayCore
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 LINE_LIMIT = 8192
@@ -181,12 +182,15 @@ class Supervisor:
         self.router.open(self.paths.bus_endpoint, self.settings.bus)
         self.control = ControlServer(self.paths.control_socket, self._on_control, self.spares)
         await self.control.start()
-        if self.opts.listen and not await self._listen():
+        if self.opts.listen and not await self._bind():
             return self.exit_code
-        if not await self._attach_fork_server(self.fs):
-            self._new_fork_server()
-            await self._fs_settled.wait()
+        first_fs = asyncio.ensure_future(self._boot_first_fork_server())
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
+        for spec in self.specs:  # each spawn waits for the fork server; one that has booted forks them meanwhile
+            self._start(self.table.add(spec))
+        if self.opts.listen and not await self._serve():
+            return self.exit_code
+        await first_fs
         if cron_skipped(os.environ):
             self.log("warn", CRON_DISABLED_LINE)
         where = f"gateway listening on {self.opts.url}" if self.gateway else "node host supervisor started"
@@ -194,9 +198,8 @@ class Supervisor:
         self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers"
                          f"{sockets})")
         self._stability("gateway.started", pid=os.getpid(), port=self.opts.port, workers=len(self.specs))
-        for spec in self.specs:
-            self._start(self.table.add(spec))
         self.booted = True
+        self.readiness()
         if self.opts.listen:
             self.reloader.start()
         self._every_second()
@@ -205,23 +208,42 @@ class Supervisor:
         await self.shutdown()
         return self.exit_code
 
-    async def _listen(self) -> bool:
-        """Bind the gateway port; False (and torn down, exit code set) when it cannot be bound."""
+    async def _bind(self) -> bool:
+        """Take the gateway port; False (and torn down, exit code set) when it cannot be bound. Nothing is
+        served on it before `_serve`."""
         assert self.control is not None
-        self.core = GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
-                                tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway = self._gateway_server(self.opts)
         try:
-            await self.gateway.start()
+            await self.gateway.bind()
         except Exception as exc:
-            self.log("error", str(exc))
-            print(exc, file=sys.stderr, flush=True)
-            self.exit_code = 1
-            await self._teardown()
+            await self._listen_failed(exc)
+            return False
+        return True
+
+    async def _serve(self) -> bool:
+        """The gateway core (auth, devices, methods), then clients are served on the bound port. Its modules load
+        on a thread: the loop meanwhile attaches the fork server and starts the workers."""
+        assert self.gateway is not None
+        core = await import_in_thread("openclaw_sup.gateway.core")
+        self.core = core.GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
+                                tick_interval_ms=self.opts.tick_interval_ms)
+        self.gateway.core = self.core
+        try:
+            await self.gateway.serve()
+        except Exception as exc:
+            await self._listen_failed(exc)
             return False
         self.core.start()
         self._fit_port_to_fds()
         return True
+
+    async def _listen_failed(self, exc: Exception) -> None:
+        self.log("error", str(exc))
+        print(exc, file=sys.stderr, flush=True)
+        self.exit_code = 1
+        self.stopping = True
+        await asyncio.gather(*(self.stop_worker(r) for r in self.table), return_exceptions=True)
+        await self._teardown()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         """TERM, INT, QUIT stop; HUP reloads; USR2 (upstream's) and USR1 restart in place; every other signal
@@ -301,14 +323,20 @@ class Supervisor:
 
     # ================================================================ fork server
 
+    async def _boot_first_fork_server(self) -> None:
+        """The fork server `main` forked, or a replacement when it does not boot (spawns wait for either)."""
+        if not await self._attach_fork_server(self.fs):
+            self._new_fork_server()
+
     async def _attach_fork_server(self, fs: ForkServer) -> bool:
-        """Wait for `fs` to boot; False (and it is declared down) if it dies or hangs first."""
+        """Wait for `fs` to boot; False (and it is declared down) if it dies or hangs first. One that has
+        already booted is attached without a turn of the loop."""
         assert self._fs_settled is not None
         self.fs = fs
         fs.attach(self._on_exit, self._on_fork_server_lost)
         assert fs.booted is not None
         try:
-            boot = await asyncio.wait_for(fs.booted, FS_BOOT_TIMEOUT_S)
+            boot = fs.booted.result() if fs.booted.done() else await asyncio.wait_for(fs.booted, FS_BOOT_TIMEOUT_S)
         except (TimeoutError, ForkServerError) as exc:
             fs._on_lost = None
             fs.close(timeout=0.1)
@@ -392,7 +420,7 @@ class Supervisor:
     async def _spawn(self, rec: WorkerRecord) -> None:
         """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy."""
         assert self._fs_settled is not None
-        if not self._fs_settled.is_set():
+        while not self._fs_settled.is_set():  # set and cleared again when a fork server is declared down and replaced
             await self._fs_settled.wait()
         spec = rec.spec
         try:
@@ -738,6 +766,8 @@ class Supervisor:
             auth = AuthConfig.from_config(gateway_cfg, os.environ)
             host = resolve_host(gateway_cfg)
             guard(host, port, has_shared_secret=bool(auth.token or auth.password) and not auth.generated)
+            from openclaw_sup.gateway.tls import server_tls
+
             ssl_context = server_tls(gateway_cfg, self.paths.state_dir)
         except (ValueError, BindRefused) as exc:
             self.log("error", f"config reload: listener not moved: {exc}")
@@ -923,9 +953,11 @@ class Supervisor:
             return {"ok": True, "name": name, "action": action, "state": rec.state.value}
 
     def _state_changed(self) -> None:
-        """Worker states feed the `health` broadcast, coalesced over 50 ms."""
+        """Worker states feed the `health` broadcast, coalesced over 50 ms; the last first start ends `starting`."""
         if self.core is not None:
             self.core.methods.workers_changed()
+        if not self._started:
+            self.readiness()
         if self._health_scheduled or self.core is None:
             return
         self._health_scheduled = True
@@ -962,6 +994,8 @@ class Supervisor:
         pending = [n for n, s in states.items() if s != State.RUNNING]
         if not self._started and self.booted:  # latched: once started, whatever the workers do later
             self._started = all(r.settled or r.state == State.FAILED for r in self.table)
+            if self._started and self.core is not None and self._loop is not None:
+                self._loop.call_soon(self.core.release_held)
         started = self._started
         return {"started": started, "ready": started and not pending, "pending": pending or None,
                 "workers": states}

@@ -97,6 +97,7 @@ class ForkServer:
         self.booted = self._loop.create_future()
         self.sock.setblocking(False)
         self._loop.add_reader(self.sock.fileno(), self._readable)
+        self._readable()  # what it said before we listened (its boot, once it preloaded while we started)
 
     # -- requests ------------------------------------------------------------------------------------
 

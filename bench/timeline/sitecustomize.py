@@ -3,8 +3,10 @@
 Python imports `sitecustomize` after `site`, so with this folder on PYTHONPATH and OCSB_TIMELINE naming a
 file, each process of the gateway's tree (the supervisor, the fork server, every worker: the forked ones
 inherit the hook, an exec'd fork server loads it again) appends one line per event to that file:
-`pid ppid monotonic event detail`. CLOCK_MONOTONIC is system-wide, so the bench compares the stamps with its
-own. The events come from the interpreter's audit hooks, so the product is measured unchanged:
+`pid ppid monotonic cpu event detail`. CLOCK_MONOTONIC is system-wide, so the bench compares the stamps with its
+own; `cpu` is the process's CPU seconds so far (user + system; a forked child's count starts at its fork), which
+a busy machine disturbs far less than the wall clock. The events come from the interpreter's audit hooks, so
+the product is measured unchanged:
 
 - `start`: the interpreter and `site` are up (exec -> here is interpreter start-up);
 - `import <module>`: a watched module starts loading (first import only);
@@ -32,7 +34,8 @@ def _install(path: str) -> None:
 
     def stamp(event: str, detail: str = "") -> None:
         try:  # noqa: SIM105 - contextlib would be one more import in every process
-            os.write(fd, f"{os.getpid()} {os.getppid()} {time.monotonic():.6f} {event} {detail}\n".encode())
+            os.write(fd, f"{os.getpid()} {os.getppid()} {time.monotonic():.6f} {time.process_time():.6f} {event} "
+                         f"{detail}\n".encode())
         except OSError:
             pass
 
