@@ -225,6 +225,7 @@ class Supervisor:
         on a thread: the loop meanwhile attaches the fork server and starts the workers."""
         assert self.gateway is not None
         core = await import_in_thread("openclaw_sup.gateway.core")
+        await import_in_thread("openclaw_sup.gateway.connection")  # what the first client's socket runs
         self.core = core.GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway.core = self.core
