@@ -995,8 +995,10 @@ class Supervisor:
         pending = [n for n, s in states.items() if s != State.RUNNING]
         if not self._started and self.booted:  # latched: once started, whatever the workers do later
             self._started = all(r.settled or r.state == State.FAILED for r in self.table)
-            if self._started and self.core is not None and self._loop is not None:
-                self._loop.call_soon(self.core.release_held)
+            if self._started and self._loop is not None:  # held connects answered, READY=1 sent, now
+                if self.core is not None:
+                    self._loop.call_soon(self.core.release_held)
+                self._loop.call_soon(self.notify_state)
         started = self._started
         return {"started": started, "ready": started and not pending, "pending": pending or None,
                 "workers": states}
