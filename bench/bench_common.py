@@ -399,6 +399,7 @@ STARTUP_MILESTONES = (
     ("bound", "supervisor", "gateway port bound"),
     ("forkServerPreloaded", "fork server", "fork server preloaded (its gc.freeze)"),
     ("firstWorkerForked", "fork server", "first worker forked"),
+    ("listening", "supervisor", "clients served: the `gateway listening` log record (ms precision)"),
     ("firstWorkerReady", "worker", "first worker said ready (log record, ms precision)"),
     ("lastWorkerReady", "worker", "last first-start worker said ready: the gateway leaves `starting`"),
     ("httpImport", "supervisor", "gateway.http_app (aiohttp side) starts loading"),
@@ -406,7 +407,8 @@ STARTUP_MILESTONES = (
 
 
 def startup_milestones(stamps: Sequence[Stamp], root: int, port: int, t_spawn: float,
-                       ready_at: Sequence[float] = ()) -> tuple[dict[str, float], dict[str, float]]:
+                       ready_at: Sequence[float] = (), listening_at: Sequence[float] = ()
+                       ) -> tuple[dict[str, float], dict[str, float]]:
     """ms from spawn to each milestone of STARTUP_MILESTONES that the stamps show, for the tree of `root`; and
     the CPU ms its process had spent by then (for the milestones a stamp marks)."""
     cpu: dict[str, float] = {}
@@ -431,6 +433,7 @@ def startup_milestones(stamps: Sequence[Stamp], root: int, port: int, t_spawn: f
         "bound": stamped("bound", lambda s: s.pid == root and s.event == "bind" and s.detail.endswith(f",{port})")),
         "forkServerPreloaded": stamped("forkServerPreloaded", lambda s: s.pid == fs_pid and s.event == "gc.freeze"),
         "firstWorkerForked": first(lambda s: s.ppid == fs_pid and s.event == "child"),
+        "listening": min(listening_at) if listening_at else None,
         "firstWorkerReady": min(ready_at) if ready_at else None,
         "lastWorkerReady": max(ready_at) if ready_at else None,
         "httpImport": stamped("httpImport", lambda s: s.pid == root and s.detail == "openclaw_sup.gateway.http_app"),

@@ -315,8 +315,9 @@ class Ours(Gateway):
             await asyncio.sleep(0.05)  # the first workers' ready records follow the first RPC closely
         await asyncio.sleep(0.1)  # and the last ones' (the log is written in batches)
         ready = log_times(self.gw_log, "ready (pid", offset)
+        listening = log_times(self.gw_log, "gateway listening on", offset)
         res["timeline"], res["timelineCpu"] = startup_milestones(read_timeline(self.timeline_file), self.pid,
-                                                                 self.port, self.t_spawn, ready)
+                                                                 self.port, self.t_spawn, ready, listening)
         return res
 
     def log_tail(self) -> str:
