@@ -64,6 +64,9 @@ LINE_LIMIT = 8192
 EARLY_MAX = 32
 EARLY_EXITS_MAX = 64  # exits read before their spawn was recorded (only while spawns are in flight)
 FS_BOOT_TIMEOUT_S = 60.0
+CORE_LOAD_SWITCH_S = 0.0005
+"""The GIL switch interval while the core loads on its thread: the loop takes the fork server's answers and
+sends the workers' spawns within half a millisecond, not the default 5."""
 FS_RETRY_FIRST_S = 0.5
 FS_RETRY_MAX_S = 30.0
 RESTART_DRAIN_S = 30.0  # an in-place restart gives requests already at a worker this long to finish
@@ -224,8 +227,13 @@ class Supervisor:
         """The gateway core (auth, devices, methods), then clients are served on the bound port. Its modules load
         on a thread: the loop meanwhile attaches the fork server and starts the workers."""
         assert self.gateway is not None
-        core = await import_in_thread("openclaw_sup.gateway.core")
-        await import_in_thread("openclaw_sup.gateway.connection")  # what the first client's socket runs
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(CORE_LOAD_SWITCH_S)
+        try:
+            core = await import_in_thread("openclaw_sup.gateway.core")
+            await import_in_thread("openclaw_sup.gateway.connection")  # what the first client's socket runs
+        finally:
+            sys.setswitchinterval(interval)
         self.core = core.GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway.core = self.core
