@@ -267,25 +267,33 @@ def kill_series(
 RECOVERY_STEPS = (
     ("tReaped", "kill -> fork server reaps w0 (its killpg of the dead group)"),
     ("tAsked", "-> supervisor sends the spawn request (exit read, state machine, backoff 0)"),
-    ("tForked", "-> fork server forks (request read)"),
-    ("tChild", "-> child runs (the fork itself)"),
+    ("tForked", "-> fork server forks, or hands the request to its standby (request read)"),
+    ("tChild", "-> child runs (the fork itself), or the standby has the request"),
     ("tFirstLine", "-> `tiny` starts (worker runtime: bus link, loop, hello)"),
     ("tReported", "-> report reaches the bench (TCP connect + line)"),
 )
 
 
 def add_recovery_steps(records: list[dict[str, Any]], stamps: list[Stamp]) -> None:
-    """Date each recovery's steps from our tree's stamps (bench/timeline/): see RECOVERY_STEPS."""
+    """Date each recovery's steps from our tree's stamps (bench/timeline/): see RECOVERY_STEPS. A replacement
+    forked before the kill was the fork server's standby: its steps are the hand-off (the fork server's
+    `sendmsg`) and the standby opening its output pipe."""
     for rec in records:
         reaped = next((s for s in stamps if s.event == "killpg" and s.detail == str(rec["oldPid"])), None)
         child = next((s for s in stamps if s.event == "child" and s.pid == rec["newPid"]), None)
         if reaped is None or child is None:
             continue
-        asked = next((s for s in stamps if s.event == "sendmsg" and s.t >= reaped.t), None)
-        forked = next((s for s in stamps if s.event == "fork" and s.pid == child.ppid and s.t <= child.t
-                       and s.t >= (asked.t if asked else reaped.t)), None)
+        asked = next((s for s in stamps if s.event == "sendmsg" and s.t >= reaped.t and s.pid != child.ppid), None)
+        after = asked.t if asked else reaped.t
+        rec["standby"] = child.t < rec["tKill"]
+        if rec["standby"]:
+            forked = next((s for s in stamps if s.event == "sendmsg" and s.pid == child.ppid and s.t >= after), None)
+            child = next((s for s in stamps if s.event == "stdout" and s.pid == rec["newPid"]), None)
+        else:
+            forked = next((s for s in stamps if s.event == "fork" and s.pid == child.ppid and s.t <= child.t
+                           and s.t >= after), None)
         rec.update(tReaped=reaped.t, tAsked=asked.t if asked else None, tForked=forked.t if forked else None,
-                   tChild=child.t)
+                   tChild=child.t if child else None)
 
 
 # ==================================================================================== bus
@@ -433,11 +441,13 @@ def _ours_tree_note(mem: dict[str, Any]) -> str:
     workers = [d for pid, d in parts.items() if pid in bench_pids]
     others = [d for pid, d in parts.items() if pid not in bench_pids]
     forkserver = [d for d in others if "forkserver" in d["name"]]
-    extra = [d for d in others if d not in forkserver]
+    standby = [d for d in others if "standby" in d["name"]]
+    extra = [d for d in others if d not in forkserver and d not in standby]
     note = (
         f"supervisor {fmt(sup['pss'] / MB)} MB PSS, fork server "
-        f"{', '.join(fmt(d['pss'] / MB) for d in forkserver) or '-'} MB, workers w0..w4 "
-        f"{', '.join(fmt(d['pss'] / MB) for d in workers)} MB PSS each"
+        f"{', '.join(fmt(d['pss'] / MB) for d in forkserver) or '-'} MB, "
+        + (f"its standby {', '.join(fmt(d['pss'] / MB) for d in standby)} MB, " if standby else "")
+        + f"workers w0..w4 {', '.join(fmt(d['pss'] / MB) for d in workers)} MB PSS each"
     )
     if extra:
         names = ", ".join(
@@ -463,7 +473,9 @@ def _print_recovery_steps(title: str, kills: list[dict[str, Any]]) -> None:
         prev = field
     s = summarize([(k["tReported"] - k["tKill"]) * 1000 for k in dated])
     rows.append(["= kill -> replacement reported", *(fmt(s[c], 2) for c in ("p50", "p90", "p99", "min", "max"))])
-    print_table(f"{title} recovery, step by step (ms; {len(dated)} kills dated by the tree's own stamps)",
+    standby = sum(bool(k.get("standby")) for k in dated)
+    print_table(f"{title} recovery, step by step (ms; {len(dated)} kills dated by the tree's own stamps, {standby} "
+                "taken by a standby)",
                 ["step", "p50", "p90", "p99", "min", "max"], rows)
 
 

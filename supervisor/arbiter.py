@@ -69,6 +69,7 @@ RESTART_DRAIN_S = 30.0  # an in-place restart gives requests already at a worker
 RESTART_SETTLE_S = 60.0  # a request for a worker made during an in-place restart waits this long for it
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RESTART_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1)
+SpawnAsk = tuple[asyncio.Future[int], int, int] | Exception
 IGNORED_SIGNALS = (signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
                    signal.SIGTRAP, signal.SIGSYS, getattr(signal, "SIGSTKFLT", signal.SIGTRAP),
                    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
@@ -319,6 +320,7 @@ class Supervisor:
         for err in boot.get("errors", []):
             self.log("error", f"fork server: {err}")
         self.available_kinds = set(boot.get("kinds", []))
+        fs.standby(self.settings.fork_server.standbys)
         if self.fs_problem is not None:
             self.log("info", f"fork server back (pid {fs.pid}); starting the workers that waited for it")
         self.fs_problem = None
@@ -387,18 +389,23 @@ class Supervisor:
         rec.retry_at = None
         rec.fire(event)
         rec.begin_spawn()
-        self.spawn_task(self._spawn(rec), f"spawn of {rec.name}")
+        asked = self._ask_fork(rec.spec) if self._fs_settled is not None and self._fs_settled.is_set() else None
+        self.spawn_task(self._spawn(rec, asked), f"spawn of {rec.name}")
 
-    async def _spawn(self, rec: WorkerRecord) -> None:
-        """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy."""
+    async def _spawn(self, rec: WorkerRecord, asked: SpawnAsk | None = None) -> None:
+        """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy.
+
+        With a fork server up, `_start` has already sent the request (`asked`): a restart's request leaves in the
+        same loop step as the exit that caused it, ahead of the log flush and whatever else is queued."""
         assert self._fs_settled is not None
-        if not self._fs_settled.is_set():
-            await self._fs_settled.wait()
-        spec = rec.spec
+        if asked is None:
+            if not self._fs_settled.is_set():
+                await self._fs_settled.wait()
+            asked = self._ask_fork(rec.spec)
         try:
-            if self.fs_problem is not None:
-                raise ForkServerError(f"no fork server: {self.fs_problem}")
-            pid, out_r, err_r = await self._fork(spec)
+            if isinstance(asked, Exception):
+                raise asked
+            pid, out_r, err_r = await self._forked(*asked)
         except Exception as exc:
             self._spawn_failed(rec, exc)
             return
@@ -412,7 +419,7 @@ class Supervisor:
         inc.pipes = [OutputPipe(out_r, lambda text: self._output_line(rec, inc, "info", text)),
                      OutputPipe(err_r, lambda text: self._output_line(rec, inc, "error", text))]
         self.log("info", f"worker {rec.name} spawned (pid {pid})")
-        self._arm(rec, inc, spec.liveness.start_timeout_ms / 1000)
+        self._arm(rec, inc, rec.spec.liveness.start_timeout_ms / 1000)
         early, rec.early = rec.early, []
         for msg in early:
             if msg.get("pid") == pid:
@@ -421,22 +428,30 @@ class Supervisor:
         if status is not None:
             self._on_exit(pid, status)
 
-    async def _fork(self, spec: WorkerSpec) -> tuple[int, int, int]:
-        """(pid, stdout reader, stderr reader) of a new worker; nothing stays open if it fails."""
+    def _ask_fork(self, spec: WorkerSpec) -> SpawnAsk:
+        """Send the fork server a spawn request with the worker's output pipes: (the pid's future, stdout reader,
+        stderr reader), or the error that stopped it (nothing stays open then)."""
         fds: list[int] = []
         try:
+            if self.fs_problem is not None:
+                raise ForkServerError(f"no fork server: {self.fs_problem}")
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             fds += (out_r, out_w)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             fds += (err_r, err_w)
             fut = self.fs.spawn(spec.name, spec.kind, spec.options, self.paths.bus_endpoint,
                                 spec.liveness.heartbeat_interval_ms, out_w, err_w)
-        except BaseException:
+        except Exception as exc:
             for fd in fds:
                 os.close(fd)
-            raise
+            return exc
         os.close(out_w)
         os.close(err_w)
+        return fut, out_r, err_r
+
+    @staticmethod
+    async def _forked(fut: asyncio.Future[int], out_r: int, err_r: int) -> tuple[int, int, int]:
+        """(pid, stdout reader, stderr reader) of the new worker; the readers are closed if it fails."""
         try:
             return await fut, out_r, err_r
         except BaseException:

@@ -121,6 +121,11 @@ class ForkServer:
         with contextlib.suppress(OSError):
             self.sock.send(orjson.dumps({"op": "signal", "pid": pid, "sig": int(sig)}))
 
+    def standby(self, count: int) -> None:
+        """Ask for `count` pre-forked standby processes (workers/forkserver.py), so a respawn costs no fork."""
+        with contextlib.suppress(OSError):
+            self.sock.send(orjson.dumps({"op": "standby", "count": count}))
+
     def quit(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.send(b'{"op":"quit"}')

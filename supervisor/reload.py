@@ -153,4 +153,6 @@ class ConfigReloader:
         if "logging" in decision.apply_in_place:
             sup.apply_logging(new_cfg.get("logging") or {})
         await sup.apply_worker_plan(decision.workers)
+        if settings.fork_server != sup.settings.fork_server:
+            sup.fs.standby(settings.fork_server.standbys)
         sup.gateway_cfg, sup.settings = applied, settings
