@@ -8,6 +8,7 @@ supervisor -> fork server
 fork server -> supervisor
     {"op": "spawned", "seq", "name", "pid"} | {"op": "spawn_failed", "seq", "name", "error"}
     {"op": "exit", "pid", "status"}    raw wait status, decoded by `describe_status`
+    {"op": "standbys", "pids"}         the standby processes now waiting (none is a worker until it is spawned)
     {"op": "boot", "pid", "errors"}    the fork server is serving; kind modules that failed to import
 """
 

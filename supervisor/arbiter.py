@@ -27,7 +27,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -603,18 +603,30 @@ class Supervisor:
         rec.fire(Event.EXIT)
         ran_for = now - inc.ready_at if inc.ready_at else None
         why = inc.last_error
-        self._stability("worker.exited", worker=rec.name, pid=pid, exit=inc.exit["text"], reason=why,
-                        ranForMs=round(ran_for * 1000) if ran_for is not None else None)
-        self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
-                         + (f": {why}" if why else ""))
-        self._after_crash(rec, ran_for)
 
-    def _after_crash(self, rec: WorkerRecord, ran_for: float | None) -> None:
+        def said() -> None:
+            self._stability("worker.exited", worker=rec.name, pid=pid, exit=inc.exit["text"], reason=why,
+                            ranForMs=round(ran_for * 1000) if ran_for is not None else None)
+            self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
+                             + (f": {why}" if why else ""))
+
+        self._after_crash(rec, ran_for, said)
+
+    def _after_crash(self, rec: WorkerRecord, ran_for: float | None, said: Callable[[], None] = lambda: None) -> None:
+        """The restart policy's answer to an exit; `said` records the exit, after an immediate respawn's request
+        has left (the log line costs more than the request) and before anything else is logged."""
         if self.stopping or not rec.wanted:
+            said()
             rec.fire(Event.STOP)
             return
         now = time.monotonic()
         delay = rec.policy.on_exit(now, ran_for)
+        if delay is not None and delay <= 0:
+            rec.fire(Event.RETRY_LATER)
+            self._retry(rec)
+            said()
+            return
+        said()
         loop = asyncio.get_running_loop()
         if delay is None:
             rec.fire(Event.GIVE_UP)
@@ -627,11 +639,8 @@ class Supervisor:
             rec.timer = loop.call_later(retry, self._retry, rec)
             return
         rec.fire(Event.RETRY_LATER)
-        if delay <= 0:
-            self._retry(rec)
-        else:
-            rec.retry_at = now + delay
-            rec.timer = loop.call_later(delay, self._retry, rec)
+        rec.retry_at = now + delay
+        rec.timer = loop.call_later(delay, self._retry, rec)
 
     def _retry(self, rec: WorkerRecord) -> None:
         rec.timer = None
@@ -1000,7 +1009,7 @@ class Supervisor:
                 "busDropped": bus.dropped if bus else 0, "stopping": self.stopping,
                 "started": self.readiness()["started"],
                 "booted": self.booted,
-                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem},
+                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem, "standbys": self.fs.standby_pids},
                 "port": self.gateway.admission.snapshot() if self.gateway is not None else None,
                 "fds": {**self.fds, "spares": self.spares.held if self.spares else 0,
                         "sparesLent": self.spares.lent if self.spares else 0},

@@ -48,6 +48,7 @@ class ForkServer:
         self.booted: asyncio.Future[dict[str, Any]] | None = None
         self.alive = True
         self.status: int | None = None
+        self.standby_pids: list[int] = []
 
     # -- starting ------------------------------------------------------------------------------------
 
@@ -161,6 +162,8 @@ class ForkServer:
                 fut.set_result(int(msg["pid"]))
             else:
                 fut.set_exception(ForkServerError(str(msg.get("error"))))
+        elif op == "standbys" and isinstance(msg.get("pids"), list):
+            self.standby_pids = [int(p) for p in msg["pids"] if isinstance(p, int)]
         elif op == "boot" and self.booted is not None and not self.booted.done():
             self.booted.set_result(msg)
 

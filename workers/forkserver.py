@@ -134,7 +134,11 @@ class ForkServerLoop:
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ, "ctl")
         sel.register(self.wake_r, selectors.EVENT_READ, "chld")
+        told: list[int] = []
         while True:
+            if told != list(self.standbys):
+                told = list(self.standbys)
+                self._send({"op": "standbys", "pids": told})
             due = self.standby_due
             for key, _ in sel.select(None if due is None else max(0.0, due - time.monotonic())):
                 if key.data == "chld":
