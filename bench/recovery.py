@@ -58,11 +58,13 @@ from bench_managers import (
 
 from openclaw_sup.ipc.control import ControlError, call
 
-PEERS = ("ours", "ours-tree", "ours-base", "circus", "circus-fast", "supervisord")
-OURS = ("ours", "ours-tree", "ours-base")
+PEERS = ("ours", "ours-tree", "ours-tree-nostandby", "ours-base", "circus", "circus-fast", "supervisord")
+OURS = ("ours", "ours-tree", "ours-tree-nostandby", "ours-base")
+NO_STANDBY = {"forkServer": {"standbys": 0}}
 TITLES = {
     "ours": Ours.title,
     "ours-tree": "openclaw-sup (this tree, installed)",
+    "ours-tree-nostandby": "openclaw-sup (this tree, installed, standbys 0)",
     "ours-base": "openclaw-sup (baseline, installed)",
     "circus": Circus.title,
     "circus-fast": CircusFast.title,
@@ -106,9 +108,10 @@ def make_manager(key: str, port: int, args: argparse.Namespace) -> Manager:
     env = bytecode_env(args.cache / "pycache")
     if key == "ours":
         return Ours(port, args.keep_tmp, env)
-    if key in ("ours-tree", "ours-base"):
+    if key in ("ours-tree", "ours-tree-nostandby", "ours-base"):
         bindir = ensure_install(args.cache, args.baseline if key == "ours-base" else None)
-        return Ours(port, args.keep_tmp, env, bindir=bindir, title=TITLES[key])
+        return Ours(port, args.keep_tmp, env, bindir=bindir, title=TITLES[key],
+                    tuning=NO_STANDBY if key == "ours-tree-nostandby" else None)
     if key in ("circus", "circus-fast"):
         bindir = ensure_peer(args.cache, "circus")
         return (Circus if key == "circus" else CircusFast)(port, bindir, args.keep_tmp, env)
