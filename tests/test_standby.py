@@ -7,6 +7,7 @@ one that keeps dying before its request is given up (respawns then fork as befor
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -103,4 +104,27 @@ def test_a_standby_that_keeps_dying_is_given_up_and_respawns_still_fork(gateway_
     os.kill(victim, signal.SIGKILL)
     respawned(gw, "victim", victim)
     assert gw.worker("victim")["restarts"] == 1
+    assert gw.stop() == 0
+
+
+def test_a_standby_forked_before_a_kind_module_loaded_is_replaced_not_used(gateway_factory) -> None:
+    """The browser kind's module loads in the fork server only when a browser worker is first wanted: the standby
+    forked before that lacks its pages, so the browser worker is forked, that standby dropped, and the next one
+    (forked after the load) is what the following respawn takes."""
+    gw = gateway_factory({**FAST, "workers": {"victim": {"kind": "sleeper"}}}, config={"browser": {"enabled": False}})
+    gw.start()
+    stale = one_standby(gw)
+    path = gw.state_dir / "openclaw.json"
+    cfg = json.loads(path.read_text())
+    cfg["browser"] = {"enabled": True}
+    path.write_text(json.dumps(cfg))
+    browser = wait_for(lambda: (w := {x["name"]: x for x in gw.status()["workers"]}.get("browser"))
+                       and w["state"] == "running" and w["pid"], 20,
+                       what="the browser worker started by the config edit")
+    assert browser != stale, "a standby without the browser module's pages became the browser worker"
+    fresh = one_standby(gw, other_than=stale)
+    assert not psutil.pid_exists(stale) or psutil.Process(stale).status() == psutil.STATUS_ZOMBIE
+    victim = gw.worker("victim")["pid"]
+    os.kill(victim, signal.SIGKILL)
+    assert respawned(gw, "victim", victim)["pid"] == fresh
     assert gw.stop() == 0

@@ -180,7 +180,8 @@ class ForkServerLoop:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, int(req.get("sig", signal.SIGKILL)))
         elif op == "standby":
-            self.standbys_wanted = max(0, int(req.get("count", 0)))
+            count = req.get("count")
+            self.standbys_wanted = count if isinstance(count, int) and count > 0 else 0
             self.standby_failures = 0
             for standby in list(self.standbys.values())[self.standbys_wanted:]:
                 self._drop_standby(standby)

@@ -205,7 +205,8 @@ class WorkerContext:
         """The first beat follows `ready` (or one interval after the start, whichever comes first): the start-up
         itself goes first, `hello` already told the supervisor the worker is alive."""
         if self._hb is None and not self.stopping.is_set():
-            self._hb = asyncio.get_running_loop().create_task(self._heartbeats(self._hb_interval))
+            with contextlib.suppress(RuntimeError):  # no running loop: `_amain` starts them one interval in
+                self._hb = asyncio.get_running_loop().create_task(self._heartbeats(self._hb_interval))
 
     async def _heartbeats(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
