@@ -291,7 +291,8 @@ def add_recovery_steps(records: list[dict[str, Any]], stamps: list[Stamp]) -> No
         rec["standby"] = child.t < rec["tKill"]
         if rec["standby"]:
             forked = next((s for s in stamps if s.event == "sendmsg" and s.pid == child.ppid and s.t >= after), None)
-            child = next((s for s in stamps if s.event == "stdout" and s.pid == rec["newPid"]), None)
+            child = next((s for s in stamps if s.event == "stdout" and s.pid == rec["newPid"]  # not its rehearsal
+                          and s.t >= (forked.t if forked else after)), None)
         else:
             forked = next((s for s in stamps if s.event == "fork" and s.pid == child.ppid and s.t <= child.t
                            and s.t >= after), None)

@@ -171,7 +171,7 @@ class ForkServerLoop:
                 os.close(fd)
             return True
         if op == "spawn":
-            self._spawn(req, fds)
+            self._spawn(req, fds, data)
             for fd in fds:
                 os.close(fd)
         elif op == "signal":
@@ -196,7 +196,7 @@ class ForkServerLoop:
 
     # -- spawning ------------------------------------------------------------------------------------
 
-    def _spawn(self, req: dict[str, Any], fds: list[int]) -> None:
+    def _spawn(self, req: dict[str, Any], fds: list[int], data: bytes) -> None:
         from openclaw_sup.workers import registry
 
         try:
@@ -206,7 +206,7 @@ class ForkServerLoop:
                         "error": f"cannot import worker kind {req.get('kind')!r}: {type(exc).__name__}: {exc}"})
             return
         self._standbys_later(STANDBY_QUIET_S)
-        pid = self._hand_to_standby(req, fds)
+        pid = self._hand_to_standby(data, fds)
         if pid is None:
             self._freeze_for_fork()
             try:
@@ -334,15 +334,15 @@ class ForkServerLoop:
         finally:
             os._exit(code)
 
-    def _hand_to_standby(self, req: dict[str, Any], fds: list[int]) -> int | None:
-        """Pass the request and its fds to an up-to-date standby; its pid, or None when there is none."""
+    def _hand_to_standby(self, data: bytes, fds: list[int]) -> int | None:
+        """Pass the request (as received) and its fds to an up-to-date standby; its pid, or None when there is none."""
         while self.standbys:
             standby = self.standbys.pop(next(iter(self.standbys)))
             if standby.modules != len(sys.modules):
                 self._drop_standby(standby)
                 continue
             try:
-                socket.send_fds(standby.sock, [orjson.dumps(req)], fds)
+                socket.send_fds(standby.sock, [data], fds)
             except OSError:
                 self._drop_standby(standby)
                 continue
