@@ -49,6 +49,8 @@ PRELOAD = ("setproctitle", "openclaw_sup.workers.runtime")
 
 STANDBY_QUIET_S = 0.2
 """A used standby is replaced once no spawn came for this long: the new worker's start-up goes first."""
+STANDBY_AFTER_BOOT_S = 1.0
+"""The first standby is forked this long after the supervisor asks for it: out of the way of the gateway's start."""
 STANDBY_FAILURES_MAX = 3
 """Standbys that die before their first request, in a row, after which the fork server stops making them."""
 
@@ -185,7 +187,7 @@ class ForkServerLoop:
             self.standby_failures = 0
             for standby in list(self.standbys.values())[self.standbys_wanted:]:
                 self._drop_standby(standby)
-            self._standbys_later(0.0)
+            self._standbys_later(STANDBY_AFTER_BOOT_S)
         elif op == "quit":
             return False
         return True
@@ -280,9 +282,13 @@ class ForkServerLoop:
     # -- standbys ------------------------------------------------------------------------------------
 
     def _standbys_later(self, delay: float) -> None:
-        """Top the standbys up `delay` from now (pushed back by each spawn while spawns keep coming)."""
-        wanted = self.standbys_wanted and self.standby_failures < STANDBY_FAILURES_MAX
-        self.standby_due = time.monotonic() + delay if wanted else None
+        """Top the standbys up `delay` from now or at the time already set, whichever is later (each spawn pushes
+        it back while spawns keep coming)."""
+        if not self.standbys_wanted or self.standby_failures >= STANDBY_FAILURES_MAX:
+            self.standby_due = None
+            return
+        due = time.monotonic() + delay
+        self.standby_due = due if self.standby_due is None else max(self.standby_due, due)
 
     def _fill_standbys(self) -> None:
         self.standby_due = None
