@@ -12,11 +12,19 @@ database) and on an existing one.
 The floor is the same four calls on two plain tables (messages, runs): the layout openclaw-sup wrote before it
 used upstream's agent database, which the real CLI cannot read. The difference is what upstream's format costs:
 its indexes, triggers and projection tables (the turn writes one transaction of about 25 pages).
+
+Then the turns as the worker writes them in a burst (workers/agent/groupcommit.py): `--group` turns at a time,
+each started and given its context, their questions and answers in one transaction (`group`), their ends in
+another (`group_runs`). Printed: CPU per turn, and two counts that do not depend on the machine's load, SQL
+statements per turn on each database (the trigger programs they run included) and WAL pages written per turn
+(agent database and runs side file). To compare builds, run this file with another build's interpreter, e.g.
+`~/.cache/openclaw-sup-bench/ours-<sha>/bin/python bench/agent_store.py` (bench/bench_managers.py installs them).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import tempfile
 import time
@@ -89,6 +97,41 @@ def turns(store: Any, n: int, sessions: int) -> dict[str, float]:
     return spent
 
 
+def burst(root: Path, n: int, sessions: int, group: int) -> tuple[float, dict[str, float], dict[str, float]]:
+    """CPU per turn, statements per turn (by database) and WAL pages per turn (by file), over `n` turns written
+    `group` at a time after as many turns of warm-up."""
+    store = AgentStore(db_path(root, "main"), "main", root)
+    store.checkpointer.stop()  # every page a turn writes stays in the WAL, where it is counted
+    conns = {"agent": store.db, "runs": store.side, "state": store.state}
+    statements: collections.Counter[str] = collections.Counter()
+
+    def turns(first: int) -> None:
+        batch = [steps(store, i, sessions) for i in range(first, first + group)]
+        for start, context, _append, _finish in batch:
+            start()
+            context()
+        store.group([append for _start, _context, append, _finish in batch])
+        store.group_runs([finish for *_rest, finish in batch])
+
+    for first in range(0, n, group):
+        turns(first)
+    for db in conns.values():
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # the WAL keeps every frame written, counted below
+    for name, db in conns.items():
+        db.set_trace_callback(lambda _sql, name=name: statements.update([name]))
+    cpu = time.process_time()
+    for first in range(n, 2 * n, group):
+        turns(first)
+    cpu = time.process_time() - cpu
+    for db in conns.values():
+        db.set_trace_callback(None)
+    pages = {name: conns[name].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] / n
+             for name in ("agent", "runs")}
+    store.close()
+    return cpu / n * 1e6, {name: statements[name] / n for name in conns}, pages
+
+
 def line(name: str, values: list[float], unit: str) -> None:
     print(f"  {name:<34} median {statistics.median(values):8.1f} {unit}  min {min(values):8.1f}  "
           f"max {max(values):8.1f}")
@@ -99,11 +142,21 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=1000)
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--group", type=int, default=3, help="turns per group commit in the burst (the worker's under "
+                                                        "bench/channels.py's Telegram burst: 2-3)")
     args = ap.parse_args()
     per_turn: dict[str, dict[str, list[float]]] = {"upstream": {p: [] for p in (*PHASES, "total")},
                                                     "floor": {p: [] for p in (*PHASES, "total")}}
     opened: dict[str, list[float]] = {"fresh": [], "fresh wall": [], "existing": []}
+    grouped: dict[str, list[float]] = collections.defaultdict(list)
     for _rep in range(args.reps):
+        with tempfile.TemporaryDirectory(prefix="bench-agent-store-") as tmp:
+            cpu, statements, pages = burst(Path(tmp), args.turns, args.sessions, args.group)
+            grouped["cpu"].append(cpu)
+            for name, value in statements.items():
+                grouped[f"statements {name}"].append(value)
+            for name, value in pages.items():
+                grouped[f"WAL pages {name}"].append(value)
         with tempfile.TemporaryDirectory(prefix="bench-agent-store-") as tmp:
             root = Path(tmp)
             t, c = time.perf_counter(), time.process_time()
@@ -128,6 +181,10 @@ def main() -> None:
     line("fresh state dir (creates it), CPU", opened["fresh"], "ms")
     line("fresh state dir (creates it), wall", opened["fresh wall"], "ms")
     line("existing database, CPU", opened["existing"], "ms")
+    print(f"a burst: {args.turns} turns written {args.group} at a time (group commit), after as many (per turn)")
+    line("CPU", grouped["cpu"], "us")
+    for name in sorted(k for k in grouped if k != "cpu"):
+        line(name, grouped[name], "")
 
 
 if __name__ == "__main__":

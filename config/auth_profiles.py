@@ -8,6 +8,7 @@ Import-light: the CLI uses it. Nothing here ever prints or logs a secret.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -21,8 +22,9 @@ FILE_NAME = "auth-profiles.json"
 MANUAL = "manual"
 
 
+@functools.lru_cache(maxsize=64)
 def profiles_path(state_dir: Path, agent_id: str = "main") -> Path:
-    return state_dir / "agents" / agent_id / "agent" / FILE_NAME
+    return state_dir.joinpath("agents", agent_id, "agent", FILE_NAME)
 
 
 def env_var(provider: str) -> str:
@@ -41,6 +43,26 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
+_parsed: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def _profiles(path: Path) -> dict[str, Any]:
+    """The file's profiles, parsed again only when it changed (a stat instead of a read on every model call); the
+    real CLI and `store_token` replace it atomically, so a new inode, size or mtime says it did."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        _parsed.pop(path, None)
+        return {}
+    signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = _parsed.get(path)
+    if hit is None or hit[0] != signature:
+        if len(_parsed) >= 64:
+            _parsed.clear()
+        hit = _parsed[path] = (signature, load(path)["profiles"])
+    return hit[1]
+
+
 def _secret_of(profile: Any) -> str | None:
     if not isinstance(profile, dict):
         return None
@@ -56,7 +78,7 @@ def find(state_dir: Path, provider: str, agent_id: str = "main") -> tuple[str, s
     if agent_id != "main":
         paths.append(profiles_path(state_dir, "main"))
     for path in paths:
-        profiles = load(path)["profiles"]
+        profiles = _profiles(path)
         order = sorted(profiles, key=lambda pid: (not pid.endswith(f":{MANUAL}"), pid))
         for pid in order:
             prof = profiles[pid]

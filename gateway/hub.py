@@ -160,7 +160,7 @@ class Hub:
     def broadcast(self, event: str, payload: Any, *, scope: str | None = None, with_state: bool = False,
                   only: Callable[[Connection], bool] | None = None) -> int:
         """Queue an event for every socket allowed to see it; returns how many got it."""
-        if self.closing and event != "shutdown":
+        if (self.closing and event != "shutdown") or not self.connections:  # no socket: nothing to encode
             return 0
         head, tail = encode_event(event, payload, dict(self.state_version) if with_state else None)
         return _push(list(self.connections), head, tail, scope, only)

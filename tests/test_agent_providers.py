@@ -332,6 +332,26 @@ def test_credentials_precedence_and_store_file(tmp_path: Path) -> None:
     assert ref.api_key == "sk-ref" and ref.base_url == "https://api.anthropic.com"
 
 
+def test_a_credential_changed_on_disk_is_used_by_the_next_call(tmp_path: Path) -> None:
+    """The parsed store is kept between calls, yet a token pasted, replaced (another writer's temp file and
+    rename, as the real CLI writes it) or removed is what the next model call sees."""
+    def key() -> str | None:
+        found = auth_profiles.find(tmp_path, "openai")
+        assert found == auth_profiles.find(tmp_path, "openai", "other")  # another agent falls back to main's file
+        return found[2] if found else None
+
+    assert key() is None
+    path, _pid = auth_profiles.store_token(tmp_path, "openai", "sk-first")
+    assert key() == "sk-first"
+    replaced = path.with_name("auth-profiles.json.tmp")
+    replaced.write_text(json.dumps({"version": 1, "profiles": {"openai:default": {
+        "type": "api_key", "provider": "openai", "key": "sk-other-writer"}}}))
+    replaced.rename(path)
+    assert key() == "sk-other-writer"
+    path.unlink()
+    assert key() is None
+
+
 def test_retry_delay_parsing() -> None:
     assert retry_delay({"retry-after": "2"}, 0) == 2.0
     assert retry_delay({"retry-after-ms": "250", "retry-after": "9"}, 0) == 0.25

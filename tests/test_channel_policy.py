@@ -155,6 +155,9 @@ def test_ingress_dedupes_by_message_id_and_keeps_the_cursor_with_the_messages(tm
     q.finish_inbound("tg:1", "done", [Reply("tg:1:reply", "7", "pong")])  # a replay adds no second reply
     assert [r.out_id for r in q.pending_outbound()] == ["tg:1:reply"]
     assert [r.msg_id for r in q.pending_inbound()] == ["tg:2", "tg:3"]
+    q.admit([("tg:5", "8", {"a": 5}), ("tg:6", "9", {"a": 6})])
+    assert [(r.msg_id, r.payload) for r in q.pending_inbound(busy=["7"])] == [("tg:5", {"a": 5}), ("tg:6", {"a": 6})]
+    assert [r.msg_id for r in q.pending_inbound(limit=2, busy=["7", "8"])] == ["tg:6"]
 
 
 def test_a_send_cut_short_by_a_kill_is_not_resent(tmp_path: Path) -> None:

@@ -191,6 +191,7 @@ def test_grouped_writes_share_one_commit_and_a_failing_one_is_rolled_back_alone(
 
     def broken() -> None:
         store.append("agent:main:c", "user", "half written", "r9")
+        store.append("agent:main:a", "user", "half written too", "r9")  # its kept context must not hold it
         raise RuntimeError("the model's answer could not be encoded")
 
     results = store.group([lambda: store.append_turn("agent:main:a", "q1", "a1", "r1"), broken,

@@ -194,16 +194,12 @@ class AgentService:
             raise RequestError("UNAVAILABLE", "the agent worker is stopping; retry shortly")
         store = self.store(agent_id)
         idem = f"{method}:{key}" if key else None
-        if idem is not None:
-            if idem in self.by_key:
-                return self.by_key[idem]
-            row = store.run(idem)
-            if row is not None:
-                return self.stored_answer(method, row)
+        if idem is not None and idem in self.by_key:
+            return self.by_key[idem]
         run = Run(run_id, method, agent_id, session_key, idem, message, model, timeout_s, heartbeat=heartbeat,
                   route=route, fallbacks=fallbacks)
         if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at, message):
-            row = store.run(idem)
+            row = store.run(idem)  # the key ran before: its stored answer (one statement less for every new key)
             return self.stored_answer(method, row) if row else {"runId": run_id, "status": "error"}
         self.runs[run_id] = run
         self.ctx.stats["activeRuns"] = len(self.runs)

@@ -71,6 +71,7 @@ _TASK_STATUS = {"ok": "succeeded", "error": "failed"}
 TASK_METHOD = "agent"  # the runs upstream records as tasks: `openclaw agent` through the gateway
 RECENT_SESSIONS = 256  # sessions whose recent messages the worker keeps for the model's context
 RECENT_CHARS = 4_000_000  # and at most this much of their text
+STAMPS_KEPT = 4096  # sessions whose transcript stamp is known without reading it
 
 
 def now_ms() -> int:
@@ -179,6 +180,9 @@ class RecentWindows:
         self._entries: dict[str, Window] = {}
         self._held = 0
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
     def get(self, key: str, stamp: Stamp, limit: int) -> list[dict[str, Any]] | None:
         entry = self._entries.get(key)
         if entry is None or entry.stamp != stamp or (len(entry.rows) < limit and not entry.complete):
@@ -190,19 +194,25 @@ class RecentWindows:
         """The last `cap` messages of the transcript stamped `stamp` (fewer when that is all of them)."""
         self._drop(key)
         kept = rows[-cap:]
-        window = Window(stamp, kept, cap, len(rows) < cap, sum(self.size(r) for r in kept))
+        self._keep(key, Window(stamp, kept, cap, len(rows) < cap, sum(self.size(r) for r in kept)))
+
+    def extend(self, key: str, before: Stamp | None, after: Stamp | None, rows: list[dict[str, Any]] | None) -> None:
+        """Our committed append turned the transcript stamped `before` into `after` by adding `rows` (None: rows
+        this window cannot tell apart, so the next context is read again). Only the rows that come and go are
+        measured: a window of 40 long messages is not summed again on every turn."""
+        entry = self._drop(key)
+        if entry is None or before is None or after is None or entry.stamp != before or rows is None:
+            return
+        kept = entry.rows + rows
+        gone, kept = kept[:-entry.cap], kept[-entry.cap:]
+        chars = entry.chars + sum(map(self.size, rows)) - sum(map(self.size, gone))
+        self._keep(key, Window(after, kept, entry.cap, entry.complete and not gone, chars))
+
+    def _keep(self, key: str, window: Window) -> None:
         self._entries[key] = window
         self._held += window.chars
         while self._entries and (len(self._entries) > self.sessions or self._held > self.chars):
             self._drop(next(iter(self._entries)))
-
-    def extend(self, key: str, before: Stamp | None, after: Stamp | None, rows: list[dict[str, Any]] | None) -> None:
-        """Our committed append turned the transcript stamped `before` into `after` by adding `rows` (None: rows
-        this window cannot tell apart, so the next context is read again)."""
-        entry = self._drop(key)
-        if entry is None or before is None or after is None or entry.stamp != before or rows is None:
-            return
-        self.put(key, after, entry.rows + rows, entry.cap)
 
     def _drop(self, key: str) -> Window | None:
         entry = self._entries.pop(key, None)
@@ -253,6 +263,8 @@ class AgentStore:
         self._committed: list[Callable[[], None]] | None = None  # inside `group`: what follows its commit
         self._recent = RecentWindows()  # history rows (`history(..., count=False)`)
         self._context = RecentWindows(size=lambda message: len(message_text(message)))  # `context`: tool rounds too
+        self._stamps: dict[str, Stamp] = {}  # transcripts' stamps as of `_version` (our commits kept them current)
+        self._version: int | None = None  # PRAGMA data_version when `_stamps` were known
         self.checkpointer = sqlitedb.Checkpointer(path)  # every turn writes ~40 pages: checkpoints off the hot path
         sup_layout.import_once(path.parent / sup_layout.SUP_TRANSCRIPTS, "messages", self._import)
 
@@ -323,6 +335,23 @@ class AgentStore:
         """What identifies the session's transcript as it is now (None: no such session)."""
         row = self.db.execute(_TAIL_SQL, (None, key)).fetchone()
         return None if row is None else row[:6]
+
+    def _known_stamp(self, key: str) -> Stamp | None:
+        """`_stamp`, read only when another connection (the real CLI or gateway, or another of ours) committed to
+        the database since it was last known: SQLite's `data_version` moves with every commit but this
+        connection's, and this connection's commits keep the known stamps current (`_extend`)."""
+        (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        if version != self._version:
+            self._stamps.clear()
+            self._version = version
+        stamp = self._stamps.get(key)
+        if stamp is None:
+            stamp = self._stamp(key)
+            if stamp is not None:
+                if len(self._stamps) >= STAMPS_KEPT:
+                    self._stamps.clear()
+                self._stamps[key] = stamp
+        return stamp
 
     def _tail(self, key: str, idem: str | None = None) -> Tail | None:
         """Where the session's transcript ends, read in one statement; None when there is no such session."""
@@ -437,9 +466,20 @@ class AgentStore:
         fails rolled back alone and answered with its error. Every write is on disk when this returns; a commit
         that fails raises, and none of them is."""
         self._committed = committed = []
+
+        def alone(write: Callable[[], Any]) -> Callable[[], Any]:
+            def run() -> Any:
+                mark = len(committed)
+                try:
+                    return write()
+                except BaseException:
+                    del committed[mark:]  # rolled back: what its appends would have kept is not so
+                    raise
+            return run
+
         try:
             with self.db.write():
-                results = _each_in_savepoint(self.db, writes)
+                results = _each_in_savepoint(self.db, [alone(write) for write in writes], committed.clear)
         finally:
             self._committed = None
         for action in committed:
@@ -479,9 +519,14 @@ class AgentStore:
         """The recent windows after our committed append of `events`: a window extended only by messages it
         holds (a history window by plain questions and answers, a context window by any message of the roles it
         replays), else dropped."""
+        if after is not None and key in self._stamps:
+            self._stamps[key] = after
+        else:
+            self._stamps.pop(key, None)
         messages = [event["message"] for _seq, event, _idem, _at in events]
-        self._recent.extend(key, before, after, [_history_row(seq, event["message"], at) for seq, event, _idem, at
-                                                 in events] if all(map(_chat_message, messages)) else None)
+        if key in self._recent:
+            self._recent.extend(key, before, after, [_history_row(seq, event["message"], at) for seq, event, _idem,
+                                                     at in events] if all(map(_chat_message, messages)) else None)
         self._context.extend(key, before, after, messages if all(
             isinstance(m, dict) and m.get("role") in ROLES_WITH_TOOLS for m in messages) else None)
 
@@ -573,7 +618,7 @@ class AgentStore:
         """The last `limit` user/assistant messages before the newest `offset` ones (oldest first), and the total
         (-1 unless `count`: a model's context needs no total)."""
         key = store_key(session_key, self.agent_id)
-        stamp = self._stamp(key)
+        stamp = self._known_stamp(key)
         if stamp is None:
             return [], 0
         recent = not count and offset == 0
@@ -589,7 +634,7 @@ class AgentStore:
         """The last `limit` messages of the session as upstream stores them, tool rounds included (oldest
         first): what the model is given back (workers/agent/toolloop.py replay)."""
         key = store_key(session_key, self.agent_id)
-        stamp = self._stamp(key)
+        stamp = self._known_stamp(key)
         if stamp is None:
             return []
         if (hit := self._context.get(key, stamp, limit)) is not None:
@@ -695,8 +740,24 @@ class AgentStore:
                                (status, error, ended, ended, ended + TASK_RETENTION_MS, summary, _task_id(run_id)))
 
 
-def _each_in_savepoint(db: sqlite3.Connection, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
-    """Each write in a savepoint of the open transaction: one that fails is rolled back alone, its error kept."""
+def _each_in_savepoint(db: sqlite3.Connection, writes: list[Callable[[], Any]],
+                       undo: Callable[[], None] | None = None) -> list[tuple[Any, Exception | None]]:
+    """The writes in the open transaction, one that fails rolled back alone and its error kept. They are made
+    together in one savepoint (two statements for the group, not two for each write); only when one of them
+    fails are they rolled back and made again, each in a savepoint of its own (`undo` first forgets what the
+    first attempt left outside the database)."""
+    if len(writes) > 1:
+        db.execute("SAVEPOINT together")
+        try:
+            together: list[tuple[Any, Exception | None]] = [(write(), None) for write in writes]
+        except Exception:
+            db.execute("ROLLBACK TO together")
+            db.execute("RELEASE together")
+            if undo is not None:
+                undo()
+        else:
+            db.execute("RELEASE together")
+            return together
     results: list[tuple[Any, Exception | None]] = []
     for write in writes:
         db.execute("SAVEPOINT grouped")

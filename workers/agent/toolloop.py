@@ -142,6 +142,15 @@ def replay(transcript: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in transcript:
         role = m.get("role")
         content = m.get("content")
+        if not waiting:  # most of a context: a plain question, a plain answer
+            if role == "user" and isinstance(content, str):
+                out.append({"role": "user", "content": content})
+                continue
+            if role == "assistant" and isinstance(content, list) and len(content) == 1:
+                part = content[0]
+                if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                    out.append({"role": "assistant", "content": part["text"]})
+                    continue
         parts = content if isinstance(content, list) else [{"type": "text", "text": content}] \
             if isinstance(content, str) else []
         text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text")

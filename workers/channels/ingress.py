@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,14 @@ RESENT_SEND = "the worker stopped while sending this reply; resent (the network 
 class InboundRow:
     msg_id: str
     peer: str
-    payload: dict[str, Any]
+    raw: bytes
     attempts: int
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """Decoded when asked: the dispatcher looks at many more pending rows than it starts (a burst's
+        messages wait behind the ones in flight), and decodes only those it starts."""
+        return orjson.loads(self.raw)
 
 
 @dataclass(frozen=True)
@@ -147,11 +154,14 @@ class IngressQueue:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (k, v))
         return added
 
-    def pending_inbound(self, now: float | None = None, limit: int = 200) -> list[InboundRow]:
+    def pending_inbound(self, now: float | None = None, limit: int = 200,
+                        busy: Collection[str] = ()) -> list[InboundRow]:
+        """Due messages in arrival order, but none from a peer in `busy` (one with a message in flight)."""
         now = time.time() if now is None else now
-        return [InboundRow(mid, peer, orjson.loads(p), att) for mid, peer, p, att in self.db.execute(
-            "SELECT msg_id, peer, payload, attempts FROM inbound WHERE state='pending' AND next_at<=? "
-            "ORDER BY seq LIMIT ?", (now, limit))]
+        skip = f" AND peer NOT IN ({','.join('?' * len(busy))})" if busy else ""
+        return [InboundRow(*row) for row in self.db.execute(
+            f"SELECT msg_id, peer, payload, attempts FROM inbound WHERE state='pending' AND next_at<=?{skip} "
+            "ORDER BY seq LIMIT ?", (now, *busy, limit))]
 
     def next_inbound_due(self) -> float | None:
         row = self.db.execute("SELECT MIN(next_at) FROM inbound WHERE state='pending'").fetchone()

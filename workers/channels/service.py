@@ -139,7 +139,10 @@ class ChannelService:
     async def _dispatch_forever(self) -> None:
         while True:
             self._wake_dispatch.clear()
-            for row in self.queue.pending_inbound(limit=CONCURRENCY * 8):
+            free = CONCURRENCY - len(self._inflight)
+            # A burst's messages wait behind the ones in flight: read only what could start now.
+            rows = self.queue.pending_inbound(limit=free * 8, busy=list(self._busy_peers)) if free > 0 else []
+            for row in rows:
                 if len(self._inflight) >= CONCURRENCY:
                     break
                 if row.msg_id in self._inflight or row.peer in self._busy_peers:
