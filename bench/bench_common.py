@@ -29,6 +29,8 @@ from typing import Any
 import psutil
 
 MB = 1024 * 1024
+SERVING = ("running", "idle")
+"""Worker states that count as up: running, or on-demand and not used yet (it starts on its first request)."""
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path.home() / ".cache" / "openclaw-sup-bench"
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench_common import Listener, free_port, kill_leftovers, timeline_env
+from bench_common import SERVING, Listener, free_port, kill_leftovers, timeline_env
 
 from openclaw_sup.ipc.control import ControlError, call
 
@@ -349,12 +349,12 @@ class Ours(Manager):
             except ControlError as exc:
                 self.problems.append(f"openclaw-sup: status failed after the kill series: {exc}")
                 return
-            if all(w["state"] == "running" for w in snap["workers"]) or time.monotonic() > deadline:
+            if all(w["state"] in SERVING for w in snap["workers"]) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         for w in snap["workers"]:
             want = kills if w["name"] == "w0" else 0
-            if w["state"] != "running" or w["restarts"] != want:
+            if w["state"] not in SERVING or w["restarts"] != want:
                 self.problems.append(
                     f"openclaw-sup: after {kills} kills worker {w['name']} is {w['state']} "
                     f"with {w['restarts']} restarts (expected running, {want})"

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import add_output_args, log, publish, summarize
+from bench_common import SERVING, add_output_args, log, publish, summarize
 
 from openclaw_sup.gateway.client import GatewayClient
 from openclaw_sup.ipc.control import ControlError, call
@@ -74,7 +74,7 @@ class BenchGateway:
         while time.monotonic() < deadline:
             with contextlib.suppress(ControlError, OSError, KeyError):
                 snap = call(self.state / "run" / "ctl.sock", "status", timeout=2)
-                if snap["supervisor"]["started"] and any(w["name"] == "browser" and w["state"] == "running"
+                if snap["supervisor"]["started"] and any(w["name"] == "browser" and w["state"] in SERVING
                                                          for w in snap["workers"]):
                     break
             time.sleep(0.05)

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench_common import add_output_args, log, print_problems, publish
+from bench_common import SERVING, add_output_args, log, print_problems, publish
 from gw_client import connect_params
 from sup_harness import HOOK_TOKEN, TOKEN, Supervisor
 
@@ -352,7 +352,7 @@ def main() -> None:
         status = sup.status()
         if sup.pid != pid or status["supervisor"]["pid"] != pid:
             problems.append("the supervisor is not the same process")
-        down = [w["name"] for w in status["workers"] if w["state"] != "running" or workers.get(w["name"]) != w["pid"]]
+        down = [w["name"] for w in status["workers"] if w["state"] not in SERVING or workers.get(w["name"]) != w["pid"]]
         if down:
             problems.append(f"workers restarted or down: {down}")
         lines = sup.log_lines()

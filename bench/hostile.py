@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench_common import add_output_args, log, print_problems, publish, summarize
+from bench_common import SERVING, add_output_args, log, print_problems, publish, summarize
 from gw_client import RpcFailed, connect_params, new_session
 from sup_harness import TOKEN, Supervisor
 
@@ -225,7 +225,7 @@ def main() -> None:
         sup.start()
         phases = asyncio.run(main_async(args, sup))
         final = sup.status()
-        down = [(w["name"], w["state"]) for w in final["workers"] if w["state"] != "running"]
+        down = [(w["name"], w["state"]) for w in final["workers"] if w["state"] not in SERVING]
         if down:
             problems.append(f"workers not running at the end: {down}")
         lines = sup.log_lines()

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import aiohttp
-from bench_common import add_output_args, log, print_problems, publish
+from bench_common import SERVING, add_output_args, log, print_problems, publish
 from hostile import answer, open_ws, why
 from sup_harness import HOOK_TOKEN, TOKEN, Supervisor
 
@@ -209,7 +209,7 @@ def main() -> None:
         time.sleep(2.0)
         soak.samples.append(sup.sample())
         final = sup.status()
-        down = [(w["name"], w["state"]) for w in final["workers"] if w["state"] != "running"]
+        down = [(w["name"], w["state"]) for w in final["workers"] if w["state"] not in SERVING]
         if down:
             problems.append(f"workers not running at the end: {down}")
         lines = sup.log_lines()

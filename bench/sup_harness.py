@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from bench_common import free_port, stop_process, tree_memory
+from bench_common import SERVING, free_port, stop_process, tree_memory
 
 from openclaw_sup.ipc.control import ControlError, call
 
@@ -74,7 +74,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             with contextlib.suppress(ControlError, OSError, ValueError):
                 st = self.status()
-                if st["supervisor"]["started"] and all(w["state"] == "running" for w in st["workers"]):
+                if st["supervisor"]["started"] and all(w["state"] in SERVING for w in st["workers"]):
                     return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited {self.proc.returncode}: {self.stdout.read_text()[-500:]}")

@@ -1,7 +1,8 @@
 """`openclaw-sup status [--json] [--watch]`: the process table, worker by worker.
 
 Standard library only (no typer, asyncio, zmq or rich), so it answers in tens of milliseconds.
-Exit 0 when every wanted worker is running, 1 when any is not (failed, backoff, starting...),
+Exit 0 when every wanted worker is running or idle (on-demand, not used yet), 1 when any is not (failed, backoff,
+starting...),
 2 when no gateway answers (the reason goes to stderr).
 """
 
@@ -16,6 +17,8 @@ import time
 from openclaw_sup.config.paths import NODE_RUN_DIR, resolve_or_report
 from openclaw_sup.ipc.control import ControlError, call
 
+SERVING = ("running", "idle")
+STATE_NOTES = {"idle": " (starts on first use)"}
 COLUMNS = ("NAME", "KIND", "PID", "STATE", "UPTIME", "RESTARTS", "LAST EXIT", "RSS", "CPU%", "HB", "LAST ERROR")
 
 
@@ -38,7 +41,7 @@ def fmt_bytes(n: int | None) -> str:
 
 def exit_code(snapshot: dict[str, object]) -> int:
     started = snapshot["supervisor"].get("started", True)
-    return 0 if started and all(w["state"] == "running" for w in snapshot["workers"]) else 1
+    return 0 if started and all(w["state"] in SERVING for w in snapshot["workers"]) else 1
 
 
 def render(snap: dict[str, object], width: int = 160) -> str:
@@ -49,7 +52,7 @@ def render(snap: dict[str, object], width: int = 160) -> str:
     rows = [COLUMNS]
     for w in snap["workers"]:
         last_exit = (w["lastExit"] or {}).get("text") or "-"
-        state = w["state"] + (f" ({w['retryInS']:.1f}s)" if w.get("retryInS") else "")
+        state = w["state"] + STATE_NOTES.get(w["state"], "") + (f" ({w['retryInS']:.1f}s)" if w.get("retryInS") else "")
         hb = "-" if w["heartbeatAgeS"] is None else f"{w['heartbeatAgeS']:.1f}s"
         cpu = "-" if w["cpuPct"] is None else f"{w['cpuPct']:.1f}"
         rows.append((w["name"], w["kind"], str(w["pid"] or "-"), state, fmt_duration(w["uptimeS"]),

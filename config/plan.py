@@ -140,7 +140,8 @@ def worker_specs(
     base = settings or SupervisorSettings()
 
     def spec(name: str, kind: str, options: dict[str, Any]) -> WorkerSpec:
-        return WorkerSpec(name, kind, options, restart=base.restart, liveness=base.liveness, stop=base.stop)
+        return WorkerSpec(name, kind, options, restart=base.restart, liveness=base.liveness, stop=base.stop,
+                          on_demand=name in base.on_demand)
 
     cron = _dict(cfg.get("cron"))
     agents = _dict(cfg.get("agents"))

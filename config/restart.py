@@ -2,6 +2,8 @@
 the supervisor's workers, the browser worker's Chromium, and channel connections (one `Backoff` rule).
 
     stopped --start--> starting --ready--> running
+    idle    --start--> starting               (an on-demand worker: declared, forked by its first request)
+    idle    --stop---> stopped
     starting|running --stop--> stopping --exit--> stopped
     starting|running --exit--> crashed --retry_later--> backoff --retry--> starting
                                 crashed --give_up-----> failed  --retry--> starting   (slow retries)
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 
 class State(StrEnum):
+    IDLE = "idle"
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -54,6 +57,8 @@ class Event(StrEnum):
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.STOPPED, Event.START): State.STARTING,
+    (State.IDLE, Event.START): State.STARTING,
+    (State.IDLE, Event.STOP): State.STOPPED,
     (State.STARTING, Event.READY): State.RUNNING,
     (State.STARTING, Event.EXIT): State.CRASHED,
     (State.RUNNING, Event.EXIT): State.CRASHED,
@@ -69,11 +74,20 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.FAILED, Event.STOP): State.STOPPED,
 }
 
+INITIAL_STATES = frozenset({State.STOPPED, State.IDLE})
+"""Where a record begins: stopped until started, or idle for an on-demand worker."""
+
 LIVE_STATES = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 """States in which a process exists."""
 
 UNHEALTHY_STATES = frozenset({State.CRASHED, State.BACKOFF, State.FAILED})
 """States in which no process exists but one is wanted."""
+
+SERVING_STATES = frozenset({State.RUNNING, State.IDLE})
+"""States that count as ready: running, or idle until a request starts it."""
+
+WAKING_STATES = frozenset({State.STARTING, State.CRASHED, State.BACKOFF})
+"""States of a worker on its way up: a request for an on-demand one waits through them (bounded)."""
 
 RETRY_STATES = frozenset(src for src, event in TRANSITIONS if event is Event.RETRY)
 """States waiting for their next start (backoff, failed)."""

@@ -13,6 +13,7 @@ openclaw-sup's tuning (restart policy, liveness bounds, bus limits, extra worker
       limits:   { nofile, maxConnections, preauthPerAddress, headTimeoutMs },
       forkServer: { standbys },
       kinds:    ["module.that.registers.kinds"],
+      onDemand: ["browser"],   // workers forked by their first request, not at boot ([] keeps every one eager)
       workers:  { "<name>": { kind, options: {...}, restart: {...}, liveness: {...} } }
     }
 """
@@ -78,6 +79,10 @@ class PortLimits:
     head_timeout_ms: int = 10_000
 
 
+DEFAULT_ON_DEMAND = ("browser",)
+"""The browser idles almost always (it serves browser tool calls and `browser.*`): it costs nothing until used."""
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """One wanted worker: its name (also its bus identity), its kind and its effective settings."""
@@ -88,6 +93,8 @@ class WorkerSpec:
     restart: RestartLimits = RestartLimits()
     liveness: Liveness = Liveness()
     stop: StopLadder = StopLadder()
+    on_demand: bool = False
+    """Declared at boot, forked by the first request routed to it (socket-activation style)."""
 
     @cached_property
     def _digest(self) -> str:
@@ -116,6 +123,7 @@ class SupervisorSettings:
     workers: tuple[WorkerSpec, ...] = ()
     source: str | None = None
     limits: PortLimits = PortLimits()
+    on_demand: tuple[str, ...] = DEFAULT_ON_DEMAND
     fork_server: ForkServerTuning = ForkServerTuning()
 
 
@@ -159,6 +167,10 @@ def parse_settings(data: dict[str, Any], source: str) -> SupervisorSettings:
         kinds = data.get("kinds", [])
         if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
             raise ConfigError("kinds: expected a list of module names")
+        on_demand = data.get("onDemand", list(DEFAULT_ON_DEMAND))
+        if not isinstance(on_demand, list) or not all(isinstance(n, str) for n in on_demand):
+            raise ConfigError('onDemand: expected a list of worker names, e.g. ["browser"] ([] starts every '
+                              "worker at boot)")
         workers = []
         raw_workers = data.get("workers", {})
         if not isinstance(raw_workers, dict):
@@ -177,11 +189,13 @@ def parse_settings(data: dict[str, Any], source: str) -> SupervisorSettings:
                     restart=_section(RestartLimits, restart, w.get("restart"), f"workers.{name}.restart"),
                     liveness=_section(Liveness, liveness, w.get("liveness"), f"workers.{name}.liveness"),
                     stop=_section(StopLadder, stop, w.get("stop"), f"workers.{name}.stop"),
+                    on_demand=name in on_demand,
                 )
             )
     except ConfigError as exc:
         raise ConfigError(where + str(exc)) from None
-    return SupervisorSettings(restart, liveness, stop, bus, tuple(kinds), tuple(workers), source, limits, fork_server)
+    return SupervisorSettings(restart, liveness, stop, bus, tuple(kinds), tuple(workers), source, limits,
+                              tuple(on_demand), fork_server)
 
 
 def settings_path(paths: ProfilePaths, env: dict[str, str] | None = None) -> Path:

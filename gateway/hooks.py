@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from openclaw_sup.config.restart import SERVING_STATES
 from openclaw_sup.gateway import agent_http as ah
 from openclaw_sup.gateway import authn
 from openclaw_sup.gateway import http_common as hc
@@ -291,11 +292,12 @@ class Hooks:
         return {"channel": channel.strip().lower(), "to": to, "accountId": account}
 
     async def _admitted(self) -> bool:
-        """Whether the agent worker runs, waiting up to ADMISSION_S for one that is (re)starting."""
+        """Whether the agent worker runs (or starts on this first use), waiting up to ADMISSION_S for one that is
+        (re)starting."""
         deadline = time.monotonic() + ADMISSION_S
         while True:
             state = (self.core.host.readiness().get("workers") or {}).get(ah.AGENT_WORKER)
-            if state == "running":
+            if state in SERVING_STATES:
                 return True
             if state is None or time.monotonic() >= deadline:
                 return False

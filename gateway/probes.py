@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from openclaw_sup.config.restart import SERVING_STATES
+
 KINDS = {"/health": "live", "/healthz": "live", "/ready": "ready", "/readyz": "ready", "/startup": "startup",
          "/startupz": "startup"}
 METHODS = ("GET", "HEAD")
@@ -73,7 +75,7 @@ def _failing(host: ProbeHost, r: dict[str, Any]) -> list[str]:
     if not r["started"]:
         return ["startup-sidecars"]
     names = (n.split(":")[1] if n.startswith("channel:") else n
-             for n, state in (r.get("workers") or {}).items() if state != "running")
+             for n, state in (r.get("workers") or {}).items() if state not in SERVING_STATES)
     return list(dict.fromkeys(names))
 
 

@@ -1,6 +1,6 @@
 """The supervisor: one class whose lifecycle reads top to bottom.
 
-    run      -> signals, bus, control socket, listener, wanted workers
+    run      -> signals, bus, control socket, listener, wanted workers (on-demand ones idle until `wake`)
     reap     -> exit reports from the fork server drive the state machine (no polling decides restarts)
     manage   -> readiness, heartbeats, start timeouts, RSS ceilings, backoff and slow retries
     reload   -> SIGHUP re-reads the settings and applies a ReloadPlan; SIGUSR1 restarts everything in place
@@ -33,9 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_sup import __version__
+from openclaw_sup.config.browser_state import left_running
 from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
 from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
-from openclaw_sup.config.restart import LIVE_STATES, RETRY_STATES, UNHEALTHY_STATES, Backoff, Event, State
+from openclaw_sup.config.restart import (
+    LIVE_STATES,
+    RETRY_STATES,
+    SERVING_STATES,
+    UNHEALTHY_STATES,
+    WAKING_STATES,
+    Backoff,
+    Event,
+    State,
+)
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
@@ -138,7 +148,7 @@ class Supervisor:
         self.booted = False
         self.router = BusRouter(lookup=lambda name: self.table.get(name), lifecycle=self._worker_message,
                                 events=self.host.worker_event, serve=self.host.serve_worker, log=self.log,
-                                spawn_task=self.spawn_task,
+                                spawn_task=self.spawn_task, wake=self.wake,
                                 max_message_bytes=lambda: self.settings.bus.max_message_bytes)
         self.control: ControlServer | None = None
         self.gateway: GatewayServer | None = None
@@ -196,7 +206,7 @@ class Supervisor:
                          f"{sockets})")
         self._stability("gateway.started", pid=os.getpid(), port=self.opts.port, workers=len(self.specs))
         for spec in self.specs:
-            self._start(self.table.add(spec))
+            self._bring_up(self.table.add(spec))
         self.booted = True
         if self.opts.listen:
             self.reloader.start()
@@ -383,6 +393,51 @@ class Supervisor:
                 self._retry(rec)
 
     # ================================================================ manage: starting
+
+    def _bring_up(self, rec: WorkerRecord) -> None:
+        """A wanted worker starts now, unless it is on-demand: then it stays idle until its first request."""
+        if rec.state != State.IDLE:
+            self._start(rec)
+            return
+        pending = self._boot_work(rec.spec)
+        if pending:
+            self.log("info", f"worker {rec.name} starts now, not on first use: {pending}")
+            self._start(rec)
+            return
+        rec.settled = True
+        self.log("info", f"worker {rec.name} idle: starts on first use")
+
+    def _boot_work(self, spec: WorkerSpec) -> str | None:
+        """Why an on-demand worker must start at boot anyway: a Chromium its predecessor left to sweep or restore."""
+        if spec.kind == "browser":
+            left = left_running(Path(spec.options.get("stateDir") or self.paths.state_dir))
+            if left:
+                return f"Chromium of profile(s) {', '.join(left)} was running when it last stopped"
+        return None
+
+    async def wake(self, name: str, why: str) -> None:
+        """An on-demand worker's first use: start it if idle, then wait until it is ready (at most its start
+        timeout, through crashes and backoff). A worker in no state to come up (stopped, failed) is left to the
+        caller's usual `unavailable` answer."""
+        rec = self.table.get(name)
+        if rec is None or not rec.spec.on_demand or rec.state == State.RUNNING:
+            return
+        if rec.state == State.IDLE and not self.stopping:
+            self.log("info", f"worker {name}: first use ({why}); starting it")
+            self._start(rec)
+        if rec.state not in WAKING_STATES:
+            return
+        bound = rec.spec.liveness.start_timeout_ms / 1000 + 1
+        came = await rec.until(lambda s: s not in WAKING_STATES, bound)
+        if rec.state == State.RUNNING:
+            return
+        if self.table.get(name) not in (rec, None) and not self.stopping:  # a reload replaced it meanwhile
+            return await self.wake(name, why)
+        last = f"; last error: {rec.last_error}" if rec.last_error else ""
+        what = f"is not ready after {bound:g}s (it is {rec.state.value}" if not came else \
+            f"could not start (it is {rec.state.value}"
+        raise MethodError("UNAVAILABLE", f"the {name} worker (started on first use) {what}{last})",
+                          retryable=rec.state != State.FAILED)
 
     def _start(self, rec: WorkerRecord, event: Event = Event.START) -> None:
         rec.cancel_timer()
@@ -655,7 +710,7 @@ class Supervisor:
         """The stop ladder: `stop` on the bus, then SIGTERM, then SIGKILL to the group, each bounded."""
         rec.cancel_timer()
         rec.retry_at = None
-        if rec.state in UNHEALTHY_STATES:
+        if rec.state in UNHEALTHY_STATES or rec.state == State.IDLE:
             rec.fire(Event.STOP)
             return
         if rec.state not in (State.STARTING, State.RUNNING):
@@ -742,18 +797,24 @@ class Supervisor:
             self.table.records.pop(name, None)
         await asyncio.gather(*(self._respawn(spec) for spec in plan.respawn))
         for spec in plan.start:
-            self._start(self.table.add(spec))
+            self._bring_up(self.table.add(spec))
         self.specs = [*(s for s in self.specs if s.name not in plan.stop and
                         s.name not in {r.name for r in plan.respawn}), *plan.respawn, *plan.start]
 
     async def _respawn(self, spec: WorkerSpec) -> None:
+        """A changed spec: the worker is restarted with it, unless it is on-demand and not running (then the new
+        spec waits for its first use)."""
         rec = self.table.records[spec.name]
+        was_up = rec.state not in (State.IDLE, State.STOPPED)
         await self.stop_worker(rec)
         fresh = self.table.add(spec)
         fresh.restarts = rec.restarts
         fresh.history = rec.history
         fresh.previous = rec.current
-        self._start(fresh)
+        if was_up or fresh.state != State.IDLE:
+            self._start(fresh)
+        else:
+            fresh.settled = True
 
     async def rebind(self, gateway_cfg: dict[str, Any], port: int) -> None:
         """Move the listener in place: clients get `shutdown` and 1012, workers are not touched."""
@@ -838,7 +899,7 @@ class Supervisor:
             self.table = ProcessTable(self._state_changed)
             self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
             for spec in self.specs:
-                self._start(self.table.add(spec))
+                self._bring_up(self.table.add(spec))
             await self._drain(lambda: all(r.settled or r.state == State.FAILED for r in self.table),
                               max((s.liveness.start_timeout_ms / 1000 for s in self.specs), default=0.0))
         finally:
@@ -983,7 +1044,7 @@ class Supervisor:
 
     def readiness(self) -> dict[str, Any]:
         states = {r.name: r.state.value for r in self.table}
-        pending = [n for n, s in states.items() if s != State.RUNNING]
+        pending = [n for n, s in states.items() if s not in SERVING_STATES]
         if not self._started and self.booted:  # latched: once started, whatever the workers do later
             self._started = all(r.settled or r.state == State.FAILED for r in self.table)
         started = self._started

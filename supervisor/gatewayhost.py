@@ -46,6 +46,7 @@ class SupervisorHost:
     async def call_worker(self, name: str, method: str, params: dict[str, Any], *, timeout: float,
                           partial: Partial | None = None) -> Any:
         await self.sup.restart_settled()
+        await self.sup.wake(name, method)
         return await self.sup.router.call_worker(name, method, params, timeout=timeout, partial=partial)
 
     def gateway_config(self) -> dict[str, Any]:

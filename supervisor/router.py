@@ -4,9 +4,11 @@
     dispatch    -> hello, ready, hb and log go to the lifecycle; events to the gateway's clients; answers to
                    the request that awaits them; requests to `gateway` to its core; between workers, relayed
     call_worker -> the gateway's request to a worker, correlated by id, bounded in time, cancelled if abandoned
+    wake        -> a request for an on-demand worker that is not running waits for it to start, then goes on
     worker_gone -> a worker exited: whatever it was asked, or was asking, fails now instead of hanging
 
-Both correlation tables are bounded: `_pending` by the callers awaiting it, `_relayed` by RELAYED_MAX per target.
+Both correlation tables are bounded: `_pending` by the callers awaiting it, `_relayed` by RELAYED_MAX per target;
+so are the relayed requests held while their on-demand target starts (`_held`, RELAYED_MAX per target).
 Nothing a worker sends can raise out of `on_bus`.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from openclaw_sup.config.restart import State
@@ -36,7 +38,8 @@ class BusRouter:
     def __init__(self, *, lookup: Callable[[str], WorkerRecord | None], lifecycle: WorkerHandler,
                  events: WorkerHandler, serve: Callable[[str, dict[str, Any]], bool],
                  max_message_bytes: Callable[[], int],
-                 log: Callable[[str, str], None], spawn_task: Callable[[Coroutine[Any, Any, Any], str], None]) -> None:
+                 log: Callable[[str, str], None], spawn_task: Callable[[Coroutine[Any, Any, Any], str], None],
+                 wake: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self._lookup = lookup
         self._lifecycle = lifecycle
         self._events = events
@@ -44,10 +47,12 @@ class BusRouter:
         self._max_message_bytes = max_message_bytes
         self._log = log
         self._spawn_task = spawn_task
+        self._wake = wake
         self.bus: RouterBus | None = None
         self._pending: dict[str, tuple[asyncio.Future[Any], Partial | None, str]] = {}
         self._req_ids = itertools.count(1)
         self._relayed: dict[str, dict[str, str]] = {}  # target worker -> {request id: requesting worker}
+        self._held: dict[str, int] = {}  # on-demand target worker -> relayed requests waiting for it to start
         self._bad: dict[str, int] = {}
 
     def open(self, endpoint: str, limits: BusLimits) -> RouterBus:
@@ -124,6 +129,38 @@ class BusRouter:
         target = msg.get("to")
         if target == "gateway" and msg["kind"] == Kind.REQ and self._serve(rec.name, msg):
             return
+        dest = self._lookup(target) if isinstance(target, str) else None
+        if (dest is not None and msg["kind"] == Kind.REQ and dest.spec.on_demand and dest.state != State.RUNNING
+                and self._wake is not None):
+            if self._held.get(dest.name, 0) >= RELAYED_MAX:
+                self._refuse(rec, msg, MethodError("UNAVAILABLE", f"worker {dest.name} is starting and "
+                                                   f"{RELAYED_MAX} requests already wait for it", retryable=True))
+                return
+            self._held[dest.name] = self._held.get(dest.name, 0) + 1
+            self._spawn_task(self._relay_when_awake(rec, dest.name, msg), f"{msg.get('method')} for {dest.name}")
+            return
+        self._relay(rec, target, msg)
+
+    async def _relay_when_awake(self, rec: WorkerRecord, target: str, msg: dict[str, Any]) -> None:
+        assert self._wake is not None
+        try:
+            await self._wake(target, f"{msg.get('method')} from {rec.name}")
+        except MethodError as exc:
+            self._refuse(rec, msg, exc)
+            return
+        finally:
+            self._held[target] -= 1
+            if not self._held[target]:
+                del self._held[target]
+        self._relay(rec, target, msg)
+
+    def _refuse(self, rec: WorkerRecord, msg: dict[str, Any], exc: MethodError) -> None:
+        if self.bus is not None:
+            self.bus.send(rec.name.encode(), {"kind": Kind.RES, "id": msg.get("id"), "ok": False,
+                                              "error": exc.to_error()})
+
+    def _relay(self, rec: WorkerRecord, target: Any, msg: dict[str, Any]) -> None:
+        assert self.bus is not None
         if isinstance(target, str) and self._lookup(target) is not None:
             fwd = dict(msg)
             fwd.pop("to", None)

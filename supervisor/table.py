@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,7 @@ class WorkerRecord:
     early: list[dict[str, Any]] = field(default_factory=list)
     methods: frozenset[str] = frozenset()  # what the worker said it serves when it became ready
     history: SampleRing = field(default_factory=SampleRing)
+    watchers: list[asyncio.Future[None]] = field(default_factory=list)  # `until` callers, woken on every transition
 
     @property
     def name(self) -> str:
@@ -106,9 +108,29 @@ class WorkerRecord:
     def fire(self, event: Event) -> State:
         self.state = next_state(self.state, event)
         self.since = time.monotonic()
+        for fut in self.watchers:
+            if not fut.done():
+                fut.set_result(None)
+        self.watchers.clear()
         if self.listener is not None:
             self.listener()
         return self.state
+
+    async def until(self, done: Callable[[State], bool], bound: float) -> bool:
+        """Wait (at most `bound` seconds) for a state that satisfies `done`; whether one came."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
+        while not done(self.state):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            fut = loop.create_future()
+            self.watchers.append(fut)
+            try:
+                await asyncio.wait_for(fut, left)
+            except TimeoutError:
+                return done(self.state)
+        return True
 
     @property
     def pid(self) -> int | None:
@@ -152,6 +174,7 @@ class WorkerRecord:
             "lastError": self.last_error,
             "retryInS": round(max(0.0, self.retry_at - now), 3) if self.retry_at else None,
             "digest": self.spec.digest(),
+            "onDemand": self.spec.on_demand,
         }
 
 
@@ -162,7 +185,8 @@ class ProcessTable:
         self.on_change = on_change
 
     def add(self, spec: WorkerSpec) -> WorkerRecord:
-        rec = WorkerRecord(spec=spec, policy=RestartPolicy(spec.restart), listener=self.on_change)
+        rec = WorkerRecord(spec=spec, policy=RestartPolicy(spec.restart), listener=self.on_change,
+                           state=State.IDLE if spec.on_demand else State.STOPPED)
         self.records[spec.name] = rec
         return rec
 

@@ -89,7 +89,9 @@ class Gateway:
         self.port = port or free_port()
         self.log_file = root / "gateway.log"
         self.settings_file = root / "sup.json"
-        self.settings_file.write_text(json.dumps({"kinds": ["sup_test_kinds"], **settings}))
+        # Every worker eager unless the test names on-demand ones: the tests of start-up, restarts and reloads
+        # count on a process per worker; tests/test_on_demand.py covers the default (the browser on first use).
+        self.settings_file.write_text(json.dumps({"kinds": ["sup_test_kinds"], "onDemand": [], **settings}))
         cfg: dict[str, Any] = {"logging": {"file": str(self.log_file)}, **(config or {})}
         cfg["gateway"] = {"mode": "local", **cfg.get("gateway", {}), "port": self.port}
         (self.state_dir / "openclaw.json").write_text(json.dumps(cfg))
@@ -136,8 +138,8 @@ class Gateway:
 
     def wait_all_running(self, timeout: float = 20) -> dict[str, Any]:
         return wait_for(lambda: (s := self.status())["supervisor"]["started"]
-                        and all(w["state"] == "running" for w in s["workers"]) and s, timeout,
-                        what="the gateway started and every worker running")
+                        and all(w["state"] in ("running", "idle") for w in s["workers"]) and s, timeout,
+                        what="the gateway started and every worker running (or idle until its first use)")
 
     def wait_state(self, name: str, state: str, timeout: float = 20) -> dict[str, Any]:
         return wait_for(lambda: (w := self.worker(name))["state"] == state and w, timeout,

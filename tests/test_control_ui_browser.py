@@ -159,6 +159,22 @@ def test_failed_worker_stands_out_with_its_stderr(gateway_factory, context: Any,
     assert not page.query_selector("#workers-table tr.stderr-row")
 
 
+def test_an_idle_on_demand_worker_says_so_and_start_starts_it(gateway_factory, context: Any) -> None:
+    gw = gateway_factory({"kinds": [], "onDemand": ["browser"]}, config={"gateway": {"auth": {"mode": "token",
+                                                                                          "token": TOKEN}}})
+    gw.start()
+    page = context.new_page()
+    sign_in(page, gw)
+    connected(page)
+    row = '#workers-table tr.state-idle[data-worker="browser"]'
+    page.wait_for_selector(row)
+    assert ui_rows(page)["browser"] == {"pid": "\u2013", "state": "idle", "restarts": "0", "kind": "browser"}
+    assert "starts on first use" in page.inner_text(row) and not page.query_selector(f"{row}.unhealthy")
+    page.click(f"{row} button.act-start")
+    page.wait_for_selector('#workers-table tr.state-running[data-worker="browser"]', timeout=15_000)
+    assert ui_rows(page)["browser"]["pid"] == str(gw.worker("browser")["pid"])
+
+
 def test_wrong_secret_says_unauthorized_and_does_not_loop(gateway_factory, context: Any) -> None:
     gw = make_gateway(gateway_factory).start()
     page = context.new_page()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from openclaw_sup.config.restart import (
+    INITIAL_STATES,
     LIVE_STATES,
     RETRY_STATES,
     TRANSITIONS,
@@ -34,7 +35,7 @@ def test_documented_paths_exist() -> None:
 
 
 def test_every_state_is_reachable_and_stoppable() -> None:
-    reachable = {State.STOPPED} | set(TRANSITIONS.values())
+    reachable = set(INITIAL_STATES) | set(TRANSITIONS.values())
     assert reachable == set(State)
     for state in State:
         if state in (State.STOPPED, State.STOPPING):

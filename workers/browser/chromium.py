@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from openclaw_sup.config.browser import BrowserProfile, clear_locks, stale_locks
+from openclaw_sup.config.browser_state import RECORD_FILE
 from openclaw_sup.workers.forkserver import set_parent_death_signal
 from openclaw_sup.workers.procgroup import Tail, process_started, sweep_group
 
@@ -53,7 +54,7 @@ def kill_group(pgid: int) -> None:
 
 
 def record_path(profile: BrowserProfile) -> Path:
-    return profile.user_data_dir.parent / "chromium.json"
+    return profile.user_data_dir.parent / RECORD_FILE
 
 
 def sweep_recorded(profile: BrowserProfile) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config.browser import BrowserProfile, clear_locks, find_browser, stale_locks
+from openclaw_sup.config.browser_state import WANTED_FILE
 from openclaw_sup.config.restart import Event, RestartPolicy, State, next_state
 from openclaw_sup.config.settings import RestartLimits
 from openclaw_sup.workers.browser.cdp import CdpClient, CdpError
@@ -95,7 +96,7 @@ class ProfileRunner:
 
     @property
     def wanted_marker(self) -> Path:
-        return self.profile.user_data_dir.parent / "wanted"
+        return self.profile.user_data_dir.parent / WANTED_FILE
 
     @property
     def pid(self) -> int | None:

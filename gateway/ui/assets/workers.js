@@ -92,12 +92,13 @@
         const buttons = [];
         if (w.state === "running" || w.state === "starting") buttons.push(action("Restart", "workers.restart", w.name));
         if (w.state === "running" || w.state === "starting" || bad) buttons.push(action("Stop", "workers.stop", w.name));
-        if (w.state === "stopped" || bad) buttons.push(action("Start", "workers.start", w.name));
+        if (w.state === "stopped" || w.state === "idle" || bad) buttons.push(action("Start", "workers.start", w.name));
         body.append(h("tr", { class: `worker state-${w.state}${bad ? " unhealthy" : ""}`, dataset: { worker: w.name } },
           h("td", { class: "name", text: w.name }),
           h("td", { text: w.kind }),
           h("td", { class: "pid", text: live ? String(w.pid) : "–" }),
           h("td", {}, h("span", { class: `badge badge-${w.state}`, text: w.state }),
+            w.state === "idle" ? h("span", { class: "muted", text: " starts on first use" }) : null,
             w.retryInS ? h("span", { class: "muted", text: ` retry in ${Math.max(0, w.retryInS - age).toFixed(0)}s` }) : null),
           h("td", { text: live ? fmtDuration((w.uptimeS || 0) + age) : "–" }),
           h("td", { class: "restarts", text: String(w.restarts) }),
