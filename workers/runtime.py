@@ -261,8 +261,8 @@ class Prepared(NamedTuple):
         loop = uvloop.new_event_loop()
         loop.run_until_complete(_rehearsal())
         WorkerContext("standby", "", {}, "", cast(DealerLink, None))
-        with open(1, "w", buffering=1, closefd=False):
-            pass
+        with contextlib.suppress(OSError), open(1, "w", buffering=1, closefd=False):
+            pass  # fd 1 may be closed until the request brings the output pipe: nothing to rehearse then
         return cls(DealerLink.open_socket(), loop)
 
 
