@@ -58,6 +58,8 @@ def test_a_respawn_takes_the_standby_which_then_works_on_the_bus(gateway_factory
     os.kill(victim, signal.SIGKILL)
     back = respawned(gw, "victim", victim)
     assert back["pid"] == first, "the respawn forked instead of taking the standby"
+    log = gw.log_text()  # the exit is logged after the respawn's request left, yet still ahead of the spawn
+    assert log.index(f"worker victim exited (pid {victim}") < log.index(f"worker victim spawned (pid {first})")
     proc = psutil.Process(first)
     assert proc.ppid() == fs
     assert os.getpgid(first) == first, "a worker leads its own process group, standby-born or not"
