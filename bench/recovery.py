@@ -58,13 +58,18 @@ from bench_managers import (
 
 from openclaw_sup.ipc.control import ControlError, call
 
-PEERS = ("ours", "ours-tree", "ours-tree-nostandby", "ours-base", "circus", "circus-fast", "supervisord")
-OURS = ("ours", "ours-tree", "ours-tree-nostandby", "ours-base")
-NO_STANDBY = {"forkServer": {"standbys": 0}}
+PEERS = ("ours", "ours-tree", "ours-tree-nostandby", "ours-tree-atboot", "ours-base", "circus", "circus-fast",
+         "supervisord")
+OURS = ("ours", "ours-tree", "ours-tree-nostandby", "ours-tree-atboot", "ours-base")
+TUNINGS = {"ours-tree-nostandby": {"forkServer": {"standbys": 0}},
+           "ours-tree-atboot": {"forkServer": {"standbyAtBoot": True}}}
+"""This tree with other fork-server settings: no standby at all, or one kept from boot on (by default one is made
+after the first unplanned exit, so the idle sample has none and the first kill forks)."""
 TITLES = {
     "ours": Ours.title,
     "ours-tree": "openclaw-sup (this tree, installed)",
     "ours-tree-nostandby": "openclaw-sup (this tree, installed, standbys 0)",
+    "ours-tree-atboot": "openclaw-sup (this tree, installed, standby from boot)",
     "ours-base": "openclaw-sup (baseline, installed)",
     "circus": Circus.title,
     "circus-fast": CircusFast.title,
@@ -108,10 +113,9 @@ def make_manager(key: str, port: int, args: argparse.Namespace) -> Manager:
     env = bytecode_env(args.cache / "pycache")
     if key == "ours":
         return Ours(port, args.keep_tmp, env)
-    if key in ("ours-tree", "ours-tree-nostandby", "ours-base"):
+    if key in ("ours-tree", "ours-base", *TUNINGS):
         bindir = ensure_install(args.cache, args.baseline if key == "ours-base" else None)
-        return Ours(port, args.keep_tmp, env, bindir=bindir, title=TITLES[key],
-                    tuning=NO_STANDBY if key == "ours-tree-nostandby" else None)
+        return Ours(port, args.keep_tmp, env, bindir=bindir, title=TITLES[key], tuning=TUNINGS.get(key))
     if key in ("circus", "circus-fast"):
         bindir = ensure_peer(args.cache, "circus")
         return (Circus if key == "circus" else CircusFast)(port, bindir, args.keep_tmp, env)
@@ -494,13 +498,13 @@ def spread_rows(results: dict[str, Any], field: str, extra: bool = False) -> lis
     for key, res in results.items():
         title = TITLES[key]
         if "kills" not in res:
-            rows.append([title, f"skipped: {res.get('skipped', 'no data')}"] + [""] * (6 + extra))
+            rows.append([title, f"skipped: {res.get('skipped', 'no data')}"] + [""] * (6 + 2 * extra))
             continue
         s = summarize([k[field] for k in res["kills"]])
         row = [title, *(fmt(s[c]) for c in ("p50", "p90", "p99", "min", "max")), str(s["n"])]
         if extra:
             lo, hi = res["waitRangeS"]
-            row.append(f"{lo:g}-{hi:g}s")
+            row += [fmt(res["kills"][0][field]) if res["kills"] else "", f"{lo:g}-{hi:g}s"]
         rows.append(row)
     return rows
 
@@ -516,7 +520,7 @@ def report(results: dict[str, Any], bus: dict[str, Any] | None, args: argparse.N
     cols = ["manager", "p50", "p90", "p99", "min", "max", "n"]
     print_table(
         f"kill -9 of w0 -> replacement reported to the bench (ms), {args.kills} kills requested",
-        [*cols, "wait"],
+        [*cols, "1st kill", "wait"],  # ours by default forks its first respawn; a standby follows it
         spread_rows(results, "latencyMs", extra=True),
     )
     print_table("kill -9 of w0 -> replacement's first line of code (ms)", cols, spread_rows(results, "firstLineMs"))

@@ -11,7 +11,7 @@ openclaw-sup's tuning (restart policy, liveness bounds, bus limits, extra worker
       stop:     { busTimeoutMs, termTimeoutMs },
       bus:      { maxMessageBytes, rcvHwm, sndHwm },
       limits:   { nofile, maxConnections, preauthPerAddress, headTimeoutMs },
-      forkServer: { standbys },
+      forkServer: { standbys, standbyAtBoot, standbyKeepMs },
       kinds:    ["module.that.registers.kinds"],
       onDemand: ["browser"],   // workers forked by their first request, not at boot ([] keeps every one eager)
       workers:  { "<name>": { kind, options: {...}, restart: {...}, liveness: {...} } }
@@ -110,7 +110,13 @@ class WorkerSpec:
 class ForkServerTuning:
     standbys: int = 1
     """Processes the fork server keeps forked and half started, so a respawn skips the fork and the common set-up
-    (about 3 ms of a recovery); each costs the memory of an idle process's own pages (~2 MB PSS). 0: none."""
+    (about 4 ms of a recovery); each costs the memory of an idle process's own pages (~3 MB USS). 0: none."""
+    standby_at_boot: bool = False
+    """False: the standbys are made after the first unplanned worker exit and kept while exits keep coming, so a
+    host where nothing crashes carries none (the first restart after a quiet spell forks as before). True: kept
+    from boot on."""
+    standby_keep_ms: int = 600_000
+    """How long the standbys stay after the last unplanned exit (when not kept from boot)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,11 @@ def _section(cls: type, base: Any, data: Any, where: str) -> Any:
         ok_types: tuple[type, ...] = (int, float) if isinstance(default, float) or default is None else (int,)
         if value is None and default is None:
             changes[f.name] = None
+            continue
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}: {value!r} is not true or false")
+            changes[f.name] = value
             continue
         if isinstance(value, bool) or not isinstance(value, ok_types) or value < 0:
             raise ConfigError(f"{where}.{key}: {value!r} is not a non-negative number")

@@ -136,6 +136,8 @@ class Supervisor:
         self.opts = opts
         self.fs = fork_server
         self.sink = sink
+        self._standbys_until = 0.0
+        self._standbys_release: asyncio.TimerHandle | None = None
         self.specs: list[WorkerSpec] = []
         self.available_kinds: set[str] | None = None
         self._skipped: set[str] = set()
@@ -330,7 +332,7 @@ class Supervisor:
         for err in boot.get("errors", []):
             self.log("error", f"fork server: {err}")
         self.available_kinds = set(boot.get("kinds", []))
-        fs.standby(self.settings.fork_server.standbys)
+        fs.standby(self._standbys_now())
         if self.fs_problem is not None:
             self.log("info", f"fork server back (pid {fs.pid}); starting the workers that waited for it")
         self.fs_problem = None
@@ -626,6 +628,40 @@ class Supervisor:
         self.log("warn", f"worker {rec.name} (pid {inc.pid}): {reason}; killing it")
         self.fs.signal(inc.pid, signal.SIGKILL)
 
+    # ================================================================ standbys
+
+    def _standbys_now(self) -> int:
+        """How many standbys the fork server keeps now: from boot on, or for a while after an unplanned exit."""
+        tuning = self.settings.fork_server
+        return tuning.standbys if tuning.standby_at_boot or time.monotonic() < self._standbys_until else 0
+
+    def _arm_standbys(self) -> None:
+        """Exits come in runs (a bad upstream, a crash loop): after one, keep standbys until `standbyKeepMs` pass
+        without another. Called after the respawn's request left, so the standby never delays it."""
+        tuning = self.settings.fork_server
+        if tuning.standby_at_boot or not tuning.standbys:
+            return
+        armed = time.monotonic() < self._standbys_until
+        self._standbys_until = time.monotonic() + tuning.standby_keep_ms / 1000
+        if not armed:
+            self.fs.standby(tuning.standbys, after_s=0.0)
+        if self._standbys_release is None:
+            self._standbys_release = asyncio.get_running_loop().call_later(
+                tuning.standby_keep_ms / 1000, self._release_standbys)
+
+    def _release_standbys(self) -> None:
+        self._standbys_release = None
+        left = self._standbys_until - time.monotonic()
+        if left > 0:
+            self._standbys_release = asyncio.get_running_loop().call_later(left, self._release_standbys)
+            return
+        if not self.settings.fork_server.standby_at_boot:
+            self.fs.standby(0)
+
+    def refresh_standbys(self) -> None:
+        """The settings' `forkServer` changed (reload): tell the fork server what they mean now."""
+        self.fs.standby(self._standbys_now(), after_s=0.0)
+
     # ================================================================ reap
 
     def _on_exit(self, pid: int, status: int) -> None:
@@ -666,6 +702,8 @@ class Supervisor:
                              + (f": {why}" if why else ""))
 
         self._after_crash(rec, ran_for, said)
+        if not self.stopping and rec.wanted:
+            self._arm_standbys()
 
     def _after_crash(self, rec: WorkerRecord, ran_for: float | None, said: Callable[[], None] = lambda: None) -> None:
         """The restart policy's answer to an exit; `said` records the exit, after an immediate respawn's request
@@ -1070,7 +1108,8 @@ class Supervisor:
                 "busDropped": bus.dropped if bus else 0, "stopping": self.stopping,
                 "started": self.readiness()["started"],
                 "booted": self.booted,
-                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem, "standbys": self.fs.standby_pids},
+                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem, "standbys": self.fs.standby_pids,
+                               "standbysWanted": self._standbys_now()},
                 "port": self.gateway.admission.snapshot() if self.gateway is not None else None,
                 "fds": {**self.fds, "spares": self.spares.held if self.spares else 0,
                         "sparesLent": self.spares.lent if self.spares else 0},

@@ -122,10 +122,14 @@ class ForkServer:
         with contextlib.suppress(OSError):
             self.sock.send(orjson.dumps({"op": "signal", "pid": pid, "sig": int(sig)}))
 
-    def standby(self, count: int) -> None:
-        """Ask for `count` pre-forked standby processes (workers/forkserver.py), so a respawn costs no fork."""
+    def standby(self, count: int, after_s: float | None = None) -> None:
+        """Ask for `count` pre-forked standby processes (workers/forkserver.py), so a respawn costs no fork; the
+        first is forked `after_s` from now (default: out of the way of a start-up)."""
+        msg: dict[str, Any] = {"op": "standby", "count": count}
+        if after_s is not None:
+            msg["afterS"] = after_s
         with contextlib.suppress(OSError):
-            self.sock.send(orjson.dumps({"op": "standby", "count": count}))
+            self.sock.send(orjson.dumps(msg))
 
     def quit(self) -> None:
         with contextlib.suppress(OSError):

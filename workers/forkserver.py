@@ -187,7 +187,9 @@ class ForkServerLoop:
             self.standby_failures = 0
             for standby in list(self.standbys.values())[self.standbys_wanted:]:
                 self._drop_standby(standby)
-            self._standbys_later(STANDBY_AFTER_BOOT_S)
+            after = req.get("afterS")
+            self._standbys_later(float(after) if isinstance(after, (int, float)) and after >= 0
+                                 else STANDBY_AFTER_BOOT_S)
         elif op == "quit":
             return False
         return True
