@@ -27,7 +27,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +83,7 @@ RESTART_DRAIN_S = 30.0  # an in-place restart gives requests already at a worker
 RESTART_SETTLE_S = 60.0  # a request for a worker made during an in-place restart waits this long for it
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RESTART_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1)
+SpawnAsk = tuple[asyncio.Future[int], int, int] | Exception
 IGNORED_SIGNALS = (signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
                    signal.SIGTRAP, signal.SIGSYS, getattr(signal, "SIGSTKFLT", signal.SIGTRAP),
                    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
@@ -139,6 +140,8 @@ class Supervisor:
         self.opts = opts
         self.fs = fork_server
         self.sink = sink
+        self._standbys_until = 0.0
+        self._standbys_release: asyncio.TimerHandle | None = None
         self.specs: list[WorkerSpec] = []
         self.available_kinds: set[str] | None = None
         self._skipped: set[str] = set()
@@ -366,6 +369,7 @@ class Supervisor:
         for err in boot.get("errors", []):
             self.log("error", f"fork server: {err}")
         self.available_kinds = set(boot.get("kinds", []))
+        fs.standby(self._standbys_now())
         if self.fs_problem is not None:
             self.log("info", f"fork server back (pid {fs.pid}); starting the workers that waited for it")
         self.fs_problem = None
@@ -479,18 +483,23 @@ class Supervisor:
         rec.retry_at = None
         rec.fire(event)
         rec.begin_spawn()
-        self.spawn_task(self._spawn(rec), f"spawn of {rec.name}")
+        asked = self._ask_fork(rec.spec) if self._fs_settled is not None and self._fs_settled.is_set() else None
+        self.spawn_task(self._spawn(rec, asked), f"spawn of {rec.name}")
 
-    async def _spawn(self, rec: WorkerRecord) -> None:
-        """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy."""
+    async def _spawn(self, rec: WorkerRecord, asked: SpawnAsk | None = None) -> None:
+        """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy.
+
+        With a fork server up, `_start` has already sent the request (`asked`): a restart's request leaves in the
+        same loop step as the exit that caused it, ahead of the log flush and whatever else is queued."""
         assert self._fs_settled is not None
-        while not self._fs_settled.is_set():  # set and cleared again when a fork server is declared down and replaced
-            await self._fs_settled.wait()
-        spec = rec.spec
+        if asked is None:
+            while not self._fs_settled.is_set():  # set, then cleared again when one is declared down and replaced
+                await self._fs_settled.wait()
+            asked = self._ask_fork(rec.spec)
         try:
-            if self.fs_problem is not None:
-                raise ForkServerError(f"no fork server: {self.fs_problem}")
-            pid, out_r, err_r = await self._fork(spec)
+            if isinstance(asked, Exception):
+                raise asked
+            pid, out_r, err_r = await self._forked(*asked)
         except Exception as exc:
             self._spawn_failed(rec, exc)
             return
@@ -504,7 +513,7 @@ class Supervisor:
         inc.pipes = [OutputPipe(out_r, lambda text: self._output_line(rec, inc, "info", text)),
                      OutputPipe(err_r, lambda text: self._output_line(rec, inc, "error", text))]
         self.log("info", f"worker {rec.name} spawned (pid {pid})")
-        self._arm(rec, inc, spec.liveness.start_timeout_ms / 1000)
+        self._arm(rec, inc, rec.spec.liveness.start_timeout_ms / 1000)
         early, rec.early = rec.early, []
         for msg in early:
             if msg.get("pid") == pid:
@@ -513,22 +522,30 @@ class Supervisor:
         if status is not None:
             self._on_exit(pid, status)
 
-    async def _fork(self, spec: WorkerSpec) -> tuple[int, int, int]:
-        """(pid, stdout reader, stderr reader) of a new worker; nothing stays open if it fails."""
+    def _ask_fork(self, spec: WorkerSpec) -> SpawnAsk:
+        """Send the fork server a spawn request with the worker's output pipes: (the pid's future, stdout reader,
+        stderr reader), or the error that stopped it (nothing stays open then)."""
         fds: list[int] = []
         try:
+            if self.fs_problem is not None:
+                raise ForkServerError(f"no fork server: {self.fs_problem}")
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             fds += (out_r, out_w)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             fds += (err_r, err_w)
             fut = self.fs.spawn(spec.name, spec.kind, spec.options, self.paths.bus_endpoint,
                                 spec.liveness.heartbeat_interval_ms, out_w, err_w)
-        except BaseException:
+        except Exception as exc:
             for fd in fds:
                 os.close(fd)
-            raise
+            return exc
         os.close(out_w)
         os.close(err_w)
+        return fut, out_r, err_r
+
+    @staticmethod
+    async def _forked(fut: asyncio.Future[int], out_r: int, err_r: int) -> tuple[int, int, int]:
+        """(pid, stdout reader, stderr reader) of the new worker; the readers are closed if it fails."""
         try:
             return await fut, out_r, err_r
         except BaseException:
@@ -648,6 +665,40 @@ class Supervisor:
         self.log("warn", f"worker {rec.name} (pid {inc.pid}): {reason}; killing it")
         self.fs.signal(inc.pid, signal.SIGKILL)
 
+    # ================================================================ standbys
+
+    def _standbys_now(self) -> int:
+        """How many standbys the fork server keeps now: from boot on, or for a while after an unplanned exit."""
+        tuning = self.settings.fork_server
+        return tuning.standbys if tuning.standby_at_boot or time.monotonic() < self._standbys_until else 0
+
+    def _arm_standbys(self) -> None:
+        """Exits come in runs (a bad upstream, a crash loop): after one, keep standbys until `standbyKeepMs` pass
+        without another. Called after the respawn's request left, so the standby never delays it."""
+        tuning = self.settings.fork_server
+        if tuning.standby_at_boot or not tuning.standbys:
+            return
+        armed = time.monotonic() < self._standbys_until
+        self._standbys_until = time.monotonic() + tuning.standby_keep_ms / 1000
+        if not armed:
+            self.fs.standby(tuning.standbys, after_s=0.0)
+        if self._standbys_release is None:
+            self._standbys_release = asyncio.get_running_loop().call_later(
+                tuning.standby_keep_ms / 1000, self._release_standbys)
+
+    def _release_standbys(self) -> None:
+        self._standbys_release = None
+        left = self._standbys_until - time.monotonic()
+        if left > 0:
+            self._standbys_release = asyncio.get_running_loop().call_later(left, self._release_standbys)
+            return
+        if not self.settings.fork_server.standby_at_boot:
+            self.fs.standby(0)
+
+    def refresh_standbys(self) -> None:
+        """The settings' `forkServer` changed (reload): tell the fork server what they mean now."""
+        self.fs.standby(self._standbys_now(), after_s=0.0)
+
     # ================================================================ reap
 
     def _on_exit(self, pid: int, status: int) -> None:
@@ -680,18 +731,32 @@ class Supervisor:
         rec.fire(Event.EXIT)
         ran_for = now - inc.ready_at if inc.ready_at else None
         why = inc.last_error
-        self._stability("worker.exited", worker=rec.name, pid=pid, exit=inc.exit["text"], reason=why,
-                        ranForMs=round(ran_for * 1000) if ran_for is not None else None)
-        self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
-                         + (f": {why}" if why else ""))
-        self._after_crash(rec, ran_for)
 
-    def _after_crash(self, rec: WorkerRecord, ran_for: float | None) -> None:
+        def said() -> None:
+            self._stability("worker.exited", worker=rec.name, pid=pid, exit=inc.exit["text"], reason=why,
+                            ranForMs=round(ran_for * 1000) if ran_for is not None else None)
+            self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
+                             + (f": {why}" if why else ""))
+
+        self._after_crash(rec, ran_for, said)
+        if not self.stopping and rec.wanted:
+            self._arm_standbys()
+
+    def _after_crash(self, rec: WorkerRecord, ran_for: float | None, said: Callable[[], None] = lambda: None) -> None:
+        """The restart policy's answer to an exit; `said` records the exit, after an immediate respawn's request
+        has left (the log line costs more than the request) and before anything else is logged."""
         if self.stopping or not rec.wanted:
+            said()
             rec.fire(Event.STOP)
             return
         now = time.monotonic()
         delay = rec.policy.on_exit(now, ran_for)
+        if delay is not None and delay <= 0:
+            rec.fire(Event.RETRY_LATER)
+            self._retry(rec)
+            said()
+            return
+        said()
         loop = asyncio.get_running_loop()
         if delay is None:
             rec.fire(Event.GIVE_UP)
@@ -704,11 +769,8 @@ class Supervisor:
             rec.timer = loop.call_later(retry, self._retry, rec)
             return
         rec.fire(Event.RETRY_LATER)
-        if delay <= 0:
-            self._retry(rec)
-        else:
-            rec.retry_at = now + delay
-            rec.timer = loop.call_later(delay, self._retry, rec)
+        rec.retry_at = now + delay
+        rec.timer = loop.call_later(delay, self._retry, rec)
 
     def _retry(self, rec: WorkerRecord) -> None:
         rec.timer = None
@@ -1091,7 +1153,8 @@ class Supervisor:
                 "busDropped": bus.dropped if bus else 0, "stopping": self.stopping,
                 "started": self.readiness()["started"],
                 "booted": self.booted,
-                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem},
+                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem, "standbys": self.fs.standby_pids,
+                               "standbysWanted": self._standbys_now()},
                 "port": self.gateway.admission.snapshot() if self.gateway is not None else None,
                 "fds": {**self.fds, "spares": self.spares.held if self.spares else 0,
                         "sparesLent": self.spares.lent if self.spares else 0},

@@ -13,6 +13,7 @@ the product is measured unchanged:
 - `fork` / `child`: `os.fork` in the parent, and the child's first moment;
 - `bind <addr>`: a listening socket is bound; `sendmsg`: a message with fds sent (our spawn request);
 - `killpg <pid>`: the fork server clears a worker's process group (it does so as it reaps the worker);
+- `stdout`: a process opens a file object on fd 1 (a worker, forked or a standby, taking its output pipe);
 - `gc.freeze`: the fork server (or the supervisor) froze its heap: its preloading is done.
 
 Nothing happens without OCSB_TIMELINE. The hook filters by event name first; it costs a few microseconds
@@ -51,6 +52,8 @@ def _install(path: str) -> None:
             stamp("sendmsg")
         elif event == "os.killpg":
             stamp("killpg", str(args[0]))
+        elif event == "open" and args[0] == 1:
+            stamp("stdout")
 
     freeze = gc.freeze
 
