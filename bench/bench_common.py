@@ -371,6 +371,7 @@ class Stamp:
     pid: int
     ppid: int
     t: float
+    cpu: float
     event: str
     detail: str
 
@@ -380,10 +381,10 @@ def read_timeline(path: Path) -> list[Stamp]:
     stamps = []
     with contextlib.suppress(OSError):
         for line in path.read_text(errors="replace").splitlines():
-            parts = line.split(" ", 4)
+            parts = line.split(" ", 5)
             with contextlib.suppress(ValueError, IndexError):
-                stamps.append(Stamp(int(parts[0]), int(parts[1]), float(parts[2]), parts[3],
-                                    parts[4] if len(parts) > 4 else ""))
+                stamps.append(Stamp(int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), parts[4],
+                                    parts[5] if len(parts) > 5 else ""))
     return sorted(stamps, key=lambda s: s.t)
 
 
@@ -400,30 +401,46 @@ STARTUP_MILESTONES = (
     ("bound", "supervisor", "gateway port bound"),
     ("forkServerPreloaded", "fork server", "fork server preloaded (its gc.freeze)"),
     ("firstWorkerForked", "fork server", "first worker forked"),
+    ("listening", "supervisor", "clients served: the `gateway listening` log record (ms precision)"),
     ("firstWorkerReady", "worker", "first worker said ready (log record, ms precision)"),
+    ("lastWorkerReady", "worker", "last first-start worker said ready: the gateway leaves `starting`"),
     ("httpImport", "supervisor", "gateway.http_app (aiohttp side) starts loading"),
 )
 
 
 def startup_milestones(stamps: Sequence[Stamp], root: int, port: int, t_spawn: float,
-                       ready_at: Sequence[float] = ()) -> dict[str, float]:
-    """ms from spawn to each milestone of STARTUP_MILESTONES that the stamps show, for the tree of `root`."""
+                       ready_at: Sequence[float] = (), listening_at: Sequence[float] = ()
+                       ) -> tuple[dict[str, float], dict[str, float]]:
+    """ms from spawn to each milestone of STARTUP_MILESTONES that the stamps show, for the tree of `root`; and
+    the CPU ms its process had spent by then (for the milestones a stamp marks)."""
+    cpu: dict[str, float] = {}
+
     def first(pred: Callable[[Stamp], bool]) -> float | None:
         return next((s.t for s in stamps if pred(s)), None)
 
+    def stamped(name: str, pred: Callable[[Stamp], bool]) -> float | None:
+        hit = next((s for s in stamps if pred(s)), None)
+        if hit is None:
+            return None
+        cpu[name] = hit.cpu * 1000
+        return hit.t
+
     fs_pid = next((s.pid for s in stamps if s.event == "child" and s.ppid == root), None)
     found = {
-        "python": first(lambda s: s.pid == root and s.event == "start"),
-        "mainImport": first(lambda s: s.pid == root and s.detail == "openclaw_sup.supervisor.main"),
-        "forkServerForked": first(lambda s: s.pid == root and s.event == "fork"),
-        "arbiterImport": first(lambda s: s.pid == root and s.detail == "openclaw_sup.supervisor.arbiter"),
-        "bound": first(lambda s: s.pid == root and s.event == "bind" and s.detail.endswith(f",{port})")),
-        "forkServerPreloaded": first(lambda s: s.pid == fs_pid and s.event == "gc.freeze"),
+        "python": stamped("python", lambda s: s.pid == root and s.event == "start"),
+        "mainImport": stamped("mainImport", lambda s: s.pid == root and s.detail == "openclaw_sup.supervisor.main"),
+        "forkServerForked": stamped("forkServerForked", lambda s: s.pid == root and s.event == "fork"),
+        "arbiterImport": stamped("arbiterImport",
+                                 lambda s: s.pid == root and s.detail == "openclaw_sup.supervisor.arbiter"),
+        "bound": stamped("bound", lambda s: s.pid == root and s.event == "bind" and s.detail.endswith(f",{port})")),
+        "forkServerPreloaded": stamped("forkServerPreloaded", lambda s: s.pid == fs_pid and s.event == "gc.freeze"),
         "firstWorkerForked": first(lambda s: s.ppid == fs_pid and s.event == "child"),
+        "listening": min(listening_at) if listening_at else None,
         "firstWorkerReady": min(ready_at) if ready_at else None,
-        "httpImport": first(lambda s: s.pid == root and s.detail == "openclaw_sup.gateway.http_app"),
+        "lastWorkerReady": max(ready_at) if ready_at else None,
+        "httpImport": stamped("httpImport", lambda s: s.pid == root and s.detail == "openclaw_sup.gateway.http_app"),
     }
-    return {k: (v - t_spawn) * 1000 for k, v in found.items() if v is not None}
+    return {k: (v - t_spawn) * 1000 for k, v in found.items() if v is not None}, cpu
 
 
 def log_times(path: Path, needle: str, offset: float) -> list[float]:

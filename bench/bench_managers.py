@@ -283,7 +283,9 @@ class Ours(Manager):
         workers: dict[str, Any] | None = None,
         bindir: Path | None = None,
         title: str | None = None,
+        tuning: dict[str, Any] | None = None,
     ) -> None:
+        """`tuning`: extra keys of the supervisor's settings file (e.g. {"forkServer": {"standbys": 0}})."""
         super().__init__(report_port, keep_tmp, base_env)
         self.bin = (bindir or OUR_BIN.parent) / "openclaw-sup"
         self.title = title or self.title
@@ -300,7 +302,8 @@ class Ours(Manager):
             workers = {w: {"kind": "tiny", "options": {"port": report_port}} for w in WORKERS}
         self.settings_file = self.tmp / "sup.json"
         self.settings_file.write_text(
-            json.dumps({"kinds": ["bench_kinds"], "restart": {"stableAfterMs": 500}, "workers": workers})
+            json.dumps({"kinds": ["bench_kinds"], "restart": {"stableAfterMs": 500}, "workers": workers,
+                        **(tuning or {})})
         )
         self.gateway_port = free_port()
 

@@ -363,17 +363,27 @@ def _print_timeline(results: dict[str, Any]) -> None:
         return [s["timeline"][name] if name in s.get("timeline", {}) else s[name]
                 for s in r["starts"] if name in s.get("timeline", {}) or name in s]
 
+    def cpu_ms(r: dict[str, Any], name: str) -> str:
+        if name == "rpcMs":  # the supervisor's, and the whole tree's, as the first answer came
+            got = [f"{summarize([s[f] for s in r['starts'] if f in s])['p50']:.0f}" for f in ("rootCpuMs", "treeCpuMs")
+                   if any(f in s for s in r["starts"])]
+            return " / ".join(got) or "-"
+        got = [s["timelineCpu"][name] for s in r["starts"] if name in s.get("timelineCpu", {})]
+        return f"{summarize(got)['p50']:.0f}" if got else "-"
+
     rows = []
     for name, who, what in [*STARTUP_MILESTONES, *extra]:
         cells = []
         for k in keys:
             v = summarize(values(ours[k], name))
-            cells.append("-" if not v["n"] else f"{v['p50']:.0f} [{v['min']:.0f}-{v['max']:.0f}]")
+            cells += ["-" if not v["n"] else f"{v['p50']:.0f} [{v['min']:.0f}-{v['max']:.0f}]", cpu_ms(ours[k], name)]
         if any(c != "-" for c in cells):
             rows.append((summarize(values(ours[keys[0]], name))["p50"], [what, who, *cells]))
     rows.sort(key=lambda r: (r[0] != r[0], r[0]))
-    print_table("start-up timeline: ms from spawn to each milestone, median [min-max] over the cold starts",
-                ["milestone", "process", *(TITLES[k] for k in keys)], [r for _, r in rows])
+    print_table("start-up timeline: ms from spawn to each milestone, median [min-max] over the cold starts; CPU ms "
+                "the milestone's process had spent by then, median (first `health`: supervisor / whole tree)",
+                ["milestone", "process", *(f"{TITLES[k]}{col}" for k in keys for col in ("", " CPU"))],
+                [r for _, r in rows])
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, Any]) -> dict[str, Any]:

@@ -308,11 +308,16 @@ class Ours(Gateway):
         """Also the start-up timeline: milestones from the tree's own stamps (bench/timeline/), ms from spawn."""
         offset = time.time() - time.monotonic()
         res = await super().wait_ready()
+        cpu = self.cpu_split()
+        res["rootCpuMs"], res["treeCpuMs"] = cpu["supervisor"] * 1000, cpu["tree"] * 1000
         deadline = time.monotonic() + 3
         while not (ready := log_times(self.gw_log, "ready (pid", offset)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # the first workers' ready records follow the first RPC closely
-        res["timeline"] = startup_milestones(read_timeline(self.timeline_file), self.pid, self.port, self.t_spawn,
-                                             ready)
+        await asyncio.sleep(0.1)  # and the last ones' (the log is written in batches)
+        ready = log_times(self.gw_log, "ready (pid", offset)
+        listening = log_times(self.gw_log, "gateway listening on", offset)
+        res["timeline"], res["timelineCpu"] = startup_milestones(read_timeline(self.timeline_file), self.pid,
+                                                                 self.port, self.t_spawn, ready, listening)
         return res
 
     def log_tail(self) -> str:

@@ -58,11 +58,18 @@ from bench_managers import (
 
 from openclaw_sup.ipc.control import ControlError, call
 
-PEERS = ("ours", "ours-tree", "ours-base", "circus", "circus-fast", "supervisord")
-OURS = ("ours", "ours-tree", "ours-base")
+PEERS = ("ours", "ours-tree", "ours-tree-nostandby", "ours-tree-atboot", "ours-base", "circus", "circus-fast",
+         "supervisord")
+OURS = ("ours", "ours-tree", "ours-tree-nostandby", "ours-tree-atboot", "ours-base")
+TUNINGS = {"ours-tree-nostandby": {"forkServer": {"standbys": 0}},
+           "ours-tree-atboot": {"forkServer": {"standbyAtBoot": True}}}
+"""This tree with other fork-server settings: no standby at all, or one kept from boot on (by default one is made
+after the first unplanned exit, so the idle sample has none and the first kill forks)."""
 TITLES = {
     "ours": Ours.title,
     "ours-tree": "openclaw-sup (this tree, installed)",
+    "ours-tree-nostandby": "openclaw-sup (this tree, installed, standbys 0)",
+    "ours-tree-atboot": "openclaw-sup (this tree, installed, standby from boot)",
     "ours-base": "openclaw-sup (baseline, installed)",
     "circus": Circus.title,
     "circus-fast": CircusFast.title,
@@ -106,9 +113,9 @@ def make_manager(key: str, port: int, args: argparse.Namespace) -> Manager:
     env = bytecode_env(args.cache / "pycache")
     if key == "ours":
         return Ours(port, args.keep_tmp, env)
-    if key in ("ours-tree", "ours-base"):
+    if key in ("ours-tree", "ours-base", *TUNINGS):
         bindir = ensure_install(args.cache, args.baseline if key == "ours-base" else None)
-        return Ours(port, args.keep_tmp, env, bindir=bindir, title=TITLES[key])
+        return Ours(port, args.keep_tmp, env, bindir=bindir, title=TITLES[key], tuning=TUNINGS.get(key))
     if key in ("circus", "circus-fast"):
         bindir = ensure_peer(args.cache, "circus")
         return (Circus if key == "circus" else CircusFast)(port, bindir, args.keep_tmp, env)
@@ -267,25 +274,34 @@ def kill_series(
 RECOVERY_STEPS = (
     ("tReaped", "kill -> fork server reaps w0 (its killpg of the dead group)"),
     ("tAsked", "-> supervisor sends the spawn request (exit read, state machine, backoff 0)"),
-    ("tForked", "-> fork server forks (request read)"),
-    ("tChild", "-> child runs (the fork itself)"),
+    ("tForked", "-> fork server forks, or hands the request to its standby (request read)"),
+    ("tChild", "-> child runs (the fork itself), or the standby has the request"),
     ("tFirstLine", "-> `tiny` starts (worker runtime: bus link, loop, hello)"),
     ("tReported", "-> report reaches the bench (TCP connect + line)"),
 )
 
 
 def add_recovery_steps(records: list[dict[str, Any]], stamps: list[Stamp]) -> None:
-    """Date each recovery's steps from our tree's stamps (bench/timeline/): see RECOVERY_STEPS."""
+    """Date each recovery's steps from our tree's stamps (bench/timeline/): see RECOVERY_STEPS. A replacement
+    forked before the kill was the fork server's standby: its steps are the hand-off (the fork server's
+    `sendmsg`) and the standby opening its output pipe."""
     for rec in records:
         reaped = next((s for s in stamps if s.event == "killpg" and s.detail == str(rec["oldPid"])), None)
         child = next((s for s in stamps if s.event == "child" and s.pid == rec["newPid"]), None)
         if reaped is None or child is None:
             continue
-        asked = next((s for s in stamps if s.event == "sendmsg" and s.t >= reaped.t), None)
-        forked = next((s for s in stamps if s.event == "fork" and s.pid == child.ppid and s.t <= child.t
-                       and s.t >= (asked.t if asked else reaped.t)), None)
+        asked = next((s for s in stamps if s.event == "sendmsg" and s.t >= reaped.t and s.pid != child.ppid), None)
+        after = asked.t if asked else reaped.t
+        rec["standby"] = child.t < rec["tKill"]
+        if rec["standby"]:
+            forked = next((s for s in stamps if s.event == "sendmsg" and s.pid == child.ppid and s.t >= after), None)
+            child = next((s for s in stamps if s.event == "stdout" and s.pid == rec["newPid"]  # not its rehearsal
+                          and s.t >= (forked.t if forked else after)), None)
+        else:
+            forked = next((s for s in stamps if s.event == "fork" and s.pid == child.ppid and s.t <= child.t
+                           and s.t >= after), None)
         rec.update(tReaped=reaped.t, tAsked=asked.t if asked else None, tForked=forked.t if forked else None,
-                   tChild=child.t)
+                   tChild=child.t if child else None)
 
 
 # ==================================================================================== bus
@@ -433,11 +449,13 @@ def _ours_tree_note(mem: dict[str, Any]) -> str:
     workers = [d for pid, d in parts.items() if pid in bench_pids]
     others = [d for pid, d in parts.items() if pid not in bench_pids]
     forkserver = [d for d in others if "forkserver" in d["name"]]
-    extra = [d for d in others if d not in forkserver]
+    standby = [d for d in others if "standby" in d["name"]]
+    extra = [d for d in others if d not in forkserver and d not in standby]
     note = (
         f"supervisor {fmt(sup['pss'] / MB)} MB PSS, fork server "
-        f"{', '.join(fmt(d['pss'] / MB) for d in forkserver) or '-'} MB, workers w0..w4 "
-        f"{', '.join(fmt(d['pss'] / MB) for d in workers)} MB PSS each"
+        f"{', '.join(fmt(d['pss'] / MB) for d in forkserver) or '-'} MB, "
+        + (f"its standby {', '.join(fmt(d['pss'] / MB) for d in standby)} MB, " if standby else "")
+        + f"workers w0..w4 {', '.join(fmt(d['pss'] / MB) for d in workers)} MB PSS each"
     )
     if extra:
         names = ", ".join(
@@ -463,7 +481,9 @@ def _print_recovery_steps(title: str, kills: list[dict[str, Any]]) -> None:
         prev = field
     s = summarize([(k["tReported"] - k["tKill"]) * 1000 for k in dated])
     rows.append(["= kill -> replacement reported", *(fmt(s[c], 2) for c in ("p50", "p90", "p99", "min", "max"))])
-    print_table(f"{title} recovery, step by step (ms; {len(dated)} kills dated by the tree's own stamps)",
+    standby = sum(bool(k.get("standby")) for k in dated)
+    print_table(f"{title} recovery, step by step (ms; {len(dated)} kills dated by the tree's own stamps, {standby} "
+                "taken by a standby)",
                 ["step", "p50", "p90", "p99", "min", "max"], rows)
 
 
@@ -478,13 +498,13 @@ def spread_rows(results: dict[str, Any], field: str, extra: bool = False) -> lis
     for key, res in results.items():
         title = TITLES[key]
         if "kills" not in res:
-            rows.append([title, f"skipped: {res.get('skipped', 'no data')}"] + [""] * (6 + extra))
+            rows.append([title, f"skipped: {res.get('skipped', 'no data')}"] + [""] * (6 + 2 * extra))
             continue
         s = summarize([k[field] for k in res["kills"]])
         row = [title, *(fmt(s[c]) for c in ("p50", "p90", "p99", "min", "max")), str(s["n"])]
         if extra:
             lo, hi = res["waitRangeS"]
-            row.append(f"{lo:g}-{hi:g}s")
+            row += [fmt(res["kills"][0][field]) if res["kills"] else "", f"{lo:g}-{hi:g}s"]
         rows.append(row)
     return rows
 
@@ -500,7 +520,7 @@ def report(results: dict[str, Any], bus: dict[str, Any] | None, args: argparse.N
     cols = ["manager", "p50", "p90", "p99", "min", "max", "n"]
     print_table(
         f"kill -9 of w0 -> replacement reported to the bench (ms), {args.kills} kills requested",
-        [*cols, "wait"],
+        [*cols, "1st kill", "wait"],  # ours by default forks its first respawn; a standby follows it
         spread_rows(results, "latencyMs", extra=True),
     )
     print_table("kill -9 of w0 -> replacement's first line of code (ms)", cols, spread_rows(results, "firstLineMs"))

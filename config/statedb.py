@@ -234,6 +234,45 @@ def open_state_db(path: Path) -> StateConnection:
     return _open(path, f"state-v{STATE_SCHEMA_VERSION}.sql", "global", STATE_SCHEMA_VERSION, None)
 
 
+class OnFirstUse:
+    """One store's connection to the shared state database: opened (and checked) by `open_if_there` when the file,
+    or one of `eager_if`, already exists, so what is there is served from the start; on a fresh state dir only when
+    the store is first used. Nothing is there to check or serve before, and the gateway's workers create the file
+    meanwhile: its creation stays off the supervisor's way to its first answer. `on_open` runs once, right after
+    opening."""
+
+    def __init__(self, path: Path, on_open: Callable[[], None] | None = None, eager_if: tuple[Path, ...] = ()) -> None:
+        self.path = path
+        self._db: StateConnection | None = None
+        self._lock = threading.Lock()
+        self._on_open = on_open
+        self._eager_if = eager_if
+
+    def open_if_there(self) -> None:
+        if any(p.exists() for p in (self.path, *self._eager_if)):
+            self.get()
+
+    @property
+    def opened(self) -> bool:
+        return self._db is not None
+
+    def get(self) -> StateConnection:
+        db = self._db
+        if db is None:
+            with self._lock:
+                if self._db is None:
+                    self._db = open_state_db(self.path)
+                    if self._on_open is not None:
+                        self._on_open()
+                db = self._db
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+
+
 def open_agent_db(path: Path, agent_id: str) -> StateConnection:
     """Agent `agent_id`'s database at `path`, created at schema 23 when absent; StateDbError when unusable."""
     return _open(path, f"agent-v{AGENT_SCHEMA_VERSION}.sql", "agent", AGENT_SCHEMA_VERSION, agent_id)

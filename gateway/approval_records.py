@@ -36,11 +36,16 @@ class ApprovalRecords:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.epoch = runtime_epoch
         self._lock = threading.Lock()
-        self._db = statedb.open_state_db(path)
+        self._state = statedb.OnFirstUse(path)
+        self._state.open_if_there()
+
+    @property
+    def _db(self) -> statedb.StateConnection:
+        return self._state.get()
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._state.close()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -48,7 +53,10 @@ class ApprovalRecords:
             yield self._db
 
     def cancel_stale(self, now_ms: int) -> int:
-        """Requests a previous gateway left pending can never be answered to their waiter: cancel them."""
+        """Requests a previous gateway left pending can never be answered to their waiter: cancel them (none when
+        the state database was not there: this gateway's workers are creating it)."""
+        if not self._state.opened:
+            return 0
         return self._end_where("status = 'pending' AND runtime_epoch != ?", (self.epoch,), "gateway-restart",
                                "system", "gateway-restart", now_ms)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup.config import exec_approvals
-from openclaw_sup.config.exec_policy import analyse
 from openclaw_sup.gateway.approval_records import ApprovalRecords
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import MethodError, invalid
@@ -104,7 +104,6 @@ def system_run_binding(argv: list[str], cwd: Any, agent_id: Any, session_key: An
 class Approvals:
     def __init__(self, core: GatewayCore) -> None:
         self.core = core
-        self.store = exec_approvals.ApprovalsStore(core.state_dir)
         self.records = ApprovalRecords(core.state_dir, core.boot_id)
         with contextlib.suppress(Exception):
             self.records.cancel_stale(now_ms())
@@ -123,6 +122,11 @@ class Approvals:
         self.worker_methods = {"exec.approval.request": self.worker_request,
                                "exec.approval.waitDecision": self.worker_wait,
                                "exec.approval.cancel": self.worker_cancel}
+
+    @functools.cached_property
+    def store(self) -> exec_approvals.ApprovalsStore:
+        """The host's approvals document, opened on first use (the gateway's first clients do without it)."""
+        return exec_approvals.ApprovalsStore(self.core.state_dir)
 
     # -- host documents ------------------------------------------------------------------------------
 
@@ -158,6 +162,8 @@ class Approvals:
     # -- requests ------------------------------------------------------------------------------------
 
     def _build(self, params: dict[str, Any]) -> dict[str, Any]:
+        from openclaw_sup.config.exec_policy import analyse  # the shell parser: loaded by the first request
+
         host = _text(params.get("host")) or "gateway"
         plan = params.get("systemRunPlan") if isinstance(params.get("systemRunPlan"), dict) else None
         argv = plan.get("argv") if plan else params.get("commandArgv")
@@ -392,4 +398,5 @@ class Approvals:
             if item.timer is not None:
                 item.timer.cancel()
         self.records.close()
-        self.store.close()
+        if "store" in self.__dict__:
+            self.__dict__.pop("store").close()

@@ -52,6 +52,12 @@ MAX_INFLIGHT = 64
 """Requests routed to workers that may run at once per connection; more are refused as retryable."""
 HOLD_AT = 2 * MAX_INFLIGHT
 """Requests of any kind at once per connection before reading stops (the peer then waits, nothing is lost)."""
+STARTING_HOLD_S = 1.0
+"""A connect that arrives while the workers' first starts are under way waits this long for them before it is
+refused with 1013 `gateway starting` (a client then retries after upstream's 500 ms)."""
+HELD_FRAMES_MAX = 16
+RELEASED: list[bytes] = []
+"""`_held` of a connection whose connect was held and then let through (never appended to)."""
 
 
 class Reject(Exception):
@@ -69,7 +75,7 @@ class Connection:
     gets a task for as long as it runs; reads pause while `MAX_INFLIGHT` are running.
     """
 
-    __slots__ = ("_inflight", "_timer", "caps", "client", "client_mode", "connected_at", "core",
+    __slots__ = ("_held", "_inflight", "_timer", "caps", "client", "client_mode", "connected_at", "core",
                  "device_id", "events", "id", "loopback_direct", "node_params", "nonce", "remote_ip", "retiring",
                  "role", "scopes", "seq", "sock")
 
@@ -92,6 +98,7 @@ class Connection:
         self.events: EventQueue | None = None
         self._inflight: set[asyncio.Task[None]] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._held: list[bytes] | None = None  # the connect (and what followed it) while the gateway was starting
         self.retiring = False  # an in-place restart is closing this client: new requests are refused
 
     # -- identity ------------------------------------------------------------------------------------
@@ -173,6 +180,9 @@ class Connection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._held:
+            self.core.unhold(self)
+            self._held = RELEASED
         if self.events is not None:
             if self.role == "node":
                 self.core.nodes.detach(self)
@@ -185,6 +195,18 @@ class Connection:
 
     def _connect(self, data: bytes) -> None:
         if self._timer is None:  # the handshake already failed; its close is on the way
+            return
+        if self._held:  # frames behind a held connect wait with it, in order
+            if len(self._held) >= HELD_FRAMES_MAX:
+                self.close(CLOSE_POLICY, "too many frames before hello-ok")
+                return
+            self._held.append(data)
+            return
+        if self._held is None and not self.core.host.readiness()["started"]:
+            self._held = [data]
+            self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(STARTING_HOLD_S, self.resume_connect)
+            self.core.hold_until_started(self)
             return
         self._timer.cancel()
         self._timer = None
@@ -204,6 +226,16 @@ class Connection:
         if self.role == "node":
             self.core.nodes.attach(self, self.node_params or {})
             self.node_params = None
+
+    def resume_connect(self) -> None:
+        """The gateway started, or the hold ran out: the held connect is answered (refused if still starting)."""
+        held = self._held
+        if not held:
+            return
+        self._held = RELEASED
+        self.core.unhold(self)
+        for data in held:
+            self.received(data)
 
     def _frame(self, data: bytes) -> None:
         try:

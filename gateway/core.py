@@ -64,6 +64,20 @@ class GatewayCore:
         self.methods = Methods(self)
         self.started = time.monotonic()
         self.reload: dict[str, Any] = {"hotReloadStatus": "active"}
+        self._held: set[Connection] = set()
+
+    def hold_until_started(self, conn: Connection) -> None:
+        """A connect that came while the gateway was starting waits (bounded by the connection) for `release_held`."""
+        self._held.add(conn)
+
+    def unhold(self, conn: Connection) -> None:
+        self._held.discard(conn)
+
+    def release_held(self) -> None:
+        """The gateway has started: the connects held meanwhile are answered now."""
+        held, self._held = self._held, set()
+        for conn in held:
+            conn.resume_connect()
 
     @property
     def auto_approve_local(self) -> bool:

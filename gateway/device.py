@@ -352,8 +352,14 @@ class DeviceStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._db = statedb.open_state_db(self.path)
-        sup_layout.import_once(self.path.parent / sup_layout.SUP_DEVICES, "paired_devices", self._import)
+        earlier = self.path.parent / sup_layout.SUP_DEVICES
+        self._state = statedb.OnFirstUse(self.path, lambda: sup_layout.import_once(earlier, "paired_devices",
+                                                                                   self._import), (earlier,))
+        self._state.open_if_there()
+
+    @property
+    def _db(self) -> statedb.StateConnection:
+        return self._state.get()
 
     def _import(self, old: sqlite3.Connection) -> None:
         """Pairings and pending requests of openclaw-sup's earlier `state/gateway-devices.sqlite`. Its device
@@ -382,7 +388,7 @@ class DeviceStore:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._state.close()
 
     def __enter__(self) -> DeviceStore:
         return self

@@ -107,6 +107,7 @@ class GatewayServer:
         self._parked: list[PortProtocol] = []
         self._runner: web.AppRunner | None = None
         self._http_setup: asyncio.Task[None] | None = None
+        self._bound: socket.socket | None = None
         self._listener: asyncio.AbstractServer | None = None
         self._tls: TlsAcceptor | None = None
         limits = limits or PortLimits()
@@ -149,17 +150,17 @@ class GatewayServer:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        await self.bind()
+        await self.serve()
+
+    async def bind(self) -> None:
+        """Take the port (BindError when it cannot be had). Connections the kernel accepts from now on wait in
+        the backlog until `serve`: the supervisor starts its workers in between, while it builds the core."""
         url = f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}"
         for attempt in range(BIND_RETRIES + 1):
             try:
-                if self.ssl_context is not None:
-                    self._tls = TlsAcceptor(listening_socket(self.host, self.port), self.ssl_context,
-                                            self.admission, lambda pending: PortProtocol(self, pending))
-                else:
-                    self._listener = await loop.create_server(lambda: PortProtocol(self),
-                                                              sock=listening_socket(self.host, self.port))
-                break
+                self._bound = listening_socket(self.host, self.port)
+                return
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE and attempt < BIND_RETRIES:
                     await asyncio.sleep(BIND_RETRY_S)
@@ -167,6 +168,20 @@ class GatewayServer:
                 if exc.errno == errno.EADDRINUSE:
                     raise BindError(f"another gateway instance is already listening on {url}") from None
                 raise BindError(f"failed to bind gateway socket on {url}: {exc.strerror}") from None
+
+    async def serve(self) -> None:
+        """Serve the socket `bind` took: from here on the loop accepts and answers clients."""
+        sock, self._bound = self._bound, None
+        assert sock is not None, "serve() before bind()"
+        try:
+            if self.ssl_context is not None:
+                self._tls = TlsAcceptor(sock, self.ssl_context, self.admission,
+                                        lambda pending: PortProtocol(self, pending))
+            else:
+                self._listener = await asyncio.get_running_loop().create_server(lambda: PortProtocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
 
     async def _start_http(self) -> None:
         """Bring up aiohttp; if that fails (e.g. out of descriptors while importing), WebSocket clients keep
@@ -195,6 +210,9 @@ class GatewayServer:
         """Stop listening, close what is still open (WebSocket peers get 1012 and a moment to answer it),
         then let aiohttp finish its HTTP connections."""
         self.draining = True
+        if self._bound is not None:
+            self._bound.close()
+            self._bound = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None

@@ -141,12 +141,11 @@ class DealerLink:
         snd_hwm: int = 10_000,
         linger_ms: int = 2_000,
         backlog: int = 20_000,
+        opened: tuple[zmq.Context, zmq.Socket] | None = None,
     ) -> None:
-        self.ctx = zmq.Context(io_threads=1)
-        sock = self.ctx.socket(zmq.DEALER)
+        """`opened` is a context and DEALER socket made by `open_socket` ahead of time (identity not set yet)."""
+        self.ctx, sock = opened or self.open_socket(snd_hwm, linger_ms)
         sock.setsockopt(zmq.IDENTITY, identity.encode())
-        sock.setsockopt(zmq.SNDHWM, snd_hwm)
-        sock.setsockopt(zmq.LINGER, linger_ms)
         sock.connect(endpoint)
         self.sock = sock
         self.linger_ms = linger_ms
@@ -157,6 +156,15 @@ class DealerLink:
         self._backlog: deque[bytes] = deque()
         self._backlog_max = backlog
         self._flush_timer: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def open_socket(snd_hwm: int = 10_000, linger_ms: int = 2_000) -> tuple[zmq.Context, zmq.Socket]:
+        """A fresh context and an unconnected DEALER: making the socket starts the context's I/O threads."""
+        ctx = zmq.Context(io_threads=1)
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.SNDHWM, snd_hwm)
+        sock.setsockopt(zmq.LINGER, linger_ms)
+        return ctx, sock
 
     def attach(self) -> None:
         """Start receiving; needs the running loop."""

@@ -3,10 +3,12 @@
 supervisor -> fork server
     {"op": "spawn", "seq", "name", "kind", "options", "bus", "profile", "hb_ms"}  + fd: the output pipe
     {"op": "signal", "pid", "sig"}     signal a worker's whole process group (never a reaped pid)
+    {"op": "standby", "count"}         keep `count` standby processes ready for the next spawns (0: none)
     {"op": "quit"}                     SIGKILL every remaining worker group, then exit
 fork server -> supervisor
     {"op": "spawned", "seq", "name", "pid"} | {"op": "spawn_failed", "seq", "name", "error"}
     {"op": "exit", "pid", "status"}    raw wait status, decoded by `describe_status`
+    {"op": "standbys", "pids"}         the standby processes now waiting (none is a worker until it is spawned)
     {"op": "boot", "pid", "errors"}    the fork server is serving; kind modules that failed to import
 """
 

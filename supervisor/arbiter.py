@@ -27,10 +27,10 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openclaw_sup import __version__
 from openclaw_sup.config.browser_state import left_running
@@ -49,10 +49,8 @@ from openclaw_sup.config.restart import (
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
-from openclaw_sup.gateway.core import GatewayCore
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
-from openclaw_sup.gateway.server import GatewayServer
-from openclaw_sup.gateway.tls import server_tls
+from openclaw_sup.gateway.server import GatewayServer, import_in_thread
 from openclaw_sup.ipc.envelope import Kind
 from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor import fdlimit
@@ -68,17 +66,24 @@ from openclaw_sup.supervisor.router import BusRouter
 from openclaw_sup.supervisor.sdnotify import Notifier, status_line
 from openclaw_sup.supervisor.table import Incarnation, ProcessTable, SampleRing, WorkerRecord
 
+if TYPE_CHECKING:
+    from openclaw_sup.gateway.core import GatewayCore
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 LINE_LIMIT = 8192
 EARLY_MAX = 32
 EARLY_EXITS_MAX = 64  # exits read before their spawn was recorded (only while spawns are in flight)
 FS_BOOT_TIMEOUT_S = 60.0
+CORE_LOAD_SWITCH_S = 0.0005
+"""The GIL switch interval while the core loads on its thread: the loop takes the fork server's answers and
+sends the workers' spawns within half a millisecond, not the default 5."""
 FS_RETRY_FIRST_S = 0.5
 FS_RETRY_MAX_S = 30.0
 RESTART_DRAIN_S = 30.0  # an in-place restart gives requests already at a worker this long to finish
 RESTART_SETTLE_S = 60.0  # a request for a worker made during an in-place restart waits this long for it
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RESTART_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1)
+SpawnAsk = tuple[asyncio.Future[int], int, int] | Exception
 IGNORED_SIGNALS = (signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
                    signal.SIGTRAP, signal.SIGSYS, getattr(signal, "SIGSTKFLT", signal.SIGTRAP),
                    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
@@ -135,6 +140,8 @@ class Supervisor:
         self.opts = opts
         self.fs = fork_server
         self.sink = sink
+        self._standbys_until = 0.0
+        self._standbys_release: asyncio.TimerHandle | None = None
         self.specs: list[WorkerSpec] = []
         self.available_kinds: set[str] | None = None
         self._skipped: set[str] = set()
@@ -191,12 +198,15 @@ class Supervisor:
         self.router.open(self.paths.bus_endpoint, self.settings.bus)
         self.control = ControlServer(self.paths.control_socket, self._on_control, self.spares)
         await self.control.start()
-        if self.opts.listen and not await self._listen():
+        if self.opts.listen and not await self._bind():
             return self.exit_code
-        if not await self._attach_fork_server(self.fs):
-            self._new_fork_server()
-            await self._fs_settled.wait()
+        first_fs = asyncio.ensure_future(self._boot_first_fork_server())
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
+        for spec in self.specs:  # each spawn waits for the fork server; one that has booted forks them meanwhile
+            self._bring_up(self.table.add(spec))
+        if self.opts.listen and not await self._serve():
+            return self.exit_code
+        await first_fs
         if cron_skipped(os.environ):
             self.log("warn", CRON_DISABLED_LINE)
         where = f"gateway listening on {self.opts.url}" if self.gateway else "node host supervisor started"
@@ -204,9 +214,8 @@ class Supervisor:
         self.log("info", f"{where} (pid {os.getpid()}, profile {self.paths.label}, {len(self.specs)} workers"
                          f"{sockets})")
         self._stability("gateway.started", pid=os.getpid(), port=self.opts.port, workers=len(self.specs))
-        for spec in self.specs:
-            self._bring_up(self.table.add(spec))
         self.booted = True
+        self.readiness()
         if self.opts.listen:
             self.reloader.start()
         self._every_second()
@@ -215,23 +224,48 @@ class Supervisor:
         await self.shutdown()
         return self.exit_code
 
-    async def _listen(self) -> bool:
-        """Bind the gateway port; False (and torn down, exit code set) when it cannot be bound."""
+    async def _bind(self) -> bool:
+        """Take the gateway port; False (and torn down, exit code set) when it cannot be bound. Nothing is
+        served on it before `_serve`."""
         assert self.control is not None
-        self.core = GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
-                                tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway = self._gateway_server(self.opts)
         try:
-            await self.gateway.start()
+            await self.gateway.bind()
         except Exception as exc:
-            self.log("error", str(exc))
-            print(exc, file=sys.stderr, flush=True)
-            self.exit_code = 1
-            await self._teardown()
+            await self._listen_failed(exc)
+            return False
+        return True
+
+    async def _serve(self) -> bool:
+        """The gateway core (auth, devices, methods), then clients are served on the bound port. Its modules load
+        on a thread: the loop meanwhile attaches the fork server and starts the workers."""
+        assert self.gateway is not None
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(CORE_LOAD_SWITCH_S)
+        try:
+            core = await import_in_thread("openclaw_sup.gateway.core")
+            await import_in_thread("openclaw_sup.gateway.connection")  # what the first client's socket runs
+        finally:
+            sys.setswitchinterval(interval)
+        self.core = core.GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
+                                tick_interval_ms=self.opts.tick_interval_ms)
+        self.gateway.core = self.core
+        try:
+            await self.gateway.serve()
+        except Exception as exc:
+            await self._listen_failed(exc)
             return False
         self.core.start()
         self._fit_port_to_fds()
         return True
+
+    async def _listen_failed(self, exc: Exception) -> None:
+        self.log("error", str(exc))
+        print(exc, file=sys.stderr, flush=True)
+        self.exit_code = 1
+        self.stopping = True
+        await asyncio.gather(*(self.stop_worker(r) for r in self.table), return_exceptions=True)
+        await self._teardown()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         """TERM, INT, QUIT stop; HUP reloads; USR2 (upstream's) and USR1 restart in place; every other signal
@@ -311,14 +345,20 @@ class Supervisor:
 
     # ================================================================ fork server
 
+    async def _boot_first_fork_server(self) -> None:
+        """The fork server `main` forked, or a replacement when it does not boot (spawns wait for either)."""
+        if not await self._attach_fork_server(self.fs):
+            self._new_fork_server()
+
     async def _attach_fork_server(self, fs: ForkServer) -> bool:
-        """Wait for `fs` to boot; False (and it is declared down) if it dies or hangs first."""
+        """Wait for `fs` to boot; False (and it is declared down) if it dies or hangs first. One that has
+        already booted is attached without a turn of the loop."""
         assert self._fs_settled is not None
         self.fs = fs
         fs.attach(self._on_exit, self._on_fork_server_lost)
         assert fs.booted is not None
         try:
-            boot = await asyncio.wait_for(fs.booted, FS_BOOT_TIMEOUT_S)
+            boot = fs.booted.result() if fs.booted.done() else await asyncio.wait_for(fs.booted, FS_BOOT_TIMEOUT_S)
         except (TimeoutError, ForkServerError) as exc:
             fs._on_lost = None
             fs.close(timeout=0.1)
@@ -329,6 +369,7 @@ class Supervisor:
         for err in boot.get("errors", []):
             self.log("error", f"fork server: {err}")
         self.available_kinds = set(boot.get("kinds", []))
+        fs.standby(self._standbys_now())
         if self.fs_problem is not None:
             self.log("info", f"fork server back (pid {fs.pid}); starting the workers that waited for it")
         self.fs_problem = None
@@ -442,18 +483,23 @@ class Supervisor:
         rec.retry_at = None
         rec.fire(event)
         rec.begin_spawn()
-        self.spawn_task(self._spawn(rec), f"spawn of {rec.name}")
+        asked = self._ask_fork(rec.spec) if self._fs_settled is not None and self._fs_settled.is_set() else None
+        self.spawn_task(self._spawn(rec, asked), f"spawn of {rec.name}")
 
-    async def _spawn(self, rec: WorkerRecord) -> None:
-        """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy."""
+    async def _spawn(self, rec: WorkerRecord, asked: SpawnAsk | None = None) -> None:
+        """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy.
+
+        With a fork server up, `_start` has already sent the request (`asked`): a restart's request leaves in the
+        same loop step as the exit that caused it, ahead of the log flush and whatever else is queued."""
         assert self._fs_settled is not None
-        if not self._fs_settled.is_set():
-            await self._fs_settled.wait()
-        spec = rec.spec
+        if asked is None:
+            while not self._fs_settled.is_set():  # set, then cleared again when one is declared down and replaced
+                await self._fs_settled.wait()
+            asked = self._ask_fork(rec.spec)
         try:
-            if self.fs_problem is not None:
-                raise ForkServerError(f"no fork server: {self.fs_problem}")
-            pid, out_r, err_r = await self._fork(spec)
+            if isinstance(asked, Exception):
+                raise asked
+            pid, out_r, err_r = await self._forked(*asked)
         except Exception as exc:
             self._spawn_failed(rec, exc)
             return
@@ -467,7 +513,7 @@ class Supervisor:
         inc.pipes = [OutputPipe(out_r, lambda text: self._output_line(rec, inc, "info", text)),
                      OutputPipe(err_r, lambda text: self._output_line(rec, inc, "error", text))]
         self.log("info", f"worker {rec.name} spawned (pid {pid})")
-        self._arm(rec, inc, spec.liveness.start_timeout_ms / 1000)
+        self._arm(rec, inc, rec.spec.liveness.start_timeout_ms / 1000)
         early, rec.early = rec.early, []
         for msg in early:
             if msg.get("pid") == pid:
@@ -476,22 +522,30 @@ class Supervisor:
         if status is not None:
             self._on_exit(pid, status)
 
-    async def _fork(self, spec: WorkerSpec) -> tuple[int, int, int]:
-        """(pid, stdout reader, stderr reader) of a new worker; nothing stays open if it fails."""
+    def _ask_fork(self, spec: WorkerSpec) -> SpawnAsk:
+        """Send the fork server a spawn request with the worker's output pipes: (the pid's future, stdout reader,
+        stderr reader), or the error that stopped it (nothing stays open then)."""
         fds: list[int] = []
         try:
+            if self.fs_problem is not None:
+                raise ForkServerError(f"no fork server: {self.fs_problem}")
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             fds += (out_r, out_w)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             fds += (err_r, err_w)
             fut = self.fs.spawn(spec.name, spec.kind, spec.options, self.paths.bus_endpoint,
                                 spec.liveness.heartbeat_interval_ms, out_w, err_w)
-        except BaseException:
+        except Exception as exc:
             for fd in fds:
                 os.close(fd)
-            raise
+            return exc
         os.close(out_w)
         os.close(err_w)
+        return fut, out_r, err_r
+
+    @staticmethod
+    async def _forked(fut: asyncio.Future[int], out_r: int, err_r: int) -> tuple[int, int, int]:
+        """(pid, stdout reader, stderr reader) of the new worker; the readers are closed if it fails."""
         try:
             return await fut, out_r, err_r
         except BaseException:
@@ -611,6 +665,40 @@ class Supervisor:
         self.log("warn", f"worker {rec.name} (pid {inc.pid}): {reason}; killing it")
         self.fs.signal(inc.pid, signal.SIGKILL)
 
+    # ================================================================ standbys
+
+    def _standbys_now(self) -> int:
+        """How many standbys the fork server keeps now: from boot on, or for a while after an unplanned exit."""
+        tuning = self.settings.fork_server
+        return tuning.standbys if tuning.standby_at_boot or time.monotonic() < self._standbys_until else 0
+
+    def _arm_standbys(self) -> None:
+        """Exits come in runs (a bad upstream, a crash loop): after one, keep standbys until `standbyKeepMs` pass
+        without another. Called after the respawn's request left, so the standby never delays it."""
+        tuning = self.settings.fork_server
+        if tuning.standby_at_boot or not tuning.standbys:
+            return
+        armed = time.monotonic() < self._standbys_until
+        self._standbys_until = time.monotonic() + tuning.standby_keep_ms / 1000
+        if not armed:
+            self.fs.standby(tuning.standbys, after_s=0.0)
+        if self._standbys_release is None:
+            self._standbys_release = asyncio.get_running_loop().call_later(
+                tuning.standby_keep_ms / 1000, self._release_standbys)
+
+    def _release_standbys(self) -> None:
+        self._standbys_release = None
+        left = self._standbys_until - time.monotonic()
+        if left > 0:
+            self._standbys_release = asyncio.get_running_loop().call_later(left, self._release_standbys)
+            return
+        if not self.settings.fork_server.standby_at_boot:
+            self.fs.standby(0)
+
+    def refresh_standbys(self) -> None:
+        """The settings' `forkServer` changed (reload): tell the fork server what they mean now."""
+        self.fs.standby(self._standbys_now(), after_s=0.0)
+
     # ================================================================ reap
 
     def _on_exit(self, pid: int, status: int) -> None:
@@ -643,18 +731,32 @@ class Supervisor:
         rec.fire(Event.EXIT)
         ran_for = now - inc.ready_at if inc.ready_at else None
         why = inc.last_error
-        self._stability("worker.exited", worker=rec.name, pid=pid, exit=inc.exit["text"], reason=why,
-                        ranForMs=round(ran_for * 1000) if ran_for is not None else None)
-        self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
-                         + (f": {why}" if why else ""))
-        self._after_crash(rec, ran_for)
 
-    def _after_crash(self, rec: WorkerRecord, ran_for: float | None) -> None:
+        def said() -> None:
+            self._stability("worker.exited", worker=rec.name, pid=pid, exit=inc.exit["text"], reason=why,
+                            ranForMs=round(ran_for * 1000) if ran_for is not None else None)
+            self.log("warn", f"worker {rec.name} exited (pid {pid}, {inc.exit['text']})"
+                             + (f": {why}" if why else ""))
+
+        self._after_crash(rec, ran_for, said)
+        if not self.stopping and rec.wanted:
+            self._arm_standbys()
+
+    def _after_crash(self, rec: WorkerRecord, ran_for: float | None, said: Callable[[], None] = lambda: None) -> None:
+        """The restart policy's answer to an exit; `said` records the exit, after an immediate respawn's request
+        has left (the log line costs more than the request) and before anything else is logged."""
         if self.stopping or not rec.wanted:
+            said()
             rec.fire(Event.STOP)
             return
         now = time.monotonic()
         delay = rec.policy.on_exit(now, ran_for)
+        if delay is not None and delay <= 0:
+            rec.fire(Event.RETRY_LATER)
+            self._retry(rec)
+            said()
+            return
+        said()
         loop = asyncio.get_running_loop()
         if delay is None:
             rec.fire(Event.GIVE_UP)
@@ -667,11 +769,8 @@ class Supervisor:
             rec.timer = loop.call_later(retry, self._retry, rec)
             return
         rec.fire(Event.RETRY_LATER)
-        if delay <= 0:
-            self._retry(rec)
-        else:
-            rec.retry_at = now + delay
-            rec.timer = loop.call_later(delay, self._retry, rec)
+        rec.retry_at = now + delay
+        rec.timer = loop.call_later(delay, self._retry, rec)
 
     def _retry(self, rec: WorkerRecord) -> None:
         rec.timer = None
@@ -799,6 +898,8 @@ class Supervisor:
             auth = AuthConfig.from_config(gateway_cfg, os.environ)
             host = resolve_host(gateway_cfg)
             guard(host, port, has_shared_secret=bool(auth.token or auth.password) and not auth.generated)
+            from openclaw_sup.gateway.tls import server_tls
+
             ssl_context = server_tls(gateway_cfg, self.paths.state_dir)
         except (ValueError, BindRefused) as exc:
             self.log("error", f"config reload: listener not moved: {exc}")
@@ -984,9 +1085,11 @@ class Supervisor:
             return {"ok": True, "name": name, "action": action, "state": rec.state.value}
 
     def _state_changed(self) -> None:
-        """Worker states feed the `health` broadcast, coalesced over 50 ms."""
+        """Worker states feed the `health` broadcast, coalesced over 50 ms; the last first start ends `starting`."""
         if self.core is not None:
             self.core.methods.workers_changed()
+        if not self._started:
+            self.readiness()
         if self._health_scheduled or self.core is None:
             return
         self._health_scheduled = True
@@ -1023,6 +1126,10 @@ class Supervisor:
         pending = [n for n, s in states.items() if s not in SERVING_STATES]
         if not self._started and self.booted:  # latched: once started, whatever the workers do later
             self._started = all(r.settled or r.state == State.FAILED for r in self.table)
+            if self._started and self._loop is not None:  # held connects answered, READY=1 sent, now
+                if self.core is not None:
+                    self._loop.call_soon(self.core.release_held)
+                self._loop.call_soon(self.notify_state)
         started = self._started
         return {"started": started, "ready": started and not pending, "pending": pending or None,
                 "workers": states}
@@ -1046,7 +1153,8 @@ class Supervisor:
                 "busDropped": bus.dropped if bus else 0, "stopping": self.stopping,
                 "started": self.readiness()["started"],
                 "booted": self.booted,
-                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem},
+                "forkServer": {"pid": self.fs.pid, "problem": self.fs_problem, "standbys": self.fs.standby_pids,
+                               "standbysWanted": self._standbys_now()},
                 "port": self.gateway.admission.snapshot() if self.gateway is not None else None,
                 "fds": {**self.fds, "spares": self.spares.held if self.spares else 0,
                         "sparesLent": self.spares.lent if self.spares else 0},

@@ -48,6 +48,7 @@ class ForkServer:
         self.booted: asyncio.Future[dict[str, Any]] | None = None
         self.alive = True
         self.status: int | None = None
+        self.standby_pids: list[int] = []
 
     # -- starting ------------------------------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class ForkServer:
         self.booted = self._loop.create_future()
         self.sock.setblocking(False)
         self._loop.add_reader(self.sock.fileno(), self._readable)
+        self._readable()  # what it said before we listened (its boot, once it preloaded while we started)
 
     # -- requests ------------------------------------------------------------------------------------
 
@@ -120,6 +122,15 @@ class ForkServer:
         """Signal a worker's process group; the fork server ignores pids it has already reaped."""
         with contextlib.suppress(OSError):
             self.sock.send(orjson.dumps({"op": "signal", "pid": pid, "sig": int(sig)}))
+
+    def standby(self, count: int, after_s: float | None = None) -> None:
+        """Ask for `count` pre-forked standby processes (workers/forkserver.py), so a respawn costs no fork; the
+        first is forked `after_s` from now (default: out of the way of a start-up)."""
+        msg: dict[str, Any] = {"op": "standby", "count": count}
+        if after_s is not None:
+            msg["afterS"] = after_s
+        with contextlib.suppress(OSError):
+            self.sock.send(orjson.dumps(msg))
 
     def quit(self) -> None:
         with contextlib.suppress(OSError):
@@ -156,6 +167,8 @@ class ForkServer:
                 fut.set_result(int(msg["pid"]))
             else:
                 fut.set_exception(ForkServerError(str(msg.get("error"))))
+        elif op == "standbys" and isinstance(msg.get("pids"), list):
+            self.standby_pids = [int(p) for p in msg["pids"] if isinstance(p, int)]
         elif op == "boot" and self.booted is not None and not self.booted.done():
             self.booted.set_result(msg)
 

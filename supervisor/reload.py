@@ -153,4 +153,7 @@ class ConfigReloader:
         if "logging" in decision.apply_in_place:
             sup.apply_logging(new_cfg.get("logging") or {})
         await sup.apply_worker_plan(decision.workers)
+        standbys_changed = settings.fork_server != sup.settings.fork_server
         sup.gateway_cfg, sup.settings = applied, settings
+        if standbys_changed:
+            sup.refresh_standbys()

@@ -22,7 +22,6 @@ from typing import Any
 from openclaw_sup.config.restart import State
 from openclaw_sup.config.settings import BusLimits
 from openclaw_sup.gateway.host import Partial
-from openclaw_sup.gateway.methods import unavailable_worker
 from openclaw_sup.gateway.protocol import MethodError
 from openclaw_sup.ipc.bus import RouterBus
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode
@@ -190,6 +189,8 @@ class BusRouter:
                           partial: Partial | None = None) -> Any:
         rec = self._lookup(name)
         if rec is None or rec.state != State.RUNNING:
+            from openclaw_sup.gateway.methods import unavailable_worker  # the gateway's method table loads after bind
+
             raise unavailable_worker(name, rec.state.value if rec else None)
         assert self.bus is not None
         rid = f"gw:{next(self._req_ids)}"

@@ -361,6 +361,19 @@ def test_unavailable_1013_while_workers_start(gateway_factory) -> None:
     assert status == 503 and body["status"] == "starting"
 
 
+def test_a_connect_while_workers_start_is_answered_once_they_are_ready(gateway_factory) -> None:
+    """Held, not refused: the client that came during the workers' first starts gets `hello-ok` as the last one
+    says ready, and only then."""
+    g = gateway_factory({"workers": {"slow": {"kind": "slow_ready", "options": {"ms": 800}}}}, config=gw_config())
+    g.start(wait_running=False)
+    assert g.worker("slow")["state"] == "starting"
+    c = client(g)
+    c.connect()
+    assert g.worker("slow")["state"] == "running"
+    assert g.status()["supervisor"]["started"] is True
+    assert c.request("health")["ok"] is True
+
+
 def test_shutdown_event_then_1012(gw: Gateway) -> None:
     c = client(gw)
     c.connect()

@@ -8,6 +8,7 @@ supervisor noticing the room, not that timer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -34,13 +35,23 @@ def gw(gateway_factory) -> Gateway:
 
 
 class Starved:
-    """The supervisor's soft descriptor limit held below what it has open, until `release`."""
+    """The supervisor's soft descriptor limit held below what it has open, until `release`. The kernel hands out
+    the lowest free number under the limit, so the limit is also kept at or below the workers' output pipes (the
+    pipes of which the supervisor holds one end): what a dying worker, or a lost fork server's workers, frees
+    must not make room again."""
 
     def __init__(self, g: Gateway, below: int = 8) -> None:
         self.pid = g.status()["supervisor"]["pid"]
         self.soft, self.hard = resource.prlimit(self.pid, resource.RLIMIT_NOFILE)
-        open_now = len(os.listdir(f"/proc/{self.pid}/fd"))
-        resource.prlimit(self.pid, resource.RLIMIT_NOFILE, (open_now - below, self.hard))
+        fds = os.listdir(f"/proc/{self.pid}/fd")
+        pipes: dict[str, list[int]] = {}
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{self.pid}/fd/{fd}")
+                if target.startswith("pipe:"):
+                    pipes.setdefault(target, []).append(int(fd))
+        outputs = [ends[0] for ends in pipes.values() if len(ends) == 1]  # the other end is a worker's
+        resource.prlimit(self.pid, resource.RLIMIT_NOFILE, (min([len(fds) - below, *outputs]), self.hard))
 
     def release(self) -> None:
         resource.prlimit(self.pid, resource.RLIMIT_NOFILE, (self.soft, self.hard))

@@ -10,6 +10,12 @@ worker, so it alone reaps them, reports their exit status, and signals a worker'
 that worker is unreaped (no pid-reuse race). It is a child subreaper: a worker's orphaned children come back
 to it and are reaped too. When the supervisor dies it gets SIGTERM (PR_SET_PDEATHSIG), kills every worker
 group and exits; workers in turn have PR_SET_PDEATHSIG=SIGKILL on the fork server.
+
+A respawn is on the path of every crash, so the fork server keeps a standby (the supervisor sets how many): a
+process forked ahead that has done what any worker does before it knows its name (its own ZeroMQ context and
+I/O threads, its event loop, signals, parent-death signal) and waits for a spawn request. A request takes a
+standby when one is up to date (forked since the last kind module loaded), else forks as before; a used standby
+is replaced once spawning has been quiet for a moment, so its start-up never competes with the worker's.
 """
 
 from __future__ import annotations
@@ -22,13 +28,18 @@ import selectors
 import signal
 import socket
 import sys
+import time
 import traceback
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from openclaw_sup.ipc.forkproto import MAX_PACKET
 from openclaw_sup.workers.heapholes import HeapHoles
+
+if TYPE_CHECKING:
+    from openclaw_sup.workers.runtime import Prepared
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -36,7 +47,16 @@ PR_SET_CHILD_SUBREAPER = 36
 PRELOAD = ("setproctitle", "openclaw_sup.workers.runtime")
 """What every worker runs; a kind's own modules are imported before its first fork (registry.preload)."""
 
+STANDBY_QUIET_S = 0.2
+"""A used standby is replaced once no spawn came for this long: the new worker's start-up goes first."""
+STANDBY_AFTER_BOOT_S = 1.0
+"""The first standby is forked this long after the supervisor asks for it: out of the way of the gateway's start."""
+STANDBY_FAILURES_MAX = 3
+"""Standbys that die before their first request, in a row, after which the fork server stops making them."""
+
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+# argtypes set once here: a forked worker's call then converts no Python ints through ctypes' generic path
 
 
 def prctl(option: int, arg: int) -> None:
@@ -50,6 +70,15 @@ def set_parent_death_signal(sig: int) -> None:
         prctl(PR_SET_PDEATHSIG, sig)
 
 
+@dataclass
+class Standby:
+    """A forked process waiting for its spawn request on `sock`; `modules` is what the fork server had loaded."""
+
+    pid: int
+    sock: socket.socket
+    modules: int
+
+
 class ForkServerLoop:
     def __init__(self, sock: socket.socket, profile: str) -> None:
         self.sock = sock
@@ -60,6 +89,10 @@ class ForkServerLoop:
         self.quitting = False
         self.modules = 0
         self.holes = HeapHoles()
+        self.standbys: dict[int, Standby] = {}
+        self.standbys_wanted = 0
+        self.standby_due: float | None = None
+        self.standby_failures = 0
 
     # -- set-up --------------------------------------------------------------------------------------
 
@@ -103,8 +136,13 @@ class ForkServerLoop:
         sel = selectors.DefaultSelector()
         sel.register(self.sock, selectors.EVENT_READ, "ctl")
         sel.register(self.wake_r, selectors.EVENT_READ, "chld")
+        told: list[int] = []
         while True:
-            for key, _ in sel.select():
+            if told != list(self.standbys):
+                told = list(self.standbys)
+                self._send({"op": "standbys", "pids": told})
+            due = self.standby_due
+            for key, _ in sel.select(None if due is None else max(0.0, due - time.monotonic())):
                 if key.data == "chld":
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_r, 4096)
@@ -113,6 +151,8 @@ class ForkServerLoop:
                     self._kill_all()
                     return
             self._reap()
+            if self.standby_due is not None and time.monotonic() >= self.standby_due:
+                self._fill_standbys()
 
     def _on_ctl(self) -> bool:
         try:
@@ -133,7 +173,7 @@ class ForkServerLoop:
                 os.close(fd)
             return True
         if op == "spawn":
-            self._spawn(req, fds)
+            self._spawn(req, fds, data)
             for fd in fds:
                 os.close(fd)
         elif op == "signal":
@@ -141,6 +181,15 @@ class ForkServerLoop:
             if pid in self.children:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, int(req.get("sig", signal.SIGKILL)))
+        elif op == "standby":
+            count = req.get("count")
+            self.standbys_wanted = count if isinstance(count, int) and count > 0 else 0
+            self.standby_failures = 0
+            for standby in list(self.standbys.values())[self.standbys_wanted:]:
+                self._drop_standby(standby)
+            after = req.get("afterS")
+            self._standbys_later(float(after) if isinstance(after, (int, float)) and after >= 0
+                                 else STANDBY_AFTER_BOOT_S)
         elif op == "quit":
             return False
         return True
@@ -151,7 +200,7 @@ class ForkServerLoop:
 
     # -- spawning ------------------------------------------------------------------------------------
 
-    def _spawn(self, req: dict[str, Any], fds: list[int]) -> None:
+    def _spawn(self, req: dict[str, Any], fds: list[int], data: bytes) -> None:
         from openclaw_sup.workers import registry
 
         try:
@@ -160,41 +209,56 @@ class ForkServerLoop:
             self._send({"op": "spawn_failed", "seq": req.get("seq"), "name": req.get("name"),
                         "error": f"cannot import worker kind {req.get('kind')!r}: {type(exc).__name__}: {exc}"})
             return
+        self._standbys_later(STANDBY_QUIET_S)
+        pid = self._hand_to_standby(data, fds)
+        if pid is None:
+            self._freeze_for_fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                self._send({"op": "spawn_failed", "seq": req.get("seq"), "name": req.get("name"),
+                            "error": f"fork failed: {exc.strerror}"})
+                return
+            if pid == 0:
+                self._become_worker(req, fds)
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
+        self.children[pid] = str(req.get("name"))
+        self._send({"op": "spawned", "seq": req.get("seq"), "name": req.get("name"), "pid": pid})
+
+    def _freeze_for_fork(self) -> None:
+        """What a fork needs first: new modules' garbage collected and the heap's holes taken, everything frozen."""
         if len(sys.modules) != self.modules:
             self.modules = len(sys.modules)
             gc.collect()
             self.holes.take()
         gc.freeze()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            self._send({"op": "spawn_failed", "seq": req.get("seq"), "name": req.get("name"),
-                        "error": f"fork failed: {exc.strerror}"})
-            return
-        if pid == 0:
-            self._become_worker(req, fds)
-        with contextlib.suppress(OSError):
-            os.setpgid(pid, pid)
-        self.children[pid] = str(req.get("name"))
-        self._send({"op": "spawned", "seq": req.get("seq"), "name": req.get("name"), "pid": pid})
 
-    def _become_worker(self, req: dict[str, Any], fds: list[int]) -> None:
+    def _detach(self) -> None:
+        """In a forked child: leave the fork server's signals, sockets and stdin; die with it."""
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != self.server_pid:
+            os._exit(70)
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+        self.sock.close()
+        for standby in self.standbys.values():
+            standby.sock.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+
+    def _become_worker(self, req: dict[str, Any], fds: list[int], detached: bool = False,
+                       prepared: Prepared | None = None) -> None:
         code = 70
         try:
-            set_parent_death_signal(signal.SIGKILL)
-            if os.getppid() != self.server_pid:
-                os._exit(code)
-            with contextlib.suppress(OSError):
-                os.setpgid(0, 0)
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-                signal.signal(sig, signal.SIG_DFL)
-            self.sock.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
+            if not detached:
+                self._detach()
             for target, fd in zip((1, 2), fds, strict=False):
                 os.dup2(fd, target)
             for fd in fds:
@@ -209,13 +273,97 @@ class ForkServerLoop:
             from openclaw_sup.workers.runtime import run_worker
 
             code = run_worker(name, str(req["kind"]), req.get("options") or {}, str(req["bus"]),
-                              self.profile, int(req.get("hb_ms") or 1000))
+                              self.profile, int(req.get("hb_ms") or 1000), prepared)
         except BaseException:
             with contextlib.suppress(Exception):
                 traceback.print_exc()
                 sys.stderr.flush()
         finally:
             os._exit(code)
+
+    # -- standbys ------------------------------------------------------------------------------------
+
+    def _standbys_later(self, delay: float) -> None:
+        """Top the standbys up `delay` from now or at the time already set, whichever is later (each spawn pushes
+        it back while spawns keep coming)."""
+        if not self.standbys_wanted or self.standby_failures >= STANDBY_FAILURES_MAX:
+            self.standby_due = None
+            return
+        due = time.monotonic() + delay
+        self.standby_due = due if self.standby_due is None else max(self.standby_due, due)
+
+    def _fill_standbys(self) -> None:
+        self.standby_due = None
+        self._freeze_for_fork()
+        for standby in [s for s in self.standbys.values() if s.modules != self.modules]:
+            self._drop_standby(standby)  # forked before a kind module loaded: it lacks that module's pages
+        while len(self.standbys) < self.standbys_wanted and self.standby_failures < STANDBY_FAILURES_MAX:
+            try:
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            except OSError:
+                self._standbys_later(STANDBY_QUIET_S * 10)
+                return
+            try:
+                pid = os.fork()
+            except OSError:
+                ours.close()
+                theirs.close()
+                self._standbys_later(STANDBY_QUIET_S * 10)
+                return
+            if pid == 0:
+                ours.close()
+                self._become_standby(theirs)
+            theirs.close()
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
+            self.standbys[pid] = Standby(pid, ours, self.modules)
+
+    def _become_standby(self, sock: socket.socket) -> None:
+        """In the standby: do what every worker does first, then wait for the one spawn request it will run."""
+        code = 70
+        try:
+            self._detach()
+            import setproctitle
+
+            from openclaw_sup.workers.runtime import Prepared
+
+            setproctitle.setproctitle(f"openclaw-sup: standby [{self.profile}]")
+            prepared = Prepared.make()
+            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, 4)
+            sock.close()
+            if not data:
+                code = 0
+                return
+            self._become_worker(orjson.loads(data), fds, detached=True, prepared=prepared)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+                sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+    def _hand_to_standby(self, data: bytes, fds: list[int]) -> int | None:
+        """Pass the request (as received) and its fds to an up-to-date standby; its pid, or None when there is none."""
+        while self.standbys:
+            standby = self.standbys.pop(next(iter(self.standbys)))
+            if standby.modules != len(sys.modules):
+                self._drop_standby(standby)
+                continue
+            try:
+                socket.send_fds(standby.sock, [data], fds)
+            except OSError:
+                self._drop_standby(standby)
+                continue
+            standby.sock.close()
+            self.standby_failures = 0
+            return standby.pid
+        return None
+
+    def _drop_standby(self, standby: Standby) -> None:
+        self.standbys.pop(standby.pid, None)
+        standby.sock.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(standby.pid, signal.SIGKILL)
 
     # -- reaping -------------------------------------------------------------------------------------
 
@@ -228,7 +376,12 @@ class ForkServerLoop:
             if info is None or info.si_pid == 0:
                 return
             pid = info.si_pid
-            if pid in self.children:
+            standby = self.standbys.pop(pid, None)
+            if standby is not None:  # died before its request: not a worker, nothing to report
+                standby.sock.close()
+                self.standby_failures += 1
+                self._standbys_later(STANDBY_QUIET_S * 10)
+            if pid in self.children or standby is not None:
                 # Still a zombie, so the group id cannot have been reused: clear the worker's leftovers.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
@@ -240,6 +393,8 @@ class ForkServerLoop:
                 self._send({"op": "exit", "pid": pid, "status": status})
 
     def _kill_all(self) -> None:
+        for standby in list(self.standbys.values()):
+            self._drop_standby(standby)
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)

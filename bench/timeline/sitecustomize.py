@@ -3,14 +3,17 @@
 Python imports `sitecustomize` after `site`, so with this folder on PYTHONPATH and OCSB_TIMELINE naming a
 file, each process of the gateway's tree (the supervisor, the fork server, every worker: the forked ones
 inherit the hook, an exec'd fork server loads it again) appends one line per event to that file:
-`pid ppid monotonic event detail`. CLOCK_MONOTONIC is system-wide, so the bench compares the stamps with its
-own. The events come from the interpreter's audit hooks, so the product is measured unchanged:
+`pid ppid monotonic cpu event detail`. CLOCK_MONOTONIC is system-wide, so the bench compares the stamps with its
+own; `cpu` is the process's CPU seconds so far (user + system; a forked child's count starts at its fork), which
+a busy machine disturbs far less than the wall clock. The events come from the interpreter's audit hooks, so
+the product is measured unchanged:
 
 - `start`: the interpreter and `site` are up (exec -> here is interpreter start-up);
 - `import <module>`: a watched module starts loading (first import only);
 - `fork` / `child`: `os.fork` in the parent, and the child's first moment;
 - `bind <addr>`: a listening socket is bound; `sendmsg`: a message with fds sent (our spawn request);
 - `killpg <pid>`: the fork server clears a worker's process group (it does so as it reaps the worker);
+- `stdout`: a process opens a file object on fd 1 (a worker, forked or a standby, taking its output pipe);
 - `gc.freeze`: the fork server (or the supervisor) froze its heap: its preloading is done.
 
 Nothing happens without OCSB_TIMELINE. The hook filters by event name first; it costs a few microseconds
@@ -32,7 +35,8 @@ def _install(path: str) -> None:
 
     def stamp(event: str, detail: str = "") -> None:
         try:  # noqa: SIM105 - contextlib would be one more import in every process
-            os.write(fd, f"{os.getpid()} {os.getppid()} {time.monotonic():.6f} {event} {detail}\n".encode())
+            os.write(fd, f"{os.getpid()} {os.getppid()} {time.monotonic():.6f} {time.process_time():.6f} {event} "
+                         f"{detail}\n".encode())
         except OSError:
             pass
 
@@ -48,6 +52,8 @@ def _install(path: str) -> None:
             stamp("sendmsg")
         elif event == "os.killpg":
             stamp("killpg", str(args[0]))
+        elif event == "open" and args[0] == 1:
+            stamp("stdout")
 
     freeze = gc.freeze
 

@@ -65,6 +65,14 @@ async def never_ready(ctx: WorkerContext) -> None:
     await _idle(ctx)
 
 
+@register("slow_ready")
+async def slow_ready(ctx: WorkerContext) -> None:
+    """Says ready `options.ms` after its start (a worker with set-up to do before it serves)."""
+    await asyncio.sleep(float(ctx.options.get("ms", 300)) / 1000)
+    ctx.ready()
+    await _idle(ctx)
+
+
 @register("stubborn")
 async def stubborn(ctx: WorkerContext) -> None:
     """Ignores `stop` on the bus and SIGTERM: only SIGKILL ends it."""
