@@ -215,6 +215,13 @@ def read_until(s: socket.socket, marker: bytes) -> bytes | None:
     return buf
 
 
+def same_run(before: dict[str, tuple[int | None, int]], now: dict[str, Any]) -> bool:
+    """The worker still runs the process it ran before the fuzz; an on-demand worker the fuzz woke (idle, no pid,
+    before) counts as long as it was not restarted since."""
+    pid, restarts = before.get(now["name"], (None, -1))
+    return now["pid"] == pid or (pid is None and now["restarts"] == restarts)
+
+
 def ws_fuzz(port: Port, n: int, rng: random.Random, methods: list[str]) -> dict[str, Any]:
     """Frames and handshakes each on a fresh socket; requests on an authenticated socket, each followed by a
     `health` whose answer says the connection still serves (a new one is opened when the server closed it)."""
@@ -336,7 +343,7 @@ def main() -> None:
     try:
         sup.start()
         before = sup.sample()
-        pid, workers = sup.pid, {w["name"]: w["pid"] for w in sup.status()["workers"]}
+        pid, workers = sup.pid, {w["name"]: (w["pid"], w["restarts"]) for w in sup.status()["workers"]}
         methods = sorted(set(PARAMS) - SPARED)
         port = Port(sup.port)
         t = time.monotonic()
@@ -352,7 +359,7 @@ def main() -> None:
         status = sup.status()
         if sup.pid != pid or status["supervisor"]["pid"] != pid:
             problems.append("the supervisor is not the same process")
-        down = [w["name"] for w in status["workers"] if w["state"] not in SERVING or workers.get(w["name"]) != w["pid"]]
+        down = [w["name"] for w in status["workers"] if w["state"] not in SERVING or not same_run(workers, w)]
         if down:
             problems.append(f"workers restarted or down: {down}")
         lines = sup.log_lines()
