@@ -495,6 +495,8 @@ class Supervisor:
         if asked is None:
             while not self._fs_settled.is_set():  # set, then cleared again when one is declared down and replaced
                 await self._fs_settled.wait()
+            if self._unprovided(rec):
+                return
             asked = self._ask_fork(rec.spec)
         try:
             if isinstance(asked, Exception):
@@ -521,6 +523,20 @@ class Supervisor:
         status = self._early_exits.pop(pid, None)
         if status is not None:
             self._on_exit(pid, status)
+
+    def _unprovided(self, rec: WorkerRecord) -> bool:
+        """A worker started before the fork server said which kinds this build provides (the boot spawns go out
+        first), of a kind it does not: dropped as `wanted_specs` drops one once the kinds are known, never forked
+        into a crash loop."""
+        if self.available_kinds is None or rec.spec.kind in self.available_kinds:
+            return False
+        self.table.records.pop(rec.name, None)
+        self.specs = [s for s in self.specs if s.name != rec.name]
+        if rec.name not in self._skipped:
+            self._skipped.add(rec.name)
+            self.log("warn", f"worker {rec.name} (kind {rec.spec.kind}) is not provided by this build; skipped")
+        self.readiness()
+        return True
 
     def _ask_fork(self, spec: WorkerSpec) -> SpawnAsk:
         """Send the fork server a spawn request with the worker's output pipes: (the pid's future, stdout reader,

@@ -247,6 +247,9 @@ def test_agent_turn_without_an_agent_worker_is_an_error(gateway_factory) -> None
     gw = make_gateway(gateway_factory, kinds=("sup_test_kinds",),
                       workers={"agent": {"kind": "not_provided_agent"}}).start()
     assert "agent" not in {w["name"] for w in gw.status()["workers"]}
+    log = gw.log_text()
+    assert "worker agent (kind not_provided_agent) is not provided by this build; skipped" in log
+    assert "worker agent spawned" not in log, "a worker of a kind the build lacks was forked"
     c = connect(gw)
     job = c.request("cron.add", {"name": "orphan", "schedule": {"kind": "every", "everyMs": 300},
                                  "payload": {"kind": "agentTurn", "message": "hello"}})
