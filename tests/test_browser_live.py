@@ -16,10 +16,8 @@ import signal
 import socket
 import struct
 import subprocess
-import threading
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
@@ -27,7 +25,7 @@ from urllib.request import urlopen
 import psutil
 import pytest
 
-from conftest import Gateway, free_port, run_openclaw, wait_for
+from conftest import Gateway, free_port, page_served, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError, WebSocket
 
 CHROMIUM = shutil.which("chromium")
@@ -102,21 +100,8 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def page_server() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(PAGE)))
-            self.end_headers()
-            self.wfile.write(PAGE)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/page.html"
-    server.shutdown()
+    with page_served(PAGE) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

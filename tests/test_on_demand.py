@@ -17,7 +17,6 @@ import signal
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
@@ -25,7 +24,7 @@ from urllib.request import urlopen
 import psutil
 import pytest
 
-from conftest import Gateway, run_openclaw, wait_for
+from conftest import Gateway, page_served, run_openclaw, wait_for
 from openclaw_sup.config.browser_state import RECORD_FILE, WANTED_FILE, left_running
 from openclaw_sup.config.plan import worker_specs
 from openclaw_sup.config.restart import Event, InvalidTransition, State, next_state
@@ -156,22 +155,8 @@ def test_idle_boot_has_no_browser_process_and_concurrent_first_requests_share_on
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is missing (scripts/test installs it)")
 def test_first_browser_request_starts_worker_and_chromium_crash_restarts_stop_leaves_nothing(gateway_factory) -> None:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(PAGE)))
-            self.end_headers()
-            self.wfile.write(PAGE)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/page.html"
-    gw = gateway_factory(BROWSER, config=config())
-    try:
+    with page_served(PAGE) as url:
+        gw = gateway_factory(BROWSER, config=config())
         gw.start()
         assert gw.worker("browser")["state"] == "idle" and browser_processes(gw) == []
         c = connect(gw)
@@ -200,8 +185,6 @@ def test_first_browser_request_starts_worker_and_chromium_crash_restarts_stop_le
         assert gw.stop() == 0
         wait_for(lambda: not [p for p in below if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 10,
                  what="every worker and Chromium process gone after stop")
-    finally:
-        server.shutdown()
 
 
 def test_a_relayed_request_wakes_an_on_demand_worker(gateway_factory) -> None:
