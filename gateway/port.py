@@ -44,12 +44,15 @@ HEAD_LIMIT = 16 * 1024
 """Upstream's (Node's) limit on a request head, however it arrives."""
 HEAD_MAX_LINES = 128
 CLOSE_WAIT_S = 2.0
+"""How long a closing socket waits for the peer: its WebSocket close frame, or the end of what it was still
+sending when it was refused (the lingering close, see `_refuse`)."""
+LINGER_LIMIT = 1 << 20
 KEEPALIVE_S = 15.0
 """An idle kept-alive HTTP connection is closed after this, here (after a probe) as on aiohttp's side (whose
 default is an hour); there it also bounds a request head dripped on a kept-alive connection, which aiohttp
 only parses once complete."""
 
-SNIFF, PARKED, OPEN, CLOSING, CLOSED = range(5)
+SNIFF, PARKED, OPEN, CLOSING, LINGER, CLOSED = range(6)
 DUE_NONE, DUE_HEAD, DUE_IDLE, DUE_ABORT = range(4)
 """What the socket's one deadline does when it passes (see `_set_deadline`)."""
 DUE_SLACK_S = 0.005
@@ -196,12 +199,17 @@ class PortProtocol(asyncio.Protocol):
             self._admitted = None
         refused = admission.admit(self, peer[0] if peer else "")
         if refused is not None:
-            self._refuse(503, refused)
+            self._refuse(503, refused, linger=False)
             return
         self._owner.sockets.add(self)
         self._set_deadline(self._owner.head_timeout_s, DUE_HEAD)
 
     def data_received(self, data: bytes) -> None:
+        if self._state == LINGER:
+            self._scan += len(data)
+            if self._scan > LINGER_LIMIT and self.transport is not None:
+                self.transport.close()
+            return
         self._buf += data
         if self._state == SNIFF:
             self._kept = False
@@ -325,20 +333,38 @@ class PortProtocol(asyncio.Protocol):
         if self._state == SNIFF:
             self._refuse(408, f"no complete request head within {self._owner.head_timeout_s:g}s")
 
-    def _refuse(self, status: int, reason: str) -> None:
-        """Answer a request this module will not pass on, and close (the peer's unread bytes are dropped)."""
-        self._state = CLOSED
+    def _refuse(self, status: int, reason: str, linger: bool = True) -> None:
+        """Answer a request this module will not pass on, and close.
+
+        Closing with the peer's bytes unread makes the kernel send a reset, which can destroy the answer before
+        the peer reads it; so the answer is followed by our FIN and what the peer still sends is read and
+        dropped until it closes too (bounded: `CLOSE_WAIT_S`, `LINGER_LIMIT` bytes), as nginx's lingering close
+        does. A socket refused at admission is closed at once: lingering would hold the room it was refused."""
         self._cancel_timer()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(refusal(status, reason))
-            self.transport.close()
+        transport = self.transport
+        self._buf = bytearray()
+        if transport is None or transport.is_closing():
+            self._state = CLOSED
+            return
+        transport.write(refusal(status, reason))
+        if linger and transport.can_write_eof():
+            self._state, self._scan = LINGER, 0
+            self._set_hold(self._hold, False)
+            transport.write_eof()
+            self._set_deadline(CLOSE_WAIT_S, DUE_ABORT)
+        else:
+            self._state = CLOSED
+            transport.close()
 
     def evict(self) -> None:
         """Admission needs the room: an unauthenticated socket is closed at once (WebSockets get 1013)."""
         if self._state == OPEN:
             self._fail(1013, "gateway busy: too many unauthenticated connections")
         elif self._state in (SNIFF, PARKED):
-            self._refuse(503, "gateway busy: too many unauthenticated connections")
+            self._refuse(503, "gateway busy: too many unauthenticated connections", linger=False)
+        elif self._state == LINGER and self.transport is not None:
+            self._state = CLOSED
+            self.transport.abort()
 
     def admitted(self) -> None:
         self._owner.admission.authenticated(self)

@@ -7,9 +7,11 @@ asserts a duration.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -62,6 +64,20 @@ def status_line(data: bytes) -> int:
 def test_head_over_16_kib_is_refused_in_one_write(gw: Gateway, size: int) -> None:
     s = sock_from(gw)
     s.sendall(UPGRADE + b"X-Pad: " + b"a" * size + b"\r\n\r\n")
+    data = answer(s)
+    assert status_line(data) == 431 and b"exceeds 16384 bytes" in data
+
+
+def test_refused_peer_still_sending_reads_the_answer(gw: Gateway) -> None:
+    """The answer survives what the peer was still sending: a close with bytes unread would reset the
+    connection and drop the answer before it left or before the peer read it."""
+    s = sock_from(gw)
+
+    def send() -> None:
+        with contextlib.suppress(OSError):
+            s.sendall(UPGRADE + b"X-Pad: " + b"a" * (768 << 10))
+
+    threading.Thread(target=send, daemon=True).start()
     data = answer(s)
     assert status_line(data) == 431 and b"exceeds 16384 bytes" in data
 
