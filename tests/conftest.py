@@ -61,6 +61,15 @@ def run_openclaw(gw: Gateway, *args: str, token: str | None = None, timeout: flo
     return subprocess.run([str(cli), *args], env=env, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
+def run_side_by_side(calls: list[Callable[[], Any]], workers: int = 2) -> list[Any]:
+    """The results of `calls`, in order, made `workers` at a time: a real CLI run is seconds of CPU on one core,
+    so independent read-only runs against one state go two at a time on a two-core machine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
     """Poll until `pred()` is truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

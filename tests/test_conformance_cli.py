@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Gateway, openclaw_cli, run_openclaw, wait_for
+from conftest import Gateway, openclaw_cli, run_openclaw, run_side_by_side, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError
 
 TOKEN = "cli-table-token-0123456789abcdef"
@@ -86,9 +86,25 @@ NODES = [("nodes status", "Known: 0 · Paired: 0 · Connected: 0"), ("nodes list
          ("nodes pending", "No pending pairing requests.")]
 
 
+ALONE = "doctor --non-interactive"  # may rewrite the config the others read: run on its own, in its place
+
+
+@pytest.fixture(scope="module")
+def answers(gw: Gateway) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every command of TABLE and NODES run once, in table order, two at a time but for ALONE."""
+    commands = [c for c, _ in TABLE + NODES]
+    cut = commands.index(ALONE)
+    done: dict[str, subprocess.CompletedProcess[str]] = {}
+    for batch in (commands[:cut], [ALONE], commands[cut + 1:]):
+        calls = [lambda c=c: run(gw, *c.format(job=gw.job_id).split()) for c in batch]  # type: ignore[attr-defined]
+        done.update(zip(batch, run_side_by_side(calls), strict=True))
+    return done
+
+
 @pytest.mark.parametrize(("command", "shows"), TABLE, ids=[t[0] for t in TABLE])
-def test_command_works(gw: Gateway, command: str, shows: str) -> None:
-    res = run(gw, *command.format(job=gw.job_id).split())  # type: ignore[attr-defined]
+def test_command_works(gw: Gateway, answers: dict[str, subprocess.CompletedProcess[str]], command: str,
+                       shows: str) -> None:
+    res = answers[command]
     shows = shows.format(port=gw.port)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
@@ -97,17 +113,18 @@ def test_command_works(gw: Gateway, command: str, shows: str) -> None:
 
 
 @pytest.mark.parametrize(("command", "shows"), NODES, ids=[n[0] for n in NODES])
-def test_nodes_commands_answer(gw: Gateway, command: str, shows: str) -> None:
+def test_nodes_commands_answer(answers: dict[str, subprocess.CompletedProcess[str]], command: str,
+                               shows: str) -> None:
     """No node paired yet: each answers with its empty listing (tests/test_nodes_live.py pairs real nodes)."""
-    res = run(gw, *command.split())
+    res = answers[command]
     assert res.returncode == 0 and shows in res.stdout, res.stdout + res.stderr
 
 
 def test_the_gateways_session_list_is_what_the_cli_reads_in_the_store(gw: Gateway) -> None:
     """`sessions.list` (the agent worker) and `openclaw sessions` (the CLI reading the agent database itself)
     list the same sessions with the same stored fields."""
-    served = json.loads(run(gw, "gateway", "call", "sessions.list", "--json").stdout)
-    stored = json.loads(run(gw, "sessions", "--json").stdout)
+    served, stored = (json.loads(r.stdout) for r in run_side_by_side(
+        [lambda: run(gw, "gateway", "call", "sessions.list", "--json"), lambda: run(gw, "sessions", "--json")]))
     fields = ("key", "sessionId", "agentId", "kind", "updatedAt", "lastInteractionAt", "model", "modelProvider")
     assert served["path"] == stored["path"] and served["totalCount"] == stored["totalCount"] == 1
     assert [{f: r.get(f) for f in fields} for r in served["sessions"]] == \

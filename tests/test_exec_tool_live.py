@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from exec_harness import AgentRun, ScriptedAnthropic, ScriptedModel
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
-from upstream_state import RealGateway, cli_env, json_out, ok, run_real
+from upstream_state import RealGateway, cli_env, json_out, ok, reads
 
 from conftest import Gateway, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient
@@ -259,9 +259,10 @@ def test_tool_rounds_are_kept_in_upstreams_transcript(gateway_factory: Any, mode
         ("user", "run it"), ("assistant", "RESULT: tool-out"), ("user", "again"), ("assistant", "RESULT: tool-out")]
 
     env = cli_env(gw.home)  # the real CLI on the gateway's own state dir, as a user on that host runs it
-    listed = json_out(run_real(env, "sessions", "--json"))
+    listed, table = reads(env, ("sessions", "--json"), ("sessions",))
+    listed = json_out(listed)
     assert [(s["key"], s["modelProvider"]) for s in listed["sessions"]] == [("agent:main:main", "scripted")], listed
-    assert "agent:main:main" in ok(run_real(env, "sessions"))
+    assert "agent:main:main" in ok(table)
 
 
 def test_the_real_gateway_reads_our_tool_rounds(gateway_factory: Any, model: ScriptedModel) -> None:

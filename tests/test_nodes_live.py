@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from node_harness import RealNode, SupNode, operator, pending_request, wait_connected
 
-from conftest import BIN, Gateway, openclaw_cli, run_openclaw, wait_for
+from conftest import BIN, Gateway, openclaw_cli, run_openclaw, run_side_by_side, wait_for
 from openclaw_sup.config import statedb
 from openclaw_sup.gateway.client import GatewayError
 
@@ -53,31 +53,31 @@ def test_real_node_host_end_to_end(gw: Gateway, tmp_path: Path) -> None:
     node = RealNode(tmp_path, "buildbox", gw.port, TOKEN).start()
     try:
         request = pending_request(gw.port, TOKEN, "buildbox", timeout=120)
-        pending = cli_json(gw, "nodes", "pending")
+        pending, status = run_side_by_side([lambda: cli_json(gw, "nodes", "pending"),
+                                            lambda: cli_json(gw, "nodes", "status")])
         assert [p["requestId"] for p in pending] == [request["requestId"]]
         assert pending[0]["requiredApproveScopes"] == ["operator.pairing", "operator.admin"]
         assert "system.run" in pending[0]["commands"] and "system.which" in pending[0]["commands"]
-        before = next(n for n in cli_json(gw, "nodes", "status")["nodes"] if n["displayName"] == "buildbox")
+        before = next(n for n in status["nodes"] if n["displayName"] == "buildbox")
         assert (before["approvalState"], before["commands"]) == ("pending-approval", [])
 
         cli(gw, "nodes", "approve", request["requestId"])
         entry = wait_connected(gw.port, TOKEN, "buildbox", approved=True)
-        nodes = cli_json(gw, "nodes", "status")
+        nodes, described, invoked, shell, got = run_side_by_side([  # reads only: no order among them
+            lambda: cli_json(gw, "nodes", "status"),
+            lambda: cli(gw, "nodes", "describe", "--node", "buildbox").stdout,
+            lambda: cli_json(gw, "nodes", "invoke", "--node", "buildbox", "--command", "system.which", "--params",
+                             '{"bins":["uname","no-such-binary-xyz"]}'),
+            lambda: run_openclaw(gw, "nodes", "invoke", "--node", "buildbox", "--command", "system.run", "--params",
+                                 '{"command":["id"]}', token=TOKEN),
+            lambda: cli_json(gw, "approvals", "get", "--node", "buildbox")])
         row = next(n for n in nodes["nodes"] if n["displayName"] == "buildbox")
         assert row["connected"] and row["paired"] and row["approvalState"] == "approved"
         assert row["clientId"] == "node-host" and row["version"] == "2026.9.6"
-        described = cli(gw, "nodes", "describe", "--node", "buildbox").stdout
         assert "paired · connected" in described and "system.which" in described
-        invoked = cli_json(gw, "nodes", "invoke", "--node", "buildbox", "--command", "system.which", "--params",
-                           '{"bins":["uname","no-such-binary-xyz"]}')
         assert invoked["ok"] is True and invoked["payload"] == {"bins": {"uname": "/usr/bin/uname"}}
         assert invoked["nodeId"] == entry["nodeId"]
-
-        shell = run_openclaw(gw, "nodes", "invoke", "--node", "buildbox", "--command", "system.run", "--params",
-                             '{"command":["id"]}', token=TOKEN)
         assert shell.returncode != 0 and "use the exec tool with host=node" in shell.stdout + shell.stderr
-
-        got = cli_json(gw, "approvals", "get", "--node", "buildbox")
         assert got["path"] == f"{node.state}/state/openclaw.sqlite#exec_approvals_config" and got["exists"]
         res = run_openclaw(gw, "approvals", "set", "--node", "buildbox", "--stdin", token=TOKEN,
                            stdin='{version: 1, defaults: {security: "allowlist", ask: "on-miss"}}')

@@ -17,7 +17,7 @@ import httpx2
 import openai
 import pytest
 
-from conftest import BIN, Gateway, free_port, openclaw_cli, run_openclaw
+from conftest import BIN, Gateway, free_port, openclaw_cli, run_openclaw, run_side_by_side
 from openclaw_sup.cli.target import resolve_target
 from openclaw_sup.config.paths import resolve
 from openclaw_sup.gateway.client import GatewayClient, TlsPinMismatch, plaintext_allowed
@@ -105,23 +105,25 @@ def test_the_real_cli_over_wss_against_our_gateway(gateway_factory) -> None:
     openclaw_cli()
     gw = tls_gateway(gateway_factory)
     shared = {"OPENCLAW_STATE_DIR": str(gw.state_dir), "OPENCLAW_CONFIG_PATH": str(gw.state_dir / "openclaw.json")}
-    local = run_openclaw(gw, "gateway", "status", "--require-rpc", "--json", state_env=shared)
+    url = f"wss://127.0.0.1:{gw.port}"
+    remote_cli: list[tuple[str, int, dict[str, str]]] = []
+    for name, pin, code in (("pinned", pin_of(gw), 0), ("wrong-pin", WRONG_PIN, 1)):
+        remote_state = gw.root / f"remote-cli-{name}"
+        remote_state.mkdir()
+        (remote_state / "openclaw.json").write_text(json.dumps({"gateway": {"mode": "remote", "remote": {
+            "url": url, "token": TOKEN, "tlsFingerprint": pin}}}))
+        remote_cli.append((pin, code, {"OPENCLAW_STATE_DIR": str(remote_state),
+                                       "OPENCLAW_CONFIG_PATH": str(remote_state / "openclaw.json")}))
+    local, explicit, *remote = run_side_by_side([  # independent runs: two at a time
+        lambda: run_openclaw(gw, "gateway", "status", "--require-rpc", "--json", state_env=shared),
+        lambda: run_openclaw(gw, "gateway", "status", "--url", url, "--token", TOKEN, "--require-rpc", "--json",
+                             state_env={"NODE_EXTRA_CA_CERTS": str(cert_of(gw))}),
+        *(lambda env=env: run_openclaw(gw, "health", "--json", state_env=env) for _, _, env in remote_cli)])
     assert local.returncode == 0, local.stdout + local.stderr
     rpc = json.loads(local.stdout[local.stdout.index("{"):])["rpc"]
     assert rpc["ok"] is True and rpc["url"] == f"wss://127.0.0.1:{gw.port}"
-
-    url = f"wss://127.0.0.1:{gw.port}"
-    explicit = run_openclaw(gw, "gateway", "status", "--url", url, "--token", TOKEN, "--require-rpc", "--json",
-                            state_env={"NODE_EXTRA_CA_CERTS": str(cert_of(gw))})
     assert explicit.returncode == 0, explicit.stdout + explicit.stderr
-
-    remote_state = gw.root / "remote-cli"
-    remote_state.mkdir()
-    env = {"OPENCLAW_STATE_DIR": str(remote_state), "OPENCLAW_CONFIG_PATH": str(remote_state / "openclaw.json")}
-    for pin, code in ((pin_of(gw), 0), (WRONG_PIN, 1)):
-        (remote_state / "openclaw.json").write_text(json.dumps({"gateway": {"mode": "remote", "remote": {
-            "url": url, "token": TOKEN, "tlsFingerprint": pin}}}))
-        res = run_openclaw(gw, "health", "--json", state_env=env)
+    for (pin, code, _), res in zip(remote_cli, remote, strict=True):
         assert res.returncode == code, (pin, res.stdout, res.stderr)
 
 
