@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from channel_servers import NGIRCD, IrcClient, Ngircd
-from upstream_state import cli_env, json_out, ok, rows, run_real
+from upstream_state import cli_env, json_out, ok, reads, rows, run_real
 
-from conftest import Gateway, wait_for
+from conftest import Gateway, run_side_by_side, wait_for
 from openclaw_sup.config.pairing_store import PairingStore
 from openclaw_sup.gateway.client import GatewayClient
 
@@ -58,56 +58,71 @@ def test_the_real_cli_reads_and_writes_our_state_while_our_gateway_runs(gateway_
     env = cli_env(gw.home)  # no OPENCLAW_STATE_DIR: ~/.openclaw, the gateway's own state dir and config
     wait_for(lambda: irc_connected(gw), 30, what="the IRC worker connected")
 
-    # Our data: an agent run (through our gateway), a cron job and its run, a pending DM pairing request.
-    assert "state check one" in ok(run_real(env, "agent", "--agent", "main", "--message", "state check one"))
-    job = json_out(run_real(env, "cron", "add", "--name", "statejob", "--every", "1h", "--no-deliver",
-                            "--command", "echo from-our-scheduler", "--json"))
-    job_id = job.get("id") or job["job"]["id"]
-    ok(run_real(env, "cron", "run", job_id))
-    runs = wait_for(lambda: [e for e in json_out(run_real(env, "cron", "runs", "--id", job_id))["entries"]
-                             if e.get("status") == "ok"], 60, interval=1, what="our cron run in `cron runs`")
-    assert runs[0]["summary"] == "from-our-scheduler" and runs[0]["jobId"] == job_id
+    # Our data: an agent run (through our gateway), a cron job and its run (side by side: independent), a pending
+    # DM pairing request.
+    def cron_job() -> str:
+        job = json_out(run_real(env, "cron", "add", "--name", "statejob", "--every", "1h", "--no-deliver",
+                                "--command", "echo from-our-scheduler", "--json"))
+        job_id = job.get("id") or job["job"]["id"]
+        ok(run_real(env, "cron", "run", job_id))
+        runs = wait_for(lambda: [e for e in json_out(run_real(env, "cron", "runs", "--id", job_id))["entries"]
+                                 if e.get("status") == "ok"], 60, interval=1, what="our cron run in `cron runs`")
+        assert runs[0]["summary"] == "from-our-scheduler" and runs[0]["jobId"] == job_id
+        return job_id
+
+    agent, job_id = run_side_by_side([
+        lambda: run_real(env, "agent", "--agent", "main", "--message", "state check one"), cron_job])
+    assert "state check one" in ok(agent)
     alice = IrcClient(ircd.port, "alice")
     alice.privmsg(BOT, "hello bot")
     code = re.search(r"Pairing code: ([A-Z2-9]{8})", bot_line(alice, "Pairing code:")).group(1)
 
-    # status and status --deep list our session; status --all our agent's store and its session count
-    for args in (("status",), ("status", "--deep")):
-        assert "agent:main:main" in ok(run_real(env, *args)), args
-    everything = ok(run_real(env, "status", "--all"))
-    assert re.search(r"│ main\s+│[^│]*│\s+1\s+│", everything) and "1 sessions" in everything, everything
     doctor = ok(run_real(env, "doctor", "--non-interactive"))
     assert "schema ownership" not in doctor and "refused to continue" not in doctor
 
-    sessions = json_out(run_real(env, "sessions", "--json"))
+    # after the doctor: status and status --deep list our session; status --all our agent's store and its
+    # session count
+    status, deep, everything, sessions, sessions_table, listed, listed_table = reads(
+        env, ("status",), ("status", "--deep"), ("status", "--all"), ("sessions", "--json"), ("sessions",),
+        ("pairing", "list", "irc", "--json"), ("pairing", "list", "irc"))
+    for out in (status, deep):
+        assert "agent:main:main" in ok(out), out.args
+    everything = ok(everything)
+    assert re.search(r"│ main\s+│[^│]*│\s+1\s+│", everything) and "1 sessions" in everything, everything
+
+    sessions = json_out(sessions)
     assert sessions["path"] == str(gw.state_dir / "agents" / "main" / "agent" / "openclaw-agent.sqlite")
     main = [s for s in sessions["sessions"] if s["key"] == "agent:main:main"]
     assert main and main[0]["modelProvider"] == "echo" and main[0]["agentId"] == "main"
-    assert "agent:main:main" in ok(run_real(env, "sessions"))
+    assert "agent:main:main" in ok(sessions_table)
 
-    listed = json_out(run_real(env, "pairing", "list", "irc", "--json"))
+    listed = json_out(listed)
     assert [(r["code"], r["id"], r["meta"]["accountId"]) for r in listed["requests"]] == [(code, "alice", "default")]
-    assert code in ok(run_real(env, "pairing", "list", "irc"))
+    assert code in ok(listed_table)
     assert "alice" in ok(run_real(env, "pairing", "approve", "irc", code))
     alice.privmsg(BOT, "approved now")
     assert "approved now" in bot_line(alice, "approved now")  # the echo agent answered through our IRC worker
 
-    cron = json_out(run_real(env, "cron", "list", "--json"))
+    cron, cron_table, cron_runs, tasks, tasks_table, models, memory, audit = reads(
+        env, ("cron", "list", "--json"), ("cron", "list"), ("cron", "runs", "--id", job_id),
+        ("tasks", "list", "--json"), ("tasks", "list"), ("models", "status"), ("memory", "status"),
+        ("security", "audit", "--json"))
+    cron = json_out(cron)
     assert [j["name"] for j in cron["jobs"] if j["id"] == job_id] == ["statejob"]
-    assert "statejob" in ok(run_real(env, "cron", "list"))
-    assert "from-our-scheduler" in ok(run_real(env, "cron", "runs", "--id", job_id))
+    assert "statejob" in ok(cron_table)
+    assert "from-our-scheduler" in ok(cron_runs)
 
-    tasks = json_out(run_real(env, "tasks", "list", "--json"))["tasks"]
+    tasks = json_out(tasks)["tasks"]
     cron_tasks = [t for t in tasks if t["runtime"] == "cron" and t["sourceId"] == job_id]
     assert cron_tasks and cron_tasks[0]["status"] == "succeeded" and cron_tasks[0]["terminalSummary"] == \
         "from-our-scheduler"
     agent_tasks = [t for t in tasks if t["runtime"] == "cli" and t["childSessionKey"] == "agent:main:main"]
     assert agent_tasks and agent_tasks[0]["status"] == "succeeded"
-    assert "from-our-scheduler" in ok(run_real(env, "tasks", "list"))
+    assert "from-our-scheduler" in ok(tasks_table)
 
-    assert "echo" in ok(run_real(env, "models", "status"))
-    assert "openclaw-agent.sqlite" in ok(run_real(env, "memory", "status"))
-    audit = json_out(run_real(env, "security", "audit", "--json"))
+    assert "echo" in ok(models)
+    assert "openclaw-agent.sqlite" in ok(memory)
+    audit = json_out(audit)
     ours = [f for f in audit["findings"] if str(gw.state_dir / "state") in json.dumps(f)
             or str(gw.state_dir / "agents") in json.dumps(f) or ".sqlite" in json.dumps(f)]
     assert ours == [] and all(not f["checkId"].startswith("fs.") for f in audit["findings"]), audit["findings"]
@@ -151,10 +166,12 @@ def test_real_cli_writes_interleave_with_our_writers(gateway_factory, ircd: Ngir
 
     writer = threading.Thread(target=our_writer)
     writer.start()
-    try:  # one after the other: concurrent real CLIs race on their own config write (commands.ownerAllowFrom)
-        results = [(p.returncode, p.stdout, p.stderr) for p in
-                   (run_real(env, "pairing", "approve", "telegram", code, "--account", account)
-                    for account, code in codes)]
+    try:  # the first approval alone: it writes the config (commands.ownerAllowFrom, empty until then), which
+        # concurrent real CLIs race on; the later two leave the config alone and write the database side by side
+        approve = [lambda account=account, code=code: run_real(env, "pairing", "approve", "telegram", code,
+                                                                "--account", account) for account, code in codes]
+        done = [approve[0](), *run_side_by_side(approve[1:])]
+        results = [(p.returncode, p.stdout, p.stderr) for p in done]
     finally:
         stop.set()
         writer.join(60)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from upstream_state import EchoModel, RealGateway, cli_env, json_out, ok, rows, run_real
 
-from conftest import Gateway, wait_for
+from conftest import Gateway, run_side_by_side, wait_for
 from openclaw_sup.config.pairing_store import PairingStore
 from openclaw_sup.gateway.client import GatewayClient
 from openclaw_sup.gateway.device import b64url_encode, build_payload
@@ -128,21 +128,28 @@ def test_from_the_real_gateway_to_ours(gateway_factory, model: EchoModel) -> Non
     ok(run_real(env, "pairing", "approve", "telegram", "REALAAAA"))
     ok(run_real(env, "approvals", "allowlist", "add", "/usr/bin/uptime", "--agent", "main"))
 
-    real = RealGateway(env, gw.port, gw.root / "real-gateway.log").start()
-    try:
+    def turns() -> dict[str, list[tuple[str, str]]]:
         c = client(gw)
         agent_turn(c, "agent:main:main", "first real message")
         agent_turn(c, "agent:main:main", "second real message")
         agent_turn(c, "agent:main:side", "side real message")
         agent_turn(c, "agent:main:side", "a long one " * 150)  # over 1 KiB: upstream stores it zstd-packed
-        real_history = {k: chat_messages(c, k) for k in ("agent:main:main", "agent:main:side")}
+        history = {k: chat_messages(c, k) for k in ("agent:main:main", "agent:main:side")}
         c.close()
+        return history
+
+    def cron_job() -> str:
         job = json_out(run_real(env, "cron", "add", "--name", "realjob", "--every", "1h", "--no-deliver",
                                 "--command", "echo from-real", "--json"))
         job_id = job.get("id") or job["job"]["id"]
         ok(run_real(env, "cron", "run", job_id))
         wait_for(lambda: any(e.get("status") == "ok" for e in json_out(run_real(env, "cron", "runs", "--id", job_id))
                              ["entries"]), 90, interval=1, what="the real gateway's cron run")
+        return job_id
+
+    real = RealGateway(env, gw.port, gw.root / "real-gateway.log").start()
+    try:  # the agent turns (over RPC) and the cron job (through the real CLI) are independent: side by side
+        real_history, job_id = run_side_by_side([turns, cron_job])
         key = Ed25519PrivateKey.generate()
         device_token = device_connect(gw.port, key, token=TOKEN)["auth"]["deviceToken"]
     finally:
@@ -222,29 +229,32 @@ def test_from_ours_to_the_real_gateway(gateway_factory, model: EchoModel) -> Non
                                                                                             "201")]
     assert len(before["devices"]) == 1 and len(before["execApprovals"]) == 1
 
-    real = RealGateway(env, gw.port, gw.root / "real-gateway.log").start()
-    try:
-        cron = json_out(run_real(env, "cron", "list", "--all", "--json"))
-        assert set(job_ids) <= {j["id"] for j in cron["jobs"]}
-        for job_id in job_ids:
-            entries = json_out(run_real(env, "cron", "runs", "--id", job_id))["entries"]
-            assert [e["status"] for e in entries] == ["ok"], entries
-        sessions = json_out(run_real(env, "sessions", "--json"))
-        assert {s["key"] for s in sessions["sessions"]} >= set(ours_history)
+    def chat_on_the_real_gateway() -> None:
         c = client(gw)
         assert {k: chat_messages(c, k) for k in ours_history} == ours_history
         agent_turn(c, "agent:main:main", "third message, on the real gateway")
         assert chat_messages(c, "agent:main:main")[-2:] == [("user", "third message, on the real gateway"),
                                                             ("assistant", "echo: third message, on the real gateway")]
         c.close()
-        pending = json_out(run_real(env, "pairing", "list", "telegram", "--json"))["requests"]
-        assert [(r["code"], r["id"]) for r in pending] == [(codes[1], "202")]
-        devices = json_out(run_real(env, "devices", "list", "--json"))
-        assert [d["deviceId"] for d in devices["paired"]] == before["devices"]
+
+    real = RealGateway(env, gw.port, gw.root / "real-gateway.log").start()
+    try:  # the real CLI's reads and the chat over RPC, side by side
+        cli_reads = [("cron", "list", "--all", "--json"), *(("cron", "runs", "--id", job_id) for job_id in job_ids),
+                     ("sessions", "--json"), ("pairing", "list", "telegram", "--json"), ("devices", "list", "--json"),
+                     ("approvals", "get", "--json")]
+        *outs, _ = run_side_by_side([*(lambda args=args: run_real(env, *args) for args in cli_reads),
+                                     chat_on_the_real_gateway])
+        cron, *job_runs, sessions, pending, devices, approvals = outs
+        assert set(job_ids) <= {j["id"] for j in json_out(cron)["jobs"]}
+        for runs in job_runs:
+            entries = json_out(runs)["entries"]
+            assert [e["status"] for e in entries] == ["ok"], entries
+        assert {s["key"] for s in json_out(sessions)["sessions"]} >= set(ours_history)
+        assert [(r["code"], r["id"]) for r in json_out(pending)["requests"]] == [(codes[1], "202")]
+        assert [d["deviceId"] for d in json_out(devices)["paired"]] == before["devices"]
         hello = device_connect(gw.port, key, device_token=device_token)  # our device token, on the real gateway
         assert hello["auth"]["method"] == "device-token"
-        approvals = json_out(run_real(env, "approvals", "get", "--json"))
-        assert "/usr/bin/uptime" in json.dumps(approvals)
+        assert "/usr/bin/uptime" in json.dumps(json_out(approvals))
     finally:
         real.stop()
     after = counts(state, store_key)

@@ -18,7 +18,7 @@ import pytest
 from agent_servers import ThreadedServer
 from aiohttp import web
 
-from conftest import REPO, openclaw_cli, wait_for
+from conftest import REPO, openclaw_cli, run_side_by_side, wait_for
 
 INSTALL = REPO / "scripts" / "install-openclaw-cli"
 
@@ -53,6 +53,11 @@ def cli_env(home: Path, state_dir: Path | None = None, config: Path | None = Non
 
 def run_real(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(real_cli()), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def reads(env: dict[str, str], *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+    """Real CLI runs that only read the state (no order among them), two at a time."""
+    return run_side_by_side([lambda args=args: run_real(env, *args) for args in commands])
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
