@@ -89,22 +89,37 @@ NODES = [("nodes status", "Known: 0 · Paired: 0 · Connected: 0"), ("nodes list
 ALONE = "doctor --non-interactive"  # may rewrite the config the others read: run on its own, in its place
 
 
+Answer = subprocess.CompletedProcess[str] | subprocess.TimeoutExpired
+
+
 @pytest.fixture(scope="module")
-def answers(gw: Gateway) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Every command of TABLE and NODES run once, in table order, two at a time but for ALONE."""
+def answers(gw: Gateway) -> dict[str, Answer]:
+    """Every command of TABLE and NODES run once, in table order, two at a time but for ALONE; a run that timed
+    out is kept as such, for its own test to fail on."""
+    def attempt(command: str) -> Answer:
+        try:
+            return run(gw, *command.format(job=gw.job_id).split())  # type: ignore[attr-defined]
+        except subprocess.TimeoutExpired as exc:
+            return exc
+
     commands = [c for c, _ in TABLE + NODES]
     cut = commands.index(ALONE)
-    done: dict[str, subprocess.CompletedProcess[str]] = {}
+    done: dict[str, Answer] = {}
     for batch in (commands[:cut], [ALONE], commands[cut + 1:]):
-        calls = [lambda c=c: run(gw, *c.format(job=gw.job_id).split()) for c in batch]  # type: ignore[attr-defined]
-        done.update(zip(batch, run_side_by_side(calls), strict=True))
+        done.update(zip(batch, run_side_by_side([lambda c=c: attempt(c) for c in batch]), strict=True))
     return done
 
 
-@pytest.mark.parametrize(("command", "shows"), TABLE, ids=[t[0] for t in TABLE])
-def test_command_works(gw: Gateway, answers: dict[str, subprocess.CompletedProcess[str]], command: str,
-                       shows: str) -> None:
+def answer(answers: dict[str, Answer], command: str) -> subprocess.CompletedProcess[str]:
     res = answers[command]
+    if isinstance(res, subprocess.TimeoutExpired):
+        raise res
+    return res
+
+
+@pytest.mark.parametrize(("command", "shows"), TABLE, ids=[t[0] for t in TABLE])
+def test_command_works(gw: Gateway, answers: dict[str, Answer], command: str, shows: str) -> None:
+    res = answer(answers, command)
     shows = shows.format(port=gw.port)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
@@ -113,10 +128,9 @@ def test_command_works(gw: Gateway, answers: dict[str, subprocess.CompletedProce
 
 
 @pytest.mark.parametrize(("command", "shows"), NODES, ids=[n[0] for n in NODES])
-def test_nodes_commands_answer(answers: dict[str, subprocess.CompletedProcess[str]], command: str,
-                               shows: str) -> None:
+def test_nodes_commands_answer(answers: dict[str, Answer], command: str, shows: str) -> None:
     """No node paired yet: each answers with its empty listing (tests/test_nodes_live.py pairs real nodes)."""
-    res = answers[command]
+    res = answer(answers, command)
     assert res.returncode == 0 and shows in res.stdout, res.stdout + res.stderr
 
 
