@@ -362,7 +362,11 @@ class AgentService:
         return {"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": now_ms()}
 
     def _agent_event(self, run: Run, stream: str, data: dict[str, Any]) -> None:
+        """An `agent` event, sent only while a client receives events (a client that connects later sees the run's
+        events from there on, numbered as if it had seen them all); the supervisor says when none does."""
         run.agent_seq += 1
+        if not self.ctx.listened:
+            return
         payload: dict[str, Any] = {"runId": run.run_id, "seq": run.agent_seq, "stream": stream, "ts": now_ms(),
                                    "data": data, "sessionKey": run.session_key}
         if run.heartbeat:
@@ -371,6 +375,8 @@ class AgentService:
 
     def _chat_event(self, run: Run, state: str, **fields: Any) -> None:
         run.chat_seq += 1
+        if not self.ctx.listened:
+            return
         self.ctx.emit("chat", {"runId": run.run_id, "sessionKey": run.session_key, "seq": run.chat_seq,
                                "agentId": run.agent_id, "state": state, **fields})
 
