@@ -37,3 +37,27 @@ def test_holes_in_the_fork_servers_heap_are_taken_so_a_workers_mallocs_come_from
     assert got["taken"] >= 2000, got
     assert got["after"] < 4096, got
     assert got["below_top"] == [], "a malloc after take() reused a hole the fork server's pages hold"
+
+
+POOLS = """
+import gc, json, sys
+gc.disable()
+from openclaw_sup.workers.heapholes import HeapHoles, pool_free_blocks
+length = 60 + len(sys.argv)  # not a constant: b"x" * 61 would be folded into one object
+junk = [b"x" * length for _ in range(20000)]  # 96-byte blocks, ~170 per pool
+del junk[::2]  # every other one freed: holes in every one of those pools
+before = pool_free_blocks()
+holes = HeapHoles()
+taken = holes.take_blocks()
+after = pool_free_blocks()
+print(json.dumps({"before": before.get(96, 0), "after": after.get(96, 0), "taken": taken}))
+"""
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's small-object allocator")
+def test_free_blocks_in_the_small_object_pools_are_taken_so_a_workers_objects_fill_pools_of_its_own() -> None:
+    run = subprocess.run([sys.executable, "-c", POOLS], capture_output=True, text=True, timeout=60, check=True)
+    got = json.loads(run.stdout)
+    assert got["before"] >= 10000, got
+    assert got["taken"] >= 10000, got
+    assert got["after"] < 200, "free 96-byte blocks left in pools shared with the workers"
