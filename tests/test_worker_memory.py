@@ -61,3 +61,18 @@ def test_free_blocks_in_the_small_object_pools_are_taken_so_a_workers_objects_fi
     assert got["before"] >= 10000, got
     assert got["taken"] >= 10000, got
     assert got["after"] < 200, "free 96-byte blocks left in pools shared with the workers"
+
+
+RARE = """
+import json, sys
+from openclaw_sup.workers import registry
+registry.preload("agent")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("email", "aiohttp"))))
+"""
+
+
+def test_the_agent_kind_preloads_no_module_only_a_model_call_uses() -> None:
+    """The fork server holds what it preloads for its whole life: the HTTP client and the HTTP-date parser of a
+    `retry-after` wait for the agent's first model call."""
+    run = subprocess.run([sys.executable, "-c", RARE], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(run.stdout) == []
