@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+
+from conftest import wait_for
 
 HOLES = """
 import ctypes, json
@@ -76,3 +79,40 @@ def test_the_agent_kind_preloads_no_module_only_a_model_call_uses() -> None:
     `retry-after` wait for the agent's first model call."""
     run = subprocess.run([sys.executable, "-c", RARE], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(run.stdout) == []
+
+
+def test_a_settled_worker_runs_its_release_callbacks_once_and_not_while_it_serves(gateway_factory) -> None:
+    """`when_settled` callbacks (the scheduler's and agent's SQLite page caches) run once the worker is quiet:
+    `settleMs` after `ready`, or after the end of the request that kept it busy past that."""
+    gw = gateway_factory({"workers": {"idle": {"kind": "settler", "options": {"settleMs": 200}},
+                                      "busy": {"kind": "settler", "options": {"settleMs": 1000, "holdMs": 2500}}}})
+    gw.start()
+    wait_for(lambda: "settler settled: served 0, running 0" in gw.log_text(), 10, what="the idle worker settled")
+    wait_for(lambda: "settler settled: served 1, running 0" in gw.log_text(), 15, what="the busy worker settled")
+    text = gw.log_text()
+    assert text.index("settler hold done") < text.index("settler settled: served 1"), text[-2000:]
+    time.sleep(1.5)
+    assert gw.log_text().count("settler settled") == 2, "a callback ran more than once"
+
+
+SHRINK = """
+import ctypes, json, sys
+from pathlib import Path
+from openclaw_sup.workers.scheduler.store import Store
+sqlite = ctypes.CDLL("libsqlite3.so.0")
+sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+store = Store(Path(sys.argv[1]) / "state" / "openclaw.sqlite")
+store.jobs()
+store.db.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+before = sqlite.sqlite3_memory_used()
+store.release_memory()
+print(json.dumps({"before": before, "after": sqlite.sqlite3_memory_used()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system's libsqlite3, as Python's module uses")
+def test_the_schedulers_store_gives_its_page_caches_back_once_settled(tmp_path) -> None:
+    run = subprocess.run([sys.executable, "-c", SHRINK, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         check=True)
+    got = json.loads(run.stdout)
+    assert got["after"] < got["before"] - 64 * 1024, got

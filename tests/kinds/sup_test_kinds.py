@@ -197,3 +197,27 @@ async def fake_owner(ctx: WorkerContext) -> None:
     original = ctx.link._on_message
     ctx.link._on_message = on_bus
     await _idle(ctx)
+
+
+@register("settler")
+async def settler(ctx: WorkerContext) -> None:
+    """Keeps itself busy right after `ready` (a `settle.hold` request to itself, through the supervisor) and logs
+    when the runtime calls its `when_settled` callback: how many requests it had served, how many were running."""
+    served = 0
+
+    async def hold(params: dict) -> dict:
+        nonlocal served
+        await asyncio.sleep(float(params.get("ms", 1000)) / 1000)
+        served += 1
+        ctx.log.info("settler hold done")
+        return {}
+
+    def settled() -> None:
+        ctx.log.info("settler settled: served %d, running %d", served, len(ctx._serving))
+
+    ctx.handle("settle.hold", hold)
+    ctx.when_settled(settled)
+    ctx.ready()
+    if ctx.options.get("holdMs"):
+        await ctx.request("settle.hold", {"ms": ctx.options["holdMs"]}, to=ctx.name)
+    await _idle(ctx)

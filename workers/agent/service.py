@@ -597,6 +597,10 @@ class AgentService:
             store.append(session_key, "assistant", result.text, model=ref, usage=result.usage())
         return {"text": result.text, "model": ref, "usage": result.usage(), "finishReason": result.finish_reason}
 
+    def release_memory(self) -> None:
+        for st in self.stores.values():
+            st.release_memory()
+
     async def shutdown(self) -> None:
         """End active runs as errors (stored, so a resent key does not run them again)."""
         self.stopping = True
@@ -629,6 +633,7 @@ async def main(ctx: WorkerContext) -> None:
     ctx.handle("sessions.list", listing.sessions_list)
     ctx.handle("sessions.summary", listing.sessions_summary)
     ctx.handle("usage.cost", listing.usage_cost)
+    ctx.when_settled(svc.release_memory)
     ctx.ready()
     svc.store("main")  # opened (created, on a fresh state dir) before this loop serves any request
     svc.announce_interrupted()

@@ -302,6 +302,9 @@ class AgentStore:
                                 now_ms()))
         return lease
 
+    def release_memory(self) -> None:
+        sqlitedb.shrink(self.db, self.side, self.state)
+
     def close(self) -> None:
         self.checkpointer.stop()
         with contextlib.suppress(sqlite3.Error), self.state.write():
