@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import Gateway, wait_for
+from openclaw_sup.gateway.client import GatewayClient
 
 HOLES = """
 import ctypes, json
@@ -97,7 +98,6 @@ def test_a_settled_worker_runs_its_release_callbacks_once_and_not_while_it_serve
 
 SHRINK = """
 import ctypes, json, sys
-from pathlib import Path
 from openclaw_sup.workers.scheduler.store import Store
 sqlite = ctypes.CDLL("libsqlite3.so.0")
 sqlite.sqlite3_memory_used.restype = ctypes.c_int64
@@ -116,3 +116,30 @@ def test_the_schedulers_store_gives_its_page_caches_back_once_settled(tmp_path) 
                          check=True)
     got = json.loads(run.stdout)
     assert got["after"] < got["before"] - 64 * 1024, got
+
+
+def _imported(gw: Gateway, module: str) -> bool:
+    """Whether a process of the tree imported `module` (its -X importtime line in the output it shares)."""
+    return any(line.split("|")[-1].strip() == module
+               for line in gw.stdout.read_text(errors="replace").splitlines() if line.startswith("import time:"))
+
+
+def test_an_on_demand_kind_is_imported_by_the_fork_server_on_its_first_use_not_at_boot(gateway_factory) -> None:
+    """The browser (on demand by default) costs the fork server nothing until it is first used. The supervisor
+    never imports a kind's module, so the import seen (by -X importtime) can only be the fork server's."""
+    token = "settle-token-0123456789abcdef0123"
+    gw = gateway_factory({"kinds": [], "onDemand": ["browser"]},
+                         config={"gateway": {"auth": {"mode": "token", "token": token}}, "browser": {"headless": True}},
+                         extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+    gw.start()
+    assert gw.worker("browser")["state"] == "idle"
+    wait_for(lambda: _imported(gw, "openclaw_sup.workers.agent.service"), 5, what="the eager agent kind's import")
+    assert not _imported(gw, "openclaw_sup.workers.browser.service"), "the fork server imported the idle browser"
+    client = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=token, timeout=40)
+    client.connect()
+    try:
+        assert client.request("browser.status")["state"] == "stopped"  # no Chromium: the worker itself answers
+    finally:
+        client.close()
+    assert gw.worker("browser")["state"] == "running"
+    wait_for(lambda: _imported(gw, "openclaw_sup.workers.browser.service"), 5, what="the browser kind's import")
