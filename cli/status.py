@@ -68,11 +68,15 @@ def render(snap: dict[str, object], width: int = 160) -> str:
 
 
 def notes(sup: dict[str, object]) -> list[str]:
-    """Lines under the header for what is wrong beyond one worker: no fork server, a port under pressure."""
+    """Lines under the header for what goes beyond one worker: no fork server, its standbys, a port under pressure."""
     out = []
-    problem = (sup.get("forkServer") or {}).get("problem")
-    if problem:
-        out.append(f"fork server: DOWN - {problem}")
+    fs = sup.get("forkServer") or {}
+    if fs.get("problem"):
+        out.append(f"fork server: DOWN - {fs['problem']}")
+    elif fs.get("standbys") or fs.get("standbysWanted"):
+        pids = ", ".join(str(p) for p in fs.get("standbys") or []) or "being forked"
+        out.append(f"fork server: pid {fs.get('pid')}; standby for the next respawn: {pids} (kept while workers "
+                   f"exit unplanned)")
     port, fds = sup.get("port") or {}, sup.get("fds") or {}
     if port and (port["refusedPerAddress"] or port["refusedFull"] or port["evicted"]
                  or port["open"] >= port["capacity"] * 0.8):

@@ -97,6 +97,7 @@ def test_by_default_a_standby_follows_an_unplanned_exit_and_goes_when_exits_stop
     forked = respawned(gw, "victim", victim)["pid"]
     standby = one_standby(gw)
     assert standby != forked and gw.status()["supervisor"]["forkServer"]["standbysWanted"] == 1
+    assert f"standby for the next respawn: {standby} " in gw.run_cli("status").stdout
     time.sleep(0.25)
     os.kill(forked, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -106,6 +107,7 @@ def test_by_default_a_standby_follows_an_unplanned_exit_and_goes_when_exits_stop
     wait_for(lambda: standbys(gw) == [], keep_ms / 1000 + 5, what="the standby released once exits stopped")
     assert time.monotonic() - killed_at >= keep_ms / 1000 - 0.1, "released before standbyKeepMs without an exit"
     assert gw.status()["supervisor"]["forkServer"]["standbysWanted"] == 0
+    assert "standby" not in gw.run_cli("status").stdout
     assert gw.worker("victim")["restarts"] == 2
     assert gw.stop() == 0
 

@@ -30,8 +30,9 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -254,32 +255,27 @@ class ForkServerLoop:
         os.close(null)
 
     def _become_worker(self, req: dict[str, Any], fds: list[int], detached: bool = False,
-                       prepared: Prepared | None = None) -> None:
-        code = 70
-        try:
-            if not detached:
-                self._detach()
-            for target, fd in zip((1, 2), fds, strict=False):
-                os.dup2(fd, target)
-            for fd in fds:
-                if fd > 2:
-                    os.close(fd)
-            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-            import setproctitle
+                       prepared: Prepared | None = None) -> NoReturn:
+        _exit_with(lambda: self._run_worker(req, fds, detached, prepared))
 
-            name = str(req["name"])
-            setproctitle.setproctitle(f"openclaw-sup: {name} [{self.profile}]")
-            from openclaw_sup.workers.runtime import run_worker
+    def _run_worker(self, req: dict[str, Any], fds: list[int], detached: bool, prepared: Prepared | None) -> int:
+        if not detached:
+            self._detach()
+        for target, fd in zip((1, 2), fds, strict=False):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        import setproctitle
 
-            code = run_worker(name, str(req["kind"]), req.get("options") or {}, str(req["bus"]),
-                              self.profile, int(req.get("hb_ms") or 1000), prepared)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-                sys.stderr.flush()
-        finally:
-            os._exit(code)
+        name = str(req["name"])
+        setproctitle.setproctitle(f"openclaw-sup: {name} [{self.profile}]")
+        from openclaw_sup.workers.runtime import run_worker
+
+        return run_worker(name, str(req["kind"]), req.get("options") or {}, str(req["bus"]),
+                          self.profile, int(req.get("hb_ms") or 1000), prepared)
 
     # -- standbys ------------------------------------------------------------------------------------
 
@@ -318,29 +314,23 @@ class ForkServerLoop:
                 os.setpgid(pid, pid)
             self.standbys[pid] = Standby(pid, ours, self.modules)
 
-    def _become_standby(self, sock: socket.socket) -> None:
+    def _become_standby(self, sock: socket.socket) -> NoReturn:
+        _exit_with(lambda: self._run_standby(sock))
+
+    def _run_standby(self, sock: socket.socket) -> int:
         """In the standby: do what every worker does first, then wait for the one spawn request it will run."""
-        code = 70
-        try:
-            self._detach()
-            import setproctitle
+        self._detach()
+        import setproctitle
 
-            from openclaw_sup.workers.runtime import Prepared
+        from openclaw_sup.workers.runtime import Prepared
 
-            setproctitle.setproctitle(f"openclaw-sup: standby [{self.profile}]")
-            prepared = Prepared.make()
-            data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, 4)
-            sock.close()
-            if not data:
-                code = 0
-                return
-            self._become_worker(orjson.loads(data), fds, detached=True, prepared=prepared)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-                sys.stderr.flush()
-        finally:
-            os._exit(code)
+        setproctitle.setproctitle(f"openclaw-sup: standby [{self.profile}]")
+        prepared = Prepared.make()
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_PACKET, 4)
+        sock.close()
+        if not data:
+            return 0
+        self._become_worker(orjson.loads(data), fds, detached=True, prepared=prepared)
 
     def _hand_to_standby(self, data: bytes, fds: list[int]) -> int | None:
         """Pass the request (as received) and its fds to an up-to-date standby; its pid, or None when there is none."""
@@ -400,27 +390,39 @@ class ForkServerLoop:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str],
-        kinds: tuple[str, ...] = ()) -> None:
-    """Entry in the forked (or exec'd) fork-server process; never returns."""
-    code = 0
-    gc.disable()  # no collection while booting: it would leave freed holes that the workers' allocations dirty
+def _exit_with(body: Callable[[], int], failed: int = 70) -> NoReturn:
+    """Run a forked child's body and leave with its exit code (`failed`, after the traceback, if it raised): a child
+    must never return into the loop of the process it was forked from."""
+    code = failed
     try:
-        set_parent_death_signal(signal.SIGTERM)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-        os.setpgid(0, 0)
-        import setproctitle
-
-        setproctitle.setproctitle(f"openclaw-sup: forkserver [{profile}]")
-        server = ForkServerLoop(sock, profile)
-        server.boot(kind_modules, kinds)
-        server.serve()
+        code = body()
     except BaseException:
-        traceback.print_exc()
-        code = 1
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+            sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def run(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str],
+        kinds: tuple[str, ...] = ()) -> NoReturn:
+    """Entry in the forked (or exec'd) fork-server process; never returns."""
+    gc.disable()  # no collection while booting: it would leave freed holes that the workers' allocations dirty
+    _exit_with(lambda: _serve(sock, parent_pid, profile, kind_modules, kinds), failed=1)
+
+
+def _serve(sock: socket.socket, parent_pid: int, profile: str, kind_modules: list[str], kinds: tuple[str, ...]) -> int:
+    set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        return 1
+    os.setpgid(0, 0)
+    import setproctitle
+
+    setproctitle.setproctitle(f"openclaw-sup: forkserver [{profile}]")
+    server = ForkServerLoop(sock, profile)
+    server.boot(kind_modules, kinds)
+    server.serve()
+    return 0
 
 
 if __name__ == "__main__":
