@@ -98,6 +98,7 @@ def test_a_settled_worker_runs_its_release_callbacks_once_and_not_while_it_serve
 
 SHRINK = """
 import ctypes, json, sys
+from pathlib import Path
 from openclaw_sup.workers.scheduler.store import Store
 sqlite = ctypes.CDLL("libsqlite3.so.0")
 sqlite.sqlite3_memory_used.restype = ctypes.c_int64
