@@ -82,18 +82,20 @@ def test_the_agent_kind_preloads_no_module_only_a_model_call_uses() -> None:
     assert json.loads(run.stdout) == []
 
 
-def test_a_settled_worker_runs_its_release_callbacks_once_and_not_while_it_serves(gateway_factory) -> None:
-    """`when_settled` callbacks (the scheduler's and agent's SQLite page caches) run once the worker is quiet:
-    `settleMs` after `ready`, or after the end of the request that kept it busy past that."""
-    gw = gateway_factory({"workers": {"idle": {"kind": "settler", "options": {"settleMs": 200}},
-                                      "busy": {"kind": "settler", "options": {"settleMs": 1000, "holdMs": 2500}}}})
+def test_a_worker_settles_when_quiet_never_while_it_serves_and_again_after_each_busy_spell(gateway_factory) -> None:
+    """`when_settled` callbacks (the scheduler's and agent's SQLite memory) run once the worker is quiet: `settleMs`
+    after `ready`, or after the end of the request that kept it busy past that; once per quiet spell."""
+    gw = gateway_factory({"workers": {
+        "idle": {"kind": "settler", "options": {"settleMs": 200}},
+        "busy": {"kind": "settler", "options": {"settleMs": 1000, "holdsMs": [2500, 300], "gapMs": 2500}}}})
     gw.start()
     wait_for(lambda: "settler settled: served 0, running 0" in gw.log_text(), 10, what="the idle worker settled")
-    wait_for(lambda: "settler settled: served 1, running 0" in gw.log_text(), 15, what="the busy worker settled")
+    wait_for(lambda: "settler settled: served 2, running 0" in gw.log_text(), 20, what="the busy worker settled twice")
     text = gw.log_text()
+    assert "settler settled: served 1, running 0" in text, text[-2000:]
     assert text.index("settler hold done") < text.index("settler settled: served 1"), text[-2000:]
     time.sleep(1.5)
-    assert gw.log_text().count("settler settled") == 2, "a callback ran more than once"
+    assert gw.log_text().count("settler settled") == 3, "a worker settled again without a request in between"
 
 
 SHRINK = """
@@ -144,3 +146,17 @@ def test_an_on_demand_kind_is_imported_by_the_fork_server_on_its_first_use_not_a
         client.close()
     assert gw.worker("browser")["state"] == "running"
     wait_for(lambda: _imported(gw, "openclaw_sup.workers.browser.service"), 5, what="the browser kind's import")
+
+
+def test_the_agent_store_closes_the_state_database_while_idle_and_opens_it_again_on_use(tmp_path) -> None:
+    from openclaw_sup.config import statedb
+    from openclaw_sup.workers.agent.store import AgentStore, db_path
+
+    st = AgentStore(db_path(tmp_path, "main"), "main", tmp_path)
+    st.release_memory()
+    assert st._state is None, "the state database stayed open in an idle agent"
+    held = "SELECT count(*) FROM agent_database_leases WHERE lease_id = ?"
+    assert st.state.execute(held, (st.lease,)).fetchone() == (1,)  # opened again on use, the lease still held
+    st.close()
+    with statedb.open_state_db(statedb.state_db_path(tmp_path)) as db:
+        assert db.execute(held, (st.lease,)).fetchone() == (0,), "close() left the lease behind"

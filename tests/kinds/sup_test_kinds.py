@@ -201,8 +201,9 @@ async def fake_owner(ctx: WorkerContext) -> None:
 
 @register("settler")
 async def settler(ctx: WorkerContext) -> None:
-    """Keeps itself busy right after `ready` (a `settle.hold` request to itself, through the supervisor) and logs
-    when the runtime calls its `when_settled` callback: how many requests it had served, how many were running."""
+    """Keeps itself busy right after `ready` (`settle.hold` requests to itself, through the supervisor, one per
+    `holdsMs` entry, `gapMs` apart) and logs each time the runtime calls its `when_settled` callback: how many
+    requests it had served, how many were running."""
     served = 0
 
     async def hold(params: dict) -> dict:
@@ -218,6 +219,7 @@ async def settler(ctx: WorkerContext) -> None:
     ctx.handle("settle.hold", hold)
     ctx.when_settled(settled)
     ctx.ready()
-    if ctx.options.get("holdMs"):
-        await ctx.request("settle.hold", {"ms": ctx.options["holdMs"]}, to=ctx.name)
+    for ms in ctx.options.get("holdsMs", []):
+        await ctx.request("settle.hold", {"ms": ms}, to=ctx.name)
+        await asyncio.sleep(float(ctx.options.get("gapMs", 0)) / 1000)
     await _idle(ctx)
