@@ -24,6 +24,7 @@ server. Measures, each printed as median / p90 / min / max over its samples:
    than the bot, so timing the sends would measure the clients.
 6. With `--refs A,B`: the Telegram burst (rate and CPU per message of each process) of this tree and of each git
    ref (a regular install of that build, bench/bench_managers.py), interleaved rep by rep in this one run.
+   `--max-concurrent N` sets `agents.defaults.maxConcurrent` for the bursts (builds before that key ignore it).
 7. With `--real`: the same burst answered by the real OpenClaw gateway (2026.9.6, bench/gw_servers.py's `Real`: a
    fresh one and fresh state each rep), its Telegram account on the same local Bot API server (`apiRoot`), DMs
    open, one session per chat as ours, its agent on the loopback echo model (tests/upstream_state.py); rate and
@@ -77,8 +78,12 @@ def stats(name: str, values: list[float], unit: str) -> None:
           f"min {vals[0]:8.2f}  max {vals[-1]:8.2f}")
 
 
-def gateway(root: Path, channels: dict[str, Any], env: dict[str, str] | None = None) -> Gateway:
-    cfg = {"gateway": {"auth": {"mode": "token", "token": TOKEN}}, "agents": {"defaults": {"model": "echo/echo"}},
+def gateway(root: Path, channels: dict[str, Any], env: dict[str, str] | None = None,
+            max_concurrent: int | None = None) -> Gateway:
+    defaults: dict[str, Any] = {"model": "echo/echo"}
+    if max_concurrent:
+        defaults["maxConcurrent"] = max_concurrent
+    cfg = {"gateway": {"auth": {"mode": "token", "token": TOKEN}}, "agents": {"defaults": defaults},
            "channels": channels}
     return Gateway(root, {"kinds": []}, config=cfg, extra_env=env).start()
 
@@ -267,13 +272,13 @@ def tree_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def telegram_burst(root: Path, burst: int, kill: bool, cpu: dict[str, list[float]] | None = None
-                   ) -> tuple[float, float | None]:
+def telegram_burst(root: Path, burst: int, kill: bool, cpu: dict[str, list[float]] | None = None,
+                   max_concurrent: int | None = None) -> tuple[float, float | None]:
     """Messages per second (and, with `kill`, ms from the SIGKILL to the next reply); `cpu` gets each process's
-    CPU microseconds per message."""
+    CPU microseconds per message. `max_concurrent`: `agents.defaults.maxConcurrent` (a build before it ignores it)."""
     tg = FakeTelegram(BOT_TOKEN)
     gw = gateway(root, {"telegram": {"botToken": BOT_TOKEN, "apiBaseUrl": tg.base_url, "dmPolicy": "open",
-                                     "allowFrom": ["*"]}})
+                                     "allowFrom": ["*"]}}, max_concurrent=max_concurrent)
     try:
         wait_for(lambda: any(m == "getUpdates" for m, _ in tg.calls), 15, what="polling")
         cpu0 = tree_cpu(gw.proc.pid)
@@ -375,7 +380,7 @@ def gateway_binary(bindir: Path | None) -> Any:
 
 
 def compare_builds(root: Path, refs: list[str], reps: int, burst: int, cache: Path,
-                   real: tuple[Path, int] | None = None) -> None:
+                   real: tuple[Path, int] | None = None, max_concurrent: int | None = None) -> None:
     """The Telegram burst of this tree beside each ref's build (and with `real`, the real gateway's binary and its
     burst), one after the other in every rep; a summary table at the end."""
     builds: list[tuple[str, Path | None]] = [("this tree", None)]
@@ -390,7 +395,8 @@ def compare_builds(root: Path, refs: list[str], reps: int, burst: int, cache: Pa
     for rep in range(reps):
         for n, (label, bindir) in enumerate(builds):
             with gateway_binary(bindir):
-                rates[label].append(telegram_burst(root / f"build{n}-{rep}", burst, kill=False, cpu=cpu[label])[0])
+                rates[label].append(telegram_burst(root / f"build{n}-{rep}", burst, kill=False, cpu=cpu[label],
+                                                   max_concurrent=max_concurrent)[0])
         if real and REAL_LABEL not in failed:
             try:
                 rates[REAL_LABEL].append(real_burst(root / f"real-{rep}", real[0], real[1], cpu[REAL_LABEL],
@@ -442,6 +448,8 @@ def main() -> None:
     ap.add_argument("--real", action="store_true", help="the real OpenClaw gateway runs the Telegram burst beside "
                                                         "this tree's (and the refs'); with it, only that is run")
     ap.add_argument("--real-burst", type=int, default=0, help="the real gateway's burst (default: --burst)")
+    ap.add_argument("--max-concurrent", type=int, default=0, help="agents.defaults.maxConcurrent of the Telegram "
+                                                                  "bursts (default: unset, upstream's default)")
     args = ap.parse_args()
     if args.refs or args.real:
         real = None
@@ -452,7 +460,7 @@ def main() -> None:
                 print(f"-- {REAL_LABEL}: skipped, the real openclaw CLI is not installed and could not be: {exc}")
         with tempfile.TemporaryDirectory(prefix="bench-channels-") as tmp:
             compare_builds(Path(tmp), [r for r in args.refs.split(",") if r], args.reps, args.burst, args.cache,
-                           real)
+                           real, args.max_concurrent or None)
         return
     with tempfile.TemporaryDirectory(prefix="bench-channels-") as tmp:
         root = Path(tmp)
@@ -473,7 +481,8 @@ def main() -> None:
         stats("IRC DM round trip", irc_round_trips(root / "irc", args.dms), "ms")
         rates, gaps, cpu = [], [], {}
         for rep in range(args.reps):
-            rates.append(telegram_burst(root / f"tg{rep}", args.burst, kill=False, cpu=cpu)[0])
+            rates.append(telegram_burst(root / f"tg{rep}", args.burst, kill=False, cpu=cpu,
+                                        max_concurrent=args.max_concurrent or None)[0])
             gap = telegram_burst(root / f"tgk{rep}", args.burst, kill=True)[1]
             gaps.append(gap or 0.0)
         stats(f"Telegram burst of {args.burst}", rates, "msg/s")

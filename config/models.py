@@ -96,6 +96,15 @@ def agent_model(agents: Mapping[str, Any] | None, agent_id: str = "main") -> Mod
     return default or ModelChoice(DEFAULT_MODEL, configured=False)
 
 
+def max_concurrent(agents: Mapping[str, Any] | None) -> int:
+    """Upstream's `agents.defaults.maxConcurrent`: agent runs at once across sessions (each session's still one at
+    a time); unset, upstream's default of `max(8, 4 per available CPU)`."""
+    value = _dict(_dict(agents).get("defaults")).get("maxConcurrent")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return max(8, 4 * len(os.sched_getaffinity(0)))
+
+
 def aliases(agents: Mapping[str, Any] | None) -> dict[str, str]:
     models = _dict(_dict(_dict(agents).get("defaults")).get("models"))
     return {str(v["alias"]): ref for ref, v in models.items()

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from openclaw_sup.config.document import RELOAD_MODES, reload_mode
+from openclaw_sup.config.models import max_concurrent
 from openclaw_sup.config.schema import IMPLEMENTED_CHANNELS
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 
@@ -158,8 +159,9 @@ def worker_specs(
     if browser.get("enabled") is not False:  # on by default, as upstream's; Chromium starts on first use
         specs.append(spec("browser", "browser", browser))
     if not _truthy_env(env, "OPENCLAW_SKIP_CHANNELS"):
+        turns = max_concurrent(agents)  # a channel account asks no more turns at once than the agent runs
         for name, options in channel_accounts(cfg).items():
-            specs.append(spec(name, f"channel.{options['channel']}", options))
+            specs.append(spec(name, f"channel.{options['channel']}", {**options, "maxConcurrent": turns}))
     extra = {s.name: s for s in settings.workers} if settings else {}
     specs = [extra.pop(s.name, s) for s in specs]
     return [*specs, *extra.values()]
@@ -241,6 +243,8 @@ def _owners(path: str, touched: Iterable[str]) -> tuple[str, ...]:
         return tuple(n for n in touched if n.startswith(prefix))
     if top == "agents" and path in ("agents", "agents.defaults", "agents.list"):
         owners: tuple[str, ...] = ("scheduler", "agent")
+    elif path == "agents.defaults.maxConcurrent":
+        return tuple(n for n in touched if n == "agent" or n.startswith("channel:"))
     elif top == "agents":
         owners = ("scheduler",) if "heartbeat" in parts else ("agent",)
     else:

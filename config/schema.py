@@ -250,6 +250,7 @@ AGENTS = obj({
         "heartbeat": HEARTBEAT,
         "model": union(string(), obj({"primary": string(), "fallbacks": STRINGS})),
         "workspace": string(),
+        "maxConcurrent": integer(1),
     }, open=True),
     "list": array(ANY_OBJECT),
     "entries": ANY_OBJECT,

@@ -52,6 +52,7 @@ class GatewayCore:
         self.nonces = device.NonceRegistry()
         self._auto_approve_local = auto_approve_local
         self.hub = Hub(tick_interval_ms)
+        self.hub.on_readers = host.listeners_changed
         self.stability = StabilityLog()
         self.loop_health = LoopHealth()
         self.pairing = PairingMethods(self)

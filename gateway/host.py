@@ -49,5 +49,8 @@ class GatewayHost(Protocol):
     def worker_samples(self) -> dict[str, list[list[Any]]]:
         """Per worker name (and "" for the supervisor): `[epoch ms, rss, cpu %]`, one per 10 s, 10 minutes."""
 
+    def listeners_changed(self, on: bool) -> None:
+        """Whether any client receives worker events now (workers send none while no client does)."""
+
     async def control_worker(self, name: str, action: str) -> dict[str, Any]:
         """`restart`, `stop` or `start` one worker; raises MethodError saying why not."""

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from openclaw_sup.gateway.protocol import CLOSE_POLICY, NO_PRESENCE_MODES, TICK_INTERVAL_MS, UPSTREAM_VERSION
+from openclaw_sup.gateway.protocol import (
+    CLOSE_POLICY,
+    EVENTS_SCOPE,
+    NO_PRESENCE_MODES,
+    TICK_INTERVAL_MS,
+    UPSTREAM_VERSION,
+)
 
 if TYPE_CHECKING:
     from openclaw_sup.gateway.connection import Connection
@@ -70,6 +76,8 @@ class Hub:
         self._tick_task: asyncio.Task[None] | None = None
         self.health_provider: Callable[[], dict[str, Any]] | None = None
         self.closing = False
+        self.readers = 0  # sockets allowed to see worker events (`operator.read`)
+        self.on_readers: Callable[[bool], None] | None = None  # told when the first comes and the last goes
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -113,15 +121,26 @@ class Hub:
     # -- connections ---------------------------------------------------------------------------------
 
     def add(self, conn: Connection) -> None:
+        if conn not in self.connections and conn.has_scope(EVENTS_SCOPE):
+            self._count_reader(1)
         self.connections.add(conn)
         if conn.client_mode not in NO_PRESENCE_MODES:
             self.presence[conn.presence_key] = conn.presence_entry("connect")
             self._presence_changed()
 
     def remove(self, conn: Connection) -> None:
-        self.connections.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            if conn.has_scope(EVENTS_SCOPE):
+                self._count_reader(-1)
         if self.presence.pop(conn.presence_key, None) is not None:
             self._presence_changed()
+
+    def _count_reader(self, step: int) -> None:
+        """The workers send their events only while a socket receives them: told at the first and the last."""
+        self.readers += step
+        if self.on_readers is not None and self.readers == (1 if step > 0 else 0):
+            self.on_readers(self.readers > 0)
 
     def beacon(self, text: str, params: dict[str, Any]) -> None:
         """`system-event`: a client's presence line, keyed like upstream's (device, instance, host, else text)."""

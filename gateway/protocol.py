@@ -31,6 +31,7 @@ CLIENT_IDS = frozenset({
 CLIENT_MODES = frozenset({"cli", "ui", "webchat", "backend", "node", "worker", "probe", "test"})
 ROLES = frozenset({"operator", "node"})
 NO_PRESENCE_MODES = frozenset({"cli", "backend", "probe"})
+EVENTS_SCOPE = "operator.read"  # what a socket needs to receive the workers' events
 
 CONNECT_KEYS = frozenset({
     "minProtocol", "maxProtocol", "client", "role", "scopes", "caps", "commands", "permissions", "pathEnv",

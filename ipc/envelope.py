@@ -1,8 +1,8 @@
 """The bus envelope: one orjson map per message, with a `kind` field.
 
 Kinds (DESIGN.md, "IPC"): `hello`, `ready`, `hb` (heartbeat with stats), `req`/`res` (correlated by `id`),
-`event`, `log`, `stop`. Decoding validates only what routing needs; a bad message raises `EnvelopeError`
-naming what was wrong, and the receiver drops it with a log line.
+`event`, `log`, `stop`, `cancel`, `listeners`. Decoding validates only what routing needs; a bad message raises
+`EnvelopeError` naming what was wrong, and the receiver drops it with a log line.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class Kind(StrEnum):
     LOG = "log"
     STOP = "stop"
     CANCEL = "cancel"  # the requester gave up on request `id`: the worker stops working on it, answers nothing
+    LISTENERS = "listeners"  # supervisor -> worker, `on`: whether any client receives worker events now
 
 
 KINDS = frozenset(k.value for k in Kind)

@@ -632,6 +632,7 @@ class Supervisor:
                 rec.methods = frozenset(m for m in methods if isinstance(m, str)) if isinstance(methods, list) \
                     else frozenset()
                 rec.fire(Event.READY)
+                self.host.tell_listeners(rec.name)
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
                 self._arm(rec, inc, rec.spec.liveness.heartbeat_timeout_ms / 1000)

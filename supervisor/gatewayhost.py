@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openclaw_sup.config.restart import State
 from openclaw_sup.gateway.host import Partial
-from openclaw_sup.gateway.protocol import MethodError
+from openclaw_sup.gateway.protocol import EVENTS_SCOPE, MethodError
 from openclaw_sup.ipc.envelope import Kind
 from openclaw_sup.supervisor.table import WorkerRecord
 
@@ -93,7 +94,20 @@ class SupervisorHost:
         payload = msg.get("payload")
         if event == "heartbeat" and isinstance(payload, dict):
             core.methods.heartbeat_seen(payload)
-        core.hub.broadcast(event, payload, scope="operator.read")
+        core.hub.broadcast(event, payload, scope=EVENTS_SCOPE)
+
+    def listeners_changed(self, on: bool) -> None:
+        """Every running worker learns whether any client receives its events now; ordered on the bus before any
+        request that client sends, so nothing it asks for goes unheard."""
+        for rec in self.sup.table:
+            if rec.state == State.RUNNING:
+                self.tell_listeners(rec.name, on)
+
+    def tell_listeners(self, name: str, on: bool | None = None) -> None:
+        """Worker `name` (just ready) learns whether any client receives its events."""
+        if on is None:
+            on = self.sup.core is not None and self.sup.core.hub.readers > 0
+        self.sup.router.send(name, {"kind": Kind.LISTENERS, "on": on})
 
     def serve_worker(self, name: str, msg: dict[str, Any]) -> bool:
         """A worker's request to `gateway`, answered on the bus by the core; False where none runs (a node host)."""

@@ -171,6 +171,7 @@ class WorkerRecord:
             "rss": inc.stats.get("rss") if alive and inc else None,
             "cpuPct": inc.cpu_pct if alive and inc else None,
             "heartbeatAgeS": hb_age,
+            "busSent": inc.stats.get("sent") if alive and inc else None,  # messages it put on the bus, as of its hb
             "lastError": self.last_error,
             "retryInS": round(max(0.0, self.retry_at - now), 3) if self.retry_at else None,
             "digest": self.spec.digest(),

@@ -94,6 +94,7 @@ class WorkerContext:
         self.log = logging.getLogger(f"worker.{name}")
         self.stopping = asyncio.Event()
         self.is_ready = False
+        self.listened = True  # a client receives this worker's events (the supervisor says when none does)
         self.stats: dict[str, Any] = {}
         self._handlers: dict[str, Handler] = {}
         self._streaming: dict[str, StreamHandler] = {}
@@ -216,6 +217,8 @@ class WorkerContext:
             task = self._serving.get(str(msg.get("id")))
             if task is not None:
                 task.cancel()
+        elif kind == Kind.LISTENERS:
+            self.listened = msg.get("on") is not False
         elif kind == Kind.RES:
             fut = self._pending.get(str(msg.get("id")))
             if fut is not None and not fut.done() and not msg.get("partial"):

@@ -1,7 +1,8 @@
 """The agent worker's engine: runs (one model call with its transcript), their events, and the RPCs.
 
 A run is a task of its own, so `chat.abort` can cancel it and every request about it (the two-stage `agent`,
-a resent duplicate, `agent.wait`) awaits the same outcome. Runs of one session are serialized. Each agent's
+a resent duplicate, `agent.wait`) awaits the same outcome. Runs of one session are serialized, and at most
+`agents.defaults.maxConcurrent` run at once (upstream's global lane; the others wait in arrival order). Each agent's
 transcripts and runs live in its own SQLite file (workers/agent/store.py).
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openclaw_sup.config.models import ModelConfigError, agent_model, resolve
+from openclaw_sup.config.models import ModelConfigError, agent_model, max_concurrent, resolve
 from openclaw_sup.config.paths import normalize_agent_id
 from openclaw_sup.workers.agent.exec_tool import ExecTool
 from openclaw_sup.workers.agent.groupcommit import GroupCommit
@@ -126,6 +127,7 @@ class AgentService:
         self.runs: dict[str, Run] = {}  # active runs by runId
         self.by_key: dict[str, Run] = {}  # active runs by idempotency key
         self.locks: dict[str, asyncio.Lock] = {}
+        self.lane = asyncio.Semaphore(max_concurrent(self.agents_cfg))  # runs at once across sessions, as upstream's
         self.waiters: dict[str, asyncio.Event] = {}
         self.routes: dict[str, dict[str, Any]] = {}
         self.stopping = False
@@ -212,7 +214,7 @@ class AgentService:
         out: Outcome
         lock = self.locks.setdefault(run.session_key, asyncio.Lock())
         try:
-            async with lock:
+            async with lock, self.lane:
                 out = await self._execute(run)
         except asyncio.CancelledError:
             out = Outcome("error" if self.stopping else "aborted", text=run.text,
@@ -362,7 +364,11 @@ class AgentService:
         return {"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": now_ms()}
 
     def _agent_event(self, run: Run, stream: str, data: dict[str, Any]) -> None:
+        """An `agent` event, sent only while a client receives events (a client that connects later sees the run's
+        events from there on, numbered as if it had seen them all); the supervisor says when none does."""
         run.agent_seq += 1
+        if not self.ctx.listened:
+            return
         payload: dict[str, Any] = {"runId": run.run_id, "seq": run.agent_seq, "stream": stream, "ts": now_ms(),
                                    "data": data, "sessionKey": run.session_key}
         if run.heartbeat:
@@ -371,6 +377,8 @@ class AgentService:
 
     def _chat_event(self, run: Run, state: str, **fields: Any) -> None:
         run.chat_seq += 1
+        if not self.ctx.listened:
+            return
         self.ctx.emit("chat", {"runId": run.run_id, "sessionKey": run.session_key, "seq": run.chat_seq,
                                "agentId": run.agent_id, "state": state, **fields})
 

@@ -1,8 +1,8 @@
 """The channel runtime one channel-account worker runs: adapter -> ingress queue -> policy -> agent -> outbox.
 
 Inbound messages are admitted to the durable queue by the adapter, then a dispatcher hands them out (at most
-CONCURRENCY turns at once, one at a time per peer so a conversation stays in order). Each message is judged by
-the policy engine: dropped with its log line, answered with a pairing code, or sent to the agent
+`agents.defaults.maxConcurrent` turns at once, one at a time per peer so a conversation stays in order). Each
+message is judged by the policy engine: dropped with its log line, answered with a pairing code, or sent to the agent
 (`agent.turn`, retried while the agent is unavailable). The reply is queued in the outbox in the same
 transaction that closes the message, and a single sender task writes the outbox to the network in order,
 retrying what failed.
@@ -28,7 +28,7 @@ from openclaw_sup.workers.channels.policy import (
 )
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
 
-CONCURRENCY = 8
+CONCURRENCY = 8  # turns at once when the supervisor does not say (`agents.defaults.maxConcurrent`)
 DEFAULT_TURN_TIMEOUT_S = 600
 SEND_WAIT_S = 30.0
 TURN_ASK_S = 60.0
@@ -52,6 +52,9 @@ class ChannelService:
         self.adapter = adapter_cls(self.cfg, self.log, self.admit, self.queue.get_meta)
         self.policy = adapter_cls.policy_config(self.cfg)
         self.agent_id = str(self.cfg.get("agentId") or "main")
+        turns = self.cfg.get("maxConcurrent")
+        self.concurrency = turns if isinstance(turns, int) and not isinstance(turns, bool) and turns >= 1 \
+            else CONCURRENCY
         self._wake_dispatch = asyncio.Event()
         self._wake_send = asyncio.Event()
         self._inflight: set[str] = set()
@@ -139,11 +142,11 @@ class ChannelService:
     async def _dispatch_forever(self) -> None:
         while True:
             self._wake_dispatch.clear()
-            free = CONCURRENCY - len(self._inflight)
+            free = self.concurrency - len(self._inflight)
             # A burst's messages wait behind the ones in flight: read only what could start now.
             rows = self.queue.pending_inbound(limit=free * 8, busy=list(self._busy_peers)) if free > 0 else []
             for row in rows:
-                if len(self._inflight) >= CONCURRENCY:
+                if len(self._inflight) >= self.concurrency:
                     break
                 if row.msg_id in self._inflight or row.peer in self._busy_peers:
                     continue
