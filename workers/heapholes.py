@@ -33,23 +33,37 @@ class _MallInfo2(ctypes.Structure):
 
 def pool_free_blocks() -> dict[int, int]:
     """Free blocks in pymalloc's partly used pools, by block size, from `sys._debugmallocstats` (CPython only; it
-    writes to the C stderr, read here through a pipe); {} when there is no such report."""
+    writes to the C stderr, read here through a pipe); {} when there is no such report or no descriptor for it."""
     report = getattr(sys, "_debugmallocstats", None)
     if report is None:
         return {}
-    r, w = os.pipe()
-    saved = os.dup(2)
     try:
-        os.dup2(w, 2)
-        report()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        r, w = os.pipe()
+    except OSError:
+        return {}
+    if min(r, w) <= 2:  # stderr itself was closed: the pipe took its number
+        os.close(r)
         os.close(w)
+        return {}
     chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
+    try:
+        saved = os.dup(2)
+        try:
+            os.dup2(w, 2)
+            report()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        os.close(w)
+        w = -1
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return {}
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
     free: dict[int, int] = {}
     for line in b"".join(chunks).splitlines():
         fields = line.split()  # "class size num-pools blocks-in-use avail-blocks"
@@ -63,8 +77,8 @@ def block_maker(size: int) -> Callable[[], object] | None:
     if size == 16:
         return object
     if size == 32:
-        seed = float(len(sys.argv) + 1)
-        return lambda: seed * 0.5  # a float: 24 bytes
+        seed = float(size)
+        return lambda: seed * 0.5  # a float: 24 bytes (a closure's value: not folded into one constant)
     if size > 32:
         fill = size - sys.getsizeof(b"")  # a bytes object is its header (with the final NUL) plus its length
         return lambda: b"\0" * fill  # no call: bytes(n) would allocate (and free) an argument tuple each time
