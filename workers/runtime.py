@@ -161,8 +161,9 @@ class WorkerContext:
                 self.log.exception("giving memory back on settling failed")
         release_heap()
 
-    def _busy(self) -> None:
-        """A request was served: settle again once quiet (one timer per busy spell, not one per request)."""
+    def busy(self) -> None:
+        """Work was done (a request served, or a kind's own work): settle again once quiet (one timer per busy
+        spell, not one per call)."""
         loop = asyncio.get_running_loop()
         self._busy_at = loop.time()
         if self._settle_s is None and self.is_ready:
@@ -257,7 +258,7 @@ class WorkerContext:
             reply["ok"] = False
             reply["error"] = {"code": "UNAVAILABLE", "message": f"{type(exc).__name__}: {exc}"}
         self.send(reply)
-        self._busy()
+        self.busy()
 
     # -- heartbeats ----------------------------------------------------------------------------------
 

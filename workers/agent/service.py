@@ -240,6 +240,7 @@ class AgentService:
             self.by_key.pop(run.idem_key, None)
         self.runs.pop(run.run_id, None)  # a resent key or agent.wait finds the run active until its end is stored
         self.ctx.stats["activeRuns"] = len(self.runs)
+        self.ctx.busy()  # work done outside a request: settle again once quiet
         if not run.done.done():
             run.done.set_result(out)
         waiter = self.waiters.pop(run.run_id, None)
@@ -606,6 +607,8 @@ class AgentService:
         return {"text": result.text, "model": ref, "usage": result.usage(), "finishReason": result.finish_reason}
 
     def release_memory(self) -> None:
+        if self.runs:  # a run outlives the request that started it (chat.send answers at once): not idle yet
+            return
         for st in self.stores.values():
             st.release_memory()
 
