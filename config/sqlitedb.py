@@ -44,6 +44,14 @@ def make_private(path: Path) -> None:
         private_file(p)
 
 
+def shrink(*dbs: sqlite3.Connection) -> None:
+    """Give the connections' page caches back to the allocator: an idle process need not keep what its start read
+    (the next read refills them from the system's file cache)."""
+    for db in dbs:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("PRAGMA shrink_memory")
+
+
 def release_heap(db: sqlite3.Connection) -> None:
     """Give back the memory building a large schema used: SQLite frees it, but the C allocator keeps it mapped, and
     a worker would carry it as private memory for its whole life."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,6 +132,8 @@ def frontmatter(path: Path) -> dict[str, Any]:
 
 def _requirements(meta: dict[str, Any], cfg: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(required, missing) per kind, as upstream checks them: binaries on PATH, env vars, config paths, OS."""
+    import shutil  # here: its archive codecs (bz2, lzma, zlib) are not worth loading at every gateway start
+
     spec = _dict(_dict(_dict(meta.get("metadata")).get("openclaw")).get("requires"))
     need = {k: [str(v) for v in spec.get(k) or () if isinstance(v, str)] for k in REQUIREMENT_KINDS}
     missing = {

@@ -118,7 +118,8 @@ def run(argv: list[str]) -> int:
 
     raise_soft_limit(settings.limits.nofile)  # before the fork: the workers get the same limit
     notifier = Notifier.from_env()  # before the fork: children must not inherit NOTIFY_SOCKET
-    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings)}))
+    # An on-demand kind (the browser) is imported by the fork server on its first use: one never used costs nothing.
+    kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings) if not spec.on_demand}))
     fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), kinds=kinds)
     try:
         return _run(args, paths, config, settings, port, fork_server, notifier)

@@ -138,3 +138,29 @@ def test_a_bad_profile_name_is_refused_by_every_entry_point(tmp_path) -> None:
         assert res.returncode == 2, (argv, res.stdout, res.stderr)
         assert "invalid profile name 'bad/../name': use letters, digits, '-' or '_'" in res.stderr, (argv, res.stderr)
     assert list(tmp_path.iterdir()) == []
+
+
+def _processes_of(gw: Gateway) -> list[str]:
+    """Processes still running with this gateway's HOME (the supervisor's whole tree inherits it)."""
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.environ().get("HOME") == str(gw.home):
+                left.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])}")
+        except psutil.Error:
+            continue
+    return left
+
+
+def test_a_refused_config_leaves_no_process_and_writes_nothing(gateway_factory) -> None:
+    """A config refused before the start (invalid, or refused by a check made after the fork server was forked)
+    exits 78 with no worker forked, no process left behind and nothing written to the state dir."""
+    gw = gateway_factory({}, extra_env={"OPENCLAW_SKIP_CRON": ""})
+    before = sorted(p.relative_to(gw.state_dir) for p in gw.state_dir.rglob("*"))
+    for config in ("{ gateway: ", json.dumps({"gateway": {"mode": "local", "port": gw.port, "bind": "lan"}})):
+        (gw.state_dir / "openclaw.json").write_text(config)
+        res = run_gateway(gw)
+        assert res.returncode == 78, res.stderr
+        assert _processes_of(gw) == []
+        assert sorted(p.relative_to(gw.state_dir) for p in gw.state_dir.rglob("*")) == before
+    assert "refusing to bind gateway" in res.stderr

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+
+from conftest import Gateway, wait_for
+from openclaw_sup.gateway.client import GatewayClient
 
 HOLES = """
 import ctypes, json
@@ -37,3 +41,122 @@ def test_holes_in_the_fork_servers_heap_are_taken_so_a_workers_mallocs_come_from
     assert got["taken"] >= 2000, got
     assert got["after"] < 4096, got
     assert got["below_top"] == [], "a malloc after take() reused a hole the fork server's pages hold"
+
+
+POOLS = """
+import gc, json, sys
+gc.disable()
+from openclaw_sup.workers.heapholes import HeapHoles, pool_free_blocks
+length = 60 + len(sys.argv)  # not a constant: b"x" * 61 would be folded into one object
+junk = [b"x" * length for _ in range(20000)]  # 96-byte blocks, ~170 per pool
+del junk[::2]  # every other one freed: holes in every one of those pools
+before = pool_free_blocks()
+holes = HeapHoles()
+taken = holes.take_blocks()
+after = pool_free_blocks()
+print(json.dumps({"before": before.get(96, 0), "after": after.get(96, 0), "taken": taken}))
+"""
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's small-object allocator")
+def test_free_blocks_in_the_small_object_pools_are_taken_so_a_workers_objects_fill_pools_of_its_own() -> None:
+    run = subprocess.run([sys.executable, "-c", POOLS], capture_output=True, text=True, timeout=60, check=True)
+    got = json.loads(run.stdout)
+    assert got["before"] >= 10000, got
+    assert got["taken"] >= 10000, got
+    assert got["after"] < 200, "free 96-byte blocks left in pools shared with the workers"
+
+
+RARE = """
+import json, sys
+from openclaw_sup.workers import registry
+registry.preload("agent")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("email", "aiohttp"))))
+"""
+
+
+def test_the_agent_kind_preloads_no_module_only_a_model_call_uses() -> None:
+    """The fork server holds what it preloads for its whole life: the HTTP client and the HTTP-date parser of a
+    `retry-after` wait for the agent's first model call."""
+    run = subprocess.run([sys.executable, "-c", RARE], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(run.stdout) == []
+
+
+def test_a_worker_settles_when_quiet_never_while_it_serves_and_again_after_each_busy_spell(gateway_factory) -> None:
+    """`when_settled` callbacks (the scheduler's and agent's SQLite memory) run once the worker is quiet: `settleMs`
+    after `ready`, or after the end of the request that kept it busy past that; once per quiet spell."""
+    gw = gateway_factory({"workers": {
+        "idle": {"kind": "settler", "options": {"settleMs": 200}},
+        "busy": {"kind": "settler", "options": {"settleMs": 1000, "holdsMs": [2500, 300], "gapMs": 2500}}}})
+    gw.start()
+    wait_for(lambda: "settler settled: served 0, running 0" in gw.log_text(), 10, what="the idle worker settled")
+    wait_for(lambda: "settler settled: served 2, running 0" in gw.log_text(), 20, what="the busy worker settled twice")
+    text = gw.log_text()
+    assert "settler settled: served 1, running 0" in text, text[-2000:]
+    assert text.index("settler hold done") < text.index("settler settled: served 1"), text[-2000:]
+    time.sleep(1.5)
+    assert gw.log_text().count("settler settled") == 3, "a worker settled again without a request in between"
+
+
+SHRINK = """
+import ctypes, json, sys
+from pathlib import Path
+from openclaw_sup.workers.scheduler.store import Store
+sqlite = ctypes.CDLL("libsqlite3.so.0")
+sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+store = Store(Path(sys.argv[1]) / "state" / "openclaw.sqlite")
+store.jobs()
+store.db.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+before = sqlite.sqlite3_memory_used()
+store.release_memory()
+print(json.dumps({"before": before, "after": sqlite.sqlite3_memory_used()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the system's libsqlite3, as Python's module uses")
+def test_the_schedulers_store_gives_its_page_caches_back_once_settled(tmp_path) -> None:
+    run = subprocess.run([sys.executable, "-c", SHRINK, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         check=True)
+    got = json.loads(run.stdout)
+    assert got["after"] < got["before"] - 64 * 1024, got
+
+
+def _imported(gw: Gateway, module: str) -> bool:
+    """Whether a process of the tree imported `module` (its -X importtime line in the output it shares)."""
+    return any(line.split("|")[-1].strip() == module
+               for line in gw.stdout.read_text(errors="replace").splitlines() if line.startswith("import time:"))
+
+
+def test_an_on_demand_kind_is_imported_by_the_fork_server_on_its_first_use_not_at_boot(gateway_factory) -> None:
+    """The browser (on demand by default) costs the fork server nothing until it is first used. The supervisor
+    never imports a kind's module, so the import seen (by -X importtime) can only be the fork server's."""
+    token = "settle-token-0123456789abcdef0123"
+    gw = gateway_factory({"kinds": [], "onDemand": ["browser"]},
+                         config={"gateway": {"auth": {"mode": "token", "token": token}}, "browser": {"headless": True}},
+                         extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
+    gw.start()
+    assert gw.worker("browser")["state"] == "idle"
+    wait_for(lambda: _imported(gw, "openclaw_sup.workers.agent.service"), 5, what="the eager agent kind's import")
+    assert not _imported(gw, "openclaw_sup.workers.browser.service"), "the fork server imported the idle browser"
+    client = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=token, timeout=40)
+    client.connect()
+    try:
+        assert client.request("browser.status")["state"] == "stopped"  # no Chromium: the worker itself answers
+    finally:
+        client.close()
+    assert gw.worker("browser")["state"] == "running"
+    wait_for(lambda: _imported(gw, "openclaw_sup.workers.browser.service"), 5, what="the browser kind's import")
+
+
+def test_the_agent_store_closes_the_state_database_while_idle_and_opens_it_again_on_use(tmp_path) -> None:
+    from openclaw_sup.config import statedb
+    from openclaw_sup.workers.agent.store import AgentStore, db_path
+
+    st = AgentStore(db_path(tmp_path, "main"), "main", tmp_path)
+    st.release_memory()
+    assert st._state is None, "the state database stayed open in an idle agent"
+    held = "SELECT count(*) FROM agent_database_leases WHERE lease_id = ?"
+    assert st.state.execute(held, (st.lease,)).fetchone() == (1,)  # opened again on use, the lease still held
+    st.close()
+    with statedb.open_state_db(statedb.state_db_path(tmp_path)) as db:
+        assert db.execute(held, (st.lease,)).fetchone() == (0,), "close() left the lease behind"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import logging
 import os
@@ -34,6 +35,10 @@ Partial = Callable[[Any], bool]
 StreamHandler = Callable[[dict[str, Any], Partial], Awaitable[Any]]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+SETTLE_MS = 2000
+"""A worker is settled once it served no request for this long (after `ready`, and again after each busy spell):
+then what its work filled (SQLite's page caches, the C heap's free pages) goes back (`WorkerContext.when_settled`)."""
 
 
 class RequestError(Exception):
@@ -43,6 +48,13 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.details = details
+
+
+def release_heap() -> None:
+    """Free pages inside the C heap back to the system: glibc keeps what was freed mapped (and counted) otherwise."""
+    if _libc is not None:
+        with contextlib.suppress(AttributeError):  # musl has none
+            _libc.malloc_trim(0)
 
 
 def _rss_bytes() -> int:
@@ -91,6 +103,9 @@ class WorkerContext:
         self._ids = itertools.count(1)
         self._hb_interval = 1.0
         self._hb: asyncio.Task[None] | None = None
+        self._on_settled: list[Callable[[], object]] = []
+        self._busy_at = 0.0
+        self._settle_s: float | None = None  # armed: a settle is due; None: settled (or not ready yet)
 
     def send(self, msg: dict[str, Any]) -> bool:
         return self.link.send(msg)
@@ -112,6 +127,48 @@ class WorkerContext:
             self.is_ready = True
             self.send({"kind": Kind.READY, "pid": os.getpid(), "methods": sorted({*self._handlers, *self._streaming})})
             self._start_heartbeats()
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing will run the callbacks either
+                loop = asyncio.get_running_loop()
+                self._busy_at = loop.time()
+                self._settle_s = self._settle_delay()
+                self._settle_later(loop, self._settle_s)
+
+    def when_settled(self, fn: Callable[[], object]) -> None:
+        """Run `fn` each time the worker settles (no request for `SETTLE_MS`, the `settleMs` option, after `ready`
+        and after each busy spell): a kind gives back what its work kept, e.g. its stores' SQLite page caches."""
+        self._on_settled.append(fn)
+
+    def _settle_delay(self) -> float:
+        settle = self.options.get("settleMs", SETTLE_MS)
+        ok = isinstance(settle, (int, float)) and not isinstance(settle, bool) and settle >= 0
+        return (settle if ok else SETTLE_MS) / 1000
+
+    def _settle_later(self, loop: asyncio.AbstractEventLoop, delay_s: float) -> None:
+        loop.call_later(delay_s, self._settle, loop, delay_s)
+
+    def _settle(self, loop: asyncio.AbstractEventLoop, delay_s: float) -> None:
+        """The callbacks, then the C heap's free pages back to the system (glibc's malloc_trim). A worker that
+        served a request meanwhile is asked again one delay after its last one."""
+        quiet = loop.time() - self._busy_at
+        if self._serving or quiet < delay_s:
+            self._settle_later(loop, delay_s if self._serving else delay_s - quiet)
+            return
+        self._settle_s = None
+        for fn in self._on_settled:
+            try:
+                fn()
+            except Exception:
+                self.log.exception("giving memory back on settling failed")
+        release_heap()
+
+    def busy(self) -> None:
+        """Work was done (a request served, or a kind's own work): settle again once quiet (one timer per busy
+        spell, not one per call)."""
+        loop = asyncio.get_running_loop()
+        self._busy_at = loop.time()
+        if self._settle_s is None and self.is_ready:
+            self._settle_s = self._settle_delay()
+            self._settle_later(loop, self._settle_s)
 
     def handle(self, method: str, fn: Handler) -> None:
         self._handlers[method] = fn
@@ -201,6 +258,7 @@ class WorkerContext:
             reply["ok"] = False
             reply["error"] = {"code": "UNAVAILABLE", "message": f"{type(exc).__name__}: {exc}"}
         self.send(reply)
+        self.busy()
 
     # -- heartbeats ----------------------------------------------------------------------------------
 

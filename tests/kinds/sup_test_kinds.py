@@ -197,3 +197,29 @@ async def fake_owner(ctx: WorkerContext) -> None:
     original = ctx.link._on_message
     ctx.link._on_message = on_bus
     await _idle(ctx)
+
+
+@register("settler")
+async def settler(ctx: WorkerContext) -> None:
+    """Keeps itself busy right after `ready` (`settle.hold` requests to itself, through the supervisor, one per
+    `holdsMs` entry, `gapMs` apart) and logs each time the runtime calls its `when_settled` callback: how many
+    requests it had served, how many were running."""
+    served = 0
+
+    async def hold(params: dict) -> dict:
+        nonlocal served
+        await asyncio.sleep(float(params.get("ms", 1000)) / 1000)
+        served += 1
+        ctx.log.info("settler hold done")
+        return {}
+
+    def settled() -> None:
+        ctx.log.info("settler settled: served %d, running %d", served, len(ctx._serving))
+
+    ctx.handle("settle.hold", hold)
+    ctx.when_settled(settled)
+    ctx.ready()
+    for ms in ctx.options.get("holdsMs", []):
+        await ctx.request("settle.hold", {"ms": ms}, to=ctx.name)
+        await asyncio.sleep(float(ctx.options.get("gapMs", 0)) / 1000)
+    await _idle(ctx)

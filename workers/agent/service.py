@@ -240,6 +240,7 @@ class AgentService:
             self.by_key.pop(run.idem_key, None)
         self.runs.pop(run.run_id, None)  # a resent key or agent.wait finds the run active until its end is stored
         self.ctx.stats["activeRuns"] = len(self.runs)
+        self.ctx.busy()  # work done outside a request: settle again once quiet
         if not run.done.done():
             run.done.set_result(out)
         waiter = self.waiters.pop(run.run_id, None)
@@ -605,6 +606,12 @@ class AgentService:
             store.append(session_key, "assistant", result.text, model=ref, usage=result.usage())
         return {"text": result.text, "model": ref, "usage": result.usage(), "finishReason": result.finish_reason}
 
+    def release_memory(self) -> None:
+        if self.runs:  # a run outlives the request that started it (chat.send answers at once): not idle yet
+            return
+        for st in self.stores.values():
+            st.release_memory()
+
     async def shutdown(self) -> None:
         """End active runs as errors (stored, so a resent key does not run them again)."""
         self.stopping = True
@@ -637,6 +644,7 @@ async def main(ctx: WorkerContext) -> None:
     ctx.handle("sessions.list", listing.sessions_list)
     ctx.handle("sessions.summary", listing.sessions_summary)
     ctx.handle("usage.cost", listing.usage_cost)
+    ctx.when_settled(svc.release_memory)
     ctx.ready()
     svc.store("main")  # opened (created, on a fresh state dir) before this loop serves any request
     svc.announce_interrupted()

@@ -257,7 +257,7 @@ class AgentStore:
         self.db = statedb.open_agent_db(path, self.agent_id)
         self.side = sqlitedb.connect(path.parent / RUNS_NAME, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
         self.side.executescript(RUNS_SCHEMA)
-        self.state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
+        self._state: statedb.StateConnection | None = None
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
         self._committed: list[Callable[[], None]] | None = None  # inside `group`: what follows its commit
@@ -302,13 +302,29 @@ class AgentStore:
                                 now_ms()))
         return lease
 
+    @property
+    def state(self) -> statedb.StateConnection:
+        """The shared state database (leases, task runs): closed while the agent idles (its schema alone holds
+        ~250 KB of SQLite memory per connection), opened again by the next run (~4 ms)."""
+        if self._state is None:
+            self._state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
+        return self._state
+
+    def release_memory(self) -> None:
+        sqlitedb.shrink(self.db, self.side)
+        state, self._state = self._state, None
+        if state is not None:
+            with contextlib.suppress(sqlite3.Error):
+                state.close()
+
     def close(self) -> None:
         self.checkpointer.stop()
         with contextlib.suppress(sqlite3.Error), self.state.write():
             self.state.execute("DELETE FROM agent_database_leases WHERE lease_id = ?", (self.lease,))
-        for db in (self.db, self.side, self.state):
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
+        for db in (self.db, self.side, self._state):
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
 
     def close_interrupted(self) -> list[tuple[str, str | None]]:
         """Runs left `running` by a crash become errors; answers their `(runId, sessionKey)`."""

@@ -141,6 +141,9 @@ class Store:
             self.side.executemany("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)", events)
             self.side.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", meta)
 
+    def release_memory(self) -> None:
+        sqlitedb.shrink(self.db, self.side)
+
     def close(self) -> None:
         for db in (self.db, self.side):
             with contextlib.suppress(sqlite3.Error):

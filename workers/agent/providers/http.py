@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -15,9 +14,12 @@ from openclaw_sup.workers.agent.providers import ProviderError, Target
 from openclaw_sup.workers.lazy import LazyModule
 
 if TYPE_CHECKING:
+    import email.utils as email_utils
+
     import aiohttp
 else:
     aiohttp = LazyModule("aiohttp")  # imported on the first HTTP call
+    email_utils = LazyModule("email.utils")  # an HTTP-date `retry-after` only: 10 modules an idle agent never uses
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_ATTEMPTS = 3
@@ -40,7 +42,7 @@ def retry_delay(headers: Any, attempt: int) -> float:
         try:
             return max(0.0, float(raw))
         except ValueError:
-            when = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
+            when = email_utils.parsedate_to_datetime(raw) if raw.strip() else None
             if when is not None:
                 return max(0.0, when.timestamp() - time.time())
     return BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
