@@ -33,7 +33,10 @@ def connect(path: str | Path, *, timeout: float = 10.0) -> sqlite3.Connection:
 
 def create_private(path: Path) -> None:
     """Create the database file 0600 before SQLite does: SQLite gives its -wal and -shm the database's mode,
-    so a file created with the umask (0644) and tightened later leaves them readable by others."""
+    so a file created with the umask (0644) and tightened later leaves them readable by others. Only a file that
+    does not exist yet is opened (O_EXCL): closing any descriptor of a database this process has open drops every
+    POSIX lock the process holds on it, among them the SHARED lock by which its WAL connections tell others they
+    are there -- another process's last close would then checkpoint and delete the WAL they still write to."""
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 

@@ -128,7 +128,7 @@ def _connect(path: Path, gated: bool) -> StateConnection:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(OSError):
         os.chmod(path.parent, 0o700)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    sqlitedb.create_private(path)
     db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False,
                          factory=StateConnection)
     db.gate = WriteGate(path) if gated else None
