@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(node_run(globals_ + rest[1:]))
     if command == "gateway" and (len(rest) == 1 or rest[1] not in GATEWAY_SUBCOMMANDS):
+        import gc
+
+        gc.disable()  # the start-up's imports make no cycles worth a collection; the supervisor enables it once serving
         from openclaw_sup.supervisor.main import run
 
         sys.exit(run(globals_ + rest[1:]))

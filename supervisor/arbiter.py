@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import faulthandler
 import functools
+import gc
 import os
 import signal
 import ssl
@@ -206,6 +207,7 @@ class Supervisor:
             self._bring_up(self.table.add(spec))
         if self.opts.listen and not await self._serve():
             return self.exit_code
+        gc.enable()  # off since the entry point: the imports of the start are done
         await first_fs
         if cron_skipped(os.environ):
             self.log("warn", CRON_DISABLED_LINE)
