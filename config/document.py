@@ -8,18 +8,19 @@ error), which the gateway turns into exit 78.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config.loader import ConfigError, load_json5, substitute_env
 from openclaw_sup.config.paths import ProfilePaths
+from openclaw_sup.config.record import record
 from openclaw_sup.config.schema import ValidationReport, default_for, validate
 
 RELOAD_MODES = ("off", "hot", "restart", "hybrid")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     """One read of `openclaw.json`: `data` is substituted, `raw` keeps `${VAR}` for owned writes."""
 

@@ -18,11 +18,11 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config import statedb
+from openclaw_sup.config.record import record
 
 SECURITY = ("deny", "allowlist", "full")
 ASK = ("off", "on-miss", "always")
@@ -118,7 +118,7 @@ def resolved_defaults(doc: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULTS, **_policy(doc.get("defaults"))}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snapshot:
     path: str
     exists: bool

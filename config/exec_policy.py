@@ -17,10 +17,11 @@ import re
 import shlex
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from openclaw_sup.config.exec_approvals import ASK, DEFAULTS, SECURITY
+from openclaw_sup.config.record import record
 
 ALLOWLIST_MISS = "SYSTEM_RUN_DENIED: allowlist miss"
 APPROVAL_REQUIRED = "SYSTEM_RUN_DENIED: approval required"
@@ -38,7 +39,7 @@ def stricter_ask(a: str, b: str) -> str:
     return a if ASK.index(a) >= ASK.index(b) else b
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostPolicy:
     security: str
     ask: str
@@ -58,13 +59,13 @@ def host_policy(doc: dict[str, Any], agent_id: str | None) -> HostPolicy:
     return HostPolicy(merged["security"], merged["ask"], merged["askFallback"], allowlist)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Segment:
     argv: list[str]
     resolved: str | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Analysis:
     ok: bool
     segments: list[Segment] = field(default_factory=list)
@@ -153,7 +154,7 @@ def entry_matches(entry: dict[str, Any], seg: Segment, cwd: str | None) -> bool:
         return False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     """The outcome for one command: `allowed`, or the denial `message`; `needs_approval` when an operator's
     allow-once/allow-always would let it run."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config import auth_profiles
+from openclaw_sup.config.record import record
 
 DEFAULT_MODEL = "anthropic/claude-opus-4-6"
 DEFAULT_PROVIDER = "anthropic"
@@ -38,7 +39,7 @@ class ModelConfigError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     """A resolved model: which provider, where, with which credential (never in `repr`)."""
 
@@ -59,7 +60,7 @@ class Target:
         return f"{self.provider} ({self.base_url})" if self.base_url else self.provider
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ModelChoice:
     primary: str
     fallbacks: tuple[str, ...] = ()

@@ -23,13 +23,13 @@ import re
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from openclaw_sup.config import statedb, sup_layout
+from openclaw_sup.config.record import record
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
@@ -69,7 +69,7 @@ def iso_ms(text: str) -> int | None:
         return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PairingRequest:
     channel: str
     account_id: str
@@ -86,7 +86,7 @@ class PairingRequest:
                 "createdAt": self.created_at, "expiresAt": self.expires_at}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RequestOutcome:
     """What `request` did: `created` (send the code), `pending` (one exists: stay silent), `full` (ignored)."""
 

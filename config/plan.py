@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import Any
 
 from openclaw_sup.config.document import RELOAD_MODES, reload_mode
 from openclaw_sup.config.models import max_concurrent
+from openclaw_sup.config.record import record
 from openclaw_sup.config.schema import IMPLEMENTED_CHANNELS
 from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 
@@ -44,7 +45,7 @@ HINT_HOT = "Change will apply without restarting the gateway."
 HINT_NONE = "No gateway restart needed."
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ReloadPlan:
     start: tuple[WorkerSpec, ...] = ()
     stop: tuple[str, ...] = ()
@@ -253,14 +254,14 @@ def _owners(path: str, touched: Iterable[str]) -> tuple[str, ...]:
     return tuple(n for n in touched if n in owners)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Change:
     path: str
     effect: Effect
     workers: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChangeSet:
     changes: tuple[Change, ...] = ()
     workers: ReloadPlan = field(default_factory=ReloadPlan)
@@ -298,7 +299,7 @@ def classify(
 
 # ================================================================ what a reload mode does
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     """What the supervisor does for one config edit.
 

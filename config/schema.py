@@ -16,11 +16,12 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from openclaw_sup.config import durations
 from openclaw_sup.config.durations import is_duration
+from openclaw_sup.config.record import record
 
 REDACTED = "__OPENCLAW_REDACTED__"
 MASK = "***"
@@ -606,7 +607,7 @@ SECRET_SUFFIXES = ("Token", "Password", "Secret", "ApiKey")
 
 # ---------------------------------------------------------------- the report
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Issue:
     """One finding: where, why, and (already masked) what was there."""
 
@@ -622,7 +623,7 @@ class Issue:
         return {"path": self.path, "message": self.message}
 
 
-@dataclass
+@record
 class ValidationReport:
     errors: list[Issue] = field(default_factory=list)
     notices: list[Issue] = field(default_factory=list)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,10 @@ import orjson
 
 from openclaw_sup.config.loader import ConfigError, load_json5
 from openclaw_sup.config.paths import ProfilePaths
+from openclaw_sup.config.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RestartLimits:
     """Numbers for the restart policy (the logic is config/restart.py)."""
 
@@ -46,7 +47,7 @@ class RestartLimits:
     failed_retry_ms: int = 60_000
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Liveness:
     heartbeat_interval_ms: int = 1_000
     heartbeat_timeout_ms: int = 5_000
@@ -54,20 +55,20 @@ class Liveness:
     rss_limit_mb: float | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StopLadder:
     bus_timeout_ms: int = 3_000
     term_timeout_ms: int = 3_000
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BusLimits:
     max_message_bytes: int = 1 << 20
     rcv_hwm: int = 10_000
     snd_hwm: int = 1_000
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortLimits:
     """Descriptors and the gateway port's admission; 0 means derived (see supervisor/fdlimit.py and
     gateway/admission.py): the soft descriptor limit raised to the hard one, a connection cap from it,
@@ -83,7 +84,7 @@ DEFAULT_ON_DEMAND = ("browser",)
 """The browser idles almost always (it serves browser tool calls and `browser.*`): it costs nothing until used."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WorkerSpec:
     """One wanted worker: its name (also its bus identity), its kind and its effective settings."""
 
@@ -106,7 +107,7 @@ class WorkerSpec:
         return self._digest
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ForkServerTuning:
     standbys: int = 1
     """Processes the fork server keeps forked and half started, so a respawn skips the fork and the common set-up
@@ -119,7 +120,7 @@ class ForkServerTuning:
     """How long the standbys stay after the last unplanned exit (when not kept from boot)."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SupervisorSettings:
     restart: RestartLimits = RestartLimits()
     liveness: Liveness = Liveness()

@@ -22,10 +22,11 @@ import functools
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup.config import exec_approvals
+from openclaw_sup.config.record import record
 from openclaw_sup.gateway.approval_records import ApprovalRecords
 from openclaw_sup.gateway.hub import now_ms
 from openclaw_sup.gateway.protocol import MethodError, invalid
@@ -53,7 +54,7 @@ STATUS_OF = {"allow-once": "allowed", "allow-always": "allowed", "deny": "denied
 Handler = Callable[["Connection | None", dict[str, Any]], Awaitable[Any]]
 
 
-@dataclass
+@record
 class Approval:
     id: str
     request: dict[str, Any]

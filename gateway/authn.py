@@ -13,8 +13,10 @@ import hmac
 import ipaddress
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from openclaw_sup.config.record import record
 
 AUTH_MODES = ("none", "token", "password")
 SHARED_SECRET_CLASS = "shared-secret"
@@ -47,7 +49,7 @@ _NEXT_STEPS = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AuthConfig:
     """The resolved `gateway.auth` block; secrets stay out of `repr` so a logged config never leaks them."""
 
@@ -107,7 +109,7 @@ def _positive_int(value: Any, default: int) -> int:
     return int(value)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AuthResult:
     """Outcome of the shared-secret check; `reason` is upstream's `authReason`, `error` the object to send."""
 
@@ -240,7 +242,7 @@ def normalize_ip(ip: str) -> tuple[str, bool]:
     return str(addr), addr.is_loopback
 
 
-@dataclass
+@record
 class _Entry:
     attempts: list[int] = field(default_factory=list)
     locked_until: int | None = None

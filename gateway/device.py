@@ -21,11 +21,11 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from openclaw_sup.config import sqlitedb, statedb, sup_layout
+from openclaw_sup.config.record import record
 from openclaw_sup.gateway.authn import scopes_cover
 
 DEFAULT_SKEW_MS = 120_000
@@ -151,7 +151,7 @@ class NonceRegistry:
 DEFAULT_NONCES = NonceRegistry()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeviceProof:
     """A verified device identity: the id, its key as unpadded base64url raw bytes, and the payload version."""
 
@@ -222,7 +222,7 @@ def verify_device(device: Mapping[str, Any], *, nonce_issued: str, client: Mappi
     return DeviceProof(device_id=device_id, public_key_b64=b64url_encode(raw), payload_version=version)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DeviceMeta:
     """Client-reported metadata kept with a pairing; platform and device family are pinned once approved."""
 
@@ -243,7 +243,7 @@ class DeviceMeta:
                    client_mode=text("mode"), display_name=text("displayName"))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PairedDevice:
     device_id: str
     public_key: str
@@ -264,7 +264,7 @@ class PairedDevice:
         })
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PendingRequest:
     request_id: str
     device_id: str
@@ -287,7 +287,7 @@ class PendingRequest:
         })
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TokenRecord:
     device_id: str
     role: str
@@ -633,7 +633,7 @@ class DeviceStore:
 PairingReason = Literal["not-paired", "role-upgrade", "scope-upgrade", "metadata-upgrade"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PairingDecision:
     """Result of the pairing gate for a verified device.
 

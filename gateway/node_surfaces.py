@@ -15,11 +15,11 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config import sqlitedb
+from openclaw_sup.config.record import record
 from openclaw_sup.config.sqlitedb import immediate
 
 _SCHEMA = """
@@ -37,7 +37,7 @@ _COLUMNS = ("device_id, node_surface_json, pending_node_surface_json, meta_json,
             "last_seen_at_ms, last_seen_reason")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NodeRecord:
     node_id: str
     approved: dict[str, Any] | None

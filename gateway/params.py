@@ -13,13 +13,13 @@ A method served without an entry here is a test failure (tests/test_params.py en
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from openclaw_sup.config.record import record
 from openclaw_sup.gateway.protocol import invalid
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Kind:
     """One JSON type as a predicate, and how an error message says it."""
 

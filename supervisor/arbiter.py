@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from openclaw_sup import __version__
 from openclaw_sup.config.browser_state import left_running
 from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
 from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
+from openclaw_sup.config.record import record
 from openclaw_sup.config.restart import (
     LIVE_STATES,
     RETRY_STATES,
@@ -91,7 +92,7 @@ IGNORED_SIGNALS = (signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGI
 """Signals whose default action would end the process without a word: logged and ignored instead."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunOptions:
     host: str
     port: int

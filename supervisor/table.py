@@ -7,9 +7,10 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from openclaw_sup.config.record import record
 from openclaw_sup.config.restart import Event, RestartPolicy, State, next_state
 from openclaw_sup.config.settings import WorkerSpec
 
@@ -39,7 +40,7 @@ class SampleRing:
                              cpu if isinstance(cpu, (int, float)) else None])
 
 
-@dataclass
+@record
 class Incarnation:
     """One process of a worker, from spawn to reaped exit."""
 
@@ -60,7 +61,7 @@ class Incarnation:
         return self.kill_reason or (self.errors[-1] if self.errors else None)
 
 
-@dataclass
+@record
 class WorkerRecord:
     spec: WorkerSpec
     policy: RestartPolicy

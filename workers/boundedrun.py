@@ -13,8 +13,9 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from openclaw_sup.config.record import record
 
 if TYPE_CHECKING:
     from openclaw_sup.workers.groupledger import GroupLedger
@@ -24,7 +25,7 @@ MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 DRAIN_S = 1.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunResult:
     exit_code: int | None
     timed_out: bool

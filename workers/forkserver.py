@@ -31,11 +31,11 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
+from openclaw_sup.config.record import record
 from openclaw_sup.ipc.forkproto import MAX_PACKET
 from openclaw_sup.workers.heapholes import HeapHoles
 
@@ -71,7 +71,7 @@ def set_parent_death_signal(sig: int) -> None:
         prctl(PR_SET_PDEATHSIG, sig)
 
 
-@dataclass
+@record
 class Standby:
     """A forked process waiting for its spawn request on `sock`; `modules` is what the fork server had loaded."""
 

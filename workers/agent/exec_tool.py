@@ -17,13 +17,14 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from openclaw_sup.config import exec_approvals, exec_policy, statedb
+from openclaw_sup.config.record import record
 from openclaw_sup.workers.agent.providers import ToolCall
 from openclaw_sup.workers.boundedrun import MAX_OUTPUT_BYTES, default_cwd, run_bounded, shell_argv
 from openclaw_sup.workers.groupledger import GroupLedger
@@ -61,7 +62,7 @@ Request = Callable[..., Awaitable[Any]]
 Update = Callable[[dict[str, Any]], None]
 
 
-@dataclass
+@record
 class ToolResult:
     text: str
     is_error: bool

@@ -13,12 +13,13 @@ import contextlib
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from openclaw_sup.config.models import ModelConfigError, agent_model, max_concurrent, resolve
 from openclaw_sup.config.paths import normalize_agent_id
+from openclaw_sup.config.record import record
 from openclaw_sup.workers.agent.exec_tool import ExecTool
 from openclaw_sup.workers.agent.groupcommit import GroupCommit
 from openclaw_sup.workers.agent.listing import Listing
@@ -70,7 +71,7 @@ def _timeout(value: Any, scale: float, default: float) -> float:
     return default
 
 
-@dataclass
+@record
 class Outcome:
     status: str  # ok | error | aborted
     text: str = ""
@@ -83,7 +84,7 @@ class Outcome:
     ended_at: int = field(default_factory=now_ms)
 
 
-@dataclass
+@record
 class Run:
     run_id: str
     method: str

@@ -34,7 +34,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ import orjson
 
 from openclaw_sup.config import sqlitedb, statedb, sup_layout
 from openclaw_sup.config.paths import ensure_private_dir
+from openclaw_sup.config.record import record
 from openclaw_sup.config.sqlitedb import immediate
 
 DB_NAME = statedb.AGENT_DB_NAME
@@ -221,7 +221,7 @@ class RecentWindows:
         return entry
 
 
-@dataclass
+@record
 class Window:
     """One session's recent messages (`rows`, oldest first, at most `cap`; `complete` when they are all of it)."""
 
@@ -232,7 +232,7 @@ class Window:
     chars: int
 
 
-@dataclass
+@record
 class Tail:
     """The end of a session's transcript inside a write transaction: what the next message chains to."""
 

@@ -13,9 +13,9 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from openclaw_sup.config.record import record
 from openclaw_sup.workers.agent.exec_tool import ToolResult, error_result
 from openclaw_sup.workers.agent.providers import Completion, ToolCall
 from openclaw_sup.workers.runtime import RequestError
@@ -37,7 +37,7 @@ class ToolLoopBound(Exception):
     """The model kept calling tools past the bound; the run ends with this error."""
 
 
-@dataclass
+@record
 class LoopResult:
     completion: Completion
     ref: str

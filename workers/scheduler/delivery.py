@@ -7,9 +7,9 @@ sent only in the Authorization header and never appears in a log line or a run e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from openclaw_sup.config.record import record
 from openclaw_sup.workers.lazy import LazyModule
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
 
@@ -23,7 +23,7 @@ WEBHOOK_TIMEOUT_S = 10.0
 DEFAULT_ACCOUNT = "default"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Delivered:
     status: str
     error: str | None = None

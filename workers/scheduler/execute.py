@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from openclaw_sup.config.record import record
 from openclaw_sup.workers.procgroup import Tail, die_with_parent, kill_group
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
 from openclaw_sup.workers.scheduler.jobs import DEFAULT_COMMAND_TIMEOUT_S
@@ -25,7 +26,7 @@ AGENT_GRACE_S = 10.0
 DRAIN_S = 1.0
 
 
-@dataclass
+@record
 class Outcome:
     status: str
     summary: str | None = None

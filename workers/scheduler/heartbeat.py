@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from openclaw_sup.config.heartbeat import ACK_MAX_CHARS, ACK_TOKEN, DEFAULT_AGENT, DEFAULT_EVERY, DEFAULT_PROMPT
+from openclaw_sup.config.record import record
 from openclaw_sup.workers.scheduler.timeparse import duration_ms, hhmm_minutes, zone
 
 MAX_TIMEOUT_S = 600
@@ -44,7 +44,7 @@ _TAGS = re.compile(r"<[^>]*>")
 _EDGE_MARKUP = re.compile(r"^[*`~_]+|[*`~_]+$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HeartbeatSpec:
     agent_id: str
     every: str

@@ -10,9 +10,9 @@ option `testTimeScale` (0.001 turns 30 s into 30 ms); nothing else reads it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
+from openclaw_sup.config.record import record
 from openclaw_sup.workers.scheduler import schedule as sched
 
 BACKOFF_MS = (30_000, 60_000, 300_000, 900_000, 3_600_000)
@@ -22,7 +22,7 @@ MAX_SCHEDULE_ERRORS = 3
 Counter = Literal["reset", "add", "keep"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     errors: Counter
     skips: Counter
@@ -49,7 +49,7 @@ def _count(value: int, how: Counter) -> int:
     return {"reset": 0, "add": value + 1, "keep": value}[how]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settlement:
     state: dict[str, Any]
     enabled: bool

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from openclaw_sup.config.models import Target
+from openclaw_sup.config.record import record
 
 OnDelta = Callable[[str], None]
 
@@ -37,7 +38,7 @@ class ProviderError(Exception):
         self.kind = kind
 
 
-@dataclass
+@record
 class ChatRequest:
     messages: list[dict[str, Any]]
     max_tokens: int | None = None
@@ -46,7 +47,7 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ToolCall:
     id: str
     name: str
@@ -55,7 +56,7 @@ class ToolCall:
     """The arguments as the model sent them, when they were not a JSON object (the tool then refuses)."""
 
 
-@dataclass
+@record
 class Completion:
     text: str
     input_tokens: int
