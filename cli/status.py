@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 
+from openclaw_sup.argformat import HelpFormatter
 from openclaw_sup.config.paths import NODE_RUN_DIR, resolve_or_report
 from openclaw_sup.ipc.control import ControlError, call
 
@@ -88,7 +89,8 @@ def notes(sup: dict[str, object]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="openclaw-sup status", description="Show the gateway's workers.")
+    p = argparse.ArgumentParser(prog="openclaw-sup status", description="Show the gateway's workers.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--json", action="store_true", help="print the raw snapshot as JSON")
     p.add_argument("--watch", action="store_true", help="refresh every second until interrupted")
     p.add_argument("--profile")

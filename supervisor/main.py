@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from openclaw_sup.argformat import HelpFormatter
 from openclaw_sup.config.document import Config, load_config, start_block_reason
 from openclaw_sup.config.loader import ConfigError
 from openclaw_sup.config.paths import DEFAULT_PORT, DEV_PORT, ProfilePaths, ensure_private_dir, resolve_or_report
@@ -36,7 +37,7 @@ Other gateway commands: openclaw-sup gateway status | call | install | uninstall
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="openclaw-sup gateway", usage=USAGE)
+    p = argparse.ArgumentParser(prog="openclaw-sup gateway", usage=USAGE, formatter_class=HelpFormatter)
     p.add_argument("--port", type=int, help="port for WebSocket and HTTP (default 18789, --dev 19001)")
     p.add_argument("--verbose", action="store_true", help="mirror the log to stdout")
     p.add_argument("--profile", help="isolated profile: state in ~/.openclaw-NAME")

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from openclaw_sup.argformat import HelpFormatter
 from openclaw_sup.config.paths import NODE_RUN_DIR, ProfilePaths, ensure_private_dir, resolve_or_report
 
 USAGE = """openclaw-sup node run --host HOST --port PORT [--tls] [--tls-fingerprint SHA256] [--display-name NAME]
@@ -41,7 +42,7 @@ class NodePaths(ProfilePaths):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="openclaw-sup node", usage=USAGE)
+    p = argparse.ArgumentParser(prog="openclaw-sup node", usage=USAGE, formatter_class=HelpFormatter)
     p.add_argument("action", choices=["run", "identity"])
     p.add_argument("--host", default="127.0.0.1", help="gateway host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=18789, help="gateway port (default 18789)")
