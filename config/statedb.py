@@ -202,13 +202,24 @@ def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_i
 
 def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> StateConnection:
     db = _connect(path, gated=role == "global")
+    _ready(db, path, ddl_name, role, version, agent_id)
+    return db
+
+
+def _ready(db: StateConnection, path: Path, ddl_name: str, role: str, version: int, agent_id: str | None,
+           create: bool = True) -> bool:
+    """Check `db` and create its schema when absent; closed on any error. With `create` False, a database with no
+    schema yet is left as it is (and open): False."""
     try:
         _check(db, path, role, version, agent_id)
         db.execute("PRAGMA synchronous=NORMAL")  # before the schema's commit too: WAL and NORMAL never lose consistency
         # Ours when just created (one check, no reopen: executescript keeps no statement prepared); an existing
         # file was checked above; one a racing creator just wrote is checked again.
-        if not _has_tables(db) and not _create(db, ddl_name, role, version, agent_id):
-            _check(db, path, role, version, agent_id)
+        if not _has_tables(db):
+            if not create:
+                return False
+            if not _create(db, ddl_name, role, version, agent_id):
+                _check(db, path, role, version, agent_id)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
@@ -220,7 +231,7 @@ def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | No
         raise
     sqlitedb.make_private(path)
     sqlitedb.release_heap(db)  # parsing (or creating) a schema this size leaves a megabyte or two of freed heap
-    return db
+    return True
 
 
 def _check(db: sqlite3.Connection, path: Path, role: str, version: int, agent_id: str | None) -> None:
@@ -229,28 +240,45 @@ def _check(db: sqlite3.Connection, path: Path, role: str, version: int, agent_id
         raise StateDbError(reason)
 
 
+STATE_SCHEMA = (f"state-v{STATE_SCHEMA_VERSION}.sql", "global", STATE_SCHEMA_VERSION, None)
+"""The shared state database's DDL file, role, version and agent id, as `_open` takes them."""
+
+
 def open_state_db(path: Path) -> StateConnection:
     """The shared state database at `path`, created at schema 18 when absent; StateDbError when unusable."""
-    return _open(path, f"state-v{STATE_SCHEMA_VERSION}.sql", "global", STATE_SCHEMA_VERSION, None)
+    return _open(path, *STATE_SCHEMA)
 
 
 class OnFirstUse:
     """One store's connection to the shared state database: opened (and checked) by `open_if_there` when the file,
     or one of `eager_if`, already exists, so what is there is served from the start; on a fresh state dir only when
     the store is first used. Nothing is there to check or serve before, and the gateway's workers create the file
-    meanwhile: its creation stays off the supervisor's way to its first answer. `on_open` runs once, right after
-    opening."""
+    meanwhile: its creation stays off the supervisor's way to its first answer. A file that exists with no schema
+    yet (a worker is creating it) is read, never written, until first use: joining that creation's race for the
+    write gate would wait out SQLite's busy back-off on the caller's thread (the gateway's event loop). `on_open`
+    runs once, right after opening."""
 
     def __init__(self, path: Path, on_open: Callable[[], None] | None = None, eager_if: tuple[Path, ...] = ()) -> None:
         self.path = path
         self._db: StateConnection | None = None
+        self._unready: StateConnection | None = None
+        """Opened by `open_if_there` before the schema was there; kept (closing one of a process's descriptors of
+        a database drops its POSIX locks on it), and made ready by the first use."""
         self._lock = threading.Lock()
         self._on_open = on_open
         self._eager_if = eager_if
 
     def open_if_there(self) -> None:
-        if any(p.exists() for p in (self.path, *self._eager_if)):
+        if any(p.exists() for p in self._eager_if):
             self.get()
+        elif self.path.exists():
+            with self._lock:
+                if self._db is None and self._unready is None:
+                    db = _connect(self.path, gated=True)
+                    if _ready(db, self.path, *STATE_SCHEMA, create=False):
+                        self._opened(db)
+                    else:
+                        self._unready = db
 
     @property
     def opened(self) -> bool:
@@ -261,16 +289,26 @@ class OnFirstUse:
         if db is None:
             with self._lock:
                 if self._db is None:
-                    self._db = open_state_db(self.path)
-                    if self._on_open is not None:
-                        self._on_open()
+                    if self._unready is not None:
+                        unready, self._unready = self._unready, None
+                        _ready(unready, self.path, *STATE_SCHEMA)
+                        self._opened(unready)
+                    else:
+                        self._opened(open_state_db(self.path))
                 db = self._db
+                assert db is not None
         return db
+
+    def _opened(self, db: StateConnection) -> None:
+        self._db = db
+        if self._on_open is not None:
+            self._on_open()
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                self._db.close()
+            for db in (self._db, self._unready):
+                if db is not None:
+                    db.close()
 
 
 def open_agent_db(path: Path, agent_id: str) -> StateConnection:
