@@ -27,8 +27,10 @@ from openclaw_sup.ipc.forkproto import MAX_PACKET
 
 ExitCallback = Callable[[int, int], None]
 
-SHARED = ("asyncio", "uvloop", "zmq", "orjson", "setproctitle", "openclaw_sup.ipc.bus")
-"""What the supervisor, the fork server and every worker all run: imported once, before the first fork."""
+SHARED = ("asyncio", "uvloop", "zmq", "orjson", "setproctitle", "ctypes", "openclaw_sup.ipc.bus",
+          "openclaw_sup.config.statedb")
+"""What the supervisor, the fork server and every worker all run (ctypes: titles and parent-death signals; statedb:
+the lock, the gateway's stores, every worker's SQLite): imported once, before the first fork."""
 
 
 class ForkServerError(RuntimeError):
