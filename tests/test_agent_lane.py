@@ -1,6 +1,7 @@
 """`agents.defaults.maxConcurrent`, upstream's global lane: at most that many agent runs at once across sessions
 (the others wait their turn and then run), the channel workers ask no more turns at once than that, and an edit of
-it respawns the agent and the channel workers; unset, upstream's default of max(8, 4 per CPU)."""
+it respawns the agent and the channel workers; unset, upstream's default of max(8, 4 per CPU). Cron turns have a
+lane of their own."""
 
 from __future__ import annotations
 
@@ -51,3 +52,39 @@ def test_channel_workers_follow_max_concurrent_and_its_edit_respawns_them() -> N
     changes = classify(base, edited)
     assert sorted(changes.changes[0].workers) == ["agent", "channel:telegram:a", "channel:telegram:b"]
     assert sorted(s.name for s in changes.workers.respawn) == ["agent", "channel:telegram:a", "channel:telegram:b"]
+
+
+def test_a_cron_turn_has_its_own_lane_beside_the_inbound_one(gateway_factory) -> None:
+    """Upstream's lanes: an isolated cron agent turn holds a `cron` slot, not one of `maxConcurrent`'s, so it runs
+    while inbound runs fill the main lane, and does not take a slot an inbound run waits for."""
+    model = SlowModel()
+    try:
+        cfg = slow_config(model)
+        cfg["agents"]["defaults"]["maxConcurrent"] = 1
+        cfg["cron"] = {"enabled": True}
+        g = gateway_factory({}, config=cfg, extra_env={"OPENCLAW_SKIP_CRON": ""}).start()
+        g.wait_state("scheduler", "running")
+        c = client(g)
+        assert c.request("chat.send", {"sessionKey": "agent:main:inbound-0", "message": "inbound 0",
+                                       "idempotencyKey": "inbound-0"})["status"] == "started"
+        wait_for(lambda: len(model.requests) == 1, 15, what="the first inbound model call")
+        job = c.request("cron.add", {"name": "lane", "schedule": {"kind": "every", "everyMs": 3_600_000},
+                                     "sessionTarget": "isolated",
+                                     "payload": {"kind": "agentTurn", "message": "cron turn"}})
+        c.request("cron.run", {"id": job["id"], "mode": "force"})
+        wait_for(lambda: len(model.requests) == 2, 15, what="the cron turn's model call beside the inbound run")
+        assert model.requests[1]["messages"][-1]["content"] == "cron turn"
+        assert c.request("chat.send", {"sessionKey": "agent:main:inbound-1", "message": "inbound 1",
+                                       "idempotencyKey": "inbound-1"})["status"] == "started"
+        time.sleep(1.0)  # the second inbound run had every chance to start: it waits for the main lane's one slot
+        assert len(model.requests) == 2
+        model.release.set()
+        for key in ("inbound-0", "inbound-1"):
+            assert c.request("agent.wait", {"runId": key, "timeoutMs": 15000})["status"] == "ok"
+        run = wait_for(lambda: next(iter(c.request("cron.runs", {"id": job["id"]})["entries"]), None), 15,
+                       what="the cron run's entry")
+        assert run["status"] == "ok", run
+        assert [r["messages"][-1]["content"] for r in model.requests] == ["inbound 0", "cron turn", "inbound 1"]
+        c.close()
+    finally:
+        model.close()
