@@ -5,10 +5,14 @@ lane of their own."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
+from typing import Any
+from urllib.request import Request, urlopen
 
-from test_agent_live import SlowModel, client, slow_config
+from test_agent_live import TOKEN, SlowModel, client, slow_config
 
 from conftest import wait_for
 from openclaw_sup.config.models import max_concurrent
@@ -85,6 +89,37 @@ def test_a_cron_turn_has_its_own_lane_beside_the_inbound_one(gateway_factory) ->
                        what="the cron run's entry")
         assert run["status"] == "ok", run
         assert [r["messages"][-1]["content"] for r in model.requests] == ["inbound 0", "cron turn", "inbound 1"]
+        c.close()
+    finally:
+        model.close()
+
+
+def test_an_http_api_completion_waits_for_the_inbound_lane(gateway_factory) -> None:
+    """`/v1/chat/completions` runs the agent as an inbound turn does (upstream's `main` lane): with the lane full it
+    waits its turn, then answers."""
+    model = SlowModel()
+    try:
+        cfg = slow_config(model)
+        cfg["agents"]["defaults"]["maxConcurrent"] = 1
+        cfg["gateway"]["http"] = {"endpoints": {"chatCompletions": {"enabled": True}}}
+        g = gateway_factory({}, config=cfg).start()
+        c = client(g)
+        assert c.request("chat.send", {"sessionKey": "agent:main:inbound", "message": "inbound",
+                                       "idempotencyKey": "inbound"})["status"] == "started"
+        wait_for(lambda: len(model.requests) == 1, 15, what="the inbound model call")
+        answers: list[dict[str, Any]] = []
+        body = {"model": "openclaw", "messages": [{"role": "user", "content": "over http"}]}
+        req = Request(f"http://127.0.0.1:{g.port}/v1/chat/completions", data=json.dumps(body).encode(),
+                      method="POST", headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+        asker = threading.Thread(target=lambda: answers.append(json.loads(urlopen(req, timeout=30).read())))
+        asker.start()
+        time.sleep(1.0)  # the completion had every chance to reach the model: it waits for the lane's one slot
+        assert len(model.requests) == 1 and not answers
+        model.release.set()
+        asker.join(30)
+        assert answers and answers[0]["choices"][0]["message"]["content"] == "thinking done", answers
+        assert [r["messages"][-1]["content"] for r in model.requests] == ["inbound", "over http"]
+        assert c.request("agent.wait", {"runId": "inbound", "timeoutMs": 15000})["status"] == "ok"
         c.close()
     finally:
         model.close()

@@ -601,9 +601,10 @@ class AgentService:
                 partial({"delta": chunk})
 
         try:
-            result, ref = await self.complete(agent_id, model, clean, self.default_timeout, on_delta,
-                                              max_tokens=max_tokens, temperature=temperature,
-                                              partial_sent=lambda: bool(sent))
+            async with self.lanes[MAIN_LANE]:  # an agent run of the HTTP API, in the inbound lane as upstream's
+                result, ref = await self.complete(agent_id, model, clean, self.default_timeout, on_delta,
+                                                  max_tokens=max_tokens, temperature=temperature,
+                                                  partial_sent=lambda: bool(sent))
         except (ModelConfigError, ProviderError) as exc:
             raise RequestError(exc.code, str(exc)) from None
         session_key = params.get("sessionKey")
