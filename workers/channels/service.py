@@ -28,7 +28,6 @@ from openclaw_sup.workers.channels.policy import (
 )
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
 
-CONCURRENCY = 8  # turns at once when the supervisor does not say (`agents.defaults.maxConcurrent`)
 DEFAULT_TURN_TIMEOUT_S = 600
 SEND_WAIT_S = 30.0
 TURN_ASK_S = 60.0
@@ -52,9 +51,7 @@ class ChannelService:
         self.adapter = adapter_cls(self.cfg, self.log, self.admit, self.queue.get_meta)
         self.policy = adapter_cls.policy_config(self.cfg)
         self.agent_id = str(self.cfg.get("agentId") or "main")
-        turns = self.cfg.get("maxConcurrent")
-        self.concurrency = turns if isinstance(turns, int) and not isinstance(turns, bool) and turns >= 1 \
-            else CONCURRENCY
+        self.concurrency: int = self.cfg["maxConcurrent"]  # resolved and checked where the config is read (plan)
         self._wake_dispatch = asyncio.Event()
         self._wake_send = asyncio.Event()
         self._inflight: set[str] = set()
@@ -156,7 +153,8 @@ class ChannelService:
             due = self.queue.next_inbound_due()
             timeout = 5.0 if due is None else min(5.0, max(0.05, due - time.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_dispatch.wait(), timeout)
+                async with asyncio.timeout(timeout):  # in this task: wait_for would start one per wake
+                    await self._wake_dispatch.wait()
 
     async def _handle(self, msg_id: str, peer: str, payload: dict[str, Any], attempts: int) -> None:
         try:
@@ -298,7 +296,8 @@ class ChannelService:
             due = self.queue.next_outbound_due()
             timeout = 2.0 if due is None or not self.adapter.connected else min(2.0, max(0.05, due - time.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_send.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake_send.wait()
 
     def _resolve(self, out_id: str) -> None:
         fut = self._sent_waiters.pop(out_id, None)
