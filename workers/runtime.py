@@ -194,7 +194,8 @@ class WorkerContext:
             self._pending.pop(rid, None)
             raise RequestError("UNAVAILABLE", "bus queue full")
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):  # no task of its own per request (wait_for's, before 3.12)
+                return await fut
         finally:
             self._pending.pop(rid, None)
 

@@ -281,7 +281,7 @@ class AgentService:
         def on_delta(chunk: str) -> None:
             run.text += chunk
             self._agent_event(run, "assistant", {"text": run.text, "delta": chunk})
-            self._chat_event(run, "delta", deltaText=chunk, message=self._message(run.text))
+            self._chat_event(run, "delta", run.text, deltaText=chunk)
 
         deadline = time.monotonic() + run.timeout_s
 
@@ -376,10 +376,14 @@ class AgentService:
             payload["isHeartbeat"] = True
         self.ctx.emit("agent", payload)
 
-    def _chat_event(self, run: Run, state: str, **fields: Any) -> None:
+    def _chat_event(self, run: Run, state: str, text: str | None = None, **fields: Any) -> None:
+        """A `chat` event, numbered and sent as `_agent_event`; `text`, the answer so far, becomes its `message`
+        only when it is sent (a streamed answer has one per chunk)."""
         run.chat_seq += 1
         if not self.ctx.listened:
             return
+        if text is not None:
+            fields["message"] = self._message(text)
         self.ctx.emit("chat", {"runId": run.run_id, "sessionKey": run.session_key, "seq": run.chat_seq,
                                "agentId": run.agent_id, "state": state, **fields})
 
@@ -387,12 +391,12 @@ class AgentService:
         ended = out.ended_at
         if out.status == "ok":
             self._agent_event(run, "lifecycle", {"phase": "end", "startedAt": run.started_at, "endedAt": ended})
-            self._chat_event(run, "final", message=self._message(out.text), usage=out.usage,
+            self._chat_event(run, "final", out.text, usage=out.usage,
                              stopReason="max_tokens" if out.finish == "length" else "stop")
         elif out.status == "aborted":
             self._agent_event(run, "lifecycle", {"phase": "end", "startedAt": run.started_at, "endedAt": ended,
                                                  "aborted": True})
-            self._chat_event(run, "aborted", message=self._message(out.text), stopReason="aborted")
+            self._chat_event(run, "aborted", out.text, stopReason="aborted")
         else:
             self._agent_event(run, "lifecycle", {"phase": "error", "startedAt": run.started_at, "endedAt": ended,
                                                  "error": out.error})
