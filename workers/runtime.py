@@ -194,8 +194,7 @@ class WorkerContext:
             self._pending.pop(rid, None)
             raise RequestError("UNAVAILABLE", "bus queue full")
         try:
-            async with asyncio.timeout(timeout):  # no task of its own per request (wait_for's, before 3.12)
-                return await fut
+            return await asyncio.wait_for(fut, timeout)
         finally:
             self._pending.pop(rid, None)
 

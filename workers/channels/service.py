@@ -153,8 +153,7 @@ class ChannelService:
             due = self.queue.next_inbound_due()
             timeout = 5.0 if due is None else min(5.0, max(0.05, due - time.time()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):  # in this task: wait_for would start one per wake
-                    await self._wake_dispatch.wait()
+                await asyncio.wait_for(self._wake_dispatch.wait(), timeout)
 
     async def _handle(self, msg_id: str, peer: str, payload: dict[str, Any], attempts: int) -> None:
         try:
@@ -296,8 +295,7 @@ class ChannelService:
             due = self.queue.next_outbound_due()
             timeout = 2.0 if due is None or not self.adapter.connected else min(2.0, max(0.05, due - time.time()))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake_send.wait()
+                await asyncio.wait_for(self._wake_send.wait(), timeout)
 
     def _resolve(self, out_id: str) -> None:
         fut = self._sent_waiters.pop(out_id, None)
