@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from openclaw_sup.workers.agent.groupcommit import GroupCommit
 from openclaw_sup.workers.agent.listing import Listing
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
-from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
+from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms, random_uuid
 from openclaw_sup.workers.agent.toolloop import ToolLoopBound, replay, run_loop
 from openclaw_sup.workers.groupledger import GroupLedger
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
@@ -548,7 +547,7 @@ class AgentService:
         key = params.get("idempotencyKey") if isinstance(params.get("idempotencyKey"), str) else None
         model = params.get("model") if isinstance(params.get("model"), str) and params["model"] else None
         fallbacks = tuple(f for f in params.get("fallbacks") or () if isinstance(f, str) and f) if model else ()
-        got = self.begin("agent.turn", key=key or None, run_id=str(uuid.uuid4()), agent_id=agent_id,
+        got = self.begin("agent.turn", key=key or None, run_id=random_uuid(), agent_id=agent_id,
                          session_key=session_key, message=message, model=model,
                          timeout_s=_timeout(params.get("timeoutSeconds"), 1.0, self.default_timeout),
                          heartbeat=params.get("kind") == "heartbeat" or source.get("kind") == "heartbeat",
