@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import time
-import uuid
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from openclaw_sup.workers.agent.groupcommit import GroupCommit
 from openclaw_sup.workers.agent.listing import Listing
 from openclaw_sup.workers.agent.providers import ChatRequest, Completion, ProviderError, call
 from openclaw_sup.workers.agent.providers.http import close_pool
-from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms
+from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms, random_uuid
 from openclaw_sup.workers.agent.toolloop import ToolLoopBound, replay, run_loop
 from openclaw_sup.workers.groupledger import GroupLedger
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
@@ -290,7 +289,7 @@ class AgentService:
         def on_delta(chunk: str) -> None:
             run.text += chunk
             self._agent_event(run, "assistant", {"text": run.text, "delta": chunk})
-            self._chat_event(run, "delta", deltaText=chunk, message=self._message(run.text))
+            self._chat_event(run, "delta", run.text, deltaText=chunk)
 
         deadline = time.monotonic() + run.timeout_s
 
@@ -385,10 +384,14 @@ class AgentService:
             payload["isHeartbeat"] = True
         self.ctx.emit("agent", payload)
 
-    def _chat_event(self, run: Run, state: str, **fields: Any) -> None:
+    def _chat_event(self, run: Run, state: str, text: str | None = None, **fields: Any) -> None:
+        """A `chat` event, numbered and sent as `_agent_event`; `text`, the answer so far, becomes its `message`
+        only when it is sent (a streamed answer has one per chunk)."""
         run.chat_seq += 1
         if not self.ctx.listened:
             return
+        if text is not None:
+            fields["message"] = self._message(text)
         self.ctx.emit("chat", {"runId": run.run_id, "sessionKey": run.session_key, "seq": run.chat_seq,
                                "agentId": run.agent_id, "state": state, **fields})
 
@@ -396,12 +399,12 @@ class AgentService:
         ended = out.ended_at
         if out.status == "ok":
             self._agent_event(run, "lifecycle", {"phase": "end", "startedAt": run.started_at, "endedAt": ended})
-            self._chat_event(run, "final", message=self._message(out.text), usage=out.usage,
+            self._chat_event(run, "final", out.text, usage=out.usage,
                              stopReason="max_tokens" if out.finish == "length" else "stop")
         elif out.status == "aborted":
             self._agent_event(run, "lifecycle", {"phase": "end", "startedAt": run.started_at, "endedAt": ended,
                                                  "aborted": True})
-            self._chat_event(run, "aborted", message=self._message(out.text), stopReason="aborted")
+            self._chat_event(run, "aborted", out.text, stopReason="aborted")
         else:
             self._agent_event(run, "lifecycle", {"phase": "error", "startedAt": run.started_at, "endedAt": ended,
                                                  "error": out.error})
@@ -554,7 +557,7 @@ class AgentService:
         model = params.get("model") if isinstance(params.get("model"), str) and params["model"] else None
         fallbacks = tuple(f for f in params.get("fallbacks") or () if isinstance(f, str) and f) if model else ()
         heartbeat = params.get("kind") == "heartbeat" or source.get("kind") == "heartbeat"
-        got = self.begin("agent.turn", key=key or None, run_id=str(uuid.uuid4()), agent_id=agent_id,
+        got = self.begin("agent.turn", key=key or None, run_id=random_uuid(), agent_id=agent_id,
                          session_key=session_key, message=message, model=model,
                          timeout_s=_timeout(params.get("timeoutSeconds"), 1.0, self.default_timeout),
                          heartbeat=heartbeat, route=route, fallbacks=fallbacks,

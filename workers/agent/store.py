@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import sqlite3
 import time
@@ -78,8 +79,22 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def random_uuid() -> str:
+    """`str(uuid.uuid4())` at a third of its cost (no UUID object): a turn names its run and each of its events."""
+    b = bytearray(os.urandom(16))
+    b[6], b[8] = b[6] & 0x0F | 0x40, b[8] & 0x3F | 0x80  # version 4, RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return _iso_second(ms // 1000) + f"{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    """A turn stamps its events within the same second or two: formatted once, not for every event."""
+    return dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def db_path(state_dir: Path, agent_id: str) -> Path:
@@ -388,7 +403,7 @@ class AgentStore:
 
     def _create_session(self, key: str, now: int) -> Tail:
         """A new session (its node, window, header event and projection): the end of its empty transcript."""
-        session_id = str(uuid.uuid4())
+        session_id = random_uuid()
         entry = {"sessionId": session_id, "updatedAt": now, "sessionStartedAt": now, "delivery": {"kind": "none"},
                  "createdVia": "run", "createdAt": now}
         self.db.execute("INSERT INTO session_nodes (session_key, current_session_id, entry_json, updated_at, "
@@ -553,7 +568,7 @@ class AgentStore:
         Returns the events written."""
         events, parent = [], tail.leaf
         for n, (message, idem, now) in enumerate(items):
-            event = {"type": "message", "id": str(uuid.uuid4()), "parentId": parent, "timestamp": iso(now),
+            event = {"type": "message", "id": random_uuid(), "parentId": parent, "timestamp": iso(now),
                      "message": message}
             events.append((tail.seq + n, event, idem, now))
             parent = event["id"]

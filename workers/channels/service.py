@@ -28,7 +28,6 @@ from openclaw_sup.workers.channels.policy import (
 )
 from openclaw_sup.workers.runtime import RequestError, WorkerContext
 
-CONCURRENCY = 8  # turns at once when the supervisor does not say (`agents.defaults.maxConcurrent`)
 DEFAULT_TURN_TIMEOUT_S = 600
 SEND_WAIT_S = 30.0
 TURN_ASK_S = 60.0
@@ -52,9 +51,7 @@ class ChannelService:
         self.adapter = adapter_cls(self.cfg, self.log, self.admit, self.queue.get_meta)
         self.policy = adapter_cls.policy_config(self.cfg)
         self.agent_id = str(self.cfg.get("agentId") or "main")
-        turns = self.cfg.get("maxConcurrent")
-        self.concurrency = turns if isinstance(turns, int) and not isinstance(turns, bool) and turns >= 1 \
-            else CONCURRENCY
+        self.concurrency: int = self.cfg["maxConcurrent"]  # resolved and checked where the config is read (plan)
         self._wake_dispatch = asyncio.Event()
         self._wake_send = asyncio.Event()
         self._inflight: set[str] = set()

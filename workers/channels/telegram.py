@@ -260,7 +260,8 @@ class TelegramAdapter(Adapter):
                     await self.sender.ensure()
                 self.sender.post(f"/bot{self.token}/sendMessage",
                                  {"chat_id": target, "text": text[start:start + TEXT_LIMIT]})
-                status, body = await asyncio.wait_for(self.sender.response(), 30)
+                async with asyncio.timeout(30):  # in this task: wait_for would start one per message
+                    status, body = await self.sender.response()
                 data = orjson.loads(body)
             except (OSError, TimeoutError, EOFError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
                 self.sender.close()

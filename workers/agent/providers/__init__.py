@@ -108,7 +108,8 @@ async def call(target: Target, request: ChatRequest, on_delta: OnDelta | None = 
                             f"models.providers.{target.provider}.api to one of {', '.join(APIS[1:])})",
                             code="INVALID_REQUEST")
     try:
-        return await asyncio.wait_for(impl(target, request, sink), request.timeout_s)
+        async with asyncio.timeout(request.timeout_s):  # in this task: wait_for would wrap the call in one more
+            return await impl(target, request, sink)
     except TimeoutError:
         raise ProviderError(f"model provider {target.where()} did not answer within {request.timeout_s:g}s "
                             f"(model {target.ref})", kind="timeout") from None

@@ -26,5 +26,5 @@ async def complete(target: Target, request: ChatRequest, on_delta: OnDelta) -> C
     for chunk in chunks:
         on_delta(chunk)
         await asyncio.sleep(0)
-    words_in = sum(count_words(text_of(m)) for m in request.messages)
+    words_in = count_words(" ".join(map(text_of, request.messages)))
     return Completion(text, words_in, count_words(text))
