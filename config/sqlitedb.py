@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from openclaw_sup.config import heaptrim
 from openclaw_sup.config.paths import private_file
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -59,10 +60,7 @@ def release_heap(db: sqlite3.Connection) -> None:
     """Give back the memory building a large schema used: SQLite frees it, but the C allocator keeps it mapped, and
     a worker would carry it as private memory for its whole life."""
     db.execute("PRAGMA shrink_memory")
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)  # glibc; elsewhere the memory stays with the process
+    heaptrim.trim()
 
 
 @contextlib.contextmanager
