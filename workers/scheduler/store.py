@@ -110,7 +110,7 @@ class Store:
         self.max_rows = max_rows
         self._aged_at: int | None = None  # when the last age pass ran
         ensure_private_dir(path.parent)
-        self.db = statedb.open_state_db(path)
+        self._db: statedb.StateConnection | None = statedb.open_state_db(path)
         self.side_path = path.parent / SIDE_NAME
         self.side = sqlitedb.connect(self.side_path, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
         self.side.executescript(SIDE_SCHEMA)
@@ -141,13 +141,26 @@ class Store:
             self.side.executemany("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)", events)
             self.side.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", meta)
 
-    def release_memory(self) -> None:
-        sqlitedb.shrink(self.db, self.side)
+    @property
+    def db(self) -> statedb.StateConnection:
+        """The shared state database: closed while the scheduler idles (its schema alone holds ~250 KB of SQLite
+        memory per connection), opened again by the next use (a few ms)."""
+        if self._db is None:
+            self._db = statedb.open_state_db(self.path)
+        return self._db
 
-    def close(self) -> None:
-        for db in (self.db, self.side):
+    def release_memory(self) -> None:
+        sqlitedb.shrink(self.side)
+        db, self._db = self._db, None
+        if db is not None:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
+
+    def close(self) -> None:
+        for db in (self._db, self.side):
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
 
     def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return self.db.write()
