@@ -1243,6 +1243,8 @@ class Supervisor:
         self._reap_adopted()
         self.notify_state()
         self._sample_self(time.monotonic())
+        if self.core is not None and self.core.release_idle():
+            heaptrim.trim()
         asyncio.get_running_loop().call_later(1.0, self._every_second)
 
     def _sample_self(self, now: float) -> None:
