@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
-from conftest import wait_for
+from conftest import holds_open, wait_for
 from openclaw_sup.gateway.client import GatewayClient
 
 TOKEN = "idle-state-token-0123456789abcdef"
-
-
-def _holds(pid: int, path: Path) -> bool:
-    """Whether process `pid` has `path` open (a SQLite connection's file descriptor)."""
-    links = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            links.append(os.readlink(fd))
-        except OSError:  # closed meanwhile
-            continue
-    return str(path) in links
 
 
 def test_the_supervisor_closes_an_idle_state_connection_and_opens_it_again_for_the_next_client(
@@ -35,14 +22,14 @@ def test_the_supervisor_closes_an_idle_state_connection_and_opens_it_again_for_t
     client.connect()
     try:
         first = client.request("device.pair.list")
-        assert _holds(gw.proc.pid, db), "device.pair.list did not open the state database"
+        assert holds_open(gw.proc.pid, db), "device.pair.list did not open the state database"
         time.sleep(0.5)
-        assert _holds(gw.proc.pid, db), "closed before it was idle for 2 s"
-        wait_for(lambda: not _holds(gw.proc.pid, db), 10, what="the idle connection closed")
+        assert holds_open(gw.proc.pid, db), "closed before it was idle for 2 s"
+        wait_for(lambda: not holds_open(gw.proc.pid, db), 10, what="the idle connection closed")
         assert client.request("device.pair.list") == first
-        assert _holds(gw.proc.pid, db), "the next call did not open it again"
+        assert holds_open(gw.proc.pid, db), "the next call did not open it again"
         assert client.request("health")["ok"] is True
     finally:
         client.close()
-    wait_for(lambda: not _holds(gw.proc.pid, db), 10, what="the connection closed again once idle")
+    wait_for(lambda: not holds_open(gw.proc.pid, db), 10, what="the connection closed again once idle")
     assert gw.proc.poll() is None
