@@ -160,3 +160,34 @@ def test_the_agent_store_closes_the_state_database_while_idle_and_opens_it_again
     st.close()
     with statedb.open_state_db(statedb.state_db_path(tmp_path)) as db:
         assert db.execute(held, (st.lease,)).fetchone() == (0,), "close() left the lease behind"
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from openclaw_sup.workers.agent.store import AgentStore, db_path
+st = AgentStore(db_path(Path(sys.argv[1]), "main"), "main", Path(sys.argv[1]))
+st.append("agent:main:main", "assistant", "written while the agent idled")
+st.close()
+"""
+
+
+def test_an_idle_agent_store_closes_its_databases_and_sees_what_another_process_wrote_meanwhile(tmp_path) -> None:
+    """Settled, the agent closes its own database and runs file too; what it knew as of the closed connection is not
+    trusted after (SQLite's data_version is per connection), so another process's writes meanwhile are seen."""
+    from openclaw_sup.workers.agent.store import AgentStore, db_path
+
+    key = "agent:main:main"
+    st = AgentStore(db_path(tmp_path, "main"), "main", tmp_path)
+    st.append(key, "user", "asked before the agent idled")
+    assert [m["text"] for m in st.history(key, 10, count=False)[0]] == ["asked before the agent idled"]
+    st.release_memory()
+    assert (st._db, st._side, st._state) == (None, None, None), "a connection stayed open in an idle agent"
+    subprocess.run([sys.executable, "-c", WRITER, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                   check=True)
+    rows = st.history(key, 10, count=False)[0]  # the recent window kept in memory: checked against the database
+    assert [m["text"] for m in rows] == ["asked before the agent idled", "written while the agent idled"]
+    assert st.history(key, 10)[1] == 2
+    st.append(key, "user", "asked after")
+    assert st.history(key, 10)[1] == 3
+    st.close()
