@@ -9,8 +9,9 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from openclaw_sup.config import heaptrim
 from openclaw_sup.config.paths import private_file
@@ -54,6 +55,38 @@ def shrink(*dbs: sqlite3.Connection) -> None:
     for db in dbs:
         with contextlib.suppress(sqlite3.Error):
             db.execute("PRAGMA shrink_memory")
+
+
+class OnUse:
+    """A connection attribute opened by `opener(holder)` on first use, and again after `close_idle` closed it (kept
+    in the holder's `_<name>`)."""
+
+    def __init__(self, opener: Callable[[Any], sqlite3.Connection]) -> None:
+        self.opener = opener
+        self.slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, holder: Any, owner: type | None = None) -> Any:
+        if holder is None:
+            return self
+        db = getattr(holder, self.slot, None)
+        if db is None:
+            db = self.opener(holder)
+            setattr(holder, self.slot, db)
+        return db
+
+
+def close_idle(holder: object, *names: str) -> None:
+    """Close the connections held in `holder`'s attributes `names` and set them to None (the holder opens one again
+    on its next use); one inside a transaction is left as it is."""
+    for name in names:
+        db = getattr(holder, name)
+        if db is not None and not db.in_transaction:
+            setattr(holder, name, None)
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
 
 def release_heap(db: sqlite3.Connection) -> None:

@@ -247,6 +247,10 @@ class Tail:
 
 
 class AgentStore:
+    side = sqlitedb.OnUse(lambda st: sqlitedb.connect(st.path.parent / RUNS_NAME,
+                                                      timeout=statedb.BUSY_TIMEOUT_MS / 1000))
+    """The runs' side file: closed while the agent idles, like its database."""
+
     def __init__(self, path: Path, agent_id: str | None = None, state_dir: Path | None = None) -> None:
         """`path` is the agent database (`db_path`); the agent and state dir default to what the path names."""
         ensure_private_dir(path.parent)
@@ -255,8 +259,8 @@ class AgentStore:
         self.agent_id = agent_id or path.parent.parent.name
         self.state_dir = state_dir or path.parents[3]
         self._db: statedb.StateConnection | None = statedb.open_agent_db(path, self.agent_id)
-        self._side: sqlite3.Connection | None = self._open_side()
-        self._side.executescript(RUNS_SCHEMA)
+        self._side: sqlite3.Connection | None = None
+        self.side.executescript(RUNS_SCHEMA)
         self._state: statedb.StateConnection | None = None
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
         self.lease = self._claim_lease()
@@ -320,25 +324,10 @@ class AgentStore:
             self._stamps.clear()
         return self._db
 
-    @property
-    def side(self) -> sqlite3.Connection:
-        """The runs' side file: closed while the agent idles, opened again on use."""
-        if self._side is None:
-            self._side = self._open_side()
-        return self._side
-
-    def _open_side(self) -> sqlite3.Connection:
-        return sqlitedb.connect(self.path.parent / RUNS_NAME, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
-
     def release_memory(self) -> None:
         """Close the three connections (each holds its schema's and pages' SQLite memory) unless one is inside a
         transaction; the next use opens each again."""
-        for name in ("_db", "_side", "_state"):
-            db = getattr(self, name)
-            if db is not None and not db.in_transaction:
-                setattr(self, name, None)
-                with contextlib.suppress(sqlite3.Error):
-                    db.close()
+        sqlitedb.close_idle(self, "_db", "_side", "_state")
 
     def close(self) -> None:
         self.checkpointer.stop()

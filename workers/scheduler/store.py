@@ -101,6 +101,9 @@ def _job_row(job: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class Store:
+    side = sqlitedb.OnUse(lambda store: sqlitedb.connect(store.side_path, timeout=statedb.BUSY_TIMEOUT_MS / 1000))
+    """The side file (system events, settings): closed while the scheduler idles, like the state database."""
+
     def __init__(self, path: Path, *, store_key: str | None = None, max_age_ms: int = MAX_AGE_MS,
                  max_rows: int = MAX_ROWS_PER_JOB) -> None:
         """`path` is the shared state database; `store_key` upstream's key for this cron store."""
@@ -112,7 +115,7 @@ class Store:
         ensure_private_dir(path.parent)
         self._db: statedb.StateConnection | None = statedb.open_state_db(path)
         self.side_path = path.parent / SIDE_NAME
-        self.side = sqlitedb.connect(self.side_path, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
+        self._side: sqlite3.Connection | None = None
         self.side.executescript(SIDE_SCHEMA)
         self.pid = os.getpid()
         self.pid_start = statedb.start_identity(self.pid)
@@ -150,14 +153,11 @@ class Store:
         return self._db
 
     def release_memory(self) -> None:
-        sqlitedb.shrink(self.side)
-        db, self._db = self._db, None
-        if db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
+        """Close both connections unless one is inside a transaction; the next use opens each again."""
+        sqlitedb.close_idle(self, "_db", "_side")
 
     def close(self) -> None:
-        for db in (self._db, self.side):
+        for db in (self._db, self._side):
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     db.close()
