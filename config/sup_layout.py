@@ -99,7 +99,8 @@ def importing(path: Path, table: str) -> Iterator[bool]:
     """Around one store's import of an earlier file (recognised by its `table` and no upstream ownership row):
     True when this process is to import it (it exists and no other process did meanwhile); on success the file
     is renamed `*.imported`, kept for the operator and never imported again. Concurrent openers queue on a lock
-    of the file; its WAL is folded in first."""
+    of the file; its WAL is folded in first. Closing the lock's descriptor drops this process's POSIX locks on the
+    file, which is harmless only because every SQLite connection of the import is closed by then."""
     if not path.is_file() or not _has_table(path, table):
         yield False
         return

@@ -165,8 +165,9 @@ def refusal(status: int, reason: str) -> bytes:
 
 
 class PortProtocol(asyncio.Protocol):
-    __slots__ = ("_admitted", "_buf", "_due", "_due_what", "_frag", "_frag_text", "_handler", "_hold", "_kept",
-                 "_label", "_owner", "_scan", "_state", "_timer", "_timer_at", "closed", "max_size", "transport")
+    __slots__ = ("_admitted", "_buf", "_dropped", "_due", "_due_what", "_frag", "_frag_text", "_handler", "_hold",
+                 "_kept", "_label", "_owner", "_scan", "_state", "_timer", "_timer_at", "closed", "max_size",
+                 "transport")
 
     def __init__(self, owner: PortOwner, admitted: Member | None = None) -> None:
         self._owner = owner
@@ -174,6 +175,7 @@ class PortProtocol(asyncio.Protocol):
         self._state = SNIFF
         self._buf = bytearray()
         self._scan = 0
+        self._dropped = 0
         self._kept = False
         self._frag: bytearray | None = None
         self._frag_text = False
@@ -206,8 +208,8 @@ class PortProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._state == LINGER:
-            self._scan += len(data)
-            if self._scan > LINGER_LIMIT and self.transport is not None:
+            self._dropped += len(data)
+            if self._dropped > LINGER_LIMIT and self.transport is not None:
                 self.transport.close()
             return
         self._buf += data
@@ -348,7 +350,7 @@ class PortProtocol(asyncio.Protocol):
             return
         transport.write(refusal(status, reason))
         if linger and transport.can_write_eof():
-            self._state, self._scan = LINGER, 0
+            self._state = LINGER
             self._set_hold(self._hold, False)
             transport.write_eof()
             self._set_deadline(CLOSE_WAIT_S, DUE_ABORT)

@@ -2,7 +2,9 @@
 
 A run is a task of its own, so `chat.abort` can cancel it and every request about it (the two-stage `agent`,
 a resent duplicate, `agent.wait`) awaits the same outcome. Runs of one session are serialized, and at most
-`agents.defaults.maxConcurrent` run at once (upstream's global lane; the others wait in arrival order). Each agent's
+`agents.defaults.maxConcurrent` run at once (upstream's global lane; the others wait in arrival order); cron job
+and heartbeat turns take a slot of a lane of their own instead, as upstream's, so background work never holds up
+an inbound reply nor waits behind a burst of them. Each agent's
 transcripts and runs live in its own SQLite file (workers/agent/store.py).
 """
 
@@ -37,6 +39,9 @@ HISTORY_MAX_CHARS = 700_000  # a bus message is at most 1 MiB: older messages be
 STOPPED = "the agent worker stopped while this run was in progress"
 ABORTED = "aborted"
 LAST_ROUTE = "agent:last-route"
+MAIN_LANE, CRON_LANE = "main", "cron"
+CRON_LANE_SLOTS = 8
+"""Upstream's cron budget (a fixed 8): cron job and heartbeat turns at once, beside `maxConcurrent` inbound ones."""
 
 
 
@@ -104,6 +109,7 @@ class Run:
     route: dict[str, Any] | None = None
     fallbacks: tuple[str, ...] = ()
     asked: bool = False  # the question is in the transcript (written at once for a run without a key)
+    lane: str = MAIN_LANE
 
 
 class AgentService:
@@ -127,7 +133,8 @@ class AgentService:
         self.runs: dict[str, Run] = {}  # active runs by runId
         self.by_key: dict[str, Run] = {}  # active runs by idempotency key
         self.locks: dict[str, asyncio.Lock] = {}
-        self.lane = asyncio.Semaphore(max_concurrent(self.agents_cfg))  # runs at once across sessions, as upstream's
+        self.lanes = {MAIN_LANE: asyncio.Semaphore(max_concurrent(self.agents_cfg)),
+                      CRON_LANE: asyncio.Semaphore(CRON_LANE_SLOTS)}
         self.waiters: dict[str, asyncio.Event] = {}
         self.routes: dict[str, dict[str, Any]] = {}
         self.stopping = False
@@ -189,7 +196,8 @@ class AgentService:
 
     def begin(self, method: str, *, key: str | None, run_id: str, agent_id: str, session_key: str, message: str,
               model: str | None, timeout_s: float, heartbeat: bool = False,
-              route: dict[str, Any] | None = None, fallbacks: tuple[str, ...] = ()) -> Run | dict[str, Any]:
+              route: dict[str, Any] | None = None, fallbacks: tuple[str, ...] = (),
+              lane: str = MAIN_LANE) -> Run | dict[str, Any]:
         """Start a run, or find the one this idempotency key already started (a Run while it is active, its
         stored answer once it is over: a key never runs twice)."""
         if self.stopping:
@@ -199,7 +207,7 @@ class AgentService:
         if idem is not None and idem in self.by_key:
             return self.by_key[idem]
         run = Run(run_id, method, agent_id, session_key, idem, message, model, timeout_s, heartbeat=heartbeat,
-                  route=route, fallbacks=fallbacks)
+                  route=route, fallbacks=fallbacks, lane=lane)
         if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at, message):
             row = store.run(idem)  # the key ran before: its stored answer (one statement less for every new key)
             return self.stored_answer(method, row) if row else {"runId": run_id, "status": "error"}
@@ -214,7 +222,7 @@ class AgentService:
         out: Outcome
         lock = self.locks.setdefault(run.session_key, asyncio.Lock())
         try:
-            async with lock, self.lane:
+            async with lock, self.lanes[run.lane]:
                 out = await self._execute(run)
         except asyncio.CancelledError:
             out = Outcome("error" if self.stopping else "aborted", text=run.text,
@@ -544,11 +552,12 @@ class AgentService:
         key = params.get("idempotencyKey") if isinstance(params.get("idempotencyKey"), str) else None
         model = params.get("model") if isinstance(params.get("model"), str) and params["model"] else None
         fallbacks = tuple(f for f in params.get("fallbacks") or () if isinstance(f, str) and f) if model else ()
+        heartbeat = params.get("kind") == "heartbeat" or source.get("kind") == "heartbeat"
         got = self.begin("agent.turn", key=key or None, run_id=str(uuid.uuid4()), agent_id=agent_id,
                          session_key=session_key, message=message, model=model,
                          timeout_s=_timeout(params.get("timeoutSeconds"), 1.0, self.default_timeout),
-                         heartbeat=params.get("kind") == "heartbeat" or source.get("kind") == "heartbeat",
-                         route=route, fallbacks=fallbacks)
+                         heartbeat=heartbeat, route=route, fallbacks=fallbacks,
+                         lane=CRON_LANE if heartbeat or source.get("kind") == "cron" else MAIN_LANE)
         if isinstance(got, dict):
             return got
         out = await asyncio.shield(got.done)
@@ -592,9 +601,10 @@ class AgentService:
                 partial({"delta": chunk})
 
         try:
-            result, ref = await self.complete(agent_id, model, clean, self.default_timeout, on_delta,
-                                              max_tokens=max_tokens, temperature=temperature,
-                                              partial_sent=lambda: bool(sent))
+            async with self.lanes[MAIN_LANE]:  # an agent run of the HTTP API, in the inbound lane as upstream's
+                result, ref = await self.complete(agent_id, model, clean, self.default_timeout, on_delta,
+                                                  max_tokens=max_tokens, temperature=temperature,
+                                                  partial_sent=lambda: bool(sent))
         except (ModelConfigError, ProviderError) as exc:
             raise RequestError(exc.code, str(exc)) from None
         session_key = params.get("sessionKey")
