@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 
-from conftest import holds_open, wait_for
+from conftest import holds_open, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient
 
 TOKEN = "idle-state-token-0123456789abcdef"
@@ -33,3 +34,18 @@ def test_the_supervisor_closes_an_idle_state_connection_and_opens_it_again_for_t
         client.close()
     wait_for(lambda: not holds_open(gw.proc.pid, db), 10, what="the connection closed again once idle")
     assert gw.proc.poll() is None
+
+
+def test_the_real_cli_connects_again_once_the_idle_state_connection_was_closed(gateway_factory) -> None:
+    """The real CLI's device-authenticated connect reads the device store: its second run, after the supervisor
+    closed that idle connection, is authenticated through a connection opened again and answered alike."""
+    gw = gateway_factory({}, config={"gateway": {"auth": {"mode": "token", "token": TOKEN}}}).start()
+    assert gw.proc is not None
+    db = (gw.state_dir / "state" / "openclaw.sqlite").resolve()
+    runs = []
+    for _ in range(2):
+        run = run_openclaw(gw, "devices", "list", "--json", shared=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        runs.append(json.loads(run.stdout))
+        wait_for(lambda: not holds_open(gw.proc.pid, db), 10, what="the idle connection closed")
+    assert runs[0] == runs[1]
