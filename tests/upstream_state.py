@@ -55,9 +55,11 @@ def run_real(env: dict[str, str], *args: str, timeout: float = 240) -> subproces
     return subprocess.run([str(real_cli()), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def reads(env: dict[str, str], *commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
-    """Real CLI runs that only read the state (no order among them), two at a time."""
-    return run_side_by_side([lambda args=args: run_real(env, *args) for args in commands])
+def reads(env: dict[str, str], *commands: tuple[str, ...], workers: int = 2) -> list[subprocess.CompletedProcess[str]]:
+    """Real CLI runs that only read the state (no order among them), two at a time unless `workers` says more: a
+    run that loads a configured channel plugin this install lacks spends most of its time idle in ClawHub's
+    retry back-off (1 s, 3 s, 10 s on an offline host), so a third run keeps both cores busy meanwhile."""
+    return run_side_by_side([lambda args=args: run_real(env, *args) for args in commands], workers)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
