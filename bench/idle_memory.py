@@ -5,6 +5,8 @@ The recovery and gateway benches take one idle sample per build, and the supervi
 alternating builds, in the two layouts those benches measure (`gateway`: the default gateway, token auth, no
 client; `tiny`: manager + 5 idle `tiny` workers, cron and channels off), samples every process of the tree after
 `--settle` seconds (PSS and private dirty from smaps_rollup) and prints, per process, the median and [min-max].
+`--client-use`: in the `gateway` layout, one client first makes a call that reads the shared state database
+(`device.pair.list`, as a paired CLI's connect does), so what a used gateway keeps at idle is measured too.
 
     .venv/bin/python bench/idle_memory.py --builds tree,base --baseline main --runs 3
 """
@@ -24,6 +26,7 @@ from typing import Any
 from bench_common import SERVING, Listener, tree_memory
 from bench_managers import Ours, Unavailable, bytecode_env, ensure_install, tear_down
 
+from openclaw_sup.gateway.client import GatewayClient
 from openclaw_sup.ipc.control import ControlError
 
 TOKEN = "idle-memory-bench-token-0123456789"
@@ -50,8 +53,20 @@ class OursGateway(Ours):
         return env
 
 
-def sample(layout: str, bindir: Path, title: str, settle: float, env: dict[str, str]) -> dict[str, Any]:
-    """Start one build in one layout, wait until every eager worker runs, idle `settle` s, measure, stop."""
+def use_state(port: int) -> None:
+    """One client call that reads the shared state database, as a gateway in use gets."""
+    client = GatewayClient(f"ws://127.0.0.1:{port}", token=TOKEN, timeout=30)
+    client.connect()
+    try:
+        client.request("device.pair.list")
+    finally:
+        client.close()
+
+
+def sample(layout: str, bindir: Path, title: str, settle: float, env: dict[str, str],
+           client_use: bool = False) -> dict[str, Any]:
+    """Start one build in one layout, wait until every eager worker runs (`client_use`: then make one call), idle
+    `settle` s, measure, stop."""
     listener = Listener()
     mgr = (OursGateway(listener.port, env, bindir, title) if layout == "gateway"
            else Ours(listener.port, False, env, bindir=bindir, title=title))
@@ -66,6 +81,8 @@ def sample(layout: str, bindir: Path, title: str, settle: float, env: dict[str, 
             if time.monotonic() > deadline or not mgr.alive():
                 raise Unavailable(f"{title} ({layout}) did not come up: {mgr.tail()[-400:]}")
             time.sleep(0.05)
+        if client_use and isinstance(mgr, OursGateway):
+            use_state(mgr.gateway_port)
         time.sleep(settle)
         return tree_memory(mgr.pid)
     finally:
@@ -83,6 +100,7 @@ def main() -> int:
     p.add_argument("--layouts", default="gateway,tiny", help="comma list from gateway,tiny")
     p.add_argument("--runs", type=int, default=3, help="starts of each build in each layout")
     p.add_argument("--settle", type=float, default=7.0, help="idle seconds before the sample")
+    p.add_argument("--client-use", action="store_true", help="gateway layout: one state-reading call before idling")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "openclaw-sup-bench")
     p.add_argument("--out", type=Path, help="raw JSON")
     args = p.parse_args()
@@ -94,8 +112,10 @@ def main() -> int:
     for run in range(args.runs):
         for layout in args.layouts.split(","):
             for build in builds if run % 2 == 0 else builds[::-1]:
-                raw[layout][build].append(sample(layout, bindirs[build], titles[build], args.settle, env))
-    print(f"idle memory, {args.runs} alternating starts per build, {args.settle:g}s settle, no client "
+                raw[layout][build].append(sample(layout, bindirs[build], titles[build], args.settle, env,
+                                                 args.client_use))
+    client = "one state-reading call first (gateway layout)" if args.client_use else "no client"
+    print(f"idle memory, {args.runs} alternating starts per build, {args.settle:g}s settle, {client} "
           f"(MiB: PSS median [min-max], private dirty median)")
     for layout, per_build in raw.items():
         print(f"\n== {layout}")

@@ -9,9 +9,11 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from openclaw_sup.config import heaptrim
 from openclaw_sup.config.paths import private_file
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -55,14 +57,43 @@ def shrink(*dbs: sqlite3.Connection) -> None:
             db.execute("PRAGMA shrink_memory")
 
 
+class OnUse:
+    """A connection attribute opened by `opener(holder)` on first use, and again after `close_idle` closed it (kept
+    in the holder's `_<name>`)."""
+
+    def __init__(self, opener: Callable[[Any], sqlite3.Connection]) -> None:
+        self.opener = opener
+        self.slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, holder: Any, owner: type | None = None) -> Any:
+        if holder is None:
+            return self
+        db = getattr(holder, self.slot, None)
+        if db is None:
+            db = self.opener(holder)
+            setattr(holder, self.slot, db)
+        return db
+
+
+def close_idle(holder: object, *names: str) -> None:
+    """Close the connections held in `holder`'s attributes `names` and set them to None (the holder opens one again
+    on its next use); one inside a transaction is left as it is."""
+    for name in names:
+        db = getattr(holder, name)
+        if db is not None and not db.in_transaction:
+            setattr(holder, name, None)
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+
 def release_heap(db: sqlite3.Connection) -> None:
     """Give back the memory building a large schema used: SQLite frees it, but the C allocator keeps it mapped, and
     a worker would carry it as private memory for its whole life."""
     db.execute("PRAGMA shrink_memory")
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)  # glibc; elsewhere the memory stays with the process
+    heaptrim.trim()
 
 
 @contextlib.contextmanager
@@ -86,7 +117,9 @@ class Checkpointer:
     writer; SQLite releases the GIL meanwhile). A database whose writes touch many pages (upstream's, with its many
     indexes) otherwise checkpoints, with its fsyncs, inside every few dozen commits. Under writes that never pause,
     PASSIVE never lets the WAL start over: once it holds four times `threshold`, a RESTART checkpoint (waiting for
-    the writer's current transaction, with little left to copy) has the next commit write from its start."""
+    the writer's current transaction, with little left to copy) has the next commit write from its start. Once a
+    checkpoint finds the whole WAL moved and nothing written for a round, the thread's connection (its schema and
+    pages, ~0.4 MB for upstream's state database) is closed; no round opens one again until the WAL is written to."""
 
     def __init__(self, path: str | Path, *, threshold: int = 4 << 20, interval_s: float = 1.0) -> None:
         self.path, self.threshold, self.interval_s = str(path), threshold, interval_s
@@ -96,15 +129,24 @@ class Checkpointer:
 
     def _run(self) -> None:
         db = None
+        seen: int | None = None  # the WAL's mtime at the previous round
+        moved_at: int | None = None  # its mtime when a checkpoint last found it all moved, with writes paused
         try:
             while not self._stop.wait(self.interval_s):
                 try:
-                    if os.path.getsize(f"{self.path}-wal") < self.threshold:
-                        continue
+                    wal = os.stat(f"{self.path}-wal")
+                    if wal.st_size < self.threshold or wal.st_mtime_ns == moved_at:
+                        continue  # small, or nothing written since all of it was moved
                     db = db or sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-                    _busy, frames, _copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames * 4096 >= self.threshold * 4:  # writes never paused: the WAL starts over
-                        db.execute("PRAGMA wal_checkpoint(RESTART)")
+                    busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if wal.st_mtime_ns != seen:  # written to since the previous round
+                        if frames * 4096 >= self.threshold * 4:  # writes never paused: the WAL starts over
+                            db.execute("PRAGMA wal_checkpoint(RESTART)")
+                    elif not busy and copied == frames:  # all moved, nothing written for a whole round
+                        moved_at = wal.st_mtime_ns
+                        db.close()
+                        db = None
+                    seen = wal.st_mtime_ns
                 except (OSError, sqlite3.Error):
                     continue  # no WAL yet, or the database is busy: the next round tries again
         finally:

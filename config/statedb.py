@@ -267,6 +267,7 @@ class OnFirstUse:
         self._lock = threading.Lock()
         self._on_open = on_open
         self._eager_if = eager_if
+        self._used_at = 0.0
 
     def open_if_there(self) -> None:
         if any(p.exists() for p in self._eager_if):
@@ -285,6 +286,7 @@ class OnFirstUse:
         return self._db is not None
 
     def get(self) -> StateConnection:
+        self._used_at = time.monotonic()
         db = self._db
         if db is None:
             with self._lock:
@@ -301,8 +303,21 @@ class OnFirstUse:
 
     def _opened(self, db: StateConnection) -> None:
         self._db = db
-        if self._on_open is not None:
-            self._on_open()
+        on_open, self._on_open = self._on_open, None  # once: a connection opened again finds it done
+        if on_open is not None:
+            on_open()
+
+    def release_idle(self, idle_s: float) -> bool:
+        """Close the connection once unused for `idle_s` (its schema alone holds ~250 KB of SQLite memory); the next
+        `get` opens it again (~4 ms). Only for a store used from one thread: another may still hold the connection."""
+        with self._lock:
+            db = self._db
+            if db is None or time.monotonic() - self._used_at < idle_s or db.in_transaction:
+                return False
+            self._db = None
+        with contextlib.suppress(sqlite3.Error):
+            db.close()
+        return True
 
     def close(self) -> None:
         with self._lock:

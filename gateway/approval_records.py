@@ -43,6 +43,10 @@ class ApprovalRecords:
     def _db(self) -> statedb.StateConnection:
         return self._state.get()
 
+    def release_idle(self, idle_s: float) -> bool:
+        with self._lock:  # not between a transaction's statements
+            return self._state.release_idle(idle_s)
+
     def close(self) -> None:
         with self._lock:
             self._state.close()

@@ -36,6 +36,8 @@ ATTACHMENT_MAX = 20 * 1024 * 1024
 IMAGE_MAX = 6 * 1024 * 1024
 CAPABILITIES = ["gateway-restart-target-safe-v1", "published-model-catalog"]
 """Upstream's server capabilities this gateway honours (the real CLI checks them before some calls)."""
+STATE_IDLE_S = 2.0
+"""A state database connection unused this long is closed (the workers settle after the same quiet spell)."""
 
 
 class GatewayCore:
@@ -146,6 +148,12 @@ class GatewayCore:
         """Begin what runs on the event loop: ticks and the loop-health sampler."""
         self.hub.start()
         self.loop_health.start()
+
+    def release_idle(self) -> bool:
+        """Close the state database connections no client used for `STATE_IDLE_S`: an idle gateway need not hold
+        their SQLite memory (~0.5 MB with the heap trimmed after); the next use opens them again. True if one was."""
+        closed = self.devices.release_idle(STATE_IDLE_S)
+        return self.approvals.records.release_idle(STATE_IDLE_S) or closed
 
     def close(self) -> None:
         self.approvals.close()

@@ -386,6 +386,10 @@ class DeviceStore:
     def _restrict_companions(self) -> None:
         sqlitedb.make_private(self.path)
 
+    def release_idle(self, idle_s: float) -> bool:
+        with self._lock:  # not between a transaction's statements
+            return self._state.release_idle(idle_s)
+
     def close(self) -> None:
         with self._lock:
             self._state.close()

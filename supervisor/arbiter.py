@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup import __version__
+from openclaw_sup.config import heaptrim
 from openclaw_sup.config.browser_state import left_running
 from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
 from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
@@ -83,6 +84,9 @@ FS_RETRY_FIRST_S = 0.5
 FS_RETRY_MAX_S = 30.0
 RESTART_DRAIN_S = 30.0  # an in-place restart gives requests already at a worker this long to finish
 RESTART_SETTLE_S = 60.0  # a request for a worker made during an in-place restart waits this long for it
+HEAP_TRIM_AFTER_S = 2.0
+"""The start-up's freed C heap goes back to the system this long after the gateway is up (its first clients and
+workers served meanwhile): glibc keeps it mapped, and counted, otherwise."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 RESTART_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1)
 SpawnAsk = tuple[asyncio.Future[int], int, int] | Exception
@@ -223,6 +227,7 @@ class Supervisor:
             self.reloader.start()
         self._every_second()
         self.notify_state()
+        loop.call_later(HEAP_TRIM_AFTER_S, heaptrim.trim)
         await self._stop_requested.wait()
         await self.shutdown()
         return self.exit_code
@@ -1241,6 +1246,8 @@ class Supervisor:
         self._reap_adopted()
         self.notify_state()
         self._sample_self(time.monotonic())
+        if self.core is not None and self.core.release_idle():
+            heaptrim.trim()
         asyncio.get_running_loop().call_later(1.0, self._every_second)
 
     def _sample_self(self, now: float) -> None:

@@ -83,6 +83,17 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0
     raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}; last value: {last!r}")
 
 
+def holds_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open (e.g. a SQLite connection's file descriptor)."""
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.append(os.readlink(fd))
+        except OSError:  # closed meanwhile
+            continue
+    return str(path) in links
+
+
 class Gateway:
     """One gateway instance under test, with helpers to read its status and log."""
 

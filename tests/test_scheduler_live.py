@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import Gateway, run_openclaw, wait_for
+from conftest import Gateway, holds_open, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError
 
 TOKEN = "scheduler-token-0123456789abcdef"
@@ -486,3 +486,29 @@ def test_real_cli_cron_status_list_run_and_runs(gateway_factory, tmp_path: Path)
     runs = openclaw(gw, "cron", "runs", "--id", job["id"], "--limit", "5")
     assert runs.returncode == 0, runs.stdout + runs.stderr
     assert json.loads(runs.stdout[runs.stdout.index("{"):])["entries"][0]["summary"] == "from-cli"
+
+
+def test_a_settled_scheduler_closes_the_state_database_never_during_a_run_and_opens_it_again_on_use(
+        gateway_factory, tmp_path: Path) -> None:
+    """The shared state database's schema holds ~250 KB of SQLite memory per connection: a settled scheduler (no
+    request and no job work for `settleMs`) closes it, keeps it while a run still uses it, and the next request or
+    due job opens it again."""
+    gw = make_gateway(gateway_factory, scheduler_options={"settleMs": 300}).start()
+    db = (gw.state_dir / "state" / "openclaw.sqlite").resolve()
+    pid = gw.worker("scheduler")["pid"]
+    wait_for(lambda: not holds_open(pid, db), 10, what="the idle scheduler closed the state database")
+    c = connect(gw)
+    started, release = tmp_path / "started", tmp_path / "release"
+    script = f"touch {started}; while [ ! -e {release} ]; do sleep 0.05; done; echo done"
+    job = c.request("cron.add", command_job(["sh", "-c", script], every_ms=3_600_000, name="held"))
+    assert holds_open(pid, db), "cron.add did not open the state database again"
+    assert c.request("cron.run", {"id": job["id"], "mode": "force"})["enqueued"]
+    wait_for(started.exists, 10, what="the run started")
+    time.sleep(1.0)  # three settle delays with the run going on
+    assert holds_open(pid, db), "the scheduler closed the state database under a running job"
+    release.touch()
+    ok = wait_entries(c, job["id"], 1)
+    assert ok[0]["status"] == "ok" and ok[0]["summary"] == "done"
+    wait_for(lambda: not holds_open(pid, db), 10, what="the scheduler closed the state database after the run")
+    assert c.request("cron.get", {"id": job["id"]})["state"]["lastRunStatus"] == "ok"  # read back through a new one
+    assert gw.worker("scheduler")["pid"] == pid

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +162,86 @@ def test_the_agent_store_closes_the_state_database_while_idle_and_opens_it_again
     st.close()
     with statedb.open_state_db(statedb.state_db_path(tmp_path)) as db:
         assert db.execute(held, (st.lease,)).fetchone() == (0,), "close() left the lease behind"
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from openclaw_sup.workers.agent.store import AgentStore, db_path
+st = AgentStore(db_path(Path(sys.argv[1]), "main"), "main", Path(sys.argv[1]))
+st.append("agent:main:main", "assistant", "written while the agent idled")
+st.close()
+"""
+
+
+def test_an_idle_agent_store_closes_its_databases_and_sees_what_another_process_wrote_meanwhile(tmp_path) -> None:
+    """Settled, the agent closes its own database and runs file too; what it knew as of the closed connection is not
+    trusted after (SQLite's data_version is per connection), so another process's writes meanwhile are seen."""
+    from openclaw_sup.workers.agent.store import AgentStore, db_path
+
+    key = "agent:main:main"
+    st = AgentStore(db_path(tmp_path, "main"), "main", tmp_path)
+    st.append(key, "user", "asked before the agent idled")
+    assert [m["text"] for m in st.history(key, 10, count=False)[0]] == ["asked before the agent idled"]
+    st.release_memory()
+    assert (st._db, st._side, st._state) == (None, None, None), "a connection stayed open in an idle agent"
+    subprocess.run([sys.executable, "-c", WRITER, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                   check=True)
+    rows = st.history(key, 10, count=False)[0]  # the recent window kept in memory: checked against the database
+    assert [m["text"] for m in rows] == ["asked before the agent idled", "written while the agent idled"]
+    assert st.history(key, 10)[1] == 2
+    st.append(key, "user", "asked after")
+    assert st.history(key, 10)[1] == 3
+    st.close()
+
+
+CHECKPOINT_WRITER = """
+import sys, time
+from pathlib import Path
+from openclaw_sup.config import statedb
+db = statedb.open_state_db(Path(sys.argv[1]))
+db.execute("CREATE TABLE IF NOT EXISTS bench_fill (x BLOB)")
+for _ in range(int(sys.argv[2])):
+    with db.write():
+        db.execute("INSERT INTO bench_fill VALUES (?)", (b"x" * 8000,))
+print("written", flush=True)
+sys.stdin.read()  # holds its connection (and the WAL) until told to go
+"""
+
+
+def _connections_to(path: Path) -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += os.readlink(fd) == str(path)
+        except OSError:
+            continue
+    return count
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd")
+def test_the_checkpointer_moves_the_wal_then_closes_its_connection_until_the_wal_is_written_again(tmp_path) -> None:
+    """Its connection (~0.4 MB of SQLite memory for upstream's state database) is kept only while there is WAL to
+    move: closed one round after a checkpoint found everything moved and nothing written since, opened again by
+    the next writes."""
+    from openclaw_sup.config import sqlitedb, statedb
+
+    path = tmp_path / "state" / "openclaw.sqlite"
+    path.parent.mkdir()
+    statedb.open_state_db(path).close()
+    cp = sqlitedb.Checkpointer(path, threshold=256 * 1024, interval_s=0.05)
+    try:
+        for burst in (1, 2):
+            size = path.stat().st_size + 100 * 8000  # the writer never checkpoints: only a checkpoint grows the file
+            writer = subprocess.Popen([sys.executable, "-c", CHECKPOINT_WRITER, str(path), "100"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                assert writer.stdout is not None and writer.stdout.readline() == "written\n"
+                wait_for(lambda size=size: path.stat().st_size >= size, 10, what=f"burst {burst} moved")
+                wait_for(lambda: _connections_to(path) == 0, 10, what=f"the connection closed after burst {burst}")
+                time.sleep(0.3)  # rounds with nothing written: none opens it again
+                assert _connections_to(path) == 0
+            finally:
+                writer.communicate("", timeout=30)
+    finally:
+        cp.stop()

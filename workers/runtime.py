@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any, NamedTuple, cast
 import uvloop
 import zmq
 
+from openclaw_sup.config import heaptrim
 from openclaw_sup.config.paths import resolve
 from openclaw_sup.ipc.bus import DealerLink
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode, encode
@@ -35,7 +35,6 @@ Partial = Callable[[Any], bool]
 StreamHandler = Callable[[dict[str, Any], Partial], Awaitable[Any]]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 SETTLE_MS = 2000
 """A worker is settled once it served no request for this long (after `ready`, and again after each busy spell):
 then what its work filled (SQLite's page caches, the C heap's free pages) goes back (`WorkerContext.when_settled`)."""
@@ -48,13 +47,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.details = details
-
-
-def release_heap() -> None:
-    """Free pages inside the C heap back to the system: glibc keeps what was freed mapped (and counted) otherwise."""
-    if _libc is not None:
-        with contextlib.suppress(AttributeError):  # musl has none
-            _libc.malloc_trim(0)
 
 
 def _rss_bytes() -> int:
@@ -159,7 +151,7 @@ class WorkerContext:
                 fn()
             except Exception:
                 self.log.exception("giving memory back on settling failed")
-        release_heap()
+        heaptrim.trim()
 
     def busy(self) -> None:
         """Work was done (a request served, or a kind's own work): settle again once quiet (one timer per busy

@@ -262,6 +262,10 @@ class Tail:
 
 
 class AgentStore:
+    side = sqlitedb.OnUse(lambda st: sqlitedb.connect(st.path.parent / RUNS_NAME,
+                                                      timeout=statedb.BUSY_TIMEOUT_MS / 1000))
+    """The runs' side file: closed while the agent idles, like its database."""
+
     def __init__(self, path: Path, agent_id: str | None = None, state_dir: Path | None = None) -> None:
         """`path` is the agent database (`db_path`); the agent and state dir default to what the path names."""
         ensure_private_dir(path.parent)
@@ -269,8 +273,8 @@ class AgentStore:
         self.path = path
         self.agent_id = agent_id or path.parent.parent.name
         self.state_dir = state_dir or path.parents[3]
-        self.db = statedb.open_agent_db(path, self.agent_id)
-        self.side = sqlitedb.connect(path.parent / RUNS_NAME, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
+        self._db: statedb.StateConnection | None = statedb.open_agent_db(path, self.agent_id)
+        self._side: sqlite3.Connection | None = None
         self.side.executescript(RUNS_SCHEMA)
         self._state: statedb.StateConnection | None = None
         statedb.register_agent_db(self.state, self.state_dir, self.agent_id, path)
@@ -325,18 +329,26 @@ class AgentStore:
             self._state = statedb.open_state_db(statedb.state_db_path(self.state_dir))
         return self._state
 
+    @property
+    def db(self) -> statedb.StateConnection:
+        """The agent database: closed while the agent idles like the state database, opened again on use. What
+        was known as of the closed connection's `data_version` is not trusted after (versions are per connection)."""
+        if self._db is None:
+            self._db = statedb.open_agent_db(self.path, self.agent_id)
+            self._version = None
+            self._stamps.clear()
+        return self._db
+
     def release_memory(self) -> None:
-        sqlitedb.shrink(self.db, self.side)
-        state, self._state = self._state, None
-        if state is not None:
-            with contextlib.suppress(sqlite3.Error):
-                state.close()
+        """Close the three connections (each holds its schema's and pages' SQLite memory) unless one is inside a
+        transaction; the next use opens each again."""
+        sqlitedb.close_idle(self, "_db", "_side", "_state")
 
     def close(self) -> None:
         self.checkpointer.stop()
         with contextlib.suppress(sqlite3.Error), self.state.write():
             self.state.execute("DELETE FROM agent_database_leases WHERE lease_id = ?", (self.lease,))
-        for db in (self.db, self.side, self._state):
+        for db in (self._db, self._side, self._state):
             if db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     db.close()

@@ -184,6 +184,11 @@ class Engine:
         delay = min(MAX_SLEEP_S, max(0.0, (at - now) / 1000))
         self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
+    def release_memory(self) -> None:
+        """What the store keeps, given back once the worker settled; not while a run still uses it."""
+        if not self.active:
+            self.store.release_memory()
+
     def _tick(self) -> None:
         """Start what is due; a job that cannot be handled is logged and skipped, never stopping the others."""
         self.timer = None
@@ -198,6 +203,7 @@ class Engine:
         if not failed:
             self.failures = 0
         self._arm()
+        self.ctx.busy()  # work done outside a request: settle again (close the idle state connection) once quiet
 
     def _tick_job(self, job: dict[str, Any], now: int) -> None:
         due = (job.get("state") or {}).get("nextRunAtMs")
@@ -267,6 +273,7 @@ class Engine:
             self._tick_failed(exc, self.jobs.get(job_id))
         with contextlib.suppress(RuntimeError):
             self._arm()
+            self.ctx.busy()
 
     def _session_key(self, job: dict[str, Any]) -> str:
         if job.get("sessionKey"):

@@ -32,7 +32,7 @@ async def main(ctx: WorkerContext) -> None:
     try:
         register_methods(ctx, engine)
         await engine.start()
-        ctx.when_settled(store.release_memory)
+        ctx.when_settled(engine.release_memory)
         ctx.ready()
         await ctx.stopping.wait()
         await engine.stop()

@@ -101,6 +101,9 @@ def _job_row(job: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class Store:
+    side = sqlitedb.OnUse(lambda store: sqlitedb.connect(store.side_path, timeout=statedb.BUSY_TIMEOUT_MS / 1000))
+    """The side file (system events, settings): closed while the scheduler idles, like the state database."""
+
     def __init__(self, path: Path, *, store_key: str | None = None, max_age_ms: int = MAX_AGE_MS,
                  max_rows: int = MAX_ROWS_PER_JOB) -> None:
         """`path` is the shared state database; `store_key` upstream's key for this cron store."""
@@ -110,9 +113,9 @@ class Store:
         self.max_rows = max_rows
         self._aged_at: int | None = None  # when the last age pass ran
         ensure_private_dir(path.parent)
-        self.db = statedb.open_state_db(path)
+        self._db: statedb.StateConnection | None = statedb.open_state_db(path)
         self.side_path = path.parent / SIDE_NAME
-        self.side = sqlitedb.connect(self.side_path, timeout=statedb.BUSY_TIMEOUT_MS / 1000)
+        self._side: sqlite3.Connection | None = None
         self.side.executescript(SIDE_SCHEMA)
         self.pid = os.getpid()
         self.pid_start = statedb.start_identity(self.pid)
@@ -141,13 +144,23 @@ class Store:
             self.side.executemany("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)", events)
             self.side.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", meta)
 
+    @property
+    def db(self) -> statedb.StateConnection:
+        """The shared state database: closed while the scheduler idles (its schema alone holds ~250 KB of SQLite
+        memory per connection), opened again by the next use (a few ms)."""
+        if self._db is None:
+            self._db = statedb.open_state_db(self.path)
+        return self._db
+
     def release_memory(self) -> None:
-        sqlitedb.shrink(self.db, self.side)
+        """Close both connections unless one is inside a transaction; the next use opens each again."""
+        sqlitedb.close_idle(self, "_db", "_side")
 
     def close(self) -> None:
-        for db in (self.db, self.side):
-            with contextlib.suppress(sqlite3.Error):
-                db.close()
+        for db in (self._db, self._side):
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
 
     def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return self.db.write()
