@@ -15,6 +15,7 @@ import contextlib
 import time
 from typing import Any
 
+from openclaw_sup.config.models import max_concurrent
 from openclaw_sup.config.pairing_store import PairingStore, store_path
 from openclaw_sup.workers.channels.adapter import Adapter, SendError
 from openclaw_sup.workers.channels.ingress import IngressQueue, Reply, queue_path
@@ -51,7 +52,8 @@ class ChannelService:
         self.adapter = adapter_cls(self.cfg, self.log, self.admit, self.queue.get_meta)
         self.policy = adapter_cls.policy_config(self.cfg)
         self.agent_id = str(self.cfg.get("agentId") or "main")
-        self.concurrency: int = self.cfg["maxConcurrent"]  # resolved and checked where the config is read (plan)
+        # as the plan resolved it; a worker declared by hand without it gets upstream's default, not a KeyError
+        self.concurrency = max_concurrent({"defaults": {"maxConcurrent": self.cfg.get("maxConcurrent")}})
         self._wake_dispatch = asyncio.Event()
         self._wake_send = asyncio.Event()
         self._inflight: set[str] = set()
