@@ -49,14 +49,6 @@ def make_private(path: Path) -> None:
         private_file(p)
 
 
-def shrink(*dbs: sqlite3.Connection) -> None:
-    """Give the connections' page caches back to the allocator: an idle process need not keep what its start read
-    (the next read refills them from the system's file cache)."""
-    for db in dbs:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("PRAGMA shrink_memory")
-
-
 class OnUse:
     """A connection attribute opened by `opener(holder)` on first use, and again after `close_idle` closed it (kept
     in the holder's `_<name>`)."""

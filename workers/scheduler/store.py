@@ -101,6 +101,9 @@ def _job_row(job: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class Store:
+    db = sqlitedb.OnUse(lambda store: statedb.open_state_db(store.path))
+    """The shared state database: closed while the scheduler idles (its schema alone holds ~250 KB of SQLite memory
+    per connection), opened again by the next use (a few ms)."""
     side = sqlitedb.OnUse(lambda store: sqlitedb.connect(store.side_path, timeout=statedb.BUSY_TIMEOUT_MS / 1000))
     """The side file (system events, settings): closed while the scheduler idles, like the state database."""
 
@@ -113,7 +116,7 @@ class Store:
         self.max_rows = max_rows
         self._aged_at: int | None = None  # when the last age pass ran
         ensure_private_dir(path.parent)
-        self._db: statedb.StateConnection | None = statedb.open_state_db(path)
+        self._db: statedb.StateConnection | None = statedb.open_state_db(path)  # at once: a bad file fails the start
         self.side_path = path.parent / SIDE_NAME
         self._side: sqlite3.Connection | None = None
         self.side.executescript(SIDE_SCHEMA)
@@ -143,14 +146,6 @@ class Store:
         with immediate(self.side):
             self.side.executemany("INSERT INTO system_events (agent_id, text, ts_ms) VALUES (?, ?, ?)", events)
             self.side.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", meta)
-
-    @property
-    def db(self) -> statedb.StateConnection:
-        """The shared state database: closed while the scheduler idles (its schema alone holds ~250 KB of SQLite
-        memory per connection), opened again by the next use (a few ms)."""
-        if self._db is None:
-            self._db = statedb.open_state_db(self.path)
-        return self._db
 
     def release_memory(self) -> None:
         """Close both connections unless one is inside a transaction; the next use opens each again."""
