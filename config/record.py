@@ -100,7 +100,9 @@ def _make(cls: T, frozen: bool) -> T:
     if cls.__doc__ is None:
         cls.__doc__ = cls.__name__
     cls = dataclass(init=False, repr=False, eq=False, frozen=False)(cls)
-    cls.__dataclass_params__ = type(cls.__dataclass_params__)(True, True, True, False, False, frozen)
+    params = cls.__dataclass_params__  # this class's own; its constructor's arguments differ between versions
+    params.init = params.repr = params.eq = True
+    params.frozen = frozen
     own = fields(cls)
     if len(own) != len(cls.__dataclass_fields__) or any(f.kw_only is True for f in own):
         raise TypeError(f"{cls.__qualname__}: InitVar and keyword-only fields are not supported by @record")
