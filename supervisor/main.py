@@ -191,6 +191,7 @@ def _run(args: argparse.Namespace, paths: ProfilePaths, config: Config, settings
     # Only now: modules that may start threads or loops.
     import uvloop
 
+    from openclaw_sup.config import eventloop
     from openclaw_sup.supervisor.arbiter import RunOptions, Supervisor
     from openclaw_sup.supervisor.logsink import LogSink, Redactor, secrets_in
     from openclaw_sup.supervisor.proctitle import set_gateway_title
@@ -217,7 +218,7 @@ def _run(args: argparse.Namespace, paths: ProfilePaths, config: Config, settings
                       ssl_context=ssl_context)
     sup = Supervisor(paths, settings, opts, fork_server, sink, notifier, gateway_lock=upstream_lock)
     try:
-        return uvloop.run(sup.run())
+        return uvloop.run(sup.run(), loop_factory=eventloop.new_event_loop)
     finally:
         upstream_lock.release()
         lock.release()

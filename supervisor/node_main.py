@@ -125,6 +125,7 @@ def run(argv: list[str]) -> int:
     import setproctitle
     import uvloop
 
+    from openclaw_sup.config import eventloop
     from openclaw_sup.gateway.authn import AuthConfig
     from openclaw_sup.supervisor.arbiter import RunOptions, Supervisor
     from openclaw_sup.supervisor.logsink import LogSink, Redactor
@@ -140,6 +141,6 @@ def run(argv: list[str]) -> int:
                       tick_interval_ms=30_000, verbose=args.verbose, listen=False, workers=(spec,))
     sup = Supervisor(paths, settings, opts, fork_server, sink, notifier)
     try:
-        return uvloop.run(sup.run())
+        return uvloop.run(sup.run(), loop_factory=eventloop.new_event_loop)
     finally:
         lock.release()

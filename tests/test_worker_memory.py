@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Gateway, wait_for
+from conftest import KINDS_DIR, Gateway, wait_for
 from openclaw_sup.gateway.client import GatewayClient
 
 HOLES = """
@@ -245,3 +245,49 @@ def test_the_checkpointer_moves_the_wal_then_closes_its_connection_until_the_wal
                 writer.communicate("", timeout=30)
     finally:
         cp.stop()
+
+
+LOOP_PAGES = """
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+import uvloop
+from sup_test_kinds import resident_pages
+from openclaw_sup.config import eventloop
+plain = resident_pages(uvloop.new_event_loop())
+loop = eventloop.new_event_loop()
+lean = resident_pages(loop)
+async def echo_through_a_stream() -> bool:
+    async def answer(reader, writer):
+        writer.write(await reader.readexactly(200_000))
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    sent = bytes(range(256)) * 782
+    writer.write(sent[:200_000])
+    got = await reader.readexactly(200_000)
+    server.close()
+    return got == sent[:200_000]
+print(json.dumps({"plain": plain, "lean": lean, "echoed": loop.run_until_complete(echo_through_a_stream())}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and mincore on Linux")
+def test_the_event_loops_untouched_read_buffer_takes_no_memory_and_reads_still_land_in_it() -> None:
+    """uvloop zeroes its loop's 256 kB stream read buffer when the loop is made; the tree's loops give those pages
+    back, and a stream read into the buffer afterwards gets the bytes sent."""
+    run = subprocess.run([sys.executable, "-c", LOOP_PAGES, str(KINDS_DIR)], capture_output=True, text=True,
+                         timeout=60, check=True)
+    got = json.loads(run.stdout)
+    resident, count = got["plain"]
+    assert count >= 60 and resident == count, got  # what the check sees without giving the pages back
+    assert got["lean"][0] <= 4, got
+    assert got["echoed"] is True
+
+
+def test_a_workers_event_loop_starts_with_its_read_buffer_given_back(gateway_factory) -> None:
+    gw = gateway_factory({"workers": {"w": {"kind": "loop_pages"}}}).start()
+    line = wait_for(lambda: next((m for m in gw.log_text().splitlines() if "loop pages resident" in m), None), 10,
+                    what="the worker's report")
+    resident, count = (int(w) for w in line.split()[-3::2])
+    assert count >= 60 and resident <= 4, line

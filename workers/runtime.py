@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, cast
 import uvloop
 import zmq
 
-from openclaw_sup.config import heaptrim
+from openclaw_sup.config import eventloop, heaptrim
 from openclaw_sup.config.paths import resolve
 from openclaw_sup.ipc.bus import DealerLink
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode, encode
@@ -311,7 +311,7 @@ class Prepared(NamedTuple):
         """Open the bus socket and the loop, then rehearse the rest of a start (a turn of the loop, a throwaway
         context, a stdout object): the shared pages a start writes to are copied now, off the respawn's path
         (measured: a standby-born start takes ~115 page faults after its request with the rehearsal, ~310 without)."""
-        loop = uvloop.new_event_loop()
+        loop = eventloop.new_event_loop()
         loop.run_until_complete(_rehearsal())
         WorkerContext("standby", "", {}, "", cast(DealerLink, None))
         with contextlib.suppress(OSError), open(1, "w", buffering=1, closefd=False):
@@ -330,7 +330,7 @@ def run_worker(name: str, kind: str, options: dict[str, Any], bus: str, profile:
     code = 1
     try:
         if prepared is None:
-            code = uvloop.run(_amain(ctx, hb_ms / 1000))
+            code = uvloop.run(_amain(ctx, hb_ms / 1000), loop_factory=eventloop.new_event_loop)
         else:
             code = uvloop.run(_amain(ctx, hb_ms / 1000), loop_factory=lambda: prepared.loop)
     except LookupError as exc:

@@ -223,3 +223,26 @@ async def settler(ctx: WorkerContext) -> None:
         await ctx.request("settle.hold", {"ms": ms}, to=ctx.name)
         await asyncio.sleep(float(ctx.options.get("gapMs", 0)) / 1000)
     await _idle(ctx)
+
+
+def resident_pages(obj: object) -> tuple[int, int]:
+    """(resident, all) whole pages inside `obj` (CPython: its address and basic size), by mincore(2)."""
+    import ctypes
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    first = -(-id(obj) // page) * page
+    count = (id(obj) + type(obj).__basicsize__) // page - first // page
+    vec = (ctypes.c_ubyte * count)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mincore(ctypes.c_void_p(first), ctypes.c_size_t(count * page), vec):
+        raise OSError(ctypes.get_errno(), "mincore")
+    return sum(v & 1 for v in vec), count
+
+
+@register("loop_pages")
+async def loop_pages(ctx: WorkerContext) -> None:
+    """Logs how many pages of its running event loop's object are resident, then idles."""
+    resident, count = resident_pages(asyncio.get_running_loop())
+    ctx.log.info("loop pages resident %d of %d", resident, count)
+    ctx.ready()
+    await _idle(ctx)
