@@ -4,6 +4,7 @@ and tests/test_state_migration.py): DM pairing, cron jobs and runs, sessions and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -206,6 +207,37 @@ def test_grouped_writes_share_one_commit_and_a_failing_one_is_rolled_back_alone(
     assert [message_text(m) for m in store.context("agent:main:a", 39)] == ["q0", "a0", "q1", "a1"]
     for each in (store, fresh):
         each.close()
+
+
+def _open_temporary_files() -> list[str]:
+    """SQLite's temporary files this process holds open (unlinked at once, so seen only among its descriptors)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [name for name in names if "etilqs_" in name]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see open files")
+def test_a_group_of_turns_keeps_its_undo_pages_in_memory_not_in_a_temporary_file(tmp_path: Path) -> None:
+    """A group's savepoint keeps the pages it changes for its rollback; in a file once past 64 KiB, which a burst's
+    group passes: a temporary file created and written page by page for every transaction."""
+    store = AgentStore(db_path(tmp_path, "main"))
+    store.side.executemany("INSERT INTO runs (idem_key, run_id, method, status, started_at, answer) VALUES "
+                           "(?, ?, 'agent', 'ok', 0, randomblob(2000))", [(f"k{n}", f"r{n}") for n in range(100)])
+    store.side.execute("BEGIN IMMEDIATE")  # the runs file too (sqlitedb.connect), its pages changed in a savepoint
+    store.side.execute("SAVEPOINT s")
+    store.side.execute("UPDATE runs SET answer = randomblob(2000)")
+    open_in_side = _open_temporary_files()
+    store.side.execute("RELEASE s")
+    store.side.execute("COMMIT")
+    seen: list[list[str]] = []
+    turns = [lambda n=n: store.append_turn(f"agent:main:telegram:direct:{n}", f"q{n} " * 200, f"a{n} " * 200,
+                                           f"r{n}") for n in range(12)]
+    results = store.group([*turns, lambda: seen.append(_open_temporary_files())])
+    assert [error for _value, error in results] == [None] * 13
+    assert (open_in_side, seen) == ([], [[]])
+    store.close()
 
 
 def test_turns_finished_in_one_loop_pass_commit_together_each_on_disk_when_answered(tmp_path: Path) -> None:
