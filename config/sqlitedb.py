@@ -96,10 +96,12 @@ def release_heap(db: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def immediate(db: sqlite3.Connection, *, joined: bool = False) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error: a read-modify-write sees no interleaved writer, even
-    from another process."""
-    db.execute("BEGIN IMMEDIATE")
+    from another process. `joined`: a transaction already open on `db` is taken over, its writes committed (or
+    rolled back) with these."""
+    if not (joined and db.in_transaction):
+        db.execute("BEGIN IMMEDIATE")
     try:
         yield db
     except BaseException:

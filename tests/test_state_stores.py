@@ -266,6 +266,35 @@ def test_turns_finished_in_one_loop_pass_commit_together_each_on_disk_when_answe
     store.close()
 
 
+def test_runs_started_in_one_loop_pass_share_one_commit_each_on_disk_before_its_model_call(tmp_path: Path) -> None:
+    """The worker records a run's start `pending` and calls its model once the runs file's group committed it: a
+    burst's starts and ends share commits, and a run another connection cannot see yet has not run."""
+    store = AgentStore(db_path(tmp_path, "main"))
+    runs = GroupCommit(store.group_runs)
+    side = tmp_path / "agents" / "main" / "agent" / "openclaw-sup-runs.sqlite"
+    running = "SELECT idem_key FROM runs WHERE status = 'running' ORDER BY started_at"
+    before: list[list[tuple[str]]] = []
+    after: dict[int, list[tuple[str]]] = {}
+
+    async def run(n: int) -> None:
+        assert store.start_run(f"agent.turn:k{n}", f"r{n}", "agent.turn", "agent:main:main", n, f"q{n}", pending=True)
+        committed = runs.queue(lambda: None)
+        before.append(rows(side, running))
+        await committed
+        after[n] = rows(side, running)  # where its model would be called
+
+    async def burst() -> None:
+        await asyncio.gather(*(run(n) for n in range(8)))
+        await runs.write(lambda: store.finish_run("agent.turn:k0", "ok", None, {"status": "ok"}))
+
+    asyncio.run(burst())
+    started = [(f"agent.turn:k{n}",) for n in range(8)]
+    assert (before, after, runs.commits) == ([[]] * 8, dict.fromkeys(range(8), started), 2)
+    assert store.run("agent.turn:k0")["status"] == "ok" and not store.start_run(
+        "agent.turn:k1", "r9", "agent.turn", "agent:main:main", 9, "again", pending=True)
+    store.close()
+
+
 def test_upstreams_databases_are_written_with_upstreams_pragmas_also_when_just_created(tmp_path: Path) -> None:
     """WAL, synchronous=NORMAL and a 64 MiB journal size limit as upstream's agent database, on the connection a
     store keeps, whether it created the file or found it."""
