@@ -113,7 +113,8 @@ def burst(root: Path, n: int, sessions: int, group: int) -> tuple[float, dict[st
         batch = [steps(store, i, sessions, pending=PENDING) for i in range(first, first + group)]
         for start, *_rest in batch:
             start()
-        store.group_runs([])  # their starts, committed before any model call
+        if PENDING:
+            store.group_runs([])  # their starts, committed before any model call
         for _start, context, _append, _finish in batch:
             context()
         store.group([append for _start, _context, append, _finish in batch])
