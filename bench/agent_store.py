@@ -14,17 +14,19 @@ used upstream's agent database, which the real CLI cannot read. The difference i
 its indexes, triggers and projection tables (the turn writes one transaction of about 25 pages).
 
 Then the turns as the worker writes them in a burst (workers/agent/groupcommit.py): `--group` turns at a time,
-each started and given its context, their questions and answers in one transaction (`group`), their ends in
-another (`group_runs`). Printed: CPU per turn, and two counts that do not depend on the machine's load, SQL
-statements per turn on each database (the trigger programs they run included) and WAL pages written per turn
-(agent database and runs side file). To compare builds, run this file with another build's interpreter, e.g.
-`~/.cache/openclaw-sup-bench/ours-<sha>/bin/python bench/agent_store.py` (bench/bench_managers.py installs them).
+their starts in one transaction, each given its context, their questions and answers in one transaction
+(`group`), their ends in another (`group_runs`). Printed: CPU per turn, and two counts that do not depend on the
+machine's load, SQL statements per turn on each database (the trigger programs they run included) and WAL pages
+written per turn (agent database and runs side file). To compare builds, run this file with another build's
+interpreter, e.g. `~/.cache/openclaw-sup-bench/ours-<sha>/bin/python bench/agent_store.py`
+(bench/bench_managers.py installs them).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import inspect
 import statistics
 import tempfile
 import time
@@ -39,6 +41,7 @@ from openclaw_sup.config import sqlitedb
 from openclaw_sup.workers.agent.store import AgentStore, db_path, now_ms
 
 PHASES = ("start_run", "context", "append_turn", "finish_run")
+PENDING = "pending" in inspect.signature(AgentStore.start_run).parameters  # a build whose starts join a group
 
 
 class Floor:
@@ -76,11 +79,12 @@ class Floor:
         self.db.close()
 
 
-def steps(store: Any, i: int, sessions: int) -> tuple[Callable[[], Any], ...]:
-    """Turn `i`: its four calls, in order."""
+def steps(store: Any, i: int, sessions: int, pending: bool = False) -> tuple[Callable[[], Any], ...]:
+    """Turn `i`: its four calls, in order (`pending`: its start left to the next `group_runs`, as the worker does)."""
     key, run_id = f"agent:main:telegram:direct:{1000 + i % sessions}", str(uuid.uuid4())
     idem, text = f"agent.turn:{run_id}", f"message {i} " * 4
-    return (lambda: store.start_run(idem, run_id, "agent.turn", key, now_ms(), text),
+    later = {"pending": True} if pending else {}
+    return (lambda: store.start_run(idem, run_id, "agent.turn", key, now_ms(), text, **later),
             lambda: store.context(key, 39),
             lambda: store.append_turn(key, text, text, run_id, model="echo/echo"),
             lambda: store.finish_run(idem, "ok", None, {"status": "ok", "summary": text}))
@@ -106,9 +110,12 @@ def burst(root: Path, n: int, sessions: int, group: int) -> tuple[float, dict[st
     statements: collections.Counter[str] = collections.Counter()
 
     def turns(first: int) -> None:
-        batch = [steps(store, i, sessions) for i in range(first, first + group)]
-        for start, context, _append, _finish in batch:
+        batch = [steps(store, i, sessions, pending=PENDING) for i in range(first, first + group)]
+        for start, *_rest in batch:
             start()
+        if PENDING:
+            store.group_runs([])  # their starts, committed before any model call
+        for _start, context, _append, _finish in batch:
             context()
         store.group([append for _start, _context, append, _finish in batch])
         store.group_runs([finish for *_rest, finish in batch])

@@ -17,17 +17,24 @@ from openclaw_sup.config import heaptrim
 from openclaw_sup.config.paths import private_file
 
 SIDE_FILES = ("-wal", "-shm", "-journal")
+TEMP_IN_MEMORY = "PRAGMA temp_store=MEMORY"
+"""A savepoint's or a statement's undo pages (the sub-journal) in memory, not in a temporary file: SQLite spills
+them to a new file once they pass 64 KiB, and a group of turns in upstream's agent database passes that, so every
+transaction created, wrote page by page (two writes a page) and deleted one (bench/agent_store.py). Only the undo
+log moves; what is committed, and when, is the same."""
 
 
 def connect(path: str | Path, *, timeout: float = 10.0) -> sqlite3.Connection:
     """Autocommit connection (transactions are explicit, see `immediate`) in WAL mode, synchronous=NORMAL: a
-    SIGKILL loses at most the last commits, never consistency. The files are the owner's only (0600)."""
+    SIGKILL loses at most the last commits, never consistency. The files are the owner's only (0600). Temporary
+    storage in memory (`TEMP_IN_MEMORY`)."""
     on_disk = str(path) != ":memory:"
     if on_disk:
         create_private(Path(path))
     db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(TEMP_IN_MEMORY)
     if on_disk:
         make_private(Path(path))
     return db
@@ -89,10 +96,12 @@ def release_heap(db: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def immediate(db: sqlite3.Connection, *, joined: bool = False) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error: a read-modify-write sees no interleaved writer, even
-    from another process."""
-    db.execute("BEGIN IMMEDIATE")
+    from another process. `joined`: a transaction already open on `db` is taken over, its writes committed (or
+    rolled back) with these."""
+    if not (joined and db.in_transaction):
+        db.execute("BEGIN IMMEDIATE")
     try:
         yield db
     except BaseException:

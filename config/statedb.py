@@ -134,6 +134,7 @@ def _connect(path: Path, gated: bool) -> StateConnection:
     db.gate = WriteGate(path) if gated else None
     db.create_function("octet_length", 1, _octet_length, deterministic=True)
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db.execute(sqlitedb.TEMP_IN_MEMORY)
     return db
 
 

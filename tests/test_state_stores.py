@@ -4,6 +4,7 @@ and tests/test_state_migration.py): DM pairing, cron jobs and runs, sessions and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -208,6 +209,37 @@ def test_grouped_writes_share_one_commit_and_a_failing_one_is_rolled_back_alone(
         each.close()
 
 
+def _open_temporary_files() -> list[str]:
+    """SQLite's temporary files this process holds open (unlinked at once, so seen only among its descriptors)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [name for name in names if "etilqs_" in name]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see open files")
+def test_a_group_of_turns_keeps_its_undo_pages_in_memory_not_in_a_temporary_file(tmp_path: Path) -> None:
+    """A group's savepoint keeps the pages it changes for its rollback; in a file once past 64 KiB, which a burst's
+    group passes: a temporary file created and written page by page for every transaction."""
+    store = AgentStore(db_path(tmp_path, "main"))
+    store.side.executemany("INSERT INTO runs (idem_key, run_id, method, status, started_at, answer) VALUES "
+                           "(?, ?, 'agent', 'ok', 0, randomblob(2000))", [(f"k{n}", f"r{n}") for n in range(100)])
+    store.side.execute("BEGIN IMMEDIATE")  # the runs file too (sqlitedb.connect), its pages changed in a savepoint
+    store.side.execute("SAVEPOINT s")
+    store.side.execute("UPDATE runs SET answer = randomblob(2000)")
+    open_in_side = _open_temporary_files()
+    store.side.execute("RELEASE s")
+    store.side.execute("COMMIT")
+    seen: list[list[str]] = []
+    turns = [lambda n=n: store.append_turn(f"agent:main:telegram:direct:{n}", f"q{n} " * 200, f"a{n} " * 200,
+                                           f"r{n}") for n in range(12)]
+    results = store.group([*turns, lambda: seen.append(_open_temporary_files())])
+    assert [error for _value, error in results] == [None] * 13
+    assert (open_in_side, seen) == ([], [[]])
+    store.close()
+
+
 def test_turns_finished_in_one_loop_pass_commit_together_each_on_disk_when_answered(tmp_path: Path) -> None:
     path = db_path(tmp_path, "main")
     store = AgentStore(path)
@@ -231,6 +263,35 @@ def test_turns_finished_in_one_loop_pass_commit_together_each_on_disk_when_answe
     assert grouped.commits == 1 and grouped.writes == 20
     assert seen == {f"agent:main:telegram:direct:{n}": [("user", f"q{n}"), ("assistant", f"a{n}")] for n in range(20)}
     assert _messages_on_disk(path, "agent:main:gone") == []
+    store.close()
+
+
+def test_runs_started_in_one_loop_pass_share_one_commit_each_on_disk_before_its_model_call(tmp_path: Path) -> None:
+    """The worker records a run's start `pending` and calls its model once the runs file's group committed it: a
+    burst's starts and ends share commits, and a run another connection cannot see yet has not run."""
+    store = AgentStore(db_path(tmp_path, "main"))
+    runs = GroupCommit(store.group_runs)
+    side = tmp_path / "agents" / "main" / "agent" / "openclaw-sup-runs.sqlite"
+    running = "SELECT idem_key FROM runs WHERE status = 'running' ORDER BY started_at"
+    before: list[list[tuple[str]]] = []
+    after: dict[int, list[tuple[str]]] = {}
+
+    async def run(n: int) -> None:
+        assert store.start_run(f"agent.turn:k{n}", f"r{n}", "agent.turn", "agent:main:main", n, f"q{n}", pending=True)
+        committed = runs.queue(lambda: None)
+        before.append(rows(side, running))
+        await committed
+        after[n] = rows(side, running)  # where its model would be called
+
+    async def burst() -> None:
+        await asyncio.gather(*(run(n) for n in range(8)))
+        await runs.write(lambda: store.finish_run("agent.turn:k0", "ok", None, {"status": "ok"}))
+
+    asyncio.run(burst())
+    started = [(f"agent.turn:k{n}",) for n in range(8)]
+    assert (before, after, runs.commits) == ([[]] * 8, dict.fromkeys(range(8), started), 2)
+    assert store.run("agent.turn:k0")["status"] == "ok" and not store.start_run(
+        "agent.turn:k1", "r9", "agent.turn", "agent:main:main", 9, "again", pending=True)
     store.close()
 
 

@@ -27,12 +27,16 @@ class GroupCommit:
 
     async def write(self, write: Callable[[], Any]) -> Any:
         """`write()`'s result once it is committed; its error if it failed (the others are kept)."""
+        return await self.queue(write)
+
+    def queue(self, write: Callable[[], Any]) -> asyncio.Future[Any]:
+        """`write`, as with `write`, from a caller that is not a coroutine: the future of its result."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
         self._pending.append((write, done))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
-        return await done
+        return done
 
     def drain(self) -> None:
         """Write what is queued now (before the store closes)."""

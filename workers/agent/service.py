@@ -110,6 +110,7 @@ class Run:
     fallbacks: tuple[str, ...] = ()
     asked: bool = False  # the question is in the transcript (written at once for a run without a key)
     lane: str = MAIN_LANE
+    recorded: asyncio.Future[Any] | None = None  # its start record's commit (a run with a key)
 
 
 class AgentService:
@@ -208,9 +209,11 @@ class AgentService:
             return self.by_key[idem]
         run = Run(run_id, method, agent_id, session_key, idem, message, model, timeout_s, heartbeat=heartbeat,
                   route=route, fallbacks=fallbacks, lane=lane)
-        if idem is not None and not store.start_run(idem, run_id, method, session_key, run.accepted_at, message):
-            row = store.run(idem)  # the key ran before: its stored answer (one statement less for every new key)
-            return self.stored_answer(method, row) if row else {"runId": run_id, "status": "error"}
+        if idem is not None:
+            if not store.start_run(idem, run_id, method, session_key, run.accepted_at, message, pending=True):
+                row = store.run(idem)  # the key ran before: its stored answer (one statement less for every new key)
+                return self.stored_answer(method, row) if row else {"runId": run_id, "status": "error"}
+            run.recorded = self.finishing[agent_id].queue(lambda: None)  # committed with the runs' ends
         self.runs[run_id] = run
         self.ctx.stats["activeRuns"] = len(self.runs)
         if idem is not None:
@@ -278,6 +281,8 @@ class AgentService:
 
     async def _execute(self, run: Run) -> Outcome:
         store = self.store(run.agent_id)
+        if run.recorded is not None:  # the model is called only once a resent key would find the run
+            await (run.recorded if run.recorded.done() else asyncio.shield(run.recorded))
         run.started_at = now_ms()
         self._agent_event(run, "lifecycle", {"phase": "start", "startedAt": run.started_at})
         if run.idem_key is None:  # no run record to recover it from: the question is written before the model call
@@ -428,6 +433,8 @@ class AgentService:
                          model=model, timeout_s=_timeout(params.get("timeout"), 1.0, self.default_timeout))
         if isinstance(got, dict):
             return got
+        if got.recorded is not None:  # accepted once the run's start is on disk
+            await asyncio.shield(got.recorded)
         partial({"runId": got.run_id, "status": "accepted", "acceptedAt": got.accepted_at})
         out = await asyncio.shield(got.done)
         return self.answer("agent", got.run_id, out, got.started_at)
@@ -480,6 +487,8 @@ class AgentService:
                          timeout_s=_timeout(params.get("timeoutMs"), 0.001, self.default_timeout))
         if isinstance(got, dict):
             return got
+        if got.recorded is not None:
+            await asyncio.shield(got.recorded)
         return {"runId": got.run_id, "status": "started"}
 
     async def rpc_chat_history(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -530,8 +530,9 @@ class AgentStore:
         return results
 
     def group_runs(self, writes: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
-        """`group` for the runs' side file (calls of `finish_run`): one transaction, a savepoint each."""
-        with immediate(self.side):
+        """`group` for the runs' side file (calls of `finish_run`): one transaction, a savepoint each; the starts
+        recorded `pending` since the last commit are committed with them."""
+        with immediate(self.side, joined=True):
             return _each_in_savepoint(self.side, writes)
 
     @contextlib.contextmanager
@@ -744,10 +745,15 @@ class AgentStore:
         return _run_row(row) if row else None
 
     def start_run(self, idem_key: str, run_id: str, method: str, session_key: str | None, started_at: int,
-                  message: str | None = None) -> bool:
+                  message: str | None = None, *, pending: bool = False) -> bool:
         """Record a run as started; False when that key already has one (the caller returns the stored one).
         `message`, the run's question, is kept until the run is closed: written with its answer in one
-        transaction (`append_turn`), it is written alone if a crash ends the run first (`close_interrupted`)."""
+        transaction (`append_turn`), it is written alone if a crash ends the run first (`close_interrupted`).
+        With `pending`, the record joins the runs file's open transaction (begun here if there is none) and is
+        committed by the next `group_runs`: the runs a burst starts in one loop pass share one commit (the worker
+        calls a run's model only once it is committed)."""
+        if pending and not self.side.in_transaction:
+            self.side.execute("BEGIN IMMEDIATE")
         cur = self.side.execute("INSERT OR IGNORE INTO runs(idem_key, run_id, method, session_key, status, "
                                 "started_at, message) VALUES (?,?,?,?, 'running', ?, ?)",
                                 (idem_key, run_id, method, session_key, started_at, message))
