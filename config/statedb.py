@@ -231,6 +231,7 @@ def _from_template(path: Path, ddl_name: str, role: str, version: int, agent_id:
     def finish(copy: Path) -> None:
         db = _plain(copy)
         try:
+            db.execute("PRAGMA synchronous=OFF")  # the copy is fsynced once, whole, before it appears
             with sqlitedb.immediate(db):
                 _own(db, role, version, agent_id)
         finally:
