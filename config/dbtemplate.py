@@ -24,7 +24,9 @@ FORMAT = 1  # part of a template's name: a change to how one is built here never
 def template_dirs() -> Iterator[Path]:
     """Beside the shipped DDL (an install's own, or a checkout's), else the user's cache."""
     yield Path(__file__).parent / "upstream_schema"
-    yield Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "openclaw-sup" / "db-templates"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    if os.path.isabs(cache):  # `~` stays unexpanded where no home directory is known
+        yield Path(cache) / "openclaw-sup" / "db-templates"
 
 
 def template(name: str, script: str, connect: Callable[[Path], sqlite3.Connection]) -> Path | None:
