@@ -40,8 +40,18 @@ def template(name: str, script: str, connect: Callable[[Path], sqlite3.Connectio
             return path
         with contextlib.suppress(OSError, sqlite3.Error):
             build(path, script, connect)
+            _drop_others(path, name)
             return path
     return None
+
+
+def _drop_others(path: Path, name: str) -> None:
+    """Templates of an earlier DDL text or build (an upgrade in place) are not used again. One being copied
+    meanwhile is still read whole; a copy that finds it gone runs the DDL instead."""
+    for old in path.parent.glob(f"{name}.*.sqlite"):
+        if old != path:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 def build(path: Path, script: str, connect: Callable[[Path], sqlite3.Connection]) -> None:

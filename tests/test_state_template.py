@@ -83,6 +83,7 @@ def test_another_schema_text_gets_a_template_of_its_own(tmp_path: Path, monkeypa
     assert one is not None and two is not None and one != two and one.parent == tmp_path / "cache"
     assert rows(two, "SELECT name FROM sqlite_master") == [("b",)]
     assert dbtemplate.template("s", "BEGIN IMMEDIATE; CREATE TABLE a (x);", statedb._plain) == one
+    assert sorted(p.name for p in one.parent.glob("*.sqlite")) == [one.name]  # the other text's is dropped
 
 
 RACER = """
