@@ -12,6 +12,7 @@ winner's file.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import sqlite3
@@ -94,7 +95,23 @@ def place(path: Path, template_path: Path, finish: Callable[[Path], None]) -> bo
 
 
 def _beside(path: Path) -> Path:
+    """A new private name beside `path`; copies left there by processes that are gone (killed mid-copy) are
+    removed on the way."""
+    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        pid = stale.name[len(path.name) + 1:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(stale)
     return path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
 
 
 def _fsync(path: Path) -> None:

@@ -3,6 +3,7 @@ creates, whole before it appears, safe when several processes create it at once,
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -73,6 +74,21 @@ def test_placing_never_replaces_a_file_and_leaves_nothing_behind(tmp_path: Path)
     assert dbtemplate.place(target, template, lambda _copy: None) is True
     assert sorted(p.name for p in target.parent.iterdir()) == ["x.sqlite"]
     assert rows(target, "SELECT name FROM sqlite_master") == [("t",)]
+
+
+def test_copies_left_by_a_killed_creator_are_removed_by_the_next(tmp_path: Path) -> None:
+    template = tmp_path / "t.sqlite"
+    dbtemplate.build(template, "BEGIN IMMEDIATE; CREATE TABLE t (x);", statedb._plain)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    target = tmp_path / "db" / "x.sqlite"
+    target.parent.mkdir()
+    stale = target.with_name(f"x.sqlite.{gone.stdout.strip()}.0badc0de.tmp")
+    live = target.with_name(f"x.sqlite.{os.getpid()}.0badc0de.tmp")  # a creator still at work keeps its copy
+    for p in (stale, live, stale.with_name(stale.name + "-wal")):
+        p.write_bytes(b"partial")
+    assert dbtemplate.place(target, template, lambda _copy: None) is True
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(["x.sqlite", live.name])
 
 
 def test_another_schema_text_gets_a_template_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
