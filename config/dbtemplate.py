@@ -19,6 +19,8 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from openclaw_sup.config.paths import pid_alive
+
 FORMAT = 1  # part of a template's name: a change to how one is built here never reuses an older build
 
 
@@ -99,19 +101,9 @@ def _beside(path: Path) -> Path:
     removed on the way."""
     for stale in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
         pid = stale.name[len(path.name) + 1:].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             _remove(stale)
     return path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's process
-    return True
 
 
 def _fsync(path: Path) -> None:
