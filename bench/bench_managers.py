@@ -157,6 +157,9 @@ def ensure_install(cache: Path, ref: str | None) -> Path:
     env = bytecode_env(cache / "pycache")
     subprocess.run([str(bindir / "python"), "-m", "compileall", "-q", "-j0", str(site / "openclaw_sup")], env=env,
                    capture_output=True, timeout=600)
+    if (site / "openclaw_sup" / "config" / "dbtemplate.py").exists():  # as scripts/setup-venv does at install
+        subprocess.run([str(bindir / "python"), "-m", "openclaw_sup.config.dbtemplate"], env=env, capture_output=True,
+                       timeout=600)
     return bindir
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openclaw_sup.config.paths import derived_ports
+from openclaw_sup.config.paths import derived_ports, pid_alive
 
 DEFAULT_PROFILE = "openclaw"
 CDP_RANGE = 100
@@ -186,16 +186,6 @@ def default_profile_name(browser: Mapping[str, Any]) -> str:
 
 # ================================================================ Chromium's Singleton* lock files
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def lock_owner(user_data_dir: Path) -> tuple[str, int] | None:
     """`SingletonLock` is a symlink to `<hostname>-<pid>`; None when there is none or it is unreadable."""
     with contextlib.suppress(OSError, ValueError):
@@ -215,7 +205,7 @@ def stale_locks(user_data_dir: Path) -> list[Path]:
     if not present:
         return []
     owner = lock_owner(user_data_dir)
-    if owner is not None and owner[0] == socket.gethostname() and _pid_alive(owner[1]):
+    if owner is not None and owner[0] == socket.gethostname() and pid_alive(owner[1]):
         return []
     return present
 

@@ -4,10 +4,11 @@
 openclaw-agent.sqlite` (schema 23, role `agent`) belong to upstream: the real CLI and gateway read them with
 strict checks (PRAGMA user_version, a `schema_meta` row naming the owner, the whole canonical schema). A file we
 create is therefore created whole, from the DDL the real CLI 2026.9.6 writes on a fresh state dir (shipped in
-`upstream_schema/`; tests/test_state_schema.py compares it with what the real CLI creates), with the same
-ownership row and pragmas (WAL, incremental auto-vacuum, foreign keys, 5 s busy timeout). A file at another
-version is never migrated here: an older one is refused naming `openclaw doctor --fix` (upstream's migration),
-a newer one naming the version we understand. The files and their `-wal`/`-shm` are 0600, their directory 0700.
+`upstream_schema/`; tests/test_state_schema.py compares it with what the real CLI creates; a new file is a copy of
+a template built from that DDL, config/dbtemplate.py), with the same ownership row and pragmas (WAL,
+incremental auto-vacuum, foreign keys, 5 s busy timeout). A file at another version is never migrated here: an
+older one is refused naming `openclaw doctor --fix` (upstream's migration), a newer one naming the version we
+understand. The files and their `-wal`/`-shm` are 0600, their directory 0700.
 Writes go through `StateConnection.write()`: upstream's cross-process write coordinator (for the shared database)
 around one BEGIN IMMEDIATE transaction, as upstream's own writers do.
 """
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from openclaw_sup.config import sqlitedb
+from openclaw_sup.config import dbtemplate, sqlitedb
 
 STATE_SCHEMA_VERSION = 18
 AGENT_SCHEMA_VERSION = 23
@@ -124,10 +125,21 @@ class StateConnection(sqlite3.Connection):
         super().close()
 
 
-def _connect(path: Path, gated: bool) -> StateConnection:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _private_dir(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(OSError):
-        os.chmod(path.parent, 0o700)
+        os.chmod(directory, 0o700)
+
+
+def _plain(path: Path) -> sqlite3.Connection:
+    """An autocommit connection with the SQL functions upstream's schemas name (a template's or a copy's)."""
+    db = sqlite3.connect(str(path), isolation_level=None)
+    db.create_function("octet_length", 1, _octet_length, deterministic=True)
+    return db
+
+
+def _connect(path: Path, gated: bool) -> StateConnection:
+    _private_dir(path.parent)
     sqlitedb.create_private(path)
     db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False,
                          factory=StateConnection)
@@ -174,6 +186,22 @@ def problem(db: sqlite3.Connection, path: Path, role: str, version: int, agent_i
     return None
 
 
+def _script(ddl_name: str, version: int) -> str:
+    """The schema and its version as one script (`executescript` commits an open transaction before it runs, so
+    BEGIN IMMEDIATE is its first line)."""
+    return f"BEGIN IMMEDIATE;\n{_ddl(ddl_name)}\nPRAGMA user_version={version};"
+
+
+def _own(db: sqlite3.Connection, role: str, version: int, agent_id: str | None) -> None:
+    """The ownership row (and, for an agent, the session-key contract row) a new database gets with its schema."""
+    now = now_ms()
+    db.execute("INSERT INTO schema_meta (meta_key, role, schema_version, agent_id, app_version, created_at, "
+               "updated_at) VALUES ('primary', ?, ?, ?, ?, ?, ?)", (role, version, agent_id, APP_VERSION, now, now))
+    if role == "agent":
+        db.execute("INSERT INTO session_key_contract (id, main_key, canonical_ready, updated_at) "
+                   "VALUES (1, 'main', NULL, 0)")
+
+
 def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_id: str | None) -> bool:
     """The whole schema, its version and ownership row in one transaction, the DDL in one `executescript` (no
     statement prepared and cached one by one); a racing creator wins cleanly. True when this call created it."""
@@ -182,15 +210,8 @@ def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_i
     db.execute("PRAGMA journal_mode=WAL")
     with db.gate.held() if db.gate else contextlib.nullcontext():
         try:
-            # executescript commits an open transaction before it runs: BEGIN IMMEDIATE is the script's first line.
-            db.executescript(f"BEGIN IMMEDIATE;\n{_ddl(ddl_name)}\nPRAGMA user_version={version};")
-            now = now_ms()
-            db.execute("INSERT INTO schema_meta (meta_key, role, schema_version, agent_id, app_version, created_at, "
-                       "updated_at) VALUES ('primary', ?, ?, ?, ?, ?, ?)",
-                       (role, version, agent_id, APP_VERSION, now, now))
-            if role == "agent":
-                db.execute("INSERT INTO session_key_contract (id, main_key, canonical_ready, updated_at) "
-                           "VALUES (1, 'main', NULL, 0)")
+            db.executescript(_script(ddl_name, version))
+            _own(db, role, version, agent_id)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -201,7 +222,36 @@ def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_i
     return True
 
 
+def _from_template(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> None:
+    """Create the absent database at `path` as a copy of its schema's template (config/dbtemplate.py) with its
+    ownership rows; where no template can be had or copied, `_ready` runs the DDL instead."""
+    built = dbtemplate.template(Path(ddl_name).stem, _script(ddl_name, version), _plain)
+    if built is None:
+        return
+
+    def finish(copy: Path) -> None:
+        db = _plain(copy)
+        try:
+            db.execute("PRAGMA synchronous=OFF")  # the copy is fsynced once, whole, before it appears
+            with sqlitedb.immediate(db):
+                _own(db, role, version, agent_id)
+        finally:
+            db.close()
+
+    with contextlib.suppress(OSError, sqlite3.Error):
+        dbtemplate.place(path, built, finish)
+
+
+def build_templates() -> list[Path]:
+    """Both schemas' templates, built now when absent (at install, so that no gateway start builds one)."""
+    built = (dbtemplate.template(Path(name).stem, _script(name, version), _plain)
+             for name, version in ((STATE_SCHEMA[0], STATE_SCHEMA_VERSION), (AGENT_SCHEMA[0], AGENT_SCHEMA_VERSION)))
+    return [p for p in built if p is not None]
+
 def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> StateConnection:
+    _private_dir(path.parent)
+    if not path.exists():
+        _from_template(path, ddl_name, role, version, agent_id)
     db = _connect(path, gated=role == "global")
     _ready(db, path, ddl_name, role, version, agent_id)
     return db
@@ -327,9 +377,13 @@ class OnFirstUse:
                     db.close()
 
 
+AGENT_SCHEMA = (f"agent-v{AGENT_SCHEMA_VERSION}.sql", "agent", AGENT_SCHEMA_VERSION)
+"""An agent database's DDL file, role and version, as `_open` takes them before the agent id."""
+
+
 def open_agent_db(path: Path, agent_id: str) -> StateConnection:
     """Agent `agent_id`'s database at `path`, created at schema 23 when absent; StateDbError when unusable."""
-    return _open(path, f"agent-v{AGENT_SCHEMA_VERSION}.sql", "agent", AGENT_SCHEMA_VERSION, agent_id)
+    return _open(path, *AGENT_SCHEMA, agent_id)
 
 
 def register_agent_db(state: StateConnection, state_dir: Path, agent_id: str, path: Path) -> None:
