@@ -248,6 +248,7 @@ def build_templates() -> list[Path]:
              for name, version in ((STATE_SCHEMA[0], STATE_SCHEMA_VERSION), (AGENT_SCHEMA[0], AGENT_SCHEMA_VERSION)))
     return [p for p in built if p is not None]
 
+
 def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> StateConnection:
     _private_dir(path.parent)
     if not path.exists():
