@@ -52,3 +52,21 @@ def decode(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     if kind not in KINDS:
         raise EnvelopeError(f"message kind {kind!r} is not one of {', '.join(sorted(KINDS))}")
     return msg
+
+
+def request_id(sender: str, pid: int, n: int) -> str:
+    """A worker's request id: its name, pid and count, so that a previous incarnation's late answer never matches
+    and the supervisor can tell which incarnation asked (`sender_pid`)."""
+    return f"{sender}:{pid}:{n}"
+
+
+def sender_pid(msg: dict[str, Any]) -> int | None:
+    """The pid of the worker process that sent `msg`: hello, ready and hb carry it, a request names it in its id."""
+    pid = msg.get("pid")
+    if isinstance(pid, int):
+        return pid
+    if msg.get("kind") == Kind.REQ:
+        parts = str(msg.get("id")).rsplit(":", 2)
+        if len(parts) == 3 and parts[1].isdigit():
+            return int(parts[1])
+    return None

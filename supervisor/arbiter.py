@@ -54,7 +54,7 @@ from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
 from openclaw_sup.gateway.server import GatewayServer, import_in_thread
-from openclaw_sup.ipc.envelope import Kind
+from openclaw_sup.ipc.envelope import Kind, sender_pid
 from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor import fdlimit
 from openclaw_sup.supervisor.control import ControlServer
@@ -526,8 +526,8 @@ class Supervisor:
         self._arm(rec, inc, rec.spec.liveness.start_timeout_ms / 1000)
         early, rec.early = rec.early, []
         for msg in early:
-            if msg.get("pid") == pid:
-                self._worker_message(rec, msg)
+            if sender_pid(msg) == pid:
+                self.router.dispatch(rec, msg)
         status = self._early_exits.pop(pid, None)
         if status is not None:
             self._on_exit(pid, status)
@@ -604,13 +604,18 @@ class Supervisor:
     # ================================================================ manage: what workers say
 
     def _worker_message(self, rec: WorkerRecord, msg: dict[str, Any]) -> None:
-        """hello, ready, hb and log, as the router hands them over: readiness, liveness and stats."""
+        """hello, ready, hb and log, as the router hands them over: readiness, liveness and stats; and a request
+        sent before the worker's spawn was recorded."""
         kind = msg["kind"]
         inc = rec.current
-        if rec.spawning and kind in (Kind.HELLO, Kind.READY, Kind.HB):
+        if rec.spawning and kind in (Kind.HELLO, Kind.READY, Kind.HB, Kind.REQ):
             # The worker can speak before the fork server's `spawned` reply is read: replay it then.
             if len(rec.early) < EARLY_MAX:
                 rec.early.append(msg)
+            elif kind == Kind.REQ:
+                self.router.refuse(rec, msg, MethodError("UNAVAILABLE", f"worker {rec.name} is still being "
+                                                         f"spawned and {EARLY_MAX} messages already wait",
+                                                         retryable=True))
             return
         if inc is None or inc.exit is not None:
             if kind == Kind.LOG:

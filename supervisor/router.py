@@ -96,6 +96,8 @@ class BusRouter:
             return
         inc = rec.current
         if inc is None or inc.exit is not None:
+            if kind == Kind.REQ and rec.spawning:
+                self._lifecycle(rec, msg)  # held with the early hello and ready, dispatched once the spawn is known
             return
         if kind == Kind.EVENT:
             self._events(rec, msg)
@@ -132,7 +134,7 @@ class BusRouter:
         if (dest is not None and msg["kind"] == Kind.REQ and dest.spec.on_demand and dest.state != State.RUNNING
                 and self._wake is not None):
             if self._held.get(dest.name, 0) >= RELAYED_MAX:
-                self._refuse(rec, msg, MethodError("UNAVAILABLE", f"worker {dest.name} is starting and "
+                self.refuse(rec, msg, MethodError("UNAVAILABLE", f"worker {dest.name} is starting and "
                                                    f"{RELAYED_MAX} requests already wait for it", retryable=True))
                 return
             self._held[dest.name] = self._held.get(dest.name, 0) + 1
@@ -145,7 +147,7 @@ class BusRouter:
         try:
             await self._wake(target, f"{msg.get('method')} from {rec.name}")
         except MethodError as exc:
-            self._refuse(rec, msg, exc)
+            self.refuse(rec, msg, exc)
             return
         finally:
             self._held[target] -= 1
@@ -153,7 +155,7 @@ class BusRouter:
                 del self._held[target]
         self._relay(rec, target, msg)
 
-    def _refuse(self, rec: WorkerRecord, msg: dict[str, Any], exc: MethodError) -> None:
+    def refuse(self, rec: WorkerRecord, msg: dict[str, Any], exc: MethodError) -> None:
         if self.bus is not None:
             self.bus.send(rec.name.encode(), {"kind": Kind.RES, "id": msg.get("id"), "ok": False,
                                               "error": exc.to_error()})

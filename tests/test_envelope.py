@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode, encode
+from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode, encode, request_id, sender_pid
 
 
 def test_round_trip() -> None:
@@ -25,3 +25,12 @@ def test_bad_messages_name_the_reason(raw: bytes, reason: str) -> None:
 def test_every_kind_is_accepted() -> None:
     for k in Kind:
         assert decode(encode({"kind": k.value}))["kind"] == k
+
+
+def test_sender_pid_from_lifecycle_fields_and_request_ids() -> None:
+    """A worker's name may hold colons (channel workers): the pid is read from the right of a request id."""
+    rid = request_id("channel:telegram:default", 4321, 7)
+    assert sender_pid({"kind": "req", "id": rid}) == 4321
+    assert sender_pid({"kind": "ready", "pid": 99}) == 99
+    assert sender_pid({"kind": "req", "id": "gw:12"}) is None
+    assert sender_pid({"kind": "res", "id": rid}) is None

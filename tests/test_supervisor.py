@@ -251,6 +251,18 @@ def test_request_round_trip_between_workers(gateway_factory) -> None:
     assert "asker error: UNAVAILABLE no worker named 'ghost'" in gw.log_text()
 
 
+def test_requests_workers_send_as_they_start_are_all_answered(gateway_factory) -> None:
+    """A worker can speak before the fork server's `spawned` reply reaches the supervisor (several starting at
+    once, or one born from a standby): a request it sends then waits with its hello and ready for the spawn to be
+    recorded, instead of being dropped (the worker would wait out its timeout)."""
+    askers = [f"a{i}" for i in range(20)]
+    gw = gateway_factory({"workers": {name: {"kind": "asker", "options": {"target": "ghost", "wait": 0,
+                                                                          "timeout": 30}} for name in askers}})
+    gw.start()
+    wait_for(lambda: gw.log_text().count("asker error: UNAVAILABLE no worker named 'ghost'") == 2 * len(askers), 10,
+             what="every asker's two answers")
+
+
 def test_a_worker_waiting_on_a_dead_worker_gets_an_error_at_once(gateway_factory) -> None:
     """The asker's request would wait 60 s; the owner's death fails it as soon as the exit is reaped."""
     gw = gateway_factory({"workers": {

@@ -27,7 +27,7 @@ import zmq
 from openclaw_sup.config import eventloop, heaptrim
 from openclaw_sup.config.paths import resolve
 from openclaw_sup.ipc.bus import DealerLink
-from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode, encode
+from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode, encode, request_id
 from openclaw_sup.workers import registry
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -176,7 +176,7 @@ class WorkerContext:
     async def request(self, method: str, params: Any = None, *, to: str | None = None,
                       timeout: float = 30.0) -> Any:
         """Ask the supervisor (or, through it, worker `to`) and wait for the answer."""
-        rid = f"{self.name}:{os.getpid()}:{next(self._ids)}"  # a previous incarnation's late answer never matches
+        rid = request_id(self.name, os.getpid(), next(self._ids))
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         msg: dict[str, Any] = {"kind": Kind.REQ, "id": rid, "method": method, "params": params}

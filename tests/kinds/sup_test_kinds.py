@@ -133,11 +133,11 @@ async def spawner(ctx: WorkerContext) -> None:
 
 @register("asker")
 async def asker(ctx: WorkerContext) -> None:
-    """Asks another worker through the supervisor, and a worker that does not exist."""
+    """Asks another worker through the supervisor, and a worker that does not exist (`wait` seconds after ready)."""
     from openclaw_sup.workers.runtime import RequestError
 
     ctx.ready()
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(float(ctx.options.get("wait", 0.3)))
     for target in (ctx.options["target"], "ghost"):
         ctx.log.info("asker asks %s", target)
         try:
