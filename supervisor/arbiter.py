@@ -56,7 +56,7 @@ from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
 from openclaw_sup.gateway.server import GatewayServer, import_in_thread
 from openclaw_sup.ipc.envelope import Kind, sender_pid
 from openclaw_sup.ipc.forkproto import describe_status
-from openclaw_sup.supervisor import fdlimit
+from openclaw_sup.supervisor import fdlimit, sigstack
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
 from openclaw_sup.supervisor.gatewayhost import SupervisorHost
@@ -288,6 +288,7 @@ class Supervisor:
             with contextlib.suppress(ValueError, OSError, RuntimeError):
                 loop.add_signal_handler(sig, self._ignored_signal, sig)
         faulthandler.enable()
+        sigstack.install()  # after faulthandler's own: nested handlers overran its 16 kB
 
     def _restart_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name

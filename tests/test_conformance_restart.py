@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 
 from conftest import BIN, Gateway, openclaw_cli, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError
+from openclaw_sup.supervisor import sigstack
 from openclaw_sup.supervisor.lock import LockHeld, UpstreamLock, process_start_time
 
 TOKEN = "restart-token-0123456789abcdef"
@@ -257,3 +259,28 @@ def test_sigusr2_restarts_in_place_under_load_without_losing_a_request(gateway_f
     assert all(gw.pids()[n] != before[n] for n in before)
     assert read_lock(gw)["ownerId"] != owner and read_lock(gw)["port"] == gw.port
     assert "received SIGUSR2; restarting in place" in gw.log_text()
+
+
+def test_a_burst_of_distinct_signals_leaves_the_supervisor_sound(gateway_factory) -> None:
+    """Distinct signals arriving together nest on the alternate signal stack; on faulthandler's 16 kB one they ran
+    past its end into the heap (a crash at exit, or an attribute gone from an object)."""
+    gw = start(gateway_factory)
+    pid = sup_pid(gw)
+    burst = [signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR,
+             *range(signal.SIGRTMIN, signal.SIGRTMIN + 10)]
+    for round_ in range(1, 7):
+        for sig in burst:
+            os.kill(pid, sig)
+        wait_for(lambda r=round_: gw.log_text().count("; ignored (SIGTERM stops the gateway") == r * len(burst), 10,
+                 what=f"burst {round_} logged")
+    gw.wait_all_running()
+    gw.signal(signal.SIGTERM)
+    assert gw.proc is not None and gw.proc.wait(20) == 0, gw.log_text()[-1500:]
+
+
+def test_the_alternate_signal_stack_is_roomy_after_faulthandler() -> None:
+    code = ("import faulthandler; from openclaw_sup.supervisor import sigstack; faulthandler.enable(); "
+            "small = sigstack.current_size(); ok = sigstack.install(); print(small, ok, sigstack.current_size())")
+    small, ok, big = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    timeout=30).stdout.split()
+    assert 0 < int(small) < sigstack.SIZE and ok == "True" and int(big) == sigstack.SIZE
