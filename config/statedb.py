@@ -131,10 +131,15 @@ def _private_dir(directory: Path) -> None:
         os.chmod(directory, 0o700)
 
 
-def _plain(path: Path) -> sqlite3.Connection:
-    """An autocommit connection with the SQL functions upstream's schemas name (a template's or a copy's)."""
-    db = sqlite3.connect(str(path), isolation_level=None)
+def _functions(db: sqlite3.Connection) -> None:
+    """The SQL functions upstream's schemas name."""
     db.create_function("octet_length", 1, _octet_length, deterministic=True)
+
+
+def _plain(path: Path) -> sqlite3.Connection:
+    """An autocommit connection with upstream's SQL functions (a template's or a copy's)."""
+    db = sqlite3.connect(str(path), isolation_level=None)
+    _functions(db)
     return db
 
 
@@ -144,7 +149,7 @@ def _connect(path: Path, gated: bool) -> StateConnection:
     db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False,
                          factory=StateConnection)
     db.gate = WriteGate(path) if gated else None
-    db.create_function("octet_length", 1, _octet_length, deterministic=True)
+    _functions(db)
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     db.execute(sqlitedb.TEMP_IN_MEMORY)
     return db
@@ -250,8 +255,8 @@ def build_templates() -> list[Path]:
 
 
 def _open(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> StateConnection:
-    _private_dir(path.parent)
     if not path.exists():
+        _private_dir(path.parent)  # `_connect` makes it too; the copy is placed in it first
         _from_template(path, ddl_name, role, version, agent_id)
     db = _connect(path, gated=role == "global")
     _ready(db, path, ddl_name, role, version, agent_id)
