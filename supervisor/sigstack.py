@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import mmap
 import sys
+from typing import Any
 
 SIZE = 1 << 20
 _kept: list[mmap.mmap] = []
@@ -20,6 +22,11 @@ _kept: list[mmap.mmap] = []
 
 class _StackT(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@functools.cache
+def _sigaltstack() -> Any:
+    return ctypes.CDLL(None, use_errno=True).sigaltstack
 
 
 def install(size: int = SIZE) -> bool:
@@ -30,8 +37,7 @@ def install(size: int = SIZE) -> bool:
     with contextlib.suppress(OSError, AttributeError):
         region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         base = ctypes.addressof(ctypes.c_char.from_buffer(region))
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.sigaltstack(ctypes.byref(_StackT(base, 0, size)), None) == 0:
+        if _sigaltstack()(ctypes.byref(_StackT(base, 0, size)), None) == 0:
             _kept.append(region)
             return True
     return False
@@ -40,7 +46,6 @@ def install(size: int = SIZE) -> bool:
 def current_size() -> int:
     """The calling thread's alternate signal stack size (0 when none)."""
     old = _StackT()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.sigaltstack(None, ctypes.byref(old)) != 0:
+    if _sigaltstack()(None, ctypes.byref(old)) != 0:
         return 0
     return 0 if old.ss_flags & 2 else int(old.ss_size)  # SS_DISABLE
