@@ -56,7 +56,7 @@ from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
 from openclaw_sup.gateway.server import GatewayServer, import_in_thread
 from openclaw_sup.ipc.envelope import Kind, sender_pid
 from openclaw_sup.ipc.forkproto import describe_status
-from openclaw_sup.supervisor import fdlimit, sigstack
+from openclaw_sup.supervisor import fdlimit, signalfd, sigstack
 from openclaw_sup.supervisor.control import ControlServer
 from openclaw_sup.supervisor.forkserver import ForkServer, ForkServerError
 from openclaw_sup.supervisor.gatewayhost import SupervisorHost
@@ -87,13 +87,7 @@ RESTART_SETTLE_S = 60.0  # a request for a worker made during an in-place restar
 HEAP_TRIM_AFTER_S = 2.0
 """The start-up's freed C heap goes back to the system this long after the gateway is up (its first clients and
 workers served meanwhile): glibc keeps it mapped, and counted, otherwise."""
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-RESTART_SIGNALS = (signal.SIGUSR2, signal.SIGUSR1)
 SpawnAsk = tuple[asyncio.Future[int], int, int] | Exception
-IGNORED_SIGNALS = (signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGXCPU,
-                   signal.SIGTRAP, signal.SIGSYS, getattr(signal, "SIGSTKFLT", signal.SIGTRAP),
-                   *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
-"""Signals whose default action would end the process without a word: logged and ignored instead."""
 
 
 @record(frozen=True)
@@ -185,6 +179,7 @@ class Supervisor:
         self._restart_scheduled = False
         self.self_history = SampleRing()
         self._cpu_mark: tuple[float, float] | None = None
+        self._signals: signalfd.SignalReader | None = None
 
     # ================================================================ run
 
@@ -278,36 +273,49 @@ class Supervisor:
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         """TERM, INT, QUIT stop; HUP reloads; USR2 (upstream's) and USR1 restart in place; every other signal
         that would end the process is logged and ignored, and a crash (SEGV, BUS, ILL, FPE, ABRT) prints its
-        Python traceback on stderr: nothing ends the supervisor without a word, except SIGKILL."""
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self.request_stop, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn_task(self.reloader.reload("SIGHUP"), "reload"))
-        for sig in RESTART_SIGNALS:
-            loop.add_signal_handler(sig, self._restart_signal, sig)
-        for sig in dict.fromkeys(IGNORED_SIGNALS):
-            with contextlib.suppress(ValueError, OSError, RuntimeError):
-                loop.add_signal_handler(sig, self._ignored_signal, sig)
+        Python traceback on stderr: nothing ends the supervisor without a word, except SIGKILL. They are read
+        from a signalfd (supervisor/signalfd.py) when the entry point blocked them, else the loop's handlers."""
+        self._signals = signalfd.SignalReader.for_blocked()
+        if self._signals is not None:
+            loop.add_reader(self._signals.fd, self._read_signals)
+        else:
+            for sig in signalfd.HANDLED:
+                with contextlib.suppress(ValueError, OSError, RuntimeError):
+                    loop.add_signal_handler(sig, self._on_signal, sig, 0)
         faulthandler.enable()
         sigstack.install()  # after faulthandler's own: nested handlers overran its 16 kB
 
-    def _restart_signal(self, sig: int) -> None:
-        name = signal.Signals(sig).name
+    def _read_signals(self) -> None:
+        assert self._signals is not None
+        for sig, pid in self._signals.read():
+            try:
+                self._on_signal(sig, pid)
+            except Exception as exc:  # a signal must never end the supervisor through its handler
+                self.log("error", f"handling {signalfd.signal_name(sig)} failed: {exc!r}")
+
+    def _on_signal(self, sig: int, pid: int) -> None:
+        by = signalfd.sender(pid)
+        if sig in signalfd.STOP_SIGNALS:
+            self.request_stop(sig, by)
+        elif sig == signal.SIGHUP:
+            self.spawn_task(self.reloader.reload("SIGHUP"), "reload")
+        elif sig in signalfd.RESTART_SIGNALS:
+            self._restart_signal(sig, by)
+        elif sig in signalfd.IGNORED_SIGNALS:
+            name = signalfd.signal_name(sig)
+            self.log("warn", f"received {name}; ignored (SIGTERM stops the gateway, SIGHUP reloads its config, SIGUSR2 "
+                             f"restarts it in place){by}")
+
+    def _restart_signal(self, sig: int, by: str = "") -> None:
+        name = signalfd.signal_name(sig)
         if self.stopping:
-            self.log("info", f"received {name} during shutdown; ignoring")
+            self.log("info", f"received {name} during shutdown; ignoring{by}")
         elif not restart_enabled(self.gateway_cfg):
             self.log("warn", f"{name} restart ignored (commands.restart=false); restart through the service manager "
-                             "or set commands.restart to true")
+                             f"or set commands.restart to true{by}")
         else:
-            self.log("info", f"received {name}; restarting in place (pid {os.getpid()}, port {self.opts.port})")
+            self.log("info", f"received {name}; restarting in place (pid {os.getpid()}, port {self.opts.port}){by}")
             self.spawn_task(self.restart_all(True), "restart")
-
-    def _ignored_signal(self, sig: int) -> None:
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"SIGRTMIN+{sig - signal.SIGRTMIN}"
-        self.log("warn", f"received {name}; ignored (SIGTERM stops the gateway, SIGHUP reloads its config, SIGUSR2 "
-                         "restarts it in place)")
 
     def _reap_adopted(self) -> None:
         """The supervisor is a child subreaper: workers orphaned by a dying fork server come back here.
@@ -329,9 +337,9 @@ class Supervisor:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(info.si_pid, os.WNOHANG)
 
-    def request_stop(self, sig: int | None = None) -> None:
+    def request_stop(self, sig: int | None = None, by: str = "") -> None:
         if sig is not None and not self.stopping:
-            self.log("info", f"received {signal.Signals(sig).name}; shutting down")
+            self.log("info", f"received {signalfd.signal_name(sig)}; shutting down{by}")
         assert self._stop_requested is not None
         self._stop_requested.set()
 

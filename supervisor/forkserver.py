@@ -14,8 +14,8 @@ import gc
 import importlib
 import itertools
 import os
+import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,10 +38,9 @@ class ForkServerError(RuntimeError):
 
 
 class ForkServer:
-    def __init__(self, pid: int, sock: socket.socket, popen: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
         self.sock = sock
-        self._popen = popen
         self._seq = itertools.count(1)
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,18 +80,22 @@ class ForkServer:
 
     @classmethod
     def exec(cls, profile: str, kind_modules: list[str]) -> ForkServer:
-        """Start a fork server in a fresh interpreter (safe once threads exist)."""
+        """Start a fork server in a fresh interpreter (safe once threads exist). posix_spawn gives it the default
+        signal mask: the supervisor's blocks what it reads from its signalfd, and a mask survives exec."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-m", "openclaw_sup.workers.forkserver", str(theirs.fileno()),
                 str(os.getpid()), profile, *kind_modules]
         try:
-            popen = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            os.set_inheritable(theirs.fileno(), True)
+            pid = os.posix_spawn(sys.executable, argv, os.environ, setsigmask=(),
+                                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-        return cls(popen.pid, ours, popen)
+        return cls(pid, ours)
 
     def attach(self, on_exit: ExitCallback, on_lost: Callable[[], None]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -194,10 +197,6 @@ class ForkServer:
     def reap(self, block: bool) -> int | None:
         """Collect the fork server's own exit status (it is our only direct child)."""
         if self.status is not None:
-            return self.status
-        if self._popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.status = self._popen.wait(timeout=None if block else 0)
             return self.status
         try:
             pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)

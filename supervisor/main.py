@@ -113,6 +113,7 @@ def run(argv: list[str]) -> int:
         return EXIT_CONFIG
 
     from openclaw_sup.config.plan import worker_specs
+    from openclaw_sup.supervisor import signalfd
     from openclaw_sup.supervisor.fdlimit import raise_soft_limit
     from openclaw_sup.supervisor.forkserver import ForkServer
     from openclaw_sup.supervisor.sdnotify import Notifier
@@ -122,6 +123,7 @@ def run(argv: list[str]) -> int:
     # An on-demand kind (the browser) is imported by the fork server on its first use: one never used costs nothing.
     kinds = tuple(sorted({spec.kind for spec in worker_specs(cfg, settings) if not spec.on_demand}))
     fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), kinds=kinds)
+    signalfd.block()  # before any thread: the supervisor reads its signals from a signalfd
     try:
         return _run(args, paths, config, settings, port, fork_server, notifier)
     finally:

@@ -116,11 +116,13 @@ def run(argv: list[str]) -> int:
         print(str(exc).replace("gateway", "node host"), file=sys.stderr)
         return 1
 
+    from openclaw_sup.supervisor import signalfd
     from openclaw_sup.supervisor.forkserver import ForkServer
     from openclaw_sup.supervisor.sdnotify import Notifier
 
     notifier = Notifier.from_env()
     fork_server = ForkServer.fork(paths.label, list(settings.kind_modules), close_fds=(lock.fd,))
+    signalfd.block()  # before any thread: the supervisor reads its signals from a signalfd
 
     import setproctitle
     import uvloop

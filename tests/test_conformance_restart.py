@@ -21,7 +21,7 @@ import pytest
 
 from conftest import BIN, Gateway, openclaw_cli, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient, GatewayError
-from openclaw_sup.supervisor import sigstack
+from openclaw_sup.supervisor import signalfd, sigstack
 from openclaw_sup.supervisor.lock import LockHeld, UpstreamLock, process_start_time
 
 TOKEN = "restart-token-0123456789abcdef"
@@ -276,6 +276,39 @@ def test_a_burst_of_distinct_signals_leaves_the_supervisor_sound(gateway_factory
     gw.wait_all_running()
     gw.signal(signal.SIGTERM)
     assert gw.proc is not None and gw.proc.wait(20) == 0, gw.log_text()[-1500:]
+
+
+def blocked_mask(pid: int, tid: int | None = None) -> int:
+    status = Path(f"/proc/{pid}/task/{tid or pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+
+
+def test_the_supervisor_reads_its_signals_from_a_signalfd_and_its_children_do_not_inherit_the_mask(
+        gateway_factory) -> None:
+    """Blocked in every supervisor thread (ZeroMQ's and the import thread's too), a signal is never run by a handler
+    on whichever thread the kernel picked; the fork server, forked before the mask or exec'd after it, and every
+    worker have none of it (a worker deaf to SIGTERM would hang every stop)."""
+    gw = start(gateway_factory)
+    pid = sup_pid(gw)
+    handled = sum(1 << (sig - 1) for sig in signalfd.HANDLED)
+    threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    assert len(threads) >= 3 and all(blocked_mask(pid, t) & handled == handled for t in threads)
+    assert "anon_inode:[signalfd]" in {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    first_fs = gw.status()["supervisor"]["forkServerPid"]
+    assert blocked_mask(first_fs) == 0 and all(blocked_mask(p) == 0 for p in gw.pids().values())
+    os.kill(first_fs, signal.SIGKILL)
+    wait_for(lambda: gw.status()["supervisor"]["forkServerPid"] not in (None, first_fs), 20, what="a new fork server")
+    gw.signal(signal.SIGHUP)  # a reload is served by the new one's workers once the old ones are replaced
+    os.kill(pid, signal.SIGRTMIN + 5)
+    named = (f"received SIGRTMIN+5; ignored (SIGTERM stops the gateway, SIGHUP reloads its config, SIGUSR2 restarts it "
+             f"in place) (sent by pid {os.getpid()}, ")
+    wait_for(lambda: named in gw.log_text(), 10, what="the sender named")
+    second_fs = gw.status()["supervisor"]["forkServerPid"]
+    assert psutil.Process(second_fs).ppid() == pid and blocked_mask(second_fs) == 0
+    gw.wait_all_running()
+    assert all(blocked_mask(p) == 0 for p in gw.pids().values())
+    gw.signal(signal.SIGTERM)
+    assert gw.proc is not None and gw.proc.wait(20) == 0
 
 
 def test_the_alternate_signal_stack_is_roomy_after_faulthandler() -> None:
