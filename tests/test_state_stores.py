@@ -7,17 +7,18 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from upstream_state import rows
 
-from openclaw_sup.config import statedb
+from openclaw_sup.config import dbtemplate, statedb
 from openclaw_sup.config.pairing_store import PairingStore, iso
 from openclaw_sup.workers.agent.groupcommit import GroupCommit
 from openclaw_sup.workers.agent.store import AgentStore, RecentWindows, db_path, message_text
-from openclaw_sup.workers.scheduler.store import Store, task_id
+from openclaw_sup.workers.scheduler.store import SIDE_NAME, Store, create_side, task_id
 
 
 def test_pairing_rows_are_upstreams(tmp_path: Path) -> None:
@@ -61,6 +62,37 @@ def test_cron_rows_are_upstreams(tmp_path: Path) -> None:
                         "succeeded", 20, "done")
     assert json.loads(task[8])["kind"] == "cron-run" and json.loads(task[8])["storeKey"] == key
     assert rows(path, "SELECT status, finished_at_ms FROM cron_run_receipts") == [("ok", 20)]
+
+
+def _open_fds(path: Path) -> list[str]:
+    return [fd.name for fd in Path("/proc/self/fd").iterdir() if os.path.realpath(fd) == str(path)]
+
+
+def test_a_new_cron_side_file_is_a_copy_of_its_template_and_an_existing_one_is_kept(tmp_path: Path) -> None:
+    path = statedb.state_db_path(tmp_path)
+    store = Store(path)
+    store.side.execute("INSERT INTO meta VALUES ('k', 'v')")
+    store.close()
+    templates = [p for d in dbtemplate.template_dirs() for p in d.glob(f"{SIDE_NAME.removesuffix('.sqlite')}.*.sqlite")]
+    assert len(templates) == 1
+
+    fresh = tmp_path / "fresh" / SIDE_NAME
+    fresh.parent.mkdir()
+    create_side(fresh)
+    assert fresh.read_bytes() == templates[0].read_bytes() and fresh.stat().st_mode & 0o777 == 0o600
+    assert {name for (name,) in rows(fresh, "SELECT name FROM sqlite_master WHERE type = 'table'")} >= {
+        "run_processes", "system_events", "meta"}
+
+    create_side(store.side_path)  # there already: left as it is
+    assert rows(store.side_path, "SELECT key, value FROM meta") == [("k", "v")]
+
+
+def test_a_cron_side_file_that_cannot_be_opened_fails_the_start_and_closes_the_state_database(tmp_path: Path) -> None:
+    path = statedb.state_db_path(tmp_path)
+    (path.parent / SIDE_NAME).mkdir(parents=True)  # a side file SQLite cannot open
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        Store(path)
+    assert path.exists() and _open_fds(path) == []
 
 
 def test_transcripts_page_from_the_end_and_sessions_are_listed(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from openclaw_sup.config import sqlitedb, statedb, sup_layout
+from openclaw_sup.config import dbtemplate, sqlitedb, statedb, sup_layout
 from openclaw_sup.config.paths import ensure_private_dir
 from openclaw_sup.config.sqlitedb import immediate
 from openclaw_sup.workers.scheduler.jobs import config_revision
@@ -57,6 +57,18 @@ CREATE TABLE IF NOT EXISTS system_events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+def create_side(path: Path) -> None:
+    """A new side file is a copy of a template of its schema (config/dbtemplate.py): one fsync of the whole copy,
+    where creating it with its DDL costs six, on the path of a cold start. An existing file is left as it is;
+    where no template can be had or copied, the store's `executescript` creates the tables."""
+    if path.exists():
+        return
+    built = dbtemplate.template(SIDE_NAME.removesuffix(".sqlite"), f"BEGIN IMMEDIATE;{SIDE_SCHEMA}", sqlitedb.connect)
+    if built is not None:
+        with contextlib.suppress(OSError, sqlite3.Error):
+            dbtemplate.place(path, built, lambda _copy: None)
+
+
 _TASK_STATUS = {"succeeded": "succeeded", "failed": "failed"}
 _ENTRY_COLUMNS = ("kind", "storeKey")
 
@@ -119,7 +131,12 @@ class Store:
         self._db: statedb.StateConnection | None = statedb.open_state_db(path)  # at once: a bad file fails the start
         self.side_path = path.parent / SIDE_NAME
         self._side: sqlite3.Connection | None = None
-        self.side.executescript(SIDE_SCHEMA)
+        try:
+            create_side(self.side_path)
+            self.side.executescript(SIDE_SCHEMA)
+        except BaseException:
+            self.close()
+            raise
         self.pid = os.getpid()
         self.pid_start = statedb.start_identity(self.pid)
         sup_layout.import_once(path.parent / sup_layout.SUP_CRON, "jobs", self._import)
