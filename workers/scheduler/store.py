@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS system_events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
 def create_side(path: Path) -> None:
     """A new side file is a copy of a template of its schema (config/dbtemplate.py): one fsync of the whole copy,
     where creating it with its DDL costs six, on the path of a cold start. An existing file is left as it is;
