@@ -14,7 +14,6 @@ fresh interpreter) is spawned with the default mask (`ForkServer.exec`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
 import signal
@@ -37,13 +36,15 @@ _SIGINFO_SIZE = 128
 _READ_AT_ONCE = 64
 
 
-class _KernelSigset(ctypes.Structure):
-    _fields_ = [("bits", ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong))))]  # glibc's sigset_t
-
-
 @functools.cache
-def _signalfd() -> Any:
-    return ctypes.CDLL(None, use_errno=True).signalfd
+def _libc() -> tuple[Any, Any]:
+    """libc's signalfd and a glibc sigset_t, made on first use: `block()` runs on the start's critical path."""
+    import ctypes
+
+    class KernelSigset(ctypes.Structure):
+        _fields_ = [("bits", ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong))))]
+
+    return ctypes.CDLL(None, use_errno=True).signalfd, KernelSigset
 
 
 def block(signals: Iterable[int] = HANDLED) -> bool:
@@ -59,11 +60,14 @@ class SignalReader:
     """A non-blocking signalfd for `signals`; `read()` returns what arrived as (signal, sender pid) pairs."""
 
     def __init__(self, signals: Iterable[int]) -> None:
-        mask = _KernelSigset()
+        import ctypes
+
+        signalfd, sigset = _libc()
+        mask = sigset()
         width = 8 * ctypes.sizeof(ctypes.c_ulong)
         for sig in signals:
             mask.bits[(sig - 1) // width] |= 1 << ((sig - 1) % width)
-        fd = _signalfd()(-1, ctypes.byref(mask), os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = signalfd(-1, ctypes.byref(mask), os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))

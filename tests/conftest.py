@@ -226,18 +226,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @contextlib.contextmanager
-def page_served(page: bytes) -> Iterator[str]:
-    """A loopback HTTP server answering every GET with `page` (text/html); yields a URL on it."""
+def loopback_http(status: int, body: bytes, content_type: str) -> Iterator[str]:
+    """A loopback HTTP server answering every GET and HEAD with `status` and `body`; yields its base URL."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
+        def do_HEAD(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(page)
+
+        def do_GET(self) -> None:
+            self.do_HEAD()
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -245,6 +248,27 @@ def page_served(page: bytes) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/page.html"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+@contextlib.contextmanager
+def page_served(page: bytes) -> Iterator[str]:
+    """A loopback HTTP server answering every GET with `page` (text/html); yields a URL on it."""
+    with loopback_http(200, page, "text/html") as base:
+        yield f"{base}/page.html"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clawhub_stand_in() -> Iterator[None]:
+    """ClawHub, the real CLI's plugin registry, cannot be reached from here. A real CLI run on a config with a
+    channel whose plugin this install lacks looks the plugin up there, and on a transport error retries after 1,
+    3 and 10 s: ~25 s idle per run. A loopback stand-in answers as the hub does for a package it does not hold
+    (404), which the CLI takes as final at once; the outcome, no plugin installed, is the offline one."""
+    with loopback_http(404, b'{"error":"not found"}', "application/json") as base:
+        os.environ["CLAWHUB_URL"] = base  # not OPENCLAW_-prefixed: the CLI harnesses drop those from their env
+        try:
+            yield
+        finally:
+            os.environ.pop("CLAWHUB_URL", None)
