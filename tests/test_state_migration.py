@@ -125,8 +125,12 @@ def test_from_the_real_gateway_to_ours(gateway_factory, model: EchoModel) -> Non
     store_key = str(state / "cron" / "jobs.json")
     legacy_pairing(state)
     ok(run_real(env, "doctor", "--non-interactive", "--fix"))
-    ok(run_real(env, "pairing", "approve", "telegram", "REALAAAA"))
-    ok(run_real(env, "approvals", "allowlist", "add", "/usr/bin/uptime", "--agent", "main"))
+    # after the doctor's import: the approval (config and database) and the allowlist entry (database alone)
+    # write different rows, side by side as two users' shells would
+    for done in run_side_by_side([lambda: run_real(env, "pairing", "approve", "telegram", "REALAAAA"),
+                                  lambda: run_real(env, "approvals", "allowlist", "add", "/usr/bin/uptime",
+                                                   "--agent", "main")]):
+        ok(done)
 
     def turns() -> dict[str, list[tuple[str, str]]]:
         c = client(gw)
