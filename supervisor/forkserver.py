@@ -37,6 +37,16 @@ class ForkServerError(RuntimeError):
     pass
 
 
+def _inherit_only(keep: int) -> None:
+    """Of the supervisor's descriptors, only stdout, stderr and `keep` cross the next exec (what `Popen`'s
+    `close_fds` gave): one inherited from whoever started the supervisor would stay open in every worker."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(fd, fd == keep)
+
+
 class ForkServer:
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
@@ -86,7 +96,7 @@ class ForkServer:
         argv = [sys.executable, "-m", "openclaw_sup.workers.forkserver", str(theirs.fileno()),
                 str(os.getpid()), profile, *kind_modules]
         try:
-            os.set_inheritable(theirs.fileno(), True)
+            _inherit_only(theirs.fileno())
             pid = os.posix_spawn(sys.executable, argv, os.environ, setsigmask=(),
                                  setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
                                  file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])

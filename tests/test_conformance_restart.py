@@ -305,6 +305,7 @@ def test_the_supervisor_reads_its_signals_from_a_signalfd_and_its_children_do_no
     wait_for(lambda: named in gw.log_text(), 10, what="the sender named")
     second_fs = gw.status()["supervisor"]["forkServerPid"]
     assert psutil.Process(second_fs).ppid() == pid and blocked_mask(second_fs) == 0
+    assert os.readlink(f"/proc/{second_fs}/fd/0") == "/dev/null"
     gw.wait_all_running()
     assert all(blocked_mask(p) == 0 for p in gw.pids().values())
     gw.signal(signal.SIGTERM)
