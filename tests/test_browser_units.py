@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from openclaw_sup.config.browser import browser_profiles, stale_locks
-from openclaw_sup.workers.browser.chromium import chromium_argv
+from openclaw_sup.workers.browser.chromium import chromium_argv, exiting
 from openclaw_sup.workers.browser.ssrf import host_matches
 
 STATE = Path("/state")
@@ -77,3 +77,25 @@ def test_stale_locks_only_when_their_owner_is_gone(tmp_path: Path) -> None:
     (tmp_path / "SingletonLock").unlink()
     os.symlink(f"{host}-gone-{os.getpid()}", tmp_path / "SingletonLock")
     assert len(stale_locks(tmp_path)) == 2  # another host (a container's old hostname): stale too
+
+
+def test_a_port_holder_on_its_way_out_is_waited_for_not_taken_for_a_stranger() -> None:
+    """A SIGKILLed Chromium's command line reads empty before its listening socket is closed; taken for another
+    program's, the next start failed with "in use ... but not by openclaw" while the port was being freed."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        dead_proc = psutil.Process(dead.pid)
+        while dead_proc.status() != psutil.STATUS_ZOMBIE:  # exited, not reaped
+            os.sched_yield()
+        assert exiting(dead_proc) and not exiting(psutil.Process(live.pid)) and not exiting(psutil.Process())
+    finally:
+        live.kill()
+        live.wait()
+        dead.wait()
+    assert exiting(dead_proc)  # reaped: gone

@@ -95,6 +95,20 @@ def uses_user_data_dir(proc: psutil.Process, user_data_dir: Path) -> bool:
     return False
 
 
+def exiting(proc: psutil.Process) -> bool:
+    """Whether `proc` is on its way out: gone, a zombie, or past the release of its memory (its command line reads
+    empty) while its descriptors, a listening socket among them, are still being closed. A SIGKILLed Chromium
+    spends milliseconds there, and its CDP port is not free yet."""
+    import psutil
+
+    try:
+        return proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) or not proc.cmdline()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
 class Chromium:
     """A launched Chromium: the process, its group, and the tail of its stderr."""
 

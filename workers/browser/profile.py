@@ -28,7 +28,7 @@ from openclaw_sup.config.browser_state import WANTED_FILE
 from openclaw_sup.config.restart import Event, RestartPolicy, State, next_state
 from openclaw_sup.config.settings import RestartLimits
 from openclaw_sup.workers.browser.cdp import CdpClient, CdpError
-from openclaw_sup.workers.browser.chromium import Chromium, kill_group, owners_of_port, uses_user_data_dir
+from openclaw_sup.workers.browser.chromium import Chromium, exiting, kill_group, owners_of_port, uses_user_data_dir
 from openclaw_sup.workers.runtime import RequestError
 
 HEALTH_INTERVAL_S = 1.0
@@ -206,13 +206,14 @@ class ProfileRunner:
 
     async def _free_port(self) -> None:
         """The profile's port must be free. A leftover Chromium of this very profile (or one still dying after a
-        sweep) is ours: killed and waited for; any other listener is the documented error."""
+        sweep) is ours: killed and waited for, like a process on its way out; any other listener is the documented
+        error."""
         p = self.profile
         assert p.cdp_port is not None
         deadline = time.monotonic() + PORT_WAIT_S
         while port_busy(p.cdp_port):
-            owners = owners_of_port(p.cdp_port)
-            if owners and not all(uses_user_data_dir(proc, p.user_data_dir) for proc in owners):
+            owners = [proc for proc in owners_of_port(p.cdp_port) if not exiting(proc)]
+            if not all(uses_user_data_dir(proc, p.user_data_dir) for proc in owners):
                 break
             for proc in owners:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
