@@ -76,6 +76,16 @@ def build(path: Path, script: str, connect: Callable[[Path], sqlite3.Connection]
         _remove(tmp)
 
 
+def create(path: Path, name: str, script: str, connect: Callable[[Path], sqlite3.Connection],
+           finish: Callable[[Path], None] = lambda _copy: None) -> None:
+    """Create the absent database at `path` as a copy of the template `script` builds, completed by `finish`;
+    nothing where no template can be had or copied (the caller runs the DDL instead)."""
+    built = template(name, script, connect)
+    if built is not None:
+        with contextlib.suppress(OSError, sqlite3.Error):
+            place(path, built, finish)
+
+
 def place(path: Path, template_path: Path, finish: Callable[[Path], None]) -> bool:
     """Put a copy of `template_path`, completed by `finish(copy)`, at `path` (0600) unless a file is there. True
     when this call placed it, False when one was there; OSError or sqlite3.Error when it could not copy (nothing

@@ -230,10 +230,6 @@ def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_i
 def _from_template(path: Path, ddl_name: str, role: str, version: int, agent_id: str | None) -> None:
     """Create the absent database at `path` as a copy of its schema's template (config/dbtemplate.py) with its
     ownership rows; where no template can be had or copied, `_ready` runs the DDL instead."""
-    built = dbtemplate.template(Path(ddl_name).stem, _script(ddl_name, version), _plain)
-    if built is None:
-        return
-
     def finish(copy: Path) -> None:
         db = _plain(copy)
         try:
@@ -243,8 +239,7 @@ def _from_template(path: Path, ddl_name: str, role: str, version: int, agent_id:
         finally:
             db.close()
 
-    with contextlib.suppress(OSError, sqlite3.Error):
-        dbtemplate.place(path, built, finish)
+    dbtemplate.create(path, Path(ddl_name).stem, _script(ddl_name, version), _plain, finish)
 
 
 def build_templates() -> list[Path]:

@@ -297,8 +297,8 @@ class Supervisor:
         by = signalfd.sender(pid)
         if sig in signalfd.STOP_SIGNALS:
             self.request_stop(sig, by)
-        elif sig == signal.SIGHUP:
-            self.spawn_task(self.reloader.reload("SIGHUP"), "reload")
+        elif sig in signalfd.RELOAD_SIGNALS:
+            self.spawn_task(self.reloader.reload(signalfd.signal_name(sig)), "reload")
         elif sig in signalfd.RESTART_SIGNALS:
             self._restart_signal(sig, by)
         elif sig in signalfd.IGNORED_SIGNALS:

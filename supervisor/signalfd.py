@@ -13,7 +13,6 @@ fresh interpreter) is spawned with the default mask (`ForkServer.exec`).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import signal
@@ -47,13 +46,11 @@ def _libc() -> tuple[Any, Any]:
     return ctypes.CDLL(None, use_errno=True).signalfd, KernelSigset
 
 
-def block(signals: Iterable[int] = HANDLED) -> bool:
+def block(signals: Iterable[int] = HANDLED) -> None:
     """Block `signals` in the calling thread and every thread it starts afterwards; call before the first thread
-    (ZeroMQ's included) exists. False where signalfd is not available (the loop's handlers are used instead)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    signal.pthread_sigmask(signal.SIG_BLOCK, set(signals))
-    return True
+    (ZeroMQ's included) exists. Not where signalfd is missing: the loop's handlers are used there."""
+    if sys.platform.startswith("linux"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(signals))
 
 
 class SignalReader:
@@ -96,10 +93,6 @@ class SignalReader:
                 got.append((signo, pid))
             if len(data) < _SIGINFO_SIZE * _READ_AT_ONCE:
                 return got
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
 
 
 def signal_name(sig: int) -> str:

@@ -91,8 +91,7 @@ def test_a_port_holder_on_its_way_out_is_waited_for_not_taken_for_a_stranger() -
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         dead_proc = psutil.Process(dead.pid)
-        while dead_proc.status() != psutil.STATUS_ZOMBIE:  # exited, not reaped
-            os.sched_yield()
+        os.waitid(os.P_PID, dead.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
         assert exiting(dead_proc) and not exiting(psutil.Process(live.pid)) and not exiting(psutil.Process())
     finally:
         live.kill()

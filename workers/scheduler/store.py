@@ -63,12 +63,8 @@ def create_side(path: Path) -> None:
     """A new side file is a copy of a template of its schema (config/dbtemplate.py): one fsync of the whole copy,
     where creating it with its DDL costs six, on the path of a cold start. An existing file is left as it is;
     where no template can be had or copied, the store's `executescript` creates the tables."""
-    if path.exists():
-        return
-    built = dbtemplate.template(SIDE_NAME.removesuffix(".sqlite"), f"BEGIN IMMEDIATE;{SIDE_SCHEMA}", sqlitedb.connect)
-    if built is not None:
-        with contextlib.suppress(OSError, sqlite3.Error):
-            dbtemplate.place(path, built, lambda _copy: None)
+    if not path.exists():
+        dbtemplate.create(path, SIDE_NAME.removesuffix(".sqlite"), f"BEGIN IMMEDIATE;{SIDE_SCHEMA}", sqlitedb.connect)
 
 
 _TASK_STATUS = {"succeeded": "succeeded", "failed": "failed"}
