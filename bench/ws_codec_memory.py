@@ -113,6 +113,7 @@ class Owner:
         self.sockets: set[PortProtocol] = set()
         self.admission = Admits()
         self.head_timeout_s = 10.0
+        self.loop = asyncio.get_running_loop()
         self.handlers: list[Handler] = []
 
     def http_protocol(self, sock: PortProtocol) -> None:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Protocol, cast
 
+from openclaw_sup.gateway import probes
 from openclaw_sup.gateway.admission import Admission, Member
 from openclaw_sup.gateway.wsframe import (
     CLOSE_BAD_DATA,
@@ -57,19 +58,20 @@ DUE_NONE, DUE_HEAD, DUE_IDLE, DUE_ABORT = range(4)
 """What the socket's one deadline does when it passes (see `_set_deadline`)."""
 DUE_SLACK_S = 0.005
 JUDGED_MAX, JUDGED_HEAD_MAX = 256, 512
+ANSWERS_MAX = 64
+"""Pipelined probes' answers written together, at most this many in one write."""
 PARKED_LIMIT = 1 << 20
 HOLD_WRITE, HOLD_BUSY = 1, 2
 
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _METHOD = re.compile(rb"[A-Z_-]{1,16}(?: |\Z)")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 """Bytes no request head may hold (RFC 9110 field values allow HTAB only): such a request goes to aiohttp,
 which refuses it."""
 
-_judged: dict[bytes, tuple[str, str, dict[str, str]]] = {}
-"""Probe heads already judged (no problem, plain, parsed), by their bytes: a prober sends the same head every
-time, so its next one skips the checks and the parse. Small heads only, and cleared when full."""
+_judged: dict[bytes, tuple[tuple[str, str, dict[str, str]], probes.Plan]] = {}
+"""Probe heads already judged (no problem, plain, parsed, planned), by their bytes: a prober sends the same head
+every time, so its next one skips the checks, the parse and the plan. Small heads only, and cleared when full."""
 
 
 class MessageHandler(Protocol):
@@ -108,14 +110,16 @@ class PortOwner(Protocol):
     sockets: set[PortProtocol]
     admission: Admission
     head_timeout_s: float
+    loop: asyncio.AbstractEventLoop
+    """The running loop, kept: asking asyncio for it costs a getpid() system call each time."""
 
     def http_protocol(self, sock: PortProtocol) -> asyncio.Protocol | None:
         """None parks `sock` until HTTP is up; the owner then calls `sock.hand_over()`."""
 
     def open_socket(self, sock: WireSocket, peer_ip: str, headers: Mapping[str, str]) -> MessageHandler: ...
 
-    def probe(self, method: str, target: str, headers: Mapping[str, str], peer_ip: str) -> bytes | None:
-        """The whole answer to a health probe, or None if this request is not one to answer here."""
+    def probe(self, plan: probes.Plan, peer_ip: str) -> bytes | None:
+        """The whole answer to a health probe from `peer_ip`, or None if it is not one to answer here."""
 
 
 def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
@@ -135,6 +139,22 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
         key = name.lower()
         headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
     return method, target, headers
+
+
+def _head_end(buf: bytearray, scan: int) -> tuple[int, int]:
+    """(end, start) of the first empty line (`\r?\n\r?\n`: bare LFs are found here, refused later) at or after
+    `scan` - 3, or (-1, -1). Two plain searches, the second bounded by the first: a regular expression with
+    optional characters costs tens of times more on a head."""
+    pos = max(0, scan - 3)
+    crlf = buf.find(b"\n\r\n", pos)
+    lf = buf.find(b"\n\n", pos, crlf + 2 if crlf >= 0 else len(buf))
+    if lf >= 0:
+        nl, end = lf, lf + 2
+    elif crlf >= 0:
+        nl, end = crlf, crlf + 3
+    else:
+        return -1, -1
+    return end, (nl - 1 if nl > pos and buf[nl - 1] == 13 else nl)
 
 
 def _could_be_http(buf: bytearray) -> bool:
@@ -212,17 +232,27 @@ class PortProtocol(asyncio.Protocol):
             if self._dropped > LINGER_LIMIT and self.transport is not None:
                 self.transport.close()
             return
-        self._buf += data
         if self._state == SNIFF:
             self._kept = False
+            if not self._buf and not self._hold:
+                judged = _judged.get(data)  # the usual probe: one whole head already judged, alone in its read
+                if judged is not None and (answer := self._answer(judged[1])) is not None:
+                    self._due_what = DUE_NONE
+                    assert self.transport is not None
+                    self.transport.write(answer)
+                    self._answered(judged[1])
+                    return
+            self._buf += data
             self._sniff()
             if self._state == SNIFF and self._buf and self._due_what == DUE_IDLE:
                 # the next request on a kept-alive connection is incomplete: its head gets the head timeout
                 self._set_deadline(self._owner.head_timeout_s, DUE_HEAD)
         elif self._state == PARKED:
+            self._buf += data
             if len(self._buf) > PARKED_LIMIT and self.transport is not None:
                 self.transport.close()
         else:
+            self._buf += data
             self._feed()
 
     def eof_received(self) -> bool:
@@ -254,52 +284,62 @@ class PortProtocol(asyncio.Protocol):
 
     def _sniff(self) -> None:
         """Judge each complete request head: answer a probe (pipelined ones in order, while the peer reads the
-        answers), take a clean upgrade, hand anything else over."""
+        answers, written together), take a clean upgrade, hand anything else over."""
+        answers: list[bytes] = []
         while self._state == SNIFF and self._buf and not self._hold & HOLD_WRITE:
             buf = self._buf
             if not _could_be_http(buf):
+                self._flush(answers)
                 self.hand_over()  # not HTTP at all (TLS, a port scanner...): aiohttp answers 400
                 return
-            m = _HEAD_END.search(buf, max(0, self._scan - 3))
-            if m is None:
+            end, start = _head_end(buf, self._scan)
+            if end < 0:
                 self._scan = len(buf)
+                self._flush(answers)
                 if len(buf) > HEAD_LIMIT:
                     self._refuse(431, f"request head exceeds {HEAD_LIMIT} bytes")
                 return
-            end = m.end()
             self._due_what = DUE_NONE
             self._scan = 0
             head = bytes(buf[:end])
-            parsed = _judged.get(head)
-            if parsed is not None:
-                if self._probe(parsed, end, head):
-                    continue
+            judged = _judged.get(head)
+            if judged is None:
+                problem = head_problem(head, end)
+                if problem is not None:
+                    self._flush(answers)
+                    self._refuse(*problem)
+                    return
+                parsed = parse_head(head[:start]) if head.startswith((b"GET ", b"HEAD ")) else None
+                plan = probes.plan(*parsed) if parsed is not None and not _CONTROL.search(head) else None
+            else:
+                parsed, plan = judged
+            answer = self._answer(plan) if plan is not None else None
+            if answer is None:
+                self._flush(answers)
                 self._upgrade(parsed, end)
                 return
-            problem = head_problem(head, end)
-            if problem is not None:
-                self._refuse(*problem)
-                return
-            parsed = parse_head(head[:m.start()]) if head.startswith((b"GET ", b"HEAD ")) else None
-            if parsed is None or _CONTROL.search(head) or not self._probe(parsed, end, head):
-                self._upgrade(parsed, end)
-                return
+            assert plan is not None and parsed is not None
+            if judged is None and end <= JUDGED_HEAD_MAX:
+                if len(_judged) >= JUDGED_MAX:
+                    _judged.clear()
+                _judged[head] = (parsed, plan)
+            del buf[:end]
+            answers.append(answer)
+            if plan.close or len(answers) == ANSWERS_MAX:
+                self._flush(answers)
+            self._answered(plan)
+        self._flush(answers)
 
-    def _probe(self, parsed: tuple[str, str, dict[str, str]], used: int, head: bytes) -> bool:
-        """Answer a health probe and keep the connection for the next request; False if it is not one."""
-        method, target, headers = parsed
+    def _answer(self, plan: probes.Plan) -> bytes | None:
+        """The answer to a probe, or None if it is not one to answer here."""
         assert self.transport is not None
         peer = self.transport.get_extra_info("peername")
-        answer = self._owner.probe(method, target, headers, peer[0] if peer else "")
-        if answer is None:
-            return False
-        if used <= JUDGED_HEAD_MAX and head not in _judged:
-            if len(_judged) >= JUDGED_MAX:
-                _judged.clear()
-            _judged[head] = parsed
-        del self._buf[:used]
-        self.transport.write(answer)
-        if "close" in headers.get("connection", "").lower():
+        return self._owner.probe(plan, peer[0] if peer else "")
+
+    def _answered(self, plan: probes.Plan) -> None:
+        """After a probe's answer: close if it asked, else keep the connection for the next request."""
+        if plan.close:
+            assert self.transport is not None
             self._state = CLOSED
             self.transport.close()
         elif self._buf:
@@ -307,7 +347,11 @@ class PortProtocol(asyncio.Protocol):
         else:
             self._kept = True
             self._set_deadline(KEEPALIVE_S, DUE_IDLE)
-        return True
+
+    def _flush(self, answers: list[bytes]) -> None:
+        if answers and self.transport is not None:
+            self.transport.write(answers[0] if len(answers) == 1 else b"".join(answers))
+            answers.clear()
 
     def _idle(self) -> None:
         if self._state == SNIFF and self._kept and self.transport is not None:
@@ -503,7 +547,7 @@ class PortProtocol(asyncio.Protocol):
         """The socket's one deadline: `what` happens `delay` seconds from now unless it is moved or cleared first.
         A deadline moved later (the next request on a kept-alive connection) costs no new timer: the armed one
         fires at its time, finds the deadline moved, and waits again."""
-        loop = asyncio.get_running_loop()
+        loop = self._owner.loop
         due = loop.time() + delay
         self._due, self._due_what = due, what
         if self._timer is None or self._timer_at > due:
@@ -516,7 +560,7 @@ class PortProtocol(asyncio.Protocol):
         what = self._due_what
         if what == DUE_NONE:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._owner.loop
         if loop.time() + DUE_SLACK_S < self._due:
             self._timer, self._timer_at = loop.call_at(self._due, self._expire), self._due
             return
@@ -545,5 +589,5 @@ class PortProtocol(asyncio.Protocol):
         else:
             transport.resume_reading()
             if self._buf:
-                asyncio.get_running_loop().call_soon(self._feed)
+                self._owner.loop.call_soon(self._feed)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import importlib
 import socket
 import ssl
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from openclaw_sup.config.settings import PortLimits
 from openclaw_sup.gateway import probes
 from openclaw_sup.gateway.admission import Admission, per_address_from_env
-from openclaw_sup.gateway.authn import is_direct_loopback
+from openclaw_sup.gateway.authn import is_direct_loopback, normalize_ip
 from openclaw_sup.gateway.port import PortProtocol, WireSocket
 from openclaw_sup.gateway.tls_accept import TlsAcceptor
 
@@ -103,6 +104,7 @@ class GatewayServer:
         self.version = version
         self.started = time.monotonic()
         self.draining = False
+        self.answers: dict[str, probes.Made] = {}
         self.sockets: set[PortProtocol] = set()
         self._parked: list[PortProtocol] = []
         self._runner: web.AppRunner | None = None
@@ -116,6 +118,10 @@ class GatewayServer:
                                    others=self.http_connections)
 
     # -- PortOwner -----------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
 
     def http_connections(self) -> int:
         """Connections aiohttp holds (they count against the admission capacity too)."""
@@ -132,14 +138,11 @@ class GatewayServer:
             return None
         return self._runner.server()
 
-    def probe(self, method: str, target: str, headers: Mapping[str, str], peer_ip: str) -> bytes | None:
-        kind = probes.kind_of(target)
-        loopback = is_direct_loopback(peer_ip, headers)
-        if kind is None or not probes.answerable(method, headers) or ("authorization" in headers and not loopback):
+    def probe(self, plan: probes.Plan, peer_ip: str) -> bytes | None:
+        loopback = not plan.forwarded and normalize_ip(peer_ip)[1]
+        if plan.authorized and not loopback:
             return None  # a remote caller's credentials are checked by the HTTP API's route
-        status, body = probes.verdict(self, kind, loopback)
-        return probes.response(status, body, head=method == "HEAD",
-                               close="close" in headers.get("connection", "").lower())
+        return probes.answer(self, plan, loopback)
 
     def open_socket(self, sock: WireSocket, peer_ip: str, headers: Mapping[str, str]) -> Connection:
         from openclaw_sup.gateway.connection import Connection
