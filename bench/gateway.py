@@ -1,13 +1,16 @@
 """Gateway bench: openclaw-sup's gateway port beside the real OpenClaw gateway (2026.9.6, Node 24), one run.
 
 Run: .venv/bin/python bench/gateway.py [--ours-runs 5] [--real-runs 3] [--gateways ours,ours5w,real]
+     .venv/bin/python bench/gateway.py --gateways tree,base --baseline lead --rounds 3 --measures probes,cprobes \
+         --ours-runs 1 --real-runs 0 --reps 1 --idle-conns-ours 0 --idle-conns 0    # probes only, A/B alternately
 
 For each gateway, on the same machine with the same asyncio client (bench/gw_client.py): spawn -> port
 accepts and spawn -> first successful `health`; idle memory and threads of the whole process tree;
 handshake latency; sequential and parallel `health`; idle authenticated connections held; `GET /healthz`
-keep-alive. It prints one table per measure, our targets, and writes every raw number to
-bench/results/gateway-<date>.json and the report to bench/results/gateway-run.txt. It never asserts timings.
-See bench/README.md for the method.
+keep-alive; the health probes from a Python client thread and from a compiled client in its own process
+(bench/probe_client.c, built with gcc at bench time). It prints one table per measure, our targets, and writes
+every raw number to bench/results/gateway-<date>.json and the report to bench/results/gateway-run.txt. It never
+asserts timings. See bench/README.md for the method.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import datetime as dt
 import os
 import resource
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
@@ -39,6 +44,8 @@ from bench_common import (
 )
 from bench_managers import WORKERS, Unavailable, ensure_install
 from gw_client import handshakes, healthz, parallel, sequential
+from gw_cprobe import build as build_cprobe
+from gw_cprobe import probe_loop as cprobe_loop
 from gw_lean import hold_lean, probe_loop, probe_pipelined
 from gw_report import fmt, print_table, skipped_row, spread, wait_quiet
 from gw_servers import Gateway, Ours, OursWorkers, Real, install_real, make_root, our_env, remove
@@ -51,6 +58,7 @@ TITLES = {"ours": Ours.title, "ours5w": OursWorkers.title, "real": Real.title,
 TARGETS = {"first_rpc_ms": 150.0, "seq_per_s": 5000.0, "seq_p99_ms": 2.0, "idle10k_mb": 200.0, "idle50k_mb": 250.0,
            "idle_pss_mb": 50.0, "probe_per_s": 15_000.0, "probe_p99_ms": 0.5}
 PROBES = (("GET", "/healthz"), ("HEAD", "/healthz"), ("GET", "/readyz"))
+MEASURES = ("handshake", "sequential", "parallel", "healthz", "probes", "cprobes", "pipelined", "holds")
 FD_MARGIN = 1000  # descriptors a gateway (~100 with its reserve) and the bench need beside the held connections
 T = TypeVar("T")
 
@@ -78,6 +86,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-s", type=float, default=2.0, help="seconds of each raw-socket probe measure")
     p.add_argument("--probe-reps", type=int, default=7, help="repetitions of each raw-socket probe measure")
     p.add_argument("--pause", type=float, default=1.0, help="idle seconds between measures")
+    p.add_argument("--measures", default=",".join(MEASURES),
+                   help=f"load measures to run, comma list from {','.join(MEASURES)} (default all; cprobes: the "
+                        "compiled probe client)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the gateway list this many times, alternately (tree, base, tree, base...), pooling "
+                        "each gateway's reps (default 1)")
     p.add_argument("--baseline", default="main",
                    help="git ref that `base`/`base5w` install (default main); `tree`/`tree5w` install the working tree "
                         "the same way, so the two compare on equal terms in one run")
@@ -86,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     TITLES["base"] = f"openclaw-sup {args.baseline} (installed)"
     TITLES["base5w"] = f"openclaw-sup {args.baseline} (installed) + 5 workers"
     args.gw_list = chosen(p, args.gateways, GATEWAYS, "gateway")
+    args.measure_set = set(chosen(p, args.measures, MEASURES, "measure"))
     try:
         args.big_holds = [int(n) for n in args.idle_conns_ours.split(",") if int(n) > 0]
     except ValueError:
@@ -166,40 +181,43 @@ async def _load(
     gw: Gateway, args: argparse.Namespace, res: dict[str, Any], holds: list[int], limits: dict[str, Any]
 ) -> None:
     pause = args.pause
-    await asyncio.sleep(pause)
-    times, errors = await handshakes(gw.url, args.handshakes)
-    res["handshake"] = {"ms": times, "errors": errors}
-    log(f"{gw.title}: handshake p50 {summarize(times)['p50']:.2f} ms ({len(errors)} errors)")
-    await asyncio.sleep(pause)
-    res["sequential"] = {"reps": []}
-    for _ in range(args.reps):
-        seq, cpu = await with_cpu(gw, sequential(gw.url, args.sequential))
-        res["sequential"]["reps"].append({**seq, **cpu})
-        log(f"{gw.title}: {args.sequential} sequential health: {seq['perS']:.0f}/s")
+    want = args.measure_set
+    if "handshake" in want:
         await asyncio.sleep(pause)
-    res["parallel"] = {"reps": []}
-    for _ in range(args.reps):
-        par, cpu = await with_cpu(gw, parallel(gw.url, args.par_conns, args.par_calls))
-        res["parallel"]["reps"].append({**par, **cpu})
-        log(f"{gw.title}: {args.par_conns}x{args.par_calls} parallel health: {par['perS']:.0f}/s")
+        times, errors = await handshakes(gw.url, args.handshakes)
+        res["handshake"] = {"ms": times, "errors": errors}
+        log(f"{gw.title}: handshake p50 {summarize(times)['p50']:.2f} ms ({len(errors)} errors)")
+    if "sequential" in want:
         await asyncio.sleep(pause)
-    hz, cpu = await with_cpu(gw, healthz(gw.http, args.healthz_s))
-    res["healthz"] = {"reps": [{**hz, **cpu}]}
-    log(f"{gw.title}: GET /healthz (aiohttp client) {hz['perS']:.0f}/s")
-    res["probes"] = {}
-    for method, path in PROBES:
-        reps = []
-        for _ in range(args.probe_reps):
+        res["sequential"] = {"reps": []}
+        for _ in range(args.reps):
+            seq, cpu = await with_cpu(gw, sequential(gw.url, args.sequential))
+            res["sequential"]["reps"].append({**seq, **cpu})
+            log(f"{gw.title}: {args.sequential} sequential health: {seq['perS']:.0f}/s")
             await asyncio.sleep(pause)
-            pr, cpu = await with_cpu(gw, asyncio.to_thread(probe_loop, gw.port, path, args.probe_s, method))
-            reps.append({**pr, **cpu})
-        res["probes"][f"{method} {path}"] = {"reps": reps}
-        log(f"{gw.title}: {method} {path} raw client {summarize([r['perS'] for r in reps])['p50']:.0f}/s "
-            f"statuses {reps[-1]['statuses']}")
-    res["pipelined"] = await asyncio.to_thread(
-        probe_pipelined, gw.port, ["/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz"], 200)
-    log(f"{gw.title}: pipelined probes: {res['pipelined']['answers']}/{res['pipelined']['asked']} answers, "
-        f"problems {res['pipelined']['problems'] or 'none'}")
+    if "parallel" in want:
+        res["parallel"] = {"reps": []}
+        for _ in range(args.reps):
+            par, cpu = await with_cpu(gw, parallel(gw.url, args.par_conns, args.par_calls))
+            res["parallel"]["reps"].append({**par, **cpu})
+            log(f"{gw.title}: {args.par_conns}x{args.par_calls} parallel health: {par['perS']:.0f}/s")
+            await asyncio.sleep(pause)
+    if "healthz" in want:
+        hz, cpu = await with_cpu(gw, healthz(gw.http, args.healthz_s))
+        res["healthz"] = {"reps": [{**hz, **cpu}]}
+        log(f"{gw.title}: GET /healthz (aiohttp client) {hz['perS']:.0f}/s")
+    if "probes" in want:
+        res["probes"] = await _probes(gw, args, "raw client", probe_loop)
+    if "cprobes" in want and args.cprobe is not None:
+        res["cprobes"] = await _probes(gw, args, "compiled client",
+                                       lambda *a: cprobe_loop(args.cprobe, *a))  # type: ignore[no-any-return]
+    if "pipelined" in want:
+        res["pipelined"] = await asyncio.to_thread(
+            probe_pipelined, gw.port, ["/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz"], 200)
+        log(f"{gw.title}: pipelined probes: {res['pipelined']['answers']}/{res['pipelined']['asked']} answers, "
+            f"problems {res['pipelined']['problems'] or 'none'}")
+    if "holds" not in want:
+        return
     res["holds"] = {}
     pristine = gw.stats()  # before any hold: closing connections leaves memory the allocator keeps for reuse
     for n in holds:
@@ -231,6 +249,23 @@ async def _load(
         )
         if not gw.alive():
             raise Unavailable(f"exited during the {n}-connection hold: {gw.log_tail()}")
+
+
+async def _probes(gw: Gateway, args: argparse.Namespace, label: str,
+                  loop: Callable[[int, str, float, str], dict[str, Any]]) -> dict[str, Any]:
+    """Each probe of PROBES back to back on one connection, `--probe-reps` times, from `loop` (a client run in
+    a thread or its own process). The bench CPU is the client's own when it says it (a process of its own)."""
+    out = {}
+    for method, path in PROBES:
+        reps = []
+        for _ in range(args.probe_reps):
+            await asyncio.sleep(args.pause)
+            pr, cpu = await with_cpu(gw, asyncio.to_thread(loop, gw.port, path, args.probe_s, method))
+            reps.append({**pr, **cpu, "clientCpuS": pr.get("clientCpuS", cpu["clientCpuS"])})
+        out[f"{method} {path}"] = {"reps": reps}
+        log(f"{gw.title}: {method} {path} {label} {summarize([r['perS'] for r in reps])['p50']:.0f}/s "
+            f"statuses {reps[-1]['statuses']}")
+    return out
 
 
 def run_one(key: str, args: argparse.Namespace, limits: dict[str, Any]) -> dict[str, Any]:
@@ -320,10 +355,10 @@ def _cpu_pair(hold: dict[str, Any]) -> str:
     return f"{fmt(100 * srv / wall if srv is not None else None, 0)}/{fmt(100 * cpu.get('clientCpuS', 0) / wall, 0)}"
 
 
-def _probe_rows(results: dict[str, Any]) -> list[list[str]]:
+def _probe_rows(results: dict[str, Any], section: str) -> list[list[str]]:
     rows = []
     for key, r in results.items():
-        probes = r.get("probes")
+        probes = r.get(section)
         if key.endswith("5w"):
             continue
         if not probes:
@@ -445,36 +480,49 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
     print_table("idle memory per process (MB; PSS each = median of the processes of that row; priv dirty, shared, "
                 "PSS anon/file from smaps_rollup)", PSS_SPLIT_HEADER, rows)
     _print_timeline(results)
-    print_table(
-        f"handshake: TCP + WS upgrade + challenge + connect -> hello-ok, {args.handshakes} sequential (ms)",
-        [*cols, "errors"],
-        _lat_rows(results, "handshake", rate=False),
-    )
+    want = args.measure_set
+    if "handshake" in want:
+        print_table(
+            f"handshake: TCP + WS upgrade + challenge + connect -> hello-ok, {args.handshakes} sequential (ms)",
+            [*cols, "errors"],
+            _lat_rows(results, "handshake", rate=False),
+        )
     rcols = [*cols, "req/s p50", "req/s range", "srv CPU%", "bench CPU%"]
-    print_table(
-        f"{args.sequential} sequential `health` on one connection, x{args.reps} (latency ms, all reps pooled; rate per "
-        "rep)",
-        rcols,
-        _lat_rows(results, "sequential"),
-    )
-    print_table(
-        f"{args.par_conns} connections x {args.par_calls} `health` in parallel, x{args.reps} (latency ms; total rate "
-        "per rep)",
-        rcols,
-        _lat_rows(results, "parallel"),
-    )
-    print_table(f"GET /healthz keep-alive, one connection, aiohttp client, {args.healthz_s:g}s (ms)", rcols,
-                _lat_rows(results, "healthz"))
-    print_table(f"health probes keep-alive, one connection, raw-socket client in a thread, {args.probe_s:g}s "
-                f"x{args.probe_reps} (latency ms, reps pooled; p99 of each rep: median [min-max])",
-                ["gateway", "request", *rcols[1:7], "rep p99", *rcols[7:], "statuses"],
-                _probe_rows(results))
+    if "sequential" in want:
+        print_table(f"{args.sequential} sequential `health` on one connection, x{args.reps} (latency ms, all reps "
+                    "pooled; rate per rep)", rcols, _lat_rows(results, "sequential"))
+    if "parallel" in want:
+        print_table(f"{args.par_conns} connections x {args.par_calls} `health` in parallel, x{args.reps} (latency ms; "
+                    "total rate per rep)", rcols, _lat_rows(results, "parallel"))
+    if "healthz" in want:
+        print_table(f"GET /healthz keep-alive, one connection, aiohttp client, {args.healthz_s:g}s (ms)", rcols,
+                    _lat_rows(results, "healthz"))
+    reps = args.probe_reps * args.rounds
+    for section, client in (("probes", "raw-socket client in a thread"),
+                            ("cprobes", "compiled client (bench/probe_client.c) in its own process")):
+        if section in args.measure_set:
+            print_table(f"health probes keep-alive, one connection, {client}, {args.probe_s:g}s x{reps} (latency ms, "
+                        "reps pooled; p99 of each rep: median [min-max])",
+                        ["gateway", "request", *rcols[1:7], "rep p99", *rcols[7:], "statuses"],
+                        _probe_rows(results, section))
     for key, r in results.items():
         pl = r.get("pipelined")
         if pl:
             print(f"   pipelined ({TITLES[key]}): GET and HEAD of the six probe paths written at once, 200 rounds: "
                   f"{pl['answers']}/{pl['asked']} answers in order, {pl['perS']:,.0f}/s; statuses "
                   f"{pl['statusByRequest']}; problems: {'; '.join(pl['problems']) or 'none'}")
+    if "holds" in want:
+        _print_holds(results)
+    stops = [f"{TITLES[k]} {fmt(r['stopMs'], 0)} ms" for k, r in results.items() if r.get("stopMs") is not None]
+    if stops:
+        print("\nSIGTERM -> exit (last instance, after the load): " + ", ".join(stops))
+    verdicts = _targets(results)
+    problems = [p for r in results.values() for p in r.get("problems", [])]
+    print_problems(problems)
+    return verdicts
+
+
+def _print_holds(results: dict[str, Any]) -> None:
     rows = []
     for key, r in results.items():
         holds = r.get("holds")
@@ -537,13 +585,6 @@ def report(results: dict[str, Any], args: argparse.Namespace, limits: dict[str, 
                       f"the cost per held connection measured from the tree before any hold "
                       f"({per.get('treeRss', 0) / 1024:.2f} KB RSS) gives tree RSS {ext['treeRss'] / MB:.1f} MB, PSS "
                       f"{ext['treePss'] / MB:.1f} MB (extrapolated, not measured)")
-    stops = [f"{TITLES[k]} {fmt(r['stopMs'], 0)} ms" for k, r in results.items() if r.get("stopMs") is not None]
-    if stops:
-        print("\nSIGTERM -> exit (last instance, after the load): " + ", ".join(stops))
-    verdicts = _targets(results)
-    problems = [p for r in results.values() for p in r.get("problems", [])]
-    print_problems(problems)
-    return verdicts
 
 
 def _hold_checks(ours: dict[str, Any], n: int, limit: float) -> list[tuple[str, float | None, float, str]]:
@@ -590,31 +631,60 @@ def _targets_of(key: str, ours: dict[str, Any], with5w: dict[str, Any] | None) -
         lat = [v for rep in seq["reps"] for v in rep["latencyMs"]]
         checks.append(("sequential >= 5000 req/s (p50 of reps)", rate, TARGETS["seq_per_s"], ">="))
         checks.append(("sequential p99 < 2 ms", summarize(lat)["p99"], TARGETS["seq_p99_ms"], "<"))
-    probe = (ours.get("probes") or {}).get("GET /healthz")
-    if probe:
-        rate = summarize([rep["perS"] for rep in probe["reps"]])["p50"]
-        lat = [v for rep in probe["reps"] for v in rep["latencyMs"]]
-        checks.append(("GET /healthz >= 15000 req/s (p50 of reps)", rate, TARGETS["probe_per_s"], ">="))
-        checks.append(("GET /healthz p99 < 0.5 ms", summarize(lat)["p99"], TARGETS["probe_p99_ms"], "<"))
+    for section, client in (("probes", ""), ("cprobes", ", C client")):
+        probe = (ours.get(section) or {}).get("GET /healthz")
+        if probe:
+            rate = summarize([rep["perS"] for rep in probe["reps"]])["p50"]
+            lat = [v for rep in probe["reps"] for v in rep["latencyMs"]]
+            checks.append((f"GET /healthz >= 15000 req/s (p50 of reps{client})", rate, TARGETS["probe_per_s"], ">="))
+            checks.append((f"GET /healthz p99 < 0.5 ms{client}", summarize(lat)["p99"], TARGETS["probe_p99_ms"], "<"))
     checks += _hold_checks(ours, 10_000, TARGETS["idle10k_mb"])
     checks += _hold_checks(ours, 50_000, TARGETS["idle50k_mb"])
     print(f"\n== targets ({TITLES[key]})")
     verdicts: dict[str, Any] = {}
     for name, value, limit, op in checks:
         met = value is not None and (value < limit if op == "<" else value >= limit)
-        print(f"   {name:<42} {fmt(value):>10}   {'met' if met else 'NOT MET'}")
+        print(f"   {name:<52} {fmt(value):>10}   {'met' if met else 'NOT MET'}")
         verdicts[name] = {"value": value, "limit": limit, "met": met}
     return verdicts
+
+
+def pool(into: dict[str, Any], more: dict[str, Any]) -> None:
+    """Add a later round of one gateway to its first: reps, starts and problems pooled, the rest kept from the
+    first round (idle memory, holds, pipelined)."""
+    for name, value in more.items():
+        mine = into.get(name)
+        if mine is None:
+            into[name] = value
+        elif isinstance(mine, list):
+            mine.extend(value)
+        elif isinstance(mine, dict) and "reps" in mine:
+            mine["reps"].extend(value["reps"])
+        elif name in ("probes", "cprobes"):
+            for request, m in value.items():
+                pool(mine.setdefault(request, {"reps": []}), m)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     limits = raise_nofile(max([args.idle_conns, *args.big_holds]) + 1000)
     started = dt.datetime.now(dt.UTC)
-    log(f"gateways {','.join(args.gw_list)}; RLIMIT_NOFILE {limits}")
+    log(f"gateways {','.join(args.gw_list)} x{args.rounds}; RLIMIT_NOFILE {limits}")
     results: dict[str, Any] = {}
-    for key in args.gw_list:
-        results[key] = run_one(key, args, limits)
+    with tempfile.TemporaryDirectory(prefix="ocsb-cprobe-") as tmp:
+        args.cprobe = None
+        if "cprobes" in args.measure_set:
+            try:
+                args.cprobe = build_cprobe(Path(tmp))
+            except Unavailable as exc:
+                log(f"compiled probe client: skipped: {exc}")
+        for _ in range(args.rounds):
+            for key in args.gw_list:
+                res = run_one(key, args, limits)
+                if key in results:
+                    pool(results[key], res)
+                else:
+                    results[key] = res
     finished = dt.datetime.now(dt.UTC)
     headline = "client: aiohttp on uvloop, one process (lean protocols for holds, a raw socket for probes)"
     publish("gateway", args, started, finished, headline,
