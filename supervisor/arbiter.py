@@ -655,6 +655,8 @@ class Supervisor:
                     else frozenset()
                 rec.fire(Event.READY)
                 self.host.tell_listeners(rec.name)
+                if self.core is not None:
+                    self.core.methods.worker_ready(rec.name)
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
                 self._arm(rec, inc, rec.spec.liveness.heartbeat_timeout_ms / 1000)
