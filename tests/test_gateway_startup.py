@@ -181,3 +181,18 @@ def test_the_agent_is_asked_for_its_session_counts_as_it_starts(gateway_factory)
     finally:
         c.close()
     assert health["sessions"]["count"] == 1, "the first health asked the agent again"
+
+
+def test_the_nodes_database_is_made_on_first_use_not_at_start(gateway_factory) -> None:
+    """Creating it was on every fresh start's way to `gateway listening`; a host with no node never needs it."""
+    gw = gateway_factory({"workers": {}},
+                         config={"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN}}}).start()
+    nodes_db = gw.state_dir / "state" / "openclaw-sup-nodes.sqlite"
+    assert not nodes_db.exists()
+    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN)
+    try:
+        c.connect()
+        assert c.request("node.list")["nodes"] == []
+    finally:
+        c.close()
+    assert nodes_db.exists() and nodes_db.stat().st_mode & 0o777 == 0o600
