@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
@@ -161,12 +160,3 @@ class GatewayCore:
         self.loop_health.stop()
         self.state_checkpointer.stop()
         self.devices.close()
-
-
-def tick_interval_from_env() -> int:
-    from openclaw_sup.gateway.protocol import TICK_INTERVAL_MS
-
-    try:
-        return max(100, int(os.environ.get("OPENCLAW_SUP_TICK_INTERVAL_MS", TICK_INTERVAL_MS)))
-    except ValueError:
-        return TICK_INTERVAL_MS

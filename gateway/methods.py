@@ -73,6 +73,8 @@ WORKER_TIMEOUT_S = 30.0
 AGENT_TIMEOUT_S = 600.0
 HEALTH_MAX_AGE_S = 1.0
 SESSIONS_ASK_S = 2.0
+SESSIONS_WORKER = "agent"
+"""The worker that owns the session stores and answers `sessions.summary`."""
 DEFAULT_HEARTBEAT = "30m"
 REFUSALS_KEPT = 4096
 
@@ -129,6 +131,7 @@ class Methods:
         self.last_heartbeat: dict[str, Any] | None = None
         self._health: tuple[float, dict[str, Any]] | None = None
         self._sessions: tuple[dict[str, Any] | None, str | None] = (None, None)  # agent's summary, why stale
+        self._sessions_ask: asyncio.Task[None] | None = None
         self._refusals: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._served: list[str] | None = None
         self.sessions_path = str(core.state_dir / "agents" / "main" / "agent" / "openclaw-agent.sqlite")
@@ -276,10 +279,27 @@ class Methods:
         self._health = None
 
     async def refresh_sessions(self) -> None:
-        """Ask the agent worker for its per-agent session counts (bounded: health and status never wait long)."""
+        """Ask the agent worker for its per-agent session counts (bounded: health and status never wait long); a
+        caller that comes while an ask is out waits for that one's answer."""
+        await asyncio.shield(self._sessions_asked())
+
+    def worker_ready(self, name: str) -> None:
+        """The agent worker said ready: its session counts are asked now, while the gateway starts, so the first
+        `health` (a client's usual first call, as the gateway leaves `starting`) finds them."""
+        if name == SESSIONS_WORKER and self._sessions[0] is None:
+            self._sessions_asked()
+
+    def _sessions_asked(self) -> asyncio.Task[None]:
+        """The ask for session counts that is out, or a new one."""
+        if self._sessions_ask is None or self._sessions_ask.done():
+            self._sessions_ask = asyncio.ensure_future(self._ask_sessions())
+            self._sessions_ask.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._sessions_ask
+
+    async def _ask_sessions(self) -> None:
         try:
             self._sessions = (await asyncio.wait_for(self.core.host.call_worker(
-                "agent", "sessions.summary", {}, timeout=SESSIONS_ASK_S), SESSIONS_ASK_S), None)
+                SESSIONS_WORKER, "sessions.summary", {}, timeout=SESSIONS_ASK_S), SESSIONS_ASK_S), None)
         except MethodError as exc:
             self._sessions = (self._sessions[0], str(exc))
         except TimeoutError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 PROTOCOL = 4
@@ -95,3 +96,11 @@ def res_ok(rid: Any, payload: Any) -> dict[str, Any]:
 
 def res_err(rid: Any, error: dict[str, Any]) -> dict[str, Any]:
     return {"type": "res", "id": rid, "ok": False, "error": error}
+
+
+def tick_interval_from_env() -> int:
+    """The `tick` interval: OPENCLAW_SUP_TICK_INTERVAL_MS when set (at least 100 ms), else upstream's."""
+    try:
+        return max(100, int(os.environ.get("OPENCLAW_SUP_TICK_INTERVAL_MS", TICK_INTERVAL_MS)))
+    except ValueError:
+        return TICK_INTERVAL_MS

@@ -22,6 +22,7 @@ import contextlib
 import faulthandler
 import functools
 import gc
+import importlib
 import os
 import signal
 import ssl
@@ -53,7 +54,7 @@ from openclaw_sup.config.settings import SupervisorSettings, WorkerSpec
 from openclaw_sup.gateway.authn import AuthConfig
 from openclaw_sup.gateway.bind import BindRefused, guard, resolve_host
 from openclaw_sup.gateway.protocol import UPSTREAM_VERSION, MethodError
-from openclaw_sup.gateway.server import GatewayServer, import_in_thread
+from openclaw_sup.gateway.server import GatewayServer
 from openclaw_sup.ipc.envelope import Kind, sender_pid
 from openclaw_sup.ipc.forkproto import describe_status
 from openclaw_sup.supervisor import fdlimit, signalfd, sigstack
@@ -77,9 +78,6 @@ LINE_LIMIT = 8192
 EARLY_MAX = 32
 EARLY_EXITS_MAX = 64  # exits read before their spawn was recorded (only while spawns are in flight)
 FS_BOOT_TIMEOUT_S = 60.0
-CORE_LOAD_SWITCH_S = 0.0005
-"""The GIL switch interval while the core loads on its thread: the loop takes the fork server's answers and
-sends the workers' spawns within half a millisecond, not the default 5."""
 FS_RETRY_FIRST_S = 0.5
 FS_RETRY_MAX_S = 30.0
 RESTART_DRAIN_S = 30.0  # an in-place restart gives requests already at a worker this long to finish
@@ -201,9 +199,10 @@ class Supervisor:
         await self.control.start()
         if self.opts.listen and not await self._bind():
             return self.exit_code
+        self._attach(self.fs)  # the first spawns are sent now, ahead of its boot: it forks them as soon as it is up
         first_fs = asyncio.ensure_future(self._boot_first_fork_server())
         self.specs = self.wanted_specs(self.gateway_cfg, self.settings)
-        for spec in self.specs:  # each spawn waits for the fork server; one that has booted forks them meanwhile
+        for spec in self.specs:
             self._bring_up(self.table.add(spec))
         if self.opts.listen and not await self._serve():
             return self.exit_code
@@ -241,15 +240,11 @@ class Supervisor:
 
     async def _serve(self) -> bool:
         """The gateway core (auth, devices, methods), then clients are served on the bound port. Its modules load
-        on a thread: the loop meanwhile attaches the fork server and starts the workers."""
+        once the first spawns have left, on this thread: on a busy machine a loading thread and the loop passing
+        the GIL back and forth took longer than the loading alone (`gateway listening` ~15 ms later)."""
         assert self.gateway is not None
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(CORE_LOAD_SWITCH_S)
-        try:
-            core = await import_in_thread("openclaw_sup.gateway.core")
-            await import_in_thread("openclaw_sup.gateway.connection")  # what the first client's socket runs
-        finally:
-            sys.setswitchinterval(interval)
+        core = importlib.import_module("openclaw_sup.gateway.core")
+        importlib.import_module("openclaw_sup.gateway.connection")  # what the first client's socket runs
         self.core = core.GatewayCore(self.host, self.paths.state_dir, self.opts.auth,
                                 tick_interval_ms=self.opts.tick_interval_ms)
         self.gateway.core = self.core
@@ -371,14 +366,13 @@ class Supervisor:
         """Wait for `fs` to boot; False (and it is declared down) if it dies or hangs first. One that has
         already booted is attached without a turn of the loop."""
         assert self._fs_settled is not None
-        self.fs = fs
-        fs.attach(self._on_exit, self._on_fork_server_lost)
+        self._attach(fs)
         assert fs.booted is not None
         try:
             boot = fs.booted.result() if fs.booted.done() else await asyncio.wait_for(fs.booted, FS_BOOT_TIMEOUT_S)
         except (TimeoutError, ForkServerError) as exc:
             fs._on_lost = None
-            fs.close(timeout=0.1)
+            fs.abandon()
             self._fork_server_down(f"fork server (pid {fs.pid}) "
                                    + (f"did not boot within {FS_BOOT_TIMEOUT_S:g}s" if isinstance(exc, TimeoutError)
                                       else "exited while booting"))
@@ -393,6 +387,16 @@ class Supervisor:
         self._fs_settled.set()
         self._unblock("fork server")
         return True
+
+    def _attach(self, fs: ForkServer) -> None:
+        if fs is not self.fs or fs.booted is None:
+            self.fs = fs
+            fs.attach(self._on_exit, self._on_fork_server_lost)
+
+    def _ahead_of_boot(self) -> bool:
+        """A spawn may be sent now to the first fork server, attached, before its boot is known to the supervisor
+        (it may still be preloading: it reads the request once it is up)."""
+        return self._fs_task is None and self.fs_problem is None and self.fs.alive and self.fs.booted is not None
 
     def _fork_server_down(self, problem: str, retry_in: float | None = None) -> None:
         """No fork server for now: spawns fail at once (through the restart policy) instead of waiting."""
@@ -500,28 +504,37 @@ class Supervisor:
         rec.retry_at = None
         rec.fire(event)
         rec.begin_spawn()
-        asked = self._ask_fork(rec.spec) if self._fs_settled is not None and self._fs_settled.is_set() else None
-        self.spawn_task(self._spawn(rec, asked), f"spawn of {rec.name}")
+        settled = self._fs_settled is not None and self._fs_settled.is_set()
+        ahead = not settled and self._ahead_of_boot()
+        asked = self._ask_fork(rec.spec) if settled or ahead else None
+        self.spawn_task(self._spawn(rec, asked, ahead), f"spawn of {rec.name}")
 
-    async def _spawn(self, rec: WorkerRecord, asked: SpawnAsk | None = None) -> None:
+    async def _spawn(self, rec: WorkerRecord, asked: SpawnAsk | None = None, ahead: bool = False) -> None:
         """Fork one incarnation of `rec`; any error on the way is a failed start for the restart policy.
 
         With a fork server up, `_start` has already sent the request (`asked`): a restart's request leaves in the
-        same loop step as the exit that caused it, ahead of the log flush and whatever else is queued."""
+        same loop step as the exit that caused it, ahead of the log flush and whatever else is queued. A request
+        sent `ahead` of the first fork server's boot that it cannot fork (it never booted, or lacks the kind) is
+        no failed start: it is asked again as any spawn waiting for a fork server is."""
         assert self._fs_settled is not None
-        if asked is None:
-            while not self._fs_settled.is_set():  # set, then cleared again when one is declared down and replaced
-                await self._fs_settled.wait()
-            if self._unprovided(rec):
+        while True:
+            if asked is None:
+                while not self._fs_settled.is_set():  # set, then cleared again when one is declared down and replaced
+                    await self._fs_settled.wait()
+                if self._unprovided(rec):
+                    return
+                asked = self._ask_fork(rec.spec)
+            try:
+                if isinstance(asked, Exception):
+                    raise asked
+                pid, out_r, err_r = await self._forked(*asked)
+                break
+            except Exception as exc:
+                if ahead and rec.spawning and not self.stopping:
+                    asked, ahead = None, False
+                    continue
+                self._spawn_failed(rec, exc)
                 return
-            asked = self._ask_fork(rec.spec)
-        try:
-            if isinstance(asked, Exception):
-                raise asked
-            pid, out_r, err_r = await self._forked(*asked)
-        except Exception as exc:
-            self._spawn_failed(rec, exc)
-            return
         rec.end_spawn()
         rec.spawn_error = None
         rec.blocked_on = None
@@ -655,6 +668,8 @@ class Supervisor:
                     else frozenset()
                 rec.fire(Event.READY)
                 self.host.tell_listeners(rec.name)
+                if self.core is not None:
+                    self.core.methods.worker_ready(rec.name)
                 self.log("info", f"worker {rec.name} ready (pid {inc.pid}, "
                                  f"{(now - inc.started) * 1000:.1f} ms after spawn)")
                 self._arm(rec, inc, rec.spec.liveness.heartbeat_timeout_ms / 1000)

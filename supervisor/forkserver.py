@@ -194,15 +194,23 @@ class ForkServer:
         assert self._loop is not None
         self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ForkServerError("fork server exited"))
-        self._pending.clear()
+        self._fail_pending("fork server exited")
         if self.booted is not None and not self.booted.done():
             self.booted.set_exception(ForkServerError("fork server exited while booting"))
         self.reap(block=False)
         if self._on_lost:
             self._on_lost()
+
+    def _fail_pending(self, why: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ForkServerError(why))
+        self._pending.clear()
+
+    def abandon(self) -> None:
+        """Give up on one that did not boot: close it; the spawns sent ahead of its boot fail (and are asked again)."""
+        self._fail_pending("fork server did not boot")
+        self.close(timeout=0.1)
 
     def reap(self, block: bool) -> int | None:
         """Collect the fork server's own exit status (it is our only direct child)."""

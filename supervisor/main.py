@@ -213,7 +213,7 @@ def _run(args: argparse.Namespace, paths: ProfilePaths, config: Config, settings
         sink.write("warn", "could not set the process title upstream's CLI looks for (openclaw-gateway); "
                            "`openclaw gateway restart|stop` will not find this gateway", subsystem="supervisor")
 
-    from openclaw_sup.gateway.core import tick_interval_from_env
+    from openclaw_sup.gateway.protocol import tick_interval_from_env
 
     opts = RunOptions(host=host, port=port, auth=auth, gateway_config=cfg, tick_interval_ms=tick_interval_from_env(),
                       verbose=args.verbose, port_pinned=bool(args.port or os.environ.get("OPENCLAW_GATEWAY_PORT")),

@@ -9,6 +9,7 @@ import sys
 import psutil
 
 from conftest import BIN, Gateway, free_port, wait_for
+from openclaw_sup.gateway.client import GatewayClient
 
 TOKEN = "startup-token-0123456789abcdef"
 
@@ -164,3 +165,34 @@ def test_a_refused_config_leaves_no_process_and_writes_nothing(gateway_factory) 
         assert _processes_of(gw) == []
         assert sorted(p.relative_to(gw.state_dir) for p in gw.state_dir.rglob("*")) == before
     assert "refusing to bind gateway" in res.stderr
+
+
+def test_the_agent_is_asked_for_its_session_counts_as_it_starts(gateway_factory) -> None:
+    """The agent's session counts are asked when it says ready, while the gateway starts, so a client's first
+    `health` (as the gateway leaves `starting`) is answered without a round trip to the agent."""
+    gw = gateway_factory({"workers": {"agent": {"kind": "session_counter"}}},
+                         config={"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN}}}).start()
+    wait_for(lambda: "sessions.summary asked (1)" in gw.log_text(), 10,
+             what="the agent asked for its session counts with no client connected")
+    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN)
+    try:
+        c.connect()
+        health = c.request("health")
+    finally:
+        c.close()
+    assert health["sessions"]["count"] == 1, "the first health asked the agent again"
+
+
+def test_the_nodes_database_is_made_on_first_use_not_at_start(gateway_factory) -> None:
+    """Creating it was on every fresh start's way to `gateway listening`; a host with no node never needs it."""
+    gw = gateway_factory({"workers": {}},
+                         config={"gateway": {"mode": "local", "auth": {"mode": "token", "token": TOKEN}}}).start()
+    nodes_db = gw.state_dir / "state" / "openclaw-sup-nodes.sqlite"
+    assert not nodes_db.exists()
+    c = GatewayClient(f"ws://127.0.0.1:{gw.port}", token=TOKEN)
+    try:
+        c.connect()
+        assert c.request("node.list")["nodes"] == []
+    finally:
+        c.close()
+    assert nodes_db.exists() and nodes_db.stat().st_mode & 0o777 == 0o600

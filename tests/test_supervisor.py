@@ -41,6 +41,22 @@ def zombies_under(pid: int) -> list[int]:
     return out
 
 
+def test_spawns_sent_before_the_fork_server_booted(gateway_factory) -> None:
+    """The first spawns leave once the port is bound, before the fork server is up (here its boot takes a second):
+    the worker is forked when it is and supervised as usual; one of a kind the build lacks is refused by the fork
+    server, then skipped as the fork server's list of kinds says, never counted as a failed start."""
+    gw = gateway_factory({"kinds": ["sup_test_kinds", "slow_boot_kinds"],
+                          "workers": {"w": {"kind": "sleeper"}, "x": {"kind": "not_provided"}}}).start()
+    log = gw.log_text()
+    assert "worker x (kind not_provided) is not provided by this build; skipped" in log
+    assert "spawn failed" not in log
+    assert "x" not in {w["name"] for w in gw.status()["workers"]}
+    pid = gw.worker("w")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: (w := gw.worker("w"))["state"] == "running" and w["pid"] != pid, 10, what="w back after a kill")
+    assert gw.worker("w")["restarts"] == 1
+
+
 def test_fifty_sigkills_each_back_running_with_new_pid(gateway_factory) -> None:
     gw = gateway_factory({**FAST, "workers": {"victim": {"kind": "sleeper"}, "bystander": {"kind": "sleeper"}}})
     gw.start()

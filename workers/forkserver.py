@@ -204,11 +204,16 @@ class ForkServerLoop:
     def _spawn(self, req: dict[str, Any], fds: list[int], data: bytes) -> None:
         from openclaw_sup.workers import registry
 
+        kind = str(req.get("kind"))
         try:
-            registry.preload(str(req.get("kind")))
+            registry.preload(kind)
         except Exception as exc:
             self._send({"op": "spawn_failed", "seq": req.get("seq"), "name": req.get("name"),
-                        "error": f"cannot import worker kind {req.get('kind')!r}: {type(exc).__name__}: {exc}"})
+                        "error": f"cannot import worker kind {kind!r}: {type(exc).__name__}: {exc}"})
+            return
+        if not registry.provides(kind):  # a request sent before the supervisor had this server's list of kinds
+            self._send({"op": "spawn_failed", "seq": req.get("seq"), "name": req.get("name"),
+                        "error": f"worker kind {kind!r} is not provided by this build"})
             return
         self._standbys_later(STANDBY_QUIET_S)
         pid = self._hand_to_standby(data, fds)

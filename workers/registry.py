@@ -68,6 +68,10 @@ def names() -> list[str]:
     return sorted({*_KINDS, *BUILTIN_KINDS})
 
 
+def provides(name: str) -> bool:
+    return name in _KINDS or name in BUILTIN_KINDS
+
+
 def load(modules: tuple[str, ...] | list[str]) -> list[str]:
     """Import plugin kind modules; return one error line per module that failed, never raise."""
     errors = []

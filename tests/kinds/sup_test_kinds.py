@@ -199,6 +199,23 @@ async def fake_owner(ctx: WorkerContext) -> None:
     await _idle(ctx)
 
 
+@register("session_counter")
+async def session_counter(ctx: WorkerContext) -> None:
+    """Stands in for the agent worker: answers `sessions.summary` with how many times it was asked (as the
+    count of agent `main`), and logs each ask."""
+    asks = 0
+
+    async def summary(params: dict) -> dict:
+        nonlocal asks
+        asks += 1
+        ctx.log.info(f"sessions.summary asked ({asks})")
+        return {"byAgent": [{"agentId": "main", "path": "", "count": asks, "recent": []}]}
+
+    ctx.handle("sessions.summary", summary)
+    ctx.ready()
+    await _idle(ctx)
+
+
 @register("settler")
 async def settler(ctx: WorkerContext) -> None:
     """Keeps itself busy right after `ready` (`settle.hold` requests to itself, through the supervisor, one per
