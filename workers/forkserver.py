@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
+from openclaw_sup.config import filepages
 from openclaw_sup.config.record import record
 from openclaw_sup.ipc.forkproto import MAX_PACKET
 from openclaw_sup.workers.heapholes import HeapHoles
@@ -125,6 +126,7 @@ class ForkServerLoop:
         self.holes.take()
         gc.freeze()
         gc.enable()
+        filepages.drop()
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
 
     def _on_term(self, *_: Any) -> None:
