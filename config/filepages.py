@@ -16,17 +16,15 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import sys
+from collections.abc import Iterator
 
-MADV_DONTNEED = 4
+from openclaw_sup.config import heaptrim
+
 PRESENT = 1 << 63
 SWAPPED = 1 << 62
 FILE_PAGE = 1 << 61
-
-
-def _own_pages(entries: bytes) -> list[bool]:
-    """Per page: whether it is the process's own (a private copy, resident or swapped), never to be dropped."""
-    return [bool(e & SWAPPED or (e & PRESENT and not e & FILE_PAGE)) for (e,) in struct.iter_unpack("<Q", entries)]
+CHUNK = 512
+"""Pagemap entries read at a time (4 kB): the walk itself allocates nothing that would grow the heap it follows."""
 
 
 def _read_only_file_ranges() -> list[tuple[int, int]]:
@@ -41,14 +39,31 @@ def _read_only_file_ranges() -> list[tuple[int, int]]:
     return ranges
 
 
+def _runs(pagemap: int, start: int, end: int, page: int) -> Iterator[tuple[int, int]]:
+    """The runs of pages in [start, end) that may be dropped: all but the process's own copies (resident or
+    swapped), which a private mapping holds once written."""
+    run = start
+    for chunk in range(start, end, CHUNK * page):
+        count = min(CHUNK, (end - chunk) // page)
+        for i, (entry,) in enumerate(struct.iter_unpack("<Q", os.pread(pagemap, count * 8, chunk // page * 8))):
+            if entry & SWAPPED or (entry & PRESENT and not entry & FILE_PAGE):
+                at = chunk + i * page
+                if at > run:
+                    yield run, at
+                run = at + page
+    if end > run:
+        yield run, end
+
+
 def drop() -> int:
-    """Unmap this process's clean pages of private read-only file mappings; returns the bytes unmapped (0 where
-    Linux's pagemap or madvise is not available). Harmless at any time: a dropped page is mapped again on use."""
-    if not sys.platform.startswith("linux"):
+    """Unmap this process's clean pages of private read-only file mappings; returns the bytes of the ranges
+    unmapped (0 where Linux's pagemap or madvise is not available). Harmless at any time: a dropped page is mapped
+    again on use."""
+    madvise = heaptrim.libc_function("madvise")
+    if madvise is None:
         return 0
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
     page = os.sysconf("SC_PAGE_SIZE")
     dropped = 0
     try:
@@ -57,18 +72,10 @@ def drop() -> int:
         return 0
     try:
         for start, end in _read_only_file_ranges():
-            try:
-                own = _own_pages(os.pread(pagemap, (end - start) // page * 8, start // page * 8))
-            except OSError:
-                continue
-            run = start
-            for i, mine in enumerate([*own, True]):
-                at = start + i * page
-                if mine:
-                    if at > run and libc.madvise(ctypes.c_void_p(run), ctypes.c_size_t(at - run), MADV_DONTNEED) == 0:
-                        dropped += at - run
-                    run = at + page
+            with contextlib.suppress(OSError):
+                for run, stop in _runs(pagemap, start, end, page):
+                    if madvise(ctypes.c_void_p(run), ctypes.c_size_t(stop - run), heaptrim.MADV_DONTNEED) == 0:
+                        dropped += stop - run
     finally:
-        with contextlib.suppress(OSError):
-            os.close(pagemap)
+        os.close(pagemap)
     return dropped

@@ -1250,10 +1250,10 @@ class Supervisor:
         self._loose_config = mode
 
     def _settle_memory(self) -> None:
-        """Once started: the C heap's free pages back to the system, and the file pages only the start read
-        unmapped."""
-        heaptrim.trim()
+        """Once started: the file pages only the start read unmapped, and the C heap's free pages back to the
+        system."""
         filepages.drop()
+        heaptrim.trim()
 
     def _every_second(self) -> None:
         """Housekeeping only (log summaries); restarts are never decided here."""

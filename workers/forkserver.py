@@ -122,11 +122,11 @@ class ForkServerLoop:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         with contextlib.suppress(OSError):
             prctl(PR_SET_CHILD_SUBREAPER, 1)
+        filepages.drop()  # what the imports read: before the holes are taken, so its own garbage leaves none
         gc.collect()
         self.holes.take()
         gc.freeze()
         gc.enable()
-        filepages.drop()
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
 
     def _on_term(self, *_: Any) -> None:
@@ -233,6 +233,7 @@ class ForkServerLoop:
         """What a fork needs first: new modules' garbage collected and the heap's holes taken, everything frozen."""
         if len(sys.modules) != self.modules:
             self.modules = len(sys.modules)
+            filepages.drop()
             gc.collect()
             self.holes.take()
         gc.freeze()

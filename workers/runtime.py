@@ -151,8 +151,8 @@ class WorkerContext:
                 fn()
             except Exception:
                 self.log.exception("giving memory back on settling failed")
-        heaptrim.trim()
         filepages.drop()
+        heaptrim.trim()
 
     def busy(self) -> None:
         """Work was done (a request served, or a kind's own work): settle again once quiet (one timer per busy
