@@ -17,6 +17,7 @@ import selectors
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -289,6 +290,40 @@ def smaps_rollup(pid: int) -> dict[str, int]:
     return out
 
 
+PFN_MASK = (1 << 55) - 1
+PRESENT, FILE_PAGE = 1 << 63, 1 << 61
+
+
+def distinct_pages(pids: Sequence[int]) -> dict[str, int] | None:
+    """Bytes of the distinct physical pages a tree maps (anonymous and file-backed), each counted once however many
+    of its processes map it: the tree's footprint as on a host where it is the only program, whatever else runs
+    here (PSS gives a share of a library's pages to every other process mapping it). Needs the pages' frame
+    numbers, which /proc/PID/pagemap shows only to root (None otherwise)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    seen: dict[str, set[int]] = {"anon": set(), "file": set()}
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+            pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            for line in maps:
+                start, end = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+                try:
+                    data = os.pread(pagemap, (end - start) // page * 8, start // page * 8)
+                except OSError:  # [vsyscall]
+                    continue
+                for (entry,) in struct.iter_unpack("<Q", data):
+                    if entry & PRESENT:
+                        if not entry & PFN_MASK:
+                            return None
+                        seen["file" if entry & FILE_PAGE else "anon"].add(entry & PFN_MASK)
+        finally:
+            os.close(pagemap)
+    return {kind: len(pfns) * page for kind, pfns in seen.items()}
+
+
 def process_role(cmdline: str) -> str:
     """A short name for a tree member: our titles are `openclaw-sup: <role> [profile]`; a peer's worker is
     `python worker.py wN PORT`; anything else is its program's name."""
@@ -335,6 +370,7 @@ def tree_memory(pid: int) -> dict[str, Any]:
         "treePss": sum(r["pss"] for r in rows),
         "treeUss": sum(r["uss"] for r in rows),
         "procs": len(rows),
+        "treeDistinct": distinct_pages([r["pid"] for r in rows]),
         "detail": rows,
     }
 

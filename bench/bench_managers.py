@@ -136,8 +136,8 @@ def ensure_install(cache: Path, ref: str | None) -> Path:
     files, the editable hook among them, are not run from there), so nothing is downloaded and both builds run
     the same libraries.
     """
-    if ref is None:
-        venv = cache / "ours-tree"
+    if ref is None:  # one per checkout: two checkouts benched at once must not install over each other
+        venv = cache / f"ours-tree-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
     else:
         sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], capture_output=True, text=True)
         if sha.returncode:

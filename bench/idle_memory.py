@@ -116,13 +116,18 @@ def main() -> int:
                                                  args.client_use))
     client = "one state-reading call first (gateway layout)" if args.client_use else "no client"
     print(f"idle memory, {args.runs} alternating starts per build, {args.settle:g}s settle, {client} "
-          f"(MiB: PSS median [min-max], private dirty median)")
+          f"(MiB: PSS median [min-max], private dirty median; `distinct`: the tree's distinct physical pages, each "
+          f"counted once, as PSS would count them on a host where the tree is the only program)")
     for layout, per_build in raw.items():
         print(f"\n== {layout}")
         table: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
         for build, samples in per_build.items():
             for mem in samples:
                 table["tree"][build].append((mem["treePss"] / MB, mem["treeUss"] / MB))
+                if mem.get("treeDistinct"):
+                    distinct = mem["treeDistinct"]
+                    table["distinct (anon)"][build].append(((distinct["anon"] + distinct["file"]) / MB,
+                                                            distinct["anon"] / MB))
                 by_role: dict[str, list[dict[str, Any]]] = defaultdict(list)
                 for proc in mem["detail"]:
                     by_role[role(proc["role"])].append(proc)
@@ -130,7 +135,7 @@ def main() -> int:
                     table[name][build].append((statistics.median(pr["pss"] for pr in procs) / MB,
                                                statistics.median(pr.get("Private_Dirty", 0) for pr in procs) / MB))
         print(f"{'process':>18}  " + "  ".join(f"{titles[b]:>32}" for b in builds))
-        for name, cols in sorted(table.items(), key=lambda kv: kv[0] == "tree"):
+        for name, cols in sorted(table.items(), key=lambda kv: (kv[0] == "distinct (anon)", kv[0] == "tree")):
             cells = []
             for b in builds:
                 vals = cols.get(b, [])

@@ -15,7 +15,7 @@ MADV_DONTNEED = 4
 
 
 @functools.cache
-def _libc(name: str) -> Any:
+def libc_function(name: str) -> Any:
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
@@ -31,7 +31,7 @@ def drop_zero_pages(obj: object) -> int:
     embeds a large zeroed buffer (uvloop's loop: 256 kB) has every page of it written at allocation, private to the
     process from then on; a dropped page reads as zeros again and takes memory only once written. Only for an
     object no other thread is using: a write racing the check would be lost."""
-    madvise = _libc("madvise")
+    madvise = libc_function("madvise")
     if madvise is None:
         return 0
     import ctypes
@@ -53,7 +53,7 @@ def drop_zero_pages(obj: object) -> int:
 
 def trim() -> None:
     """glibc's malloc_trim(0); nothing where there is none."""
-    malloc_trim = _libc("malloc_trim")
+    malloc_trim = libc_function("malloc_trim")
     if malloc_trim is not None:
         with contextlib.suppress(OSError):
             malloc_trim(0)

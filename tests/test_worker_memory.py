@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -291,3 +292,74 @@ def test_a_workers_event_loop_starts_with_its_read_buffer_given_back(gateway_fac
                     what="the worker's report")
     resident, count = (int(w) for w in line.split()[-3::2])
     assert count >= 60 and resident <= 4, line
+
+
+def start_file_pages(pid: int | str) -> int:
+    """kB of a process's private read-only file mappings that it maps and still shares with the file (what
+    loading and starting read), from its smaps."""
+    total, counted = 0, False
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+                counted = len(fields) == 6 and fields[5].startswith("/") and fields[1][1] == "-" and fields[1][3] == "p"
+            elif counted and fields[0] in ("Rss:", "Anonymous:"):
+                total += int(fields[1]) if fields[0] == "Rss:" else -int(fields[1])
+    return total
+
+
+FILE_PAGES = """
+import asyncio, hashlib, json, os, sqlite3, ssl, sys
+import uvloop, zmq
+sys.path.insert(0, sys.argv[1])
+from test_worker_memory import start_file_pages
+from openclaw_sup.config import filepages
+ssl.create_default_context()
+before = start_file_pages("self")
+relocated = sum(int(line.split()[1]) for line in open("/proc/self/smaps") if line.startswith("Anonymous:"))
+dropped = filepages.drop()
+after = start_file_pages("self")
+kept = sum(int(line.split()[1]) for line in open("/proc/self/smaps") if line.startswith("Anonymous:"))
+# every library's code and relocated pointers still work: a dropped page is mapped again, a relocated one kept
+ctx = zmq.Context()
+a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+a.bind("inproc://x"); b.connect("inproc://x"); a.send(b"ping")
+async def main():
+    await asyncio.sleep(0.01)
+    return b.recv()
+works = [hashlib.sha256(b"x").hexdigest()[:8], sqlite3.connect(":memory:").execute("select 1+1").fetchone()[0],
+         ssl.create_default_context().verify_mode == ssl.CERT_REQUIRED, uvloop.run(main()).decode()]
+print(json.dumps({"before": before, "after": after, "dropped": dropped, "relocated": relocated, "kept": kept,
+                  "works": works}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's pagemap and madvise")
+def test_the_file_pages_a_start_read_are_unmapped_and_every_library_still_works_after() -> None:
+    run = subprocess.run([sys.executable, "-c", FILE_PAGES, str(Path(__file__).parent)], capture_output=True,
+                         text=True, timeout=60, check=True)
+    got = json.loads(run.stdout)
+    assert got["before"] >= 4096, got  # libpython, OpenSSL, SQLite, libzmq, uvloop: several MB read to start
+    assert got["after"] < got["before"] / 4, got
+    assert got["dropped"] >= (got["before"] - got["after"]) * 1024, got
+    assert got["kept"] >= got["relocated"] - 64, "a page the process wrote (relocations, data) was dropped"
+    assert got["works"] == [hashlib.sha256(b"x").hexdigest()[:8], 2, True, "ping"], got
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's pagemap and madvise")
+def test_once_started_no_process_of_the_tree_keeps_the_file_pages_only_its_start_read(gateway_factory) -> None:
+    """Loading the tree's libraries and starting reads several MB of their files (libpython, OpenSSL's provider
+    tables, SQLite, libzmq, uvloop) that an idle process never runs again: the supervisor once serving and a worker
+    once it settles unmap them (about 16 and 8 MB mapped here without, 6 with)."""
+    reference = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                                "import asyncio, ssl, sqlite3, uvloop, zmq, orjson; "
+                                "from test_worker_memory import start_file_pages; print(start_file_pages('self'))",
+                                str(Path(__file__).parent)], capture_output=True, text=True, timeout=60, check=True)
+    started = int(reference.stdout)
+    gw = gateway_factory({"workers": {"w": {"kind": "settler", "options": {"settleMs": 200}}}}).start()
+    wait_for(lambda: "settler settled" in gw.log_text(), 10, what="the worker settled")
+    worker = gw.pids()["w"]
+    assert worker is not None
+    for name, pid in (("supervisor", gw.status()["supervisor"]["pid"]), ("worker", worker)):
+        wait_for(lambda pid=pid: start_file_pages(pid) < started / 2, 10,
+                 what=f"the {name} to map less than half of what a start reads ({started} kB)")

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
+from openclaw_sup.config import filepages
 from openclaw_sup.config.record import record
 from openclaw_sup.ipc.forkproto import MAX_PACKET
 from openclaw_sup.workers.heapholes import HeapHoles
@@ -121,6 +122,7 @@ class ForkServerLoop:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         with contextlib.suppress(OSError):
             prctl(PR_SET_CHILD_SUBREAPER, 1)
+        filepages.drop()  # what the imports read: before the holes are taken, so its own garbage leaves none
         gc.collect()
         self.holes.take()
         gc.freeze()
@@ -236,6 +238,7 @@ class ForkServerLoop:
         """What a fork needs first: new modules' garbage collected and the heap's holes taken, everything frozen."""
         if len(sys.modules) != self.modules:
             self.modules = len(sys.modules)
+            filepages.drop()
             gc.collect()
             self.holes.take()
         gc.freeze()
