@@ -40,10 +40,16 @@ def lock_dir(gw: Gateway) -> Path:
     return Path(os.path.realpath(gw.state_dir)) / "tmp" / f"openclaw-{os.getuid()}"
 
 
-def read_lock(gw: Gateway) -> dict[str, Any]:
+def lock_files(gw: Gateway) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The per-config lock and `gateway.state.lock`: each is replaced atomically, the pair one after the other."""
     digest = hashlib.sha256(str(gw.state_dir / "openclaw.json").encode()).hexdigest()[:8]
-    config_lock = json.loads((lock_dir(gw) / f"gateway.{digest}.lock").read_text())
-    assert json.loads((lock_dir(gw) / "gateway.state.lock").read_text()) == config_lock
+    return (json.loads((lock_dir(gw) / f"gateway.{digest}.lock").read_text()),
+            json.loads((lock_dir(gw) / "gateway.state.lock").read_text()))
+
+
+def read_lock(gw: Gateway) -> dict[str, Any]:
+    config_lock, state_lock = lock_files(gw)
+    assert state_lock == config_lock
     return config_lock
 
 
@@ -126,7 +132,9 @@ def test_targeted_restart_request_checks_the_lock_owner(gateway_factory) -> None
     assert info.value.code == "INVALID_REQUEST" and info.value.details == {"field": "target"}
     assert c.request("gateway.restart.request", {"target": target}) == {"ok": True, "status": "scheduled",
                                                                          "pid": lock["pid"]}
-    wait_for(lambda: read_lock(gw)["ownerId"] != lock["ownerId"], 20, what="a new lock owner after the restart")
+    wait_for(lambda: all(f["ownerId"] != lock["ownerId"] for f in lock_files(gw)), 20,
+             what="a new lock owner in both lock files after the restart")
+    assert read_lock(gw)["pid"] == lock["pid"]
 
 
 def test_commands_restart_false_refuses_sigusr2_with_a_log_line(gateway_factory) -> None:
