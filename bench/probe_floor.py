@@ -8,7 +8,7 @@ three servers and prints each one's rate, latency and CPU per answer:
 - `floor-c`: bench/probe_floor.c, a blocking C server that only answers (the host's floor);
 - `floor-uvloop`: an asyncio Protocol on uvloop that answers fixed bytes from `data_received` (the floor of any
   server on this event loop);
-- `gateway`: a `--dev` openclaw-sup gateway (this checkout), `GET /healthz`.
+- `gateway`: openclaw-sup of this checkout as bench/gateway.py runs it (`gw_servers.Ours`), `GET /healthz`.
 
 usage: python bench/probe_floor.py [--seconds 2] [--reps 5] [--out FILE]
 """
@@ -16,8 +16,10 @@ usage: python bench/probe_floor.py [--seconds 2] [--reps 5] [--out FILE]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,8 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from bench_common import free_port, log, stop_process, summarize
 from gw_cprobe import build, probe_loop
+from gw_servers import Ours
 
 HERE = Path(__file__).resolve().parent
 UVLOOP_SERVER = r"""
@@ -44,13 +48,11 @@ uvloop.run(main())
 
 
 def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
-    import socket
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -70,23 +72,24 @@ def main() -> int:
     client = build(tmp)
     floor_bin = tmp / "probe_floor"
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(floor_bin), str(HERE / "probe_floor.c")], check=True)
-    ports = {name: free_port() for name in ("floor-c", "floor-uvloop", "gateway")}
-    env = {**os.environ, "HOME": str(tmp / "home")}
-    procs = {
+    ports = {name: free_port() for name in ("floor-c", "floor-uvloop")}
+    floors = {
         "floor-c": subprocess.Popen([str(floor_bin), str(ports["floor-c"])]),
         "floor-uvloop": subprocess.Popen([sys.executable, "-c", UVLOOP_SERVER, str(ports["floor-uvloop"])]),
-        "gateway": subprocess.Popen([str(Path(sys.executable).with_name("openclaw-sup")), "gateway", "--dev",
-                                     "--port", str(ports["gateway"])], env=env, stdout=subprocess.DEVNULL,
-                                    start_new_session=True),
     }
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in procs}
+    gw = Ours(tmp / "gateway", dict(os.environ))
+    gw.start()
+    ports["gateway"] = gw.port
+    pids = {**{name: proc.pid for name, proc in floors.items()}, "gateway": gw.pid}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
     try:
-        for port in ports.values():
-            wait_port(port)
+        for name in floors:
+            wait_port(ports[name])
+        asyncio.run(gw.wait_ready())
         time.sleep(3.0)  # the gateway's workers settle
         for rep in range(args.reps):
             for name, port in ports.items():
-                pid = procs[name].pid
+                pid = pids[name]
                 before = cpu_s(pid)
                 r = probe_loop(client, port, "/healthz", args.seconds)
                 n = sum(r["statuses"].values())
@@ -98,8 +101,9 @@ def main() -> int:
                 log(f"rep {rep + 1}/{args.reps} {name}: {r['perS']:.0f}/s p50 {r['latency']['p50']:.3f} ms "
                     f"p99 {r['latency']['p99']:.3f} ms, server CPU {r['serverCpuUsPerAnswer']:.1f} us/answer")
     finally:
-        for name, proc in procs.items():
-            stop_process(proc, 10.0, group=name == "gateway")
+        for proc in floors.values():
+            stop_process(proc, 10.0)
+        gw.stop()
     print(f"keep-alive GET /healthz on one connection, compiled client, {args.reps} x {args.seconds:g} s alternating "
           f"(median [min-max] of the runs)")
     print(f"{'server':14} {'req/s':>22} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/answer':>22} "

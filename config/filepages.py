@@ -80,3 +80,10 @@ def drop() -> int:
     finally:
         os.close(pagemap)
     return dropped
+
+
+def settle() -> None:
+    """What a started process gives back when it goes quiet: the file pages only its start read, then the C heap's
+    free pages (in that order, so the walk's own garbage is trimmed too)."""
+    drop()
+    heaptrim.trim()

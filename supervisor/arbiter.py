@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from openclaw_sup import __version__
-from openclaw_sup.config import filepages, heaptrim
+from openclaw_sup.config import filepages
 from openclaw_sup.config.browser_state import left_running
 from openclaw_sup.config.paths import ProfilePaths, derived_ports, ensure_private_dir, loose_mode
 from openclaw_sup.config.plan import CRON_DISABLED_LINE, ReloadPlan, cron_skipped, worker_specs
@@ -221,7 +221,7 @@ class Supervisor:
             self.reloader.start()
         self._every_second()
         self.notify_state()
-        loop.call_later(HEAP_TRIM_AFTER_S, self._settle_memory)
+        loop.call_later(HEAP_TRIM_AFTER_S, filepages.settle)
         await self._stop_requested.wait()
         await self.shutdown()
         return self.exit_code
@@ -1264,12 +1264,6 @@ class Supervisor:
                              f"{mode:04o}); run `openclaw-sup doctor --fix` or `chmod 600` it")
         self._loose_config = mode
 
-    def _settle_memory(self) -> None:
-        """Once started: the file pages only the start read unmapped, and the C heap's free pages back to the
-        system."""
-        filepages.drop()
-        heaptrim.trim()
-
     def _every_second(self) -> None:
         """Housekeeping only (log summaries); restarts are never decided here."""
         if self.stopping:
@@ -1282,7 +1276,7 @@ class Supervisor:
         self.notify_state()
         self._sample_self(time.monotonic())
         if self.core is not None and self.core.release_idle():
-            self._settle_memory()
+            filepages.settle()
         asyncio.get_running_loop().call_later(1.0, self._every_second)
 
     def _sample_self(self, now: float) -> None:

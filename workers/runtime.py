@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, cast
 import uvloop
 import zmq
 
-from openclaw_sup.config import eventloop, filepages, heaptrim
+from openclaw_sup.config import eventloop, filepages
 from openclaw_sup.config.paths import resolve
 from openclaw_sup.ipc.bus import DealerLink
 from openclaw_sup.ipc.envelope import EnvelopeError, Kind, decode, encode, request_id
@@ -151,8 +151,7 @@ class WorkerContext:
                 fn()
             except Exception:
                 self.log.exception("giving memory back on settling failed")
-        filepages.drop()
-        heaptrim.trim()
+        filepages.settle()
 
     def busy(self) -> None:
         """Work was done (a request served, or a kind's own work): settle again once quiet (one timer per busy
