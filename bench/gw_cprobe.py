@@ -20,15 +20,16 @@ from bench_managers import Unavailable
 SOURCE = Path(__file__).resolve().parent / "probe_client.c"
 
 
-def build(into: Path | None = None) -> Path:
-    """Compile the client into `into` (default: a new temp dir); Unavailable without gcc or on a failed build."""
+def build(into: Path | None = None, source: Path = SOURCE) -> Path:
+    """Compile `source` (default: the client) into `into` (default: a new temp dir), named after it; Unavailable
+    without gcc or on a failed build."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        raise Unavailable("no C compiler (gcc) for the compiled probe client")
-    out = (into or Path(tempfile.mkdtemp(prefix="ocsb-cprobe-"))) / "probe_client"
-    r = subprocess.run([gcc, "-O2", "-Wall", "-o", str(out), str(SOURCE)], capture_output=True, text=True)
+        raise Unavailable(f"no C compiler (gcc) for {source.name}")
+    out = (into or Path(tempfile.mkdtemp(prefix="ocsb-cprobe-"))) / source.stem
+    r = subprocess.run([gcc, "-O2", "-Wall", "-o", str(out), str(source)], capture_output=True, text=True)
     if r.returncode:
-        raise Unavailable(f"compiling {SOURCE.name} failed: {r.stderr.strip()[-300:]}")
+        raise Unavailable(f"compiling {source.name} failed: {r.stderr.strip()[-300:]}")
     return out
 
 

@@ -70,8 +70,7 @@ def main() -> int:
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ocsb-floor-"))
     client = build(tmp)
-    floor_bin = tmp / "probe_floor"
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(floor_bin), str(HERE / "probe_floor.c")], check=True)
+    floor_bin = build(tmp, HERE / "probe_floor.c")
     ports = {name: free_port() for name in ("floor-c", "floor-uvloop")}
     floors = {
         "floor-c": subprocess.Popen([str(floor_bin), str(ports["floor-c"])]),
