@@ -53,6 +53,9 @@ STANDBY_QUIET_S = 0.2
 """A used standby is replaced once no spawn came for this long: the new worker's start-up goes first."""
 STANDBY_AFTER_BOOT_S = 1.0
 """The first standby is forked this long after the supervisor asks for it: out of the way of the gateway's start."""
+DROP_AFTER_BOOT_S = 0.5
+"""The file pages the imports read are given back this long after boot, once the first workers are forked (each
+spawn pushes it back): done before, it would delay them by a few milliseconds."""
 STANDBY_FAILURES_MAX = 3
 """Standbys that die before their first request, in a row, after which the fork server stops making them."""
 
@@ -95,6 +98,8 @@ class ForkServerLoop:
         self.standbys_wanted = 0
         self.standby_due: float | None = None
         self.standby_failures = 0
+        self.drop_due: float | None = None
+        self.heap_dirty = False
 
     # -- set-up --------------------------------------------------------------------------------------
 
@@ -122,11 +127,10 @@ class ForkServerLoop:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         with contextlib.suppress(OSError):
             prctl(PR_SET_CHILD_SUBREAPER, 1)
-        filepages.drop()  # what the imports read: before the holes are taken, so its own garbage leaves none
-        gc.collect()
-        self.holes.take()
+        self.holes.take()  # the imports' cyclic garbage is not collected: frozen, it leaves no hole to take
         gc.freeze()
         gc.enable()
+        self.drop_due = time.monotonic() + DROP_AFTER_BOOT_S
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
 
     def _on_term(self, *_: Any) -> None:
@@ -144,7 +148,7 @@ class ForkServerLoop:
             if told != list(self.standbys):
                 told = list(self.standbys)
                 self._send({"op": "standbys", "pids": told})
-            due = self.standby_due
+            due = min((t for t in (self.standby_due, self.drop_due) if t is not None), default=None)
             for key, _ in sel.select(None if due is None else max(0.0, due - time.monotonic())):
                 if key.data == "chld":
                     with contextlib.suppress(BlockingIOError):
@@ -154,6 +158,10 @@ class ForkServerLoop:
                     self._kill_all()
                     return
             self._reap()
+            if self.drop_due is not None and time.monotonic() >= self.drop_due:
+                self.drop_due = None
+                filepages.drop()
+                self.heap_dirty = True
             if self.standby_due is not None and time.monotonic() >= self.standby_due:
                 self._fill_standbys()
 
@@ -218,6 +226,8 @@ class ForkServerLoop:
                         "error": f"worker kind {kind!r} is not provided by this build"})
             return
         self._standbys_later(STANDBY_QUIET_S)
+        if self.drop_due is not None:
+            self.drop_due = max(self.drop_due, time.monotonic() + STANDBY_QUIET_S)
         pid = self._hand_to_standby(data, fds)
         if pid is None:
             self._freeze_for_fork()
@@ -240,6 +250,9 @@ class ForkServerLoop:
             self.modules = len(sys.modules)
             filepages.drop()
             gc.collect()
+            self.heap_dirty = True
+        if self.heap_dirty:
+            self.heap_dirty = False
             self.holes.take()
         gc.freeze()
 
