@@ -53,9 +53,6 @@ STANDBY_QUIET_S = 0.2
 """A used standby is replaced once no spawn came for this long: the new worker's start-up goes first."""
 STANDBY_AFTER_BOOT_S = 1.0
 """The first standby is forked this long after the supervisor asks for it: out of the way of the gateway's start."""
-DROP_AFTER_BOOT_S = 0.5
-"""The file pages the imports read are given back this long after boot, once the first workers are forked (each
-spawn pushes it back): done before, it would delay them by a few milliseconds."""
 STANDBY_FAILURES_MAX = 3
 """Standbys that die before their first request, in a row, after which the fork server stops making them."""
 
@@ -98,8 +95,6 @@ class ForkServerLoop:
         self.standbys_wanted = 0
         self.standby_due: float | None = None
         self.standby_failures = 0
-        self.drop_due: float | None = None
-        self.heap_dirty = False
 
     # -- set-up --------------------------------------------------------------------------------------
 
@@ -127,10 +122,8 @@ class ForkServerLoop:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         with contextlib.suppress(OSError):
             prctl(PR_SET_CHILD_SUBREAPER, 1)
-        self.holes.take()  # the imports' cyclic garbage is not collected: frozen, it leaves no hole to take
-        gc.freeze()
+        self._pack_heap()
         gc.enable()
-        self.drop_due = time.monotonic() + DROP_AFTER_BOOT_S
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
 
     def _on_term(self, *_: Any) -> None:
@@ -148,7 +141,7 @@ class ForkServerLoop:
             if told != list(self.standbys):
                 told = list(self.standbys)
                 self._send({"op": "standbys", "pids": told})
-            due = min((t for t in (self.standby_due, self.drop_due) if t is not None), default=None)
+            due = self.standby_due
             for key, _ in sel.select(None if due is None else max(0.0, due - time.monotonic())):
                 if key.data == "chld":
                     with contextlib.suppress(BlockingIOError):
@@ -158,10 +151,6 @@ class ForkServerLoop:
                     self._kill_all()
                     return
             self._reap()
-            if self.drop_due is not None and time.monotonic() >= self.drop_due:
-                self.drop_due = None
-                filepages.drop()
-                self.heap_dirty = True
             if self.standby_due is not None and time.monotonic() >= self.standby_due:
                 self._fill_standbys()
 
@@ -226,8 +215,6 @@ class ForkServerLoop:
                         "error": f"worker kind {kind!r} is not provided by this build"})
             return
         self._standbys_later(STANDBY_QUIET_S)
-        if self.drop_due is not None:
-            self.drop_due = max(self.drop_due, time.monotonic() + STANDBY_QUIET_S)
         pid = self._hand_to_standby(data, fds)
         if pid is None:
             self._freeze_for_fork()
@@ -245,15 +232,22 @@ class ForkServerLoop:
         self._send({"op": "spawned", "seq": req.get("seq"), "name": req.get("name"), "pid": pid})
 
     def _freeze_for_fork(self) -> None:
-        """What a fork needs first: new modules' garbage collected and the heap's holes taken, everything frozen."""
+        """What a fork needs first: the heap packed again after new modules, everything frozen."""
         if len(sys.modules) != self.modules:
             self.modules = len(sys.modules)
-            filepages.drop()
-            gc.collect()
-            self.heap_dirty = True
-        if self.heap_dirty:
-            self.heap_dirty = False
-            self.holes.take()
+            self._pack_heap()
+        gc.freeze()
+
+    def _pack_heap(self) -> None:
+        """Ready the heap for forks after imports. The file pages they read are given back (first: that walk's own
+        garbage then leaves no hole). Everything is frozen, the imports' cyclic garbage too: collecting it would
+        cost a full traversal (6-8 ms at boot, on the first workers' path) and leave holes. The collection that
+        follows has next to nothing to traverse but empties the interpreter's free lists, whose objects a worker
+        would otherwise reuse in place, copying their pages. Then the holes left are taken."""
+        filepages.drop()
+        gc.freeze()
+        gc.collect()
+        self.holes.take()
         gc.freeze()
 
     def _detach(self) -> None:
