@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -69,41 +68,6 @@ def test_free_blocks_in_the_small_object_pools_are_taken_so_a_workers_objects_fi
     assert got["before"] >= 10000, got
     assert got["taken"] >= 10000, got
     assert got["after"] < 200, "free 96-byte blocks left in pools shared with the workers"
-
-
-PACK = """
-import gc, json, socket, sys, weakref
-gc.disable()  # as in the fork server, booting
-from openclaw_sup.workers.forkserver import ForkServerLoop
-
-
-class Node:
-    pass
-
-
-server = ForkServerLoop(socket.socketpair()[0], "test")
-garbage = Node()
-garbage.me = garbage  # cyclic garbage, as imports leave some
-alive = weakref.ref(garbage)
-del garbage
-spare = [float(i) for i in range(1000)], [{} for _ in range(100)], [[i] for i in range(100)], [(i,) for i in range(100)]
-del spare  # freed into the interpreter's free lists
-server._pack_heap()
-sys._debugmallocstats()
-print(json.dumps({"garbage kept": alive() is not None, "frozen": gc.get_freeze_count()}))
-"""
-
-
-@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's free lists and garbage collector")
-def test_packing_the_fork_servers_heap_empties_the_free_lists_without_a_full_collection() -> None:
-    """A full collection at boot cost the first workers 6-8 ms: the fork server freezes its import garbage instead,
-    and a collection with nothing left to traverse still empties the free lists a worker would reuse in place."""
-    run = subprocess.run([sys.executable, "-c", PACK], capture_output=True, text=True, timeout=60, check=True)
-    got = json.loads(run.stdout)
-    assert got["garbage kept"] and got["frozen"] > 1000, got
-    free = {m[2]: int(m[1]) for m in re.finditer(r"(?m)^\s*(\d+) free (\S+(?: PyTupleObjects)?) \*", run.stderr)}
-    for kind in ("PyFloatObjects", "PyDictObjects", "PyListObjects", "1-sized PyTupleObjects"):
-        assert free.get(kind, -1) in range(10), f"{kind} left in the free lists after packing (80-100 before): {free}"
 
 
 RARE = """

@@ -122,7 +122,10 @@ class ForkServerLoop:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         with contextlib.suppress(OSError):
             prctl(PR_SET_CHILD_SUBREAPER, 1)
-        self._pack_heap()
+        filepages.drop()  # what the imports read: before the holes are taken, so its own garbage leaves none
+        gc.collect()
+        self.holes.take()
+        gc.freeze()
         gc.enable()
         self._send({"op": "boot", "pid": os.getpid(), "errors": errors, "kinds": registry.names()})
 
@@ -232,22 +235,12 @@ class ForkServerLoop:
         self._send({"op": "spawned", "seq": req.get("seq"), "name": req.get("name"), "pid": pid})
 
     def _freeze_for_fork(self) -> None:
-        """What a fork needs first: the heap packed again after new modules, everything frozen."""
+        """What a fork needs first: new modules' garbage collected and the heap's holes taken, everything frozen."""
         if len(sys.modules) != self.modules:
             self.modules = len(sys.modules)
-            self._pack_heap()
-        gc.freeze()
-
-    def _pack_heap(self) -> None:
-        """Ready the heap for forks after imports. The file pages they read are given back (first: that walk's own
-        garbage then leaves no hole). Everything is frozen, the imports' cyclic garbage too: collecting it would
-        cost a full traversal (6-8 ms at boot, on the first workers' path) and leave holes. The collection that
-        follows has next to nothing to traverse but empties the interpreter's free lists, whose objects a worker
-        would otherwise reuse in place, copying their pages. Then the holes left are taken."""
-        filepages.drop()
-        gc.freeze()
-        gc.collect()
-        self.holes.take()
+            filepages.drop()
+            gc.collect()
+            self.holes.take()
         gc.freeze()
 
     def _detach(self) -> None:
