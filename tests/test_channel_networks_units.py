@@ -9,7 +9,7 @@ from typing import Any
 
 from openclaw_sup.config.plan import ReloadPlan, worker_specs
 from openclaw_sup.config.schema import validate
-from openclaw_sup.workers.channels.discord import DiscordAdapter, RateLimits
+from openclaw_sup.workers.channels.discord import RESET_MARGIN_S, DiscordAdapter, RateLimits
 from openclaw_sup.workers.channels.matrix import MatrixAdapter, env_prefix
 from openclaw_sup.workers.channels.policy import Inbound
 from openclaw_sup.workers.channels.slack import SlackAdapter
@@ -65,7 +65,7 @@ def test_discord_rate_limit_routes_keep_the_major_parameter() -> None:
     rl = RateLimits()
     rl.update("POST /channels/1/messages", "1", {"x-ratelimit-bucket": "b", "x-ratelimit-remaining": "0",
                                                  "x-ratelimit-reset-after": "5"})
-    assert 4.5 < rl.wait_for("POST /channels/1/messages", "1") <= 5
+    assert 4.5 < rl.wait_for("POST /channels/1/messages", "1") <= 5 + RESET_MARGIN_S
     assert rl.wait_for("POST /channels/2/messages", "2") == 0
     rl.limited("GET /users/@me", "", 2.0, global_=True)
     assert rl.wait_for("POST /channels/2/messages", "2") > 1.5

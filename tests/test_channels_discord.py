@@ -6,7 +6,9 @@ permission error shown by `channels status` (4004, 4014 naming the intent, 403 M
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -20,6 +22,7 @@ from discord_server import FakeDiscord
 
 from conftest import Gateway, run_openclaw, wait_for
 from openclaw_sup.gateway.client import GatewayClient
+from openclaw_sup.workers.channels.discord import DiscordAdapter
 
 TOKEN = "discord-test-token-0123456789abcdef"
 BOT_TOKEN = "MTA5.discord-bot-secret.token-value"
@@ -114,6 +117,37 @@ def test_429_storm_backoff_honoured_nothing_lost(gateway_factory) -> None:
         assert elapsed > 1.5
     finally:
         dc.close()
+
+
+def test_concurrent_posts_to_one_channel_share_its_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nine posts to one channel at once through the adapter's REST client: each waits for the headers of the one
+    before (none goes past X-RateLimit-Remaining 0, none before the reset, whose timer may fire a little early),
+    and they land in the order they were made."""
+    dc = FakeDiscord(BOT_TOKEN, bucket_limit=3, bucket_window=0.5)
+    monkeypatch.setenv("DISCORD_API_URL", dc.api_url)
+
+    async def post_all() -> float:
+        adapter = DiscordAdapter({"accountId": "default", "token": BOT_TOKEN}, logging.getLogger("t"), _sink,
+                                 lambda k: None)
+        t0 = time.monotonic()
+        try:
+            await asyncio.gather(*(adapter.call("POST", f"/channels/{GENERAL}/messages", {"content": f"c-{i}"})
+                                   for i in range(9)))
+        finally:
+            await adapter.close()
+        return time.monotonic() - t0
+
+    try:
+        elapsed = asyncio.run(post_all())
+        assert dc.violations == []
+        assert [t for _, t in dc.posted_texts()] == [f"c-{i}" for i in range(9)]
+        assert elapsed >= 1.0  # three windows of 0.5 s: two waits for a reset
+    finally:
+        dc.close()
+
+
+async def _sink(msgs: Any, meta: Any) -> None:
+    return None
 
 
 def test_resume_after_dropped_socket_and_after_sigkill(gateway_factory, discord: FakeDiscord) -> None:

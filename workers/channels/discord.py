@@ -26,6 +26,7 @@ import hashlib
 import os
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ from openclaw_sup.workers.channels.policy import DROP, Inbound, Verdict, dm_sett
 DEFAULT_API = "https://discord.com/api/v10"
 TEXT_LIMIT = 2000
 MAX_429_WAIT_S = 120.0
+RESET_MARGIN_S = 0.01  # Reset-After comes rounded to the millisecond
 SESSION_KEY, SEQ_KEY = "discord.session", "discord.seq"
 
 INTENTS = {"guilds": 1 << 0, "guildMembers": 1 << 1, "presence": 1 << 8, "guildMessages": 1 << 9,
@@ -90,6 +92,23 @@ class RateLimits:
         self.route_bucket: dict[str, str] = {}
         self.state: dict[str, tuple[int, float]] = {}  # bucket:major -> (remaining, reset at, monotonic)
         self.global_until = 0.0
+        self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # route:major -> (lock, [holders + waiters])
+
+    @contextlib.asynccontextmanager
+    async def turn(self, route: str, major: str) -> AsyncIterator[None]:
+        """One request in flight per route and major parameter: a second one must see the headers of the first
+        before it goes, or two concurrent calls both spend the bucket's last request (and two posts to one
+        channel could cross on the way)."""
+        key = f"{route}:{major}"
+        lock, users = self._turns.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._turns[key]
 
     @staticmethod
     def route(method: str, path: str) -> tuple[str, str]:
@@ -116,10 +135,11 @@ class RateLimits:
         if "x-ratelimit-remaining" in headers and "x-ratelimit-reset-after" in headers:
             with contextlib.suppress(ValueError):
                 self.state[self._key(route, major)] = (int(headers["x-ratelimit-remaining"]),
-                                                       time.monotonic() + float(headers["x-ratelimit-reset-after"]))
+                                                       time.monotonic() + float(headers["x-ratelimit-reset-after"])
+                                                       + RESET_MARGIN_S)
 
     def limited(self, route: str, major: str, retry_after: float, global_: bool) -> None:
-        until = time.monotonic() + retry_after
+        until = time.monotonic() + retry_after + RESET_MARGIN_S
         if global_:
             self.global_until = max(self.global_until, until)
         else:
@@ -224,6 +244,10 @@ class DiscordAdapter(Adapter):
     async def call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
         """One REST call that honours the route's bucket and every 429 (bounded by MAX_429_WAIT_S in all)."""
         route, major = RateLimits.route(method, path)
+        async with self.limits.turn(route, major):
+            return await self._call_in_turn(route, major, method, path, body, timeout)
+
+    async def _call_in_turn(self, route: str, major: str, method: str, path: str, body: Any, timeout: float) -> Any:
         waited = 0.0
         while True:
             wait = self.limits.wait_for(route, major)
@@ -232,6 +256,7 @@ class DiscordAdapter(Adapter):
                     raise DiscordError(429, 0, f"rate limited for {wait:.1f}s more", retry_after=wait)
                 await asyncio.sleep(wait)
                 waited += wait
+                continue  # the loop's clock is cached and its timers round to the ms: they can fire a little early
             status, headers, data = await self.rest.call(method, path, body=body, timeout=timeout)
             self.limits.update(route, major, headers)
             data = data if isinstance(data, (dict, list)) else {}

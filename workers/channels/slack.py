@@ -134,6 +134,7 @@ class SlackAdapter(Adapter):
             if wait > 0:
                 await asyncio.sleep(wait)
                 waited += wait
+                continue  # the loop's timers can fire a little early: check the clock again
             status, headers, data = await self.api.call(
                 "POST", f"/{method}", body=body or {}, timeout=timeout,
                 headers={"Authorization": f"Bearer {token or self.bot_token}"})
