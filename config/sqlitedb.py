@@ -9,6 +9,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,23 @@ transaction created, wrote page by page (two writes a page) and deleted one (ben
 log moves; what is committed, and when, is the same."""
 
 
+def wal(db: sqlite3.Connection, timeout: float) -> None:
+    """WAL mode, retried for up to `timeout` seconds while another connection is switching or writing: the switch
+    reads the header, then upgrades to a write, and SQLite answers an upgrade that could deadlock with SQLITE_BUSY
+    at once, never calling the busy handler; two processes opening one new database at once both get there."""
+    deadline = time.monotonic() + timeout
+    pause = 0.002
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def connect(path: str | Path, *, timeout: float = 10.0) -> sqlite3.Connection:
     """Autocommit connection (transactions are explicit, see `immediate`) in WAL mode, synchronous=NORMAL: a
     SIGKILL loses at most the last commits, never consistency. The files are the owner's only (0600). Temporary
@@ -32,7 +50,7 @@ def connect(path: str | Path, *, timeout: float = 10.0) -> sqlite3.Connection:
     if on_disk:
         create_private(Path(path))
     db = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
+    wal(db, timeout)
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(TEMP_IN_MEMORY)
     if on_disk:

@@ -212,7 +212,7 @@ def _create(db: StateConnection, ddl_name: str, role: str, version: int, agent_i
     statement prepared and cached one by one); a racing creator wins cleanly. True when this call created it."""
     if db.execute("PRAGMA page_count").fetchone()[0] == 0:
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    db.execute("PRAGMA journal_mode=WAL")
+    sqlitedb.wal(db, BUSY_TIMEOUT_MS / 1000)
     with db.gate.held() if db.gate else contextlib.nullcontext():
         try:
             db.executescript(_script(ddl_name, version))
@@ -272,7 +272,7 @@ def _ready(db: StateConnection, path: Path, ddl_name: str, role: str, version: i
                 return False
             if not _create(db, ddl_name, role, version, agent_id):
                 _check(db, path, role, version, agent_id)
-        db.execute("PRAGMA journal_mode=WAL")
+        sqlitedb.wal(db, BUSY_TIMEOUT_MS / 1000)
         db.execute("PRAGMA foreign_keys=ON")
         # Every write here touches dozens of index pages: checkpoints run on the owner's thread (sqlitedb.Checkpointer:
         # the gateway's for the shared database, the agent worker's for its own), and at the last close.

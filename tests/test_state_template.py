@@ -4,8 +4,10 @@ creates, whole before it appears, safe when several processes create it at once,
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -136,6 +138,40 @@ def test_processes_creating_one_database_at_once_all_open_it(tmp_path: Path, kin
     assert rows(path, "SELECT count(*) FROM schema_meta WHERE meta_key = 'primary'") == [(1,)]
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
     assert sorted(p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_the_switch_to_wal_waits_for_a_writer_the_busy_handler_does_not(tmp_path: Path) -> None:
+    """SQLite answers the switch's read-to-write upgrade with SQLITE_BUSY at once, whatever the busy timeout (the
+    race above lost a process to it now and then); `sqlitedb.wal` waits for the writer to finish instead."""
+    path = tmp_path / "a.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (a)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    opener = sqlite3.connect(path, timeout=5, isolation_level=None)
+    t0 = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        opener.execute("PRAGMA journal_mode=WAL")
+    assert time.monotonic() - t0 < 4  # not after the 5 s busy timeout: the handler was never called
+    commit = threading.Timer(0.3, writer.execute, ("COMMIT",))
+    commit.start()
+    sqlitedb.wal(opener, 5)
+    commit.join()
+    assert opener.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert opener.execute("SELECT a FROM t").fetchall() == [(1,)]
+    # a writer that never finishes: the error comes once the timeout has passed, not never
+    other = sqlite3.connect(tmp_path / "b.sqlite", isolation_level=None)
+    other.execute("CREATE TABLE t (a)")
+    other.close()
+    held = sqlite3.connect(tmp_path / "b.sqlite", isolation_level=None)
+    held.execute("BEGIN IMMEDIATE")
+    late = sqlite3.connect(tmp_path / "b.sqlite", timeout=5, isolation_level=None)
+    t0 = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        sqlitedb.wal(late, 0.3)
+    assert time.monotonic() - t0 >= 0.3
+    for db in (held, late, writer, opener):
+        db.close()
 
 
 @pytest.mark.live
