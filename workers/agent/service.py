@@ -29,6 +29,7 @@ from openclaw_sup.workers.agent.providers.http import close_pool
 from openclaw_sup.workers.agent.store import INTERRUPTED, AgentStore, db_path, now_ms, random_uuid
 from openclaw_sup.workers.agent.toolloop import ToolLoopBound, replay, run_loop
 from openclaw_sup.workers.groupledger import GroupLedger
+from openclaw_sup.workers.keyedlock import KeyedLocks
 from openclaw_sup.workers.runtime import Partial, RequestError, WorkerContext
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -133,7 +134,7 @@ class AgentService:
         self.finishing: dict[str, GroupCommit] = {}  # and the ends of its runs
         self.runs: dict[str, Run] = {}  # active runs by runId
         self.by_key: dict[str, Run] = {}  # active runs by idempotency key
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.locks = KeyedLocks()  # one run at a time per session
         self.lanes = {MAIN_LANE: asyncio.Semaphore(max_concurrent(self.agents_cfg)),
                       CRON_LANE: asyncio.Semaphore(CRON_LANE_SLOTS)}
         self.waiters: dict[str, asyncio.Event] = {}
@@ -223,9 +224,8 @@ class AgentService:
 
     async def _drive(self, run: Run) -> None:
         out: Outcome
-        lock = self.locks.setdefault(run.session_key, asyncio.Lock())
         try:
-            async with lock, self.lanes[run.lane]:
+            async with self.locks.hold(run.session_key), self.lanes[run.lane]:
                 out = await self._execute(run)
         except asyncio.CancelledError:
             out = Outcome("error" if self.stopping else "aborted", text=run.text,

@@ -26,7 +26,6 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +35,7 @@ from openclaw_sup.config.restart import Backoff
 from openclaw_sup.workers.channels.adapter import Adapter, SendError
 from openclaw_sup.workers.channels.httpjson import HttpJson, aiohttp
 from openclaw_sup.workers.channels.policy import DROP, Inbound, Verdict, dm_settings
+from openclaw_sup.workers.keyedlock import KeyedLocks
 
 DEFAULT_API = "https://discord.com/api/v10"
 TEXT_LIMIT = 2000
@@ -92,23 +92,9 @@ class RateLimits:
         self.route_bucket: dict[str, str] = {}
         self.state: dict[str, tuple[int, float]] = {}  # bucket:major -> (remaining, reset at, monotonic)
         self.global_until = 0.0
-        self._turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # route:major -> (lock, [holders + waiters])
-
-    @contextlib.asynccontextmanager
-    async def turn(self, route: str, major: str) -> AsyncIterator[None]:
-        """One request in flight per route and major parameter: a second one must see the headers of the first
-        before it goes, or two concurrent calls both spend the bucket's last request (and two posts to one
-        channel could cross on the way)."""
-        key = f"{route}:{major}"
-        lock, users = self._turns.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._turns[key]
+        # One request in flight per route and major parameter: the second sees the first's headers before it goes,
+        # or both could spend the bucket's last request (and two posts to one channel could cross on the way).
+        self.turns = KeyedLocks()
 
     @staticmethod
     def route(method: str, path: str) -> tuple[str, str]:
@@ -244,7 +230,7 @@ class DiscordAdapter(Adapter):
     async def call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
         """One REST call that honours the route's bucket and every 429 (bounded by MAX_429_WAIT_S in all)."""
         route, major = RateLimits.route(method, path)
-        async with self.limits.turn(route, major):
+        async with self.limits.turns.hold(f"{route}:{major}"):
             return await self._call_in_turn(route, major, method, path, body, timeout)
 
     async def _call_in_turn(self, route: str, major: str, method: str, path: str, body: Any, timeout: float) -> Any:
